@@ -1,0 +1,981 @@
+//! Lock-free circuit breakers.
+//!
+//! ```text
+//! CLOSED --(threshold failures, or failure ratio over a full window)--> OPEN
+//! OPEN   --(cooldown elapsed)--> HALF-OPEN (at most `half_open_probes` calls at once)
+//! HALF-OPEN --(success_threshold successes)--> CLOSED
+//! HALF-OPEN --(one failure)--> OPEN
+//! ```
+//!
+//! Only transient failures and timeouts count. Permanent, policy and auth errors say nothing about
+//! the dependency's health: they count as neither success nor failure.
+//!
+//! All state lives in one `AtomicU64` (state, generation, counters) plus the time the breaker
+//! opened. Every transition bumps a generation number: a result that arrives from an older
+//! generation (a slow call that started before the breaker opened) is ignored, so it cannot
+//! corrupt the new state. A closed breaker admits a call with one atomic load.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilience_runtime::breaker::{Breaker, BreakerConfig, BreakerState, Outcome};
+//!
+//! let b = Breaker::new("graph", BreakerConfig::new().with_failure_threshold(2));
+//! for _ in 0..2 {
+//!     let permit = b.try_acquire().unwrap();
+//!     permit.record(Outcome::Failure);
+//! }
+//! assert_eq!(b.state(), BreakerState::Open);
+//! assert!(b.try_acquire().is_err());
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::InvalidConfig;
+use crate::clock;
+
+/// How a breaker decides to open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TripMode {
+    /// Open after this many consecutive failures (default 5).
+    Consecutive {
+        /// Consecutive failures that open the breaker.
+        threshold: u32,
+    },
+    /// Open when the failure ratio over the last `window` calls reaches `ratio`; only once the
+    /// window is full (as MicroProfile Fault Tolerance's `requestVolumeThreshold`).
+    Ratio {
+        /// Number of recent calls considered.
+        window: u32,
+        /// Failure ratio, in `(0, 1]`, that opens the breaker.
+        ratio: f64,
+    },
+}
+
+/// A breaker's settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_runtime::breaker::{BreakerConfig, TripMode};
+///
+/// const GRAPH: BreakerConfig = BreakerConfig::new()
+///     .with_trip(TripMode::Ratio { window: 20, ratio: 0.5 })
+///     .with_cooldown(Duration::from_secs(30))
+///     .with_half_open_probes(2)
+///     .with_success_threshold(2);
+/// assert!(GRAPH.validate().is_ok());
+/// assert_eq!(BreakerConfig::new().cooldown, Duration::from_secs(60));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// When to open.
+    pub trip: TripMode,
+    /// How long the breaker stays open before it lets probes through (default 60s).
+    pub cooldown: Duration,
+    /// Calls let through at once while half-open (default 1).
+    pub half_open_probes: u32,
+    /// Successful probes needed to close (default 1).
+    pub success_threshold: u32,
+}
+
+impl BreakerConfig {
+    /// The defaults: 5 consecutive failures, 60s cooldown, 1 probe, 1 success to close.
+    pub const fn new() -> Self {
+        BreakerConfig {
+            trip: TripMode::Consecutive { threshold: 5 },
+            cooldown: Duration::from_secs(60),
+            half_open_probes: 1,
+            success_threshold: 1,
+        }
+    }
+
+    /// Sets the trip mode.
+    pub const fn with_trip(mut self, trip: TripMode) -> Self {
+        self.trip = trip;
+        self
+    }
+
+    /// Opens after `threshold` consecutive failures.
+    pub const fn with_failure_threshold(mut self, threshold: u32) -> Self {
+        self.trip = TripMode::Consecutive { threshold };
+        self
+    }
+
+    /// Sets the cooldown.
+    pub const fn with_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Sets the number of concurrent half-open probes.
+    pub const fn with_half_open_probes(mut self, probes: u32) -> Self {
+        self.half_open_probes = probes;
+        self
+    }
+
+    /// Sets the successes needed to close.
+    pub const fn with_success_threshold(mut self, successes: u32) -> Self {
+        self.success_threshold = successes;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// - a consecutive threshold of 0 or above 16383;
+    /// - a ratio window of 0 or above 65536, or a ratio outside `(0, 1]`;
+    /// - `half_open_probes` or `success_threshold` of 0 or above 255;
+    /// - `success_threshold` greater than... nothing else: probes may succeed one after another.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        match self.trip {
+            TripMode::Consecutive { threshold } => {
+                if threshold == 0 || threshold > MAX_FAILURES as u32 {
+                    return Err(InvalidConfig::new(
+                        "failure_threshold",
+                        format!("{threshold} is outside 1..={MAX_FAILURES}"),
+                    ));
+                }
+            }
+            TripMode::Ratio { window, ratio } => {
+                if window == 0 || window > 65_536 {
+                    return Err(InvalidConfig::new(
+                        "window",
+                        format!("{window} is outside 1..=65536"),
+                    ));
+                }
+                if !(ratio > 0.0 && ratio <= 1.0) {
+                    return Err(InvalidConfig::new(
+                        "failure_ratio",
+                        format!("{ratio} is outside (0, 1]"),
+                    ));
+                }
+            }
+        }
+        if self.half_open_probes == 0 || self.half_open_probes > 255 {
+            return Err(InvalidConfig::new(
+                "half_open_probes",
+                format!("{} is outside 1..=255", self.half_open_probes),
+            ));
+        }
+        if self.success_threshold == 0 || self.success_threshold > 255 {
+            return Err(InvalidConfig::new(
+                "success_threshold",
+                format!("{} is outside 1..=255", self.success_threshold),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig::new()
+    }
+}
+
+/// A breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Healthy: calls go through.
+    Closed,
+    /// Failing: calls are rejected until the cooldown ends.
+    Open,
+    /// Testing recovery: a limited number of probes go through.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The state as the seed's gauge value: 0 closed, 1 open, 2 half-open.
+    pub const fn as_gauge(self) -> u8 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        }
+    }
+
+    /// The state's name (`"half_open"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// What one call told the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The dependency answered well.
+    Success,
+    /// A transient failure or a timeout.
+    Failure,
+    /// A permanent, policy or auth error, or a cancelled call: no health signal.
+    Ignored,
+}
+
+// Word layout: | successes 8 | probes 8 | failures 14 | state 2 | generation 32 |
+const GEN_MASK: u64 = 0xFFFF_FFFF;
+const STATE_SHIFT: u32 = 32;
+const FAIL_SHIFT: u32 = 34;
+const PROBE_SHIFT: u32 = 48;
+const SUCC_SHIFT: u32 = 56;
+const MAX_FAILURES: u64 = (1 << 14) - 1;
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+impl Word {
+    fn new(generation: u32, state: u64) -> Word {
+        Word(u64::from(generation) | (state << STATE_SHIFT))
+    }
+    fn generation(self) -> u32 {
+        (self.0 & GEN_MASK) as u32
+    }
+    fn state(self) -> u64 {
+        (self.0 >> STATE_SHIFT) & 0b11
+    }
+    fn failures(self) -> u64 {
+        (self.0 >> FAIL_SHIFT) & MAX_FAILURES
+    }
+    fn probes(self) -> u64 {
+        (self.0 >> PROBE_SHIFT) & 0xFF
+    }
+    fn successes(self) -> u64 {
+        (self.0 >> SUCC_SHIFT) & 0xFF
+    }
+    fn with_failures(self, n: u64) -> Word {
+        Word((self.0 & !(MAX_FAILURES << FAIL_SHIFT)) | (n.min(MAX_FAILURES) << FAIL_SHIFT))
+    }
+    fn with_probes(self, n: u64) -> Word {
+        Word((self.0 & !(0xFF << PROBE_SHIFT)) | ((n & 0xFF) << PROBE_SHIFT))
+    }
+    fn with_successes(self, n: u64) -> Word {
+        Word((self.0 & !(0xFF << SUCC_SHIFT)) | ((n & 0xFF) << SUCC_SHIFT))
+    }
+    fn next(self, state: u64) -> Word {
+        Word::new(self.generation().wrapping_add(1), state)
+    }
+}
+
+/// Admission to call through a breaker, returned by [`Breaker::acquire`]. Give it back with
+/// [`Breaker::record`] or [`Breaker::release`]; [`Breaker::try_acquire`] wraps it in a guard
+/// that does so on drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a ticket must be recorded or released, or a half-open probe slot leaks"]
+pub struct Ticket {
+    generation: u32,
+    probe: bool,
+}
+
+impl Ticket {
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
+/// A circuit breaker. Share it by reference or `Arc`; every method takes `&self`.
+pub struct Breaker {
+    name: Arc<str>,
+    config: BreakerConfig,
+    word: AtomicU64,
+    opened_at: AtomicU64,
+    entered_at: AtomicU64,
+    last_used: AtomicU64,
+    opened_total: AtomicU64,
+    window: Option<Window>,
+}
+
+struct Window {
+    size: u64,
+    threshold: u64,
+    calls: AtomicU64,
+    bits: Box<[AtomicU64]>,
+}
+
+impl Window {
+    fn new(size: u32, ratio: f64) -> Window {
+        let size = u64::from(size);
+        let words = size.div_ceil(64) as usize;
+        let threshold = ((size as f64) * ratio).ceil().max(1.0) as u64;
+        Window {
+            size,
+            threshold,
+            calls: AtomicU64::new(0),
+            bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Records one call; returns the failures in the window once it is full.
+    fn record(&self, failed: bool) -> Option<u64> {
+        let pos = self.calls.fetch_add(1, Ordering::AcqRel);
+        let slot = pos % self.size;
+        let (w, b) = ((slot / 64) as usize, slot % 64);
+        let word = self.bits.get(w)?;
+        if failed {
+            word.fetch_or(1 << b, Ordering::AcqRel);
+        } else {
+            word.fetch_and(!(1 << b), Ordering::AcqRel);
+        }
+        (failed && pos + 1 >= self.size).then(|| {
+            self.bits
+                .iter()
+                .map(|x| u64::from(x.load(Ordering::Acquire).count_ones()))
+                .sum()
+        })
+    }
+
+    fn reset(&self) {
+        for w in self.bits.iter() {
+            w.store(0, Ordering::Release);
+        }
+        self.calls.store(0, Ordering::Release);
+    }
+
+    fn failures(&self) -> u64 {
+        self.bits
+            .iter()
+            .map(|x| u64::from(x.load(Ordering::Relaxed).count_ones()))
+            .sum()
+    }
+}
+
+impl Breaker {
+    /// A closed breaker. The config should be valid (see [`BreakerConfig::validate`]); values out
+    /// of range are clamped.
+    pub fn new(name: impl Into<Arc<str>>, config: BreakerConfig) -> Breaker {
+        let now = clock::now_nanos();
+        let window = match config.trip {
+            TripMode::Ratio { window, ratio } => Some(Window::new(window.clamp(1, 65_536), ratio)),
+            TripMode::Consecutive { .. } => None,
+        };
+        Breaker {
+            name: name.into(),
+            config,
+            word: AtomicU64::new(Word::new(0, CLOSED).0),
+            opened_at: AtomicU64::new(0),
+            entered_at: AtomicU64::new(now),
+            last_used: AtomicU64::new(now),
+            opened_total: AtomicU64::new(0),
+            window,
+        }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The breaker's settings.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        match Word(self.word.load(Ordering::Acquire)).state() {
+            CLOSED => BreakerState::Closed,
+            OPEN => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        }
+    }
+
+    /// The generation: bumped by every transition.
+    pub fn generation(&self) -> u32 {
+        Word(self.word.load(Ordering::Acquire)).generation()
+    }
+
+    /// Failures counted toward opening: consecutive failures, or failures in the window.
+    pub fn failures(&self) -> u64 {
+        match &self.window {
+            Some(w) => w.failures(),
+            None => Word(self.word.load(Ordering::Acquire)).failures(),
+        }
+    }
+
+    /// Half-open probes in flight.
+    pub fn probes_in_flight(&self) -> u64 {
+        Word(self.word.load(Ordering::Acquire)).probes()
+    }
+
+    /// How many times the breaker has opened.
+    pub fn opened_total(&self) -> u64 {
+        self.opened_total.load(Ordering::Relaxed)
+    }
+
+    /// Time spent in the current state.
+    pub fn time_in_state(&self) -> Duration {
+        Duration::from_nanos(
+            clock::now_nanos().saturating_sub(self.entered_at.load(Ordering::Relaxed)),
+        )
+    }
+
+    pub(crate) fn idle_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last_used.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn touch(&self, now: u64) {
+        self.last_used.store(now, Ordering::Relaxed);
+    }
+
+    /// Asks to call through. A closed breaker admits with one atomic load; an open one whose
+    /// cooldown has elapsed turns half-open and admits a probe.
+    ///
+    /// # Errors
+    ///
+    /// The time until the breaker will let a probe through, when it admits nothing now.
+    #[inline]
+    pub fn acquire(&self) -> Result<Ticket, Duration> {
+        let w = Word(self.word.load(Ordering::Acquire));
+        if w.state() == CLOSED {
+            return Ok(Ticket {
+                generation: w.generation(),
+                probe: false,
+            });
+        }
+        self.acquire_slow(w)
+    }
+
+    #[cold]
+    fn acquire_slow(&self, mut w: Word) -> Result<Ticket, Duration> {
+        loop {
+            match w.state() {
+                CLOSED => {
+                    return Ok(Ticket {
+                        generation: w.generation(),
+                        probe: false,
+                    });
+                }
+                OPEN => {
+                    let now = clock::now_nanos();
+                    let opened = self.opened_at.load(Ordering::Acquire);
+                    let cooldown = clock::nanos(self.config.cooldown);
+                    let elapsed = now.saturating_sub(opened);
+                    if elapsed < cooldown {
+                        return Err(Duration::from_nanos(cooldown - elapsed));
+                    }
+                    let next = w.next(HALF_OPEN).with_probes(1);
+                    match self.cas(w, next) {
+                        Ok(()) => {
+                            self.entered(now);
+                            self.log_transition(BreakerState::Open, BreakerState::HalfOpen);
+                            return Ok(Ticket {
+                                generation: next.generation(),
+                                probe: true,
+                            });
+                        }
+                        Err(actual) => w = actual,
+                    }
+                }
+                _ => {
+                    if w.probes() >= u64::from(self.config.half_open_probes) {
+                        return Err(Duration::ZERO);
+                    }
+                    match self.cas(w, w.with_probes(w.probes() + 1)) {
+                        Ok(()) => {
+                            return Ok(Ticket {
+                                generation: w.generation(),
+                                probe: true,
+                            });
+                        }
+                        Err(actual) => w = actual,
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Breaker::acquire`] with a guard that gives a probe slot back if it is dropped unrecorded
+    /// (the call was cancelled or panicked).
+    ///
+    /// # Errors
+    ///
+    /// The time until the breaker will let a probe through.
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Duration> {
+        self.acquire().map(|ticket| Permit {
+            breaker: self,
+            ticket: Some(ticket),
+        })
+    }
+
+    /// Records the outcome of an admitted call. Results from an older generation are ignored.
+    #[inline]
+    pub fn record(&self, ticket: Ticket, outcome: Outcome) {
+        if !ticket.probe && outcome == Outcome::Success && self.window.is_none() {
+            // Hot path: a success through a closed breaker with no failures recorded.
+            let w = Word(self.word.load(Ordering::Acquire));
+            if w.0 == Word::new(ticket.generation, CLOSED).0 {
+                return;
+            }
+        }
+        self.record_slow(ticket, outcome);
+    }
+
+    /// Gives an unused ticket back: no health signal.
+    pub fn release(&self, ticket: Ticket) {
+        self.record(ticket, Outcome::Ignored);
+    }
+
+    fn record_slow(&self, ticket: Ticket, outcome: Outcome) {
+        if ticket.probe {
+            return self.record_probe(ticket, outcome);
+        }
+        if outcome == Outcome::Ignored {
+            return;
+        }
+        if let Some(window) = &self.window {
+            let w = Word(self.word.load(Ordering::Acquire));
+            if w.generation() != ticket.generation || w.state() != CLOSED {
+                return;
+            }
+            if let Some(failures) = window.record(outcome == Outcome::Failure) {
+                if failures >= window.threshold {
+                    self.trip(w);
+                }
+            }
+            return;
+        }
+        let mut w = Word(self.word.load(Ordering::Acquire));
+        loop {
+            if w.generation() != ticket.generation || w.state() != CLOSED {
+                return;
+            }
+            let next = match outcome {
+                Outcome::Success if w.failures() == 0 => return,
+                Outcome::Success => w.with_failures(0),
+                _ => w.with_failures(w.failures() + 1),
+            };
+            let threshold = match self.config.trip {
+                TripMode::Consecutive { threshold } => u64::from(threshold),
+                TripMode::Ratio { .. } => u64::MAX,
+            };
+            if next.failures() >= threshold {
+                self.trip(w);
+                return;
+            }
+            match self.cas(w, next) {
+                Ok(()) => return,
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    fn record_probe(&self, ticket: Ticket, outcome: Outcome) {
+        let mut w = Word(self.word.load(Ordering::Acquire));
+        loop {
+            if w.generation() != ticket.generation || w.state() != HALF_OPEN {
+                return;
+            }
+            let probes = w.probes().saturating_sub(1);
+            match outcome {
+                Outcome::Failure => {
+                    if self.trip(w) {
+                        return;
+                    }
+                }
+                Outcome::Ignored => {
+                    if self.cas(w, w.with_probes(probes)).is_ok() {
+                        return;
+                    }
+                }
+                Outcome::Success => {
+                    let successes = w.successes() + 1;
+                    if successes >= u64::from(self.config.success_threshold) {
+                        let next = w.next(CLOSED);
+                        if self.cas(w, next).is_ok() {
+                            if let Some(win) = &self.window {
+                                win.reset();
+                            }
+                            self.entered(clock::now_nanos());
+                            self.log_transition(BreakerState::HalfOpen, BreakerState::Closed);
+                            return;
+                        }
+                    } else if self
+                        .cas(w, w.with_probes(probes).with_successes(successes))
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+            }
+            w = Word(self.word.load(Ordering::Acquire));
+        }
+    }
+
+    /// Opens the breaker from `w`. Returns false if `w` was stale.
+    fn trip(&self, w: Word) -> bool {
+        let next = w.next(OPEN);
+        let now = clock::now_nanos();
+        // Publish the opening time first: a reader that sees OPEN sees this time or a later one.
+        self.opened_at.store(now, Ordering::Release);
+        if self.cas(w, next).is_err() {
+            return false;
+        }
+        self.opened_total.fetch_add(1, Ordering::Relaxed);
+        self.entered(now);
+        let from = if w.state() == HALF_OPEN {
+            BreakerState::HalfOpen
+        } else {
+            BreakerState::Closed
+        };
+        self.log_transition(from, BreakerState::Open);
+        true
+    }
+
+    /// Forces the breaker closed (an operator's reset).
+    pub fn reset(&self) {
+        let w = Word(self.word.load(Ordering::Acquire));
+        self.word.store(w.next(CLOSED).0, Ordering::Release);
+        if let Some(win) = &self.window {
+            win.reset();
+        }
+        self.entered(clock::now_nanos());
+    }
+
+    fn cas(&self, current: Word, next: Word) -> Result<(), Word> {
+        self.word
+            .compare_exchange(current.0, next.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(Word)
+    }
+
+    fn entered(&self, now: u64) {
+        self.entered_at.store(now, Ordering::Relaxed);
+    }
+
+    fn log_transition(&self, from: BreakerState, to: BreakerState) {
+        crate::events::breaker_transition(&self.name, from, to);
+        if to == BreakerState::Open {
+            tracing::warn!(
+                breaker = %self.name,
+                from = from.as_str(),
+                to = to.as_str(),
+                cooldown_ms = self.config.cooldown.as_millis() as u64,
+                "circuit breaker opened"
+            );
+        } else {
+            tracing::info!(
+                breaker = %self.name,
+                from = from.as_str(),
+                to = to.as_str(),
+                "circuit breaker state changed"
+            );
+        }
+    }
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .field("generation", &self.generation())
+            .field("failures", &self.failures())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A guard over a [`Ticket`]: records an outcome, or gives a probe slot back when dropped.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    ticket: Option<Ticket>,
+}
+
+impl Permit<'_> {
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.ticket.is_some_and(|t| t.probe)
+    }
+
+    /// Records the call's outcome.
+    pub fn record(mut self, outcome: Outcome) {
+        if let Some(t) = self.ticket.take() {
+            self.breaker.record(t, outcome);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.breaker.release(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consecutive(threshold: u32) -> Breaker {
+        Breaker::new(
+            "t",
+            BreakerConfig::new()
+                .with_failure_threshold(threshold)
+                .with_cooldown(Duration::from_secs(60)),
+        )
+    }
+
+    fn fail(b: &Breaker) {
+        b.try_acquire().unwrap().record(Outcome::Failure);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn consecutive_mode_opens_at_threshold_and_success_resets_the_count() {
+        let b = consecutive(3);
+        fail(&b);
+        fail(&b);
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.failures(), 0);
+        fail(&b);
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Closed);
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.opened_total(), 1);
+        assert_eq!(b.acquire().unwrap_err(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ignored_outcomes_count_as_neither() {
+        let b = consecutive(2);
+        fail(&b);
+        for _ in 0..10 {
+            b.try_acquire().unwrap().record(Outcome::Ignored);
+        }
+        assert_eq!(b.failures(), 1);
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_to_half_open_after_cooldown_then_closed_on_success() {
+        let b = consecutive(1);
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(b.acquire().unwrap_err(), Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let probe = b.try_acquire().unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        // One probe at a time by default.
+        assert_eq!(b.acquire().unwrap_err(), Duration::ZERO);
+        probe.record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(!b.try_acquire().unwrap().is_probe());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_failure_reopens_with_a_fresh_cooldown() {
+        let b = consecutive(1);
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.opened_total(), 2);
+        assert_eq!(b.acquire().unwrap_err(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_threshold_and_probe_limit() {
+        let b = Breaker::new(
+            "t",
+            BreakerConfig::new()
+                .with_failure_threshold(1)
+                .with_half_open_probes(2)
+                .with_success_threshold(2),
+        );
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let p1 = b.try_acquire().unwrap();
+        let p2 = b.try_acquire().unwrap();
+        assert!(b.acquire().is_err());
+        p1.record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        let p3 = b.try_acquire().unwrap();
+        p2.record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // p3 is from the half-open generation: its failure must not reopen the closed breaker.
+        p3.record(Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_probe_gives_its_slot_back() {
+        let b = consecutive(1);
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let probe = b.try_acquire().unwrap();
+        assert_eq!(b.probes_in_flight(), 1);
+        drop(probe);
+        assert_eq!(b.probes_in_flight(), 0);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.try_acquire().unwrap().is_probe());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_probe_gives_its_slot_back() {
+        let b = consecutive(1);
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _probe = b.try_acquire().unwrap();
+            panic!("attempt panicked");
+        }));
+        assert!(r.is_err());
+        assert_eq!(b.probes_in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_result_from_an_old_generation_is_ignored() {
+        let b = consecutive(2);
+        let slow = b.acquire().unwrap();
+        fail(&b);
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        let gen_closed = b.generation();
+        // The slow call from the first closed epoch fails now: it must not count.
+        b.record(slow, Outcome::Failure);
+        assert_eq!(b.failures(), 0);
+        assert_eq!(b.generation(), gen_closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_mode_opens_only_once_the_window_is_full() {
+        let b = Breaker::new(
+            "r",
+            BreakerConfig::new().with_trip(TripMode::Ratio {
+                window: 4,
+                ratio: 0.5,
+            }),
+        );
+        fail(&b);
+        fail(&b);
+        fail(&b);
+        // 3 of 3 failed, but the window of 4 is not full yet.
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // Window now [F F F S]; the next failure overwrites the oldest F: 3 of 4 failed >= 50%.
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_mode_stays_closed_below_the_ratio_and_resets_on_close() {
+        let b = Breaker::new(
+            "r",
+            BreakerConfig::new().with_trip(TripMode::Ratio {
+                window: 10,
+                ratio: 0.5,
+            }),
+        );
+        for i in 0..100 {
+            let outcome = if i % 3 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            b.try_acquire().unwrap().record(outcome);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        let mut failures = 0;
+        while b.state() == BreakerState::Closed {
+            fail(&b);
+            failures += 1;
+        }
+        assert!(
+            failures <= 5,
+            "opened only after {failures} failures in a row"
+        );
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.failures(), 0);
+    }
+
+    #[test]
+    fn invalid_configs_name_the_field() {
+        let cases = [
+            (
+                BreakerConfig::new().with_failure_threshold(0),
+                "failure_threshold",
+            ),
+            (
+                BreakerConfig::new().with_trip(TripMode::Ratio {
+                    window: 0,
+                    ratio: 0.5,
+                }),
+                "window",
+            ),
+            (
+                BreakerConfig::new().with_trip(TripMode::Ratio {
+                    window: 10,
+                    ratio: 1.5,
+                }),
+                "failure_ratio",
+            ),
+            (
+                BreakerConfig::new().with_half_open_probes(0),
+                "half_open_probes",
+            ),
+            (
+                BreakerConfig::new().with_success_threshold(300),
+                "success_threshold",
+            ),
+        ];
+        for (c, field) in cases {
+            assert_eq!(c.validate().unwrap_err().field(), field);
+        }
+    }
+
+    #[test]
+    fn many_threads_hammering_a_breaker_leave_it_consistent() {
+        let b = Arc::new(Breaker::new(
+            "c",
+            BreakerConfig::new()
+                .with_failure_threshold(50)
+                .with_cooldown(Duration::ZERO)
+                .with_half_open_probes(3),
+        ));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    let mut rng = crate::backoff::Rng::seeded(t);
+                    for _ in 0..20_000 {
+                        if let Ok(p) = b.try_acquire() {
+                            match rng.next_u64() % 3 {
+                                0 => p.record(Outcome::Failure),
+                                1 => p.record(Outcome::Success),
+                                _ => drop(p),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(b.probes_in_flight(), 0);
+    }
+}

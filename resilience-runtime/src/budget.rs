@@ -1,0 +1,230 @@
+//! Retry budgets: in an outage, retries stop while first attempts go on.
+//!
+//! A budget is a token bucket in integer fixed point (thousandths of a token), in the spirit of
+//! the AWS SDKs' retry quota and gRPC's retry throttling: a retry spends tokens, a success puts a
+//! token back, and when the bucket cannot pay for a retry the retry is not made. With the defaults
+//! (capacity 100, a retry costs 5, a success refunds 1) a full outage stops retrying after twenty
+//! retries, so each logical call reaches the failing dependency about once; with 10% random
+//! failures the bucket stays full.
+//!
+//! ```
+//! use resilience_runtime::budget::{BudgetConfig, RetryBudget};
+//!
+//! let b = RetryBudget::new(BudgetConfig::new().with_capacity(10).with_retry_cost(5));
+//! assert!(b.try_spend());
+//! assert!(b.try_spend());
+//! assert!(!b.try_spend()); // empty: no more retries
+//! b.refund();
+//! assert_eq!(b.tokens_milli(), 1_000);
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::InvalidConfig;
+
+const MILLI: u64 = 1_000;
+
+/// A retry budget's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetConfig {
+    /// Tokens the bucket holds when full (default 100).
+    pub capacity: u32,
+    /// Tokens one retry costs (default 5).
+    pub retry_cost: u32,
+    /// Thousandths of a token a success refunds (default 1000, one token).
+    pub refund_milli: u32,
+    /// Whether the budget is enforced (default true).
+    pub enabled: bool,
+}
+
+impl BudgetConfig {
+    /// The defaults: capacity 100, a retry costs 5, a success refunds 1.
+    pub const fn new() -> Self {
+        BudgetConfig {
+            capacity: 100,
+            retry_cost: 5,
+            refund_milli: 1_000,
+            enabled: true,
+        }
+    }
+
+    /// Sets the capacity.
+    pub const fn with_capacity(mut self, capacity: u32) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Sets the cost of one retry.
+    pub const fn with_retry_cost(mut self, cost: u32) -> Self {
+        self.retry_cost = cost;
+        self
+    }
+
+    /// Sets the refund per success, in thousandths of a token.
+    pub const fn with_refund_milli(mut self, refund: u32) -> Self {
+        self.refund_milli = refund;
+        self
+    }
+
+    /// A budget that never says no.
+    pub const fn unlimited() -> Self {
+        let mut c = BudgetConfig::new();
+        c.enabled = false;
+        c
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// - `capacity` of 0 while enabled;
+    /// - `retry_cost` of 0 or above `capacity`.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.capacity == 0 {
+            return Err(InvalidConfig::new("capacity", "must be greater than zero"));
+        }
+        if self.retry_cost == 0 || self.retry_cost > self.capacity {
+            return Err(InvalidConfig::new(
+                "retry_cost",
+                format!("{} is outside 1..={}", self.retry_cost, self.capacity),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig::new()
+    }
+}
+
+/// A lock-free retry budget.
+#[derive(Debug)]
+pub struct RetryBudget {
+    config: BudgetConfig,
+    tokens: AtomicU64,
+    exhausted_total: AtomicU64,
+}
+
+impl RetryBudget {
+    /// A full budget.
+    pub fn new(config: BudgetConfig) -> RetryBudget {
+        RetryBudget {
+            config,
+            tokens: AtomicU64::new(u64::from(config.capacity) * MILLI),
+            exhausted_total: AtomicU64::new(0),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BudgetConfig {
+        &self.config
+    }
+
+    /// Tokens left, in thousandths.
+    pub fn tokens_milli(&self) -> u64 {
+        self.tokens.load(Ordering::Relaxed)
+    }
+
+    /// How many retries this budget has refused.
+    pub fn exhausted_total(&self) -> u64 {
+        self.exhausted_total.load(Ordering::Relaxed)
+    }
+
+    /// Pays for one retry. Returns false, and pays nothing, when the bucket cannot.
+    pub fn try_spend(&self) -> bool {
+        if !self.config.enabled {
+            return true;
+        }
+        let cost = u64::from(self.config.retry_cost) * MILLI;
+        let ok = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(cost))
+            .is_ok();
+        if !ok {
+            self.exhausted_total.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Puts tokens back after a success. A full bucket costs one load.
+    #[inline]
+    pub fn refund(&self) {
+        let cap = u64::from(self.config.capacity) * MILLI;
+        if self.tokens.load(Ordering::Relaxed) >= cap {
+            return;
+        }
+        let add = u64::from(self.config.refund_milli);
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                Some((t + add).min(cap))
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_outage_stops_retries_and_successes_refill() {
+        let b = RetryBudget::new(BudgetConfig::new());
+        let spent = (0..1000).filter(|_| b.try_spend()).count();
+        assert_eq!(spent, 20);
+        assert_eq!(b.exhausted_total(), 980);
+        for _ in 0..5 {
+            b.refund();
+        }
+        assert!(b.try_spend());
+        assert!(!b.try_spend());
+        for _ in 0..1000 {
+            b.refund();
+        }
+        assert_eq!(b.tokens_milli(), 100_000);
+    }
+
+    #[test]
+    fn disabled_budget_always_pays() {
+        let b = RetryBudget::new(BudgetConfig::unlimited());
+        assert!((0..10_000).all(|_| b.try_spend()));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert_eq!(
+            BudgetConfig::new()
+                .with_capacity(0)
+                .validate()
+                .unwrap_err()
+                .field(),
+            "capacity"
+        );
+        assert_eq!(
+            BudgetConfig::new()
+                .with_retry_cost(0)
+                .validate()
+                .unwrap_err()
+                .field(),
+            "retry_cost"
+        );
+    }
+
+    #[test]
+    fn concurrent_spends_never_overdraw() {
+        let b = std::sync::Arc::new(RetryBudget::new(BudgetConfig::new()));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || (0..1000).filter(|_| b.try_spend()).count())
+            })
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(total, 20);
+        assert_eq!(b.tokens_milli(), 0);
+    }
+}

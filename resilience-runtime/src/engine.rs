@@ -1,0 +1,1022 @@
+//! The execution engine: one logical call, attempt by attempt.
+//!
+//! # Order
+//!
+//! The layers wrap each other in one fixed order, outermost first:
+//!
+//! ```text
+//! deadline                     the whole call, retries and waits included
+//!   fallback                   called with the last error
+//!     retries                  backoff, jitter, Retry-After, retry budget, auth refresh
+//!       circuit breaker        one per name (or per key); records every attempt
+//!         rate limit           a permit per attempt
+//!           per-attempt timeout
+//!             bulkhead         a concurrency slot per attempt
+//!               the attempt    the body of the annotated fn
+//! ```
+//!
+//! `#[resilient]` generates a loop that drives a [`Call`]: [`Call::begin`] passes the deadline,
+//! breaker, rate limit and bulkhead; [`Call::run`] runs one attempt under its timeout with the
+//! [`CallContext`](crate::CallContext) installed; [`Call::end`] records the outcome and decides:
+//! return, wait and retry, or refresh credentials first. The same machine serves plain `fn`s
+//! through the `_blocking` methods.
+//!
+//! Without the macro, [`execute`] and [`execute_blocking`] take a closure that makes one attempt.
+//!
+//! ```
+//! use resilience_runtime::engine::{execute, Hooks, Policy, Site};
+//! use resilience_runtime::{Classify, ErrorClass};
+//!
+//! #[derive(Debug)]
+//! struct Busy;
+//! impl Classify for Busy {
+//!     fn class(&self) -> ErrorClass { ErrorClass::Transient }
+//! }
+//!
+//! static SITE: Site = Site::new(&Policy::new("fetch", module_path!()).with_retries(3).idempotent());
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let mut calls = 0;
+//! let r: Result<u32, Busy> = execute(&SITE, Hooks::new(), || {
+//!     calls += 1;
+//!     let n = calls;
+//!     async move { if n < 3 { Err(Busy) } else { Ok(n) } }
+//! })
+//! .await;
+//! assert_eq!(r.unwrap(), 3);
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::backoff::{Backoff, RetryAfter, Rng};
+use crate::breaker::{Breaker, Outcome, Ticket};
+use crate::classify::{Classify, ErrorClass, Rejected};
+use crate::clock::Instant;
+use crate::context::{self, CallContext, CorrelationId};
+use crate::events::{self, GiveUpReason, RuntimeEvent};
+use crate::metrics;
+use crate::registry::{self, SiteState};
+
+/// A call site's policy: what `#[resilient(...)]` says, as a `const`.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_runtime::engine::Policy;
+///
+/// const P: Policy = Policy::new("list_devices", "graph::client")
+///     .with_retries(5)
+///     .idempotent()
+///     .with_breaker("graph")
+///     .with_timeout(Duration::from_secs(10));
+/// assert_eq!(P.retries, 5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// The operation's name (the fn's name).
+    pub operation: &'static str,
+    /// The module path of the fn.
+    pub module: &'static str,
+    /// Extra attempts after the first.
+    pub retries: u32,
+    /// The backoff schedule.
+    pub backoff: Backoff,
+    /// How the server's Retry-After hint is honoured.
+    pub retry_after: RetryAfter,
+    /// Whether the operation is safe to repeat.
+    pub idempotent: bool,
+    /// Whether an idempotency key is computed per call.
+    pub idempotency_key: bool,
+    /// The breaker's name.
+    pub breaker: Option<&'static str>,
+    /// Whether the breaker is one per key.
+    pub keyed_breaker: bool,
+    /// The per-attempt timeout.
+    pub timeout: Option<Duration>,
+    /// The whole call's deadline.
+    pub deadline: Option<Duration>,
+    /// The rate limiter's name.
+    pub rate_limit: Option<&'static str>,
+    /// The bulkhead's name.
+    pub bulkhead: Option<&'static str>,
+}
+
+impl Policy {
+    /// A policy with no retries and nothing else: one attempt, counted.
+    pub const fn new(operation: &'static str, module: &'static str) -> Policy {
+        Policy {
+            operation,
+            module,
+            retries: 0,
+            backoff: Backoff::new(),
+            retry_after: RetryAfter::new(),
+            idempotent: false,
+            idempotency_key: false,
+            breaker: None,
+            keyed_breaker: false,
+            timeout: None,
+            deadline: None,
+            rate_limit: None,
+            bulkhead: None,
+        }
+    }
+
+    /// Sets the extra attempts after the first.
+    pub const fn with_retries(mut self, retries: u32) -> Policy {
+        self.retries = retries;
+        self
+    }
+
+    /// Sets the backoff schedule.
+    pub const fn with_backoff(mut self, backoff: Backoff) -> Policy {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets how Retry-After is honoured.
+    pub const fn with_retry_after(mut self, retry_after: RetryAfter) -> Policy {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Marks the operation safe to repeat.
+    pub const fn idempotent(mut self) -> Policy {
+        self.idempotent = true;
+        self
+    }
+
+    /// Marks that the call computes an idempotency key.
+    pub const fn with_idempotency_key(mut self) -> Policy {
+        self.idempotency_key = true;
+        self
+    }
+
+    /// Uses the named breaker.
+    pub const fn with_breaker(mut self, name: &'static str) -> Policy {
+        self.breaker = Some(name);
+        self
+    }
+
+    /// Uses one breaker per key (set per call with [`Call::set_breaker_key`]).
+    pub const fn with_keyed_breaker(mut self) -> Policy {
+        self.keyed_breaker = true;
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub const fn with_timeout(mut self, timeout: Duration) -> Policy {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the whole call's deadline.
+    pub const fn with_deadline(mut self, deadline: Duration) -> Policy {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Uses the named rate limiter.
+    pub const fn with_rate_limit(mut self, name: &'static str) -> Policy {
+        self.rate_limit = Some(name);
+        self
+    }
+
+    /// Uses the named bulkhead.
+    pub const fn with_bulkhead(mut self, name: &'static str) -> Policy {
+        self.bulkhead = Some(name);
+        self
+    }
+
+    /// Whether the policy can produce a [`Rejected`].
+    pub const fn needs_rejected(&self) -> bool {
+        self.breaker.is_some()
+            || self.timeout.is_some()
+            || self.deadline.is_some()
+            || self.rate_limit.is_some()
+            || self.bulkhead.is_some()
+    }
+}
+
+/// A call site: its policy and its cached state. Make it a `static`.
+pub struct Site {
+    policy: &'static Policy,
+    global: OnceLock<Arc<SiteState>>,
+}
+
+impl Site {
+    /// A site for `policy`.
+    pub const fn new(policy: &'static Policy) -> Site {
+        Site {
+            policy,
+            global: OnceLock::new(),
+        }
+    }
+
+    /// The site's policy.
+    pub fn policy(&self) -> &'static Policy {
+        self.policy
+    }
+
+    #[inline]
+    fn state(&'static self) -> StateRef {
+        if let Some(r) = registry::scoped_registry() {
+            if !r.ptr_eq(crate::Registry::global()) {
+                return StateRef::Owned(r.site_state(self));
+            }
+        }
+        StateRef::Static(
+            self.global
+                .get_or_init(|| crate::Registry::global().site_state(self)),
+        )
+    }
+}
+
+impl fmt::Debug for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Site").field("policy", self.policy).finish()
+    }
+}
+
+enum StateRef {
+    Static(&'static SiteState),
+    Owned(Arc<SiteState>),
+}
+
+impl std::ops::Deref for StateRef {
+    type Target = SiteState;
+    #[inline]
+    fn deref(&self) -> &SiteState {
+        match self {
+            StateRef::Static(s) => s,
+            StateRef::Owned(s) => s,
+        }
+    }
+}
+
+enum BreakerRef {
+    Static(&'static Breaker),
+    Owned(Arc<Breaker>),
+}
+
+impl std::ops::Deref for BreakerRef {
+    type Target = Breaker;
+    #[inline]
+    fn deref(&self) -> &Breaker {
+        match self {
+            BreakerRef::Static(b) => b,
+            BreakerRef::Owned(b) => b,
+        }
+    }
+}
+
+/// A per-site override of the classification, from `retry_on` / `abort_on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Override {
+    /// Retry this error whatever its class.
+    Retry,
+    /// Never retry this error (wins over `Retry`).
+    Abort,
+}
+
+/// The site's hooks into the user's types: plain fn pointers, built per call at no cost.
+pub struct Hooks<T, E> {
+    from_rejected: Option<fn(Rejected) -> E>,
+    override_class: Option<fn(&E) -> Option<Override>>,
+    fallback: Option<fn(E) -> Result<T, E>>,
+    refresh: bool,
+}
+
+impl<T, E> Hooks<T, E> {
+    /// No hooks.
+    pub const fn new() -> Self {
+        Hooks {
+            from_rejected: None,
+            override_class: None,
+            fallback: None,
+            refresh: false,
+        }
+    }
+
+    /// How a [`Rejected`] becomes the site's error. Without it, the runtime makes no rejection:
+    /// breakers, timeouts, deadlines and limits are not applied.
+    pub const fn with_from_rejected(mut self, f: fn(Rejected) -> E) -> Self {
+        self.from_rejected = Some(f);
+        self
+    }
+
+    /// A per-site override of the classification.
+    pub const fn with_override(mut self, f: fn(&E) -> Option<Override>) -> Self {
+        self.override_class = Some(f);
+        self
+    }
+
+    /// Called with the last error; its result is the call's.
+    pub const fn with_fallback(mut self, f: fn(E) -> Result<T, E>) -> Self {
+        self.fallback = Some(f);
+        self
+    }
+
+    /// The caller refreshes credentials when [`Call::end`] returns [`Next::Refresh`].
+    pub const fn with_refresh(mut self) -> Self {
+        self.refresh = true;
+        self
+    }
+}
+
+impl<T, E> Default for Hooks<T, E> {
+    fn default() -> Self {
+        Hooks::new()
+    }
+}
+
+impl<T, E> fmt::Debug for Hooks<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("from_rejected", &self.from_rejected.is_some())
+            .field("override", &self.override_class.is_some())
+            .field("fallback", &self.fallback.is_some())
+            .field("refresh", &self.refresh)
+            .finish()
+    }
+}
+
+/// What the caller of [`Call::end`] does next.
+#[derive(Debug)]
+pub enum Next<T, E> {
+    /// Return this result.
+    Return(Result<T, E>),
+    /// Make another attempt (the wait is already done).
+    Retry,
+    /// Refresh credentials, then make another attempt; on a refresh error call [`Call::fail`].
+    Refresh,
+}
+
+enum Decision<T, E> {
+    Return(Result<T, E>),
+    Wait(Duration),
+    Refresh,
+}
+
+/// One logical call in progress. Made by the generated code; see the [module docs](self).
+pub struct Call<T, E> {
+    site: &'static Site,
+    state: StateRef,
+    hooks: Hooks<T, E>,
+    breaker: Option<BreakerRef>,
+    ticket: Option<Ticket>,
+    in_bulkhead: bool,
+    attempt: u32,
+    retries: u32,
+    refreshed: bool,
+    deadline_at: Option<Instant>,
+    started: Option<Instant>,
+    prev_wait: Option<Duration>,
+    rng: Option<Rng>,
+    ctx: Option<CallContext>,
+    timed_out: Option<Rejected>,
+    span: tracing::Span,
+}
+
+impl<T, E> fmt::Debug for Call<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("operation", &self.site.policy.operation)
+            .field("attempt", &self.attempt)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, E: Classify> Call<T, E> {
+    /// Starts a call at `site`.
+    #[inline]
+    pub fn new(site: &'static Site, hooks: Hooks<T, E>) -> Self {
+        let state = site.state();
+        let p = site.policy;
+        let breaker = match &state.breaker {
+            Some(b) => Some(match &state {
+                StateRef::Static(s) => match &s.breaker {
+                    Some(b) => BreakerRef::Static(b),
+                    None => BreakerRef::Owned(b.clone()),
+                },
+                StateRef::Owned(_) => BreakerRef::Owned(b.clone()),
+            }),
+            None => None,
+        };
+        let needs_clock = p.deadline.is_some() && hooks.from_rejected.is_some();
+        let now = (needs_clock || metrics::latency_enabled()).then(Instant::now);
+        let deadline_at = match (p.deadline, now) {
+            (Some(d), Some(now)) if hooks.from_rejected.is_some() => now.checked_add(d),
+            _ => None,
+        };
+        let correlation_id = context::inherited_correlation().unwrap_or_else(CorrelationId::next);
+        let span = tracing::info_span!(
+            "resilient",
+            operation = p.operation,
+            breaker = p.breaker,
+            attempt = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            span.record("correlation_id", tracing::field::display(correlation_id));
+        }
+        Call {
+            site,
+            state,
+            hooks,
+            breaker,
+            ticket: None,
+            in_bulkhead: false,
+            attempt: 0,
+            retries: 0,
+            refreshed: false,
+            deadline_at,
+            started: if metrics::latency_enabled() {
+                now
+            } else {
+                None
+            },
+            prev_wait: None,
+            rng: None,
+            ctx: Some(CallContext {
+                operation: p.operation,
+                attempt: 0,
+                max_attempts: p.retries.saturating_add(1),
+                correlation_id,
+                idempotency_key: None,
+            }),
+            timed_out: None,
+            span,
+        }
+    }
+
+    /// Sets the call's idempotency key: the same on every attempt, readable in the body.
+    pub fn set_idempotency_key(&mut self, key: String) {
+        if let Some(c) = &mut self.ctx {
+            c.idempotency_key = Some(key.into());
+        }
+    }
+
+    /// Chooses the per-key breaker for this call (for `breaker_key = expr`).
+    pub fn set_breaker_key(&mut self, key: &str) {
+        if let Some(k) = &self.state.keyed {
+            self.breaker = Some(BreakerRef::Owned(k.get(key)));
+        }
+    }
+
+    /// The correlation id of this call.
+    pub fn correlation_id(&self) -> Option<CorrelationId> {
+        self.ctx.as_ref().map(|c| c.correlation_id)
+    }
+
+    /// Passes the deadline, the breaker, the rate limit and the bulkhead before an attempt,
+    /// waiting for a rate-limit permit when the deadline allows.
+    ///
+    /// # Errors
+    ///
+    /// The call's final result, when the call must end before the attempt (a rejection, through
+    /// the fallback if there is one).
+    #[inline]
+    pub async fn begin(&mut self) -> Result<(), Result<T, E>> {
+        loop {
+            match self.gate() {
+                Gate::Pass => return Ok(()),
+                Gate::End(r) => return Err(r),
+                Gate::Wait(d) => tokio::time::sleep(d).await,
+            }
+        }
+    }
+
+    /// [`Call::begin`] for a blocking call.
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::begin`].
+    pub fn begin_blocking(&mut self) -> Result<(), Result<T, E>> {
+        loop {
+            match self.gate() {
+                Gate::Pass => return Ok(()),
+                Gate::End(r) => return Err(r),
+                Gate::Wait(d) => self.sleep_blocking(d),
+            }
+        }
+    }
+
+    #[inline]
+    fn gate(&mut self) -> Gate<T, E> {
+        let Some(from_rejected) = self.hooks.from_rejected else {
+            return Gate::Pass;
+        };
+        if let Some(at) = self.deadline_at {
+            if Instant::now() >= at {
+                let d = self.site.policy.deadline.unwrap_or_default();
+                return Gate::End(
+                    self.reject(from_rejected, Rejected::DeadlineExceeded { deadline: d }),
+                );
+            }
+        }
+        if let Some(b) = &self.breaker {
+            match b.acquire() {
+                Ok(t) => self.ticket = Some(t),
+                Err(retry_in) => {
+                    let r = Rejected::CircuitOpen {
+                        breaker: b.name().clone(),
+                        retry_in,
+                    };
+                    return Gate::End(self.reject(from_rejected, r));
+                }
+            }
+        }
+        if let Some((name, limiter)) = &self.state.limiter {
+            match limiter.try_acquire() {
+                Ok(()) => self.state.counters.rate(true),
+                Err(wait) => {
+                    self.state.counters.rate(false);
+                    let fits = self.deadline_at.is_none_or(|at| Instant::now() + wait < at);
+                    let r = Rejected::RateLimited {
+                        limiter: name.clone(),
+                        retry_in: wait,
+                    };
+                    self.release_ticket();
+                    if fits && self.deadline_at.is_some() {
+                        return Gate::Wait(wait);
+                    }
+                    return Gate::End(self.reject(from_rejected, r));
+                }
+            }
+        }
+        if let Some((name, bulkhead)) = &self.state.bulkhead {
+            if !bulkhead.try_enter() {
+                let r = Rejected::BulkheadFull {
+                    bulkhead: name.clone(),
+                };
+                self.release_ticket();
+                return Gate::End(self.reject(from_rejected, r));
+            }
+            self.in_bulkhead = true;
+        }
+        Gate::Pass
+    }
+
+    fn reject(&mut self, from_rejected: fn(Rejected) -> E, r: Rejected) -> Result<T, E> {
+        self.state.counters.rejected();
+        tracing::warn!(
+            parent: &self.span,
+            operation = self.site.policy.operation,
+            rejected = r.kind(),
+            correlation_id = %self.correlation_or_default(),
+            "{r}"
+        );
+        let e = from_rejected(r);
+        self.emit_gave_up(&e, GiveUpReason::Rejected);
+        self.finish_err(e)
+    }
+
+    fn release_ticket(&mut self) {
+        if let (Some(t), Some(b)) = (self.ticket.take(), &self.breaker) {
+            b.release(t);
+        }
+    }
+
+    /// Runs one attempt: under the per-attempt timeout (bounded by the deadline), inside the
+    /// call's span, with the [`CallContext`] installed.
+    pub async fn run<F: Future<Output = Result<T, E>>>(&mut self, attempt: F) -> Result<T, E> {
+        let timeout = self.attempt_limit();
+        self.start_attempt();
+        let fut = pin!(WithContext {
+            fut: attempt,
+            ctx: &mut self.ctx,
+            span: &self.span,
+        });
+        match timeout {
+            None => fut.await,
+            Some((at, rejection, from_rejected)) => {
+                let r = tokio::time::timeout_at(at, fut).await;
+                match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let e = from_rejected(rejection.clone());
+                        self.timed_out = Some(rejection);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one blocking attempt with the [`CallContext`] installed.
+    pub fn run_blocking(&mut self, attempt: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        self.start_attempt();
+        let _e = self.span.enter();
+        let _c = context::install(&mut self.ctx);
+        attempt()
+    }
+
+    #[inline]
+    fn start_attempt(&mut self) {
+        if let Some(c) = &mut self.ctx {
+            c.attempt = self.attempt;
+        }
+        if self.attempt > 0 {
+            self.span.record("attempt", self.attempt);
+        }
+        self.timed_out = None;
+    }
+
+    #[inline]
+    fn attempt_limit(&self) -> Option<(Instant, Rejected, fn(Rejected) -> E)> {
+        let from_rejected = self.hooks.from_rejected?;
+        let p = self.site.policy;
+        let by_timeout = p.timeout.and_then(|t| Instant::now().checked_add(t));
+        match (by_timeout, self.deadline_at) {
+            (None, None) => None,
+            (Some(t), Some(d)) if d < t => Some((
+                d,
+                Rejected::DeadlineExceeded {
+                    deadline: p.deadline.unwrap_or_default(),
+                },
+                from_rejected,
+            )),
+            (Some(t), _) => Some((
+                t,
+                Rejected::AttemptTimeout {
+                    timeout: p.timeout.unwrap_or_default(),
+                },
+                from_rejected,
+            )),
+            (None, Some(d)) => Some((
+                d,
+                Rejected::DeadlineExceeded {
+                    deadline: p.deadline.unwrap_or_default(),
+                },
+                from_rejected,
+            )),
+        }
+    }
+
+    /// Records an attempt's outcome and decides what comes next, waiting out the backoff.
+    pub async fn end(&mut self, result: Result<T, E>) -> Next<T, E> {
+        match self.decide(result) {
+            Decision::Return(r) => Next::Return(r),
+            Decision::Refresh => Next::Refresh,
+            Decision::Wait(d) => {
+                if !d.is_zero() {
+                    tokio::time::sleep(d).await;
+                }
+                Next::Retry
+            }
+        }
+    }
+
+    /// [`Call::end`] for a blocking call.
+    pub fn end_blocking(&mut self, result: Result<T, E>) -> Next<T, E> {
+        match self.decide(result) {
+            Decision::Return(r) => Next::Return(r),
+            Decision::Refresh => Next::Refresh,
+            Decision::Wait(d) => {
+                self.sleep_blocking(d);
+                Next::Retry
+            }
+        }
+    }
+
+    /// Ends the call with an error that came from outside an attempt (a failed refresh).
+    pub fn fail(&mut self, error: E) -> Result<T, E> {
+        self.emit_gave_up(&error, GiveUpReason::RefreshFailed);
+        self.state.counters.error(error.class());
+        self.finish_err(error)
+    }
+
+    fn sleep_blocking(&self, d: Duration) {
+        if d.is_zero() {
+            return;
+        }
+        match &self.state.sleep {
+            Some(s) => s(d),
+            None => std::thread::sleep(d),
+        }
+    }
+
+    #[inline]
+    fn decide(&mut self, result: Result<T, E>) -> Decision<T, E> {
+        if self.in_bulkhead {
+            self.in_bulkhead = false;
+            if let Some((_, b)) = &self.state.bulkhead {
+                b.leave();
+            }
+        }
+        match result {
+            Ok(v) => {
+                if let (Some(t), Some(b)) = (self.ticket.take(), &self.breaker) {
+                    b.record(t, Outcome::Success);
+                }
+                self.state.budget.refund();
+                self.state.counters.ok(self.retries > 0);
+                if let Some(s) = self.started {
+                    self.state.counters.latency(s.elapsed());
+                }
+                Decision::Return(Ok(v))
+            }
+            Err(e) => self.decide_err(e),
+        }
+    }
+
+    #[cold]
+    fn decide_err(&mut self, e: E) -> Decision<T, E> {
+        let timed_out = self.timed_out.take();
+        let class = if timed_out.is_some() {
+            ErrorClass::Transient
+        } else {
+            e.class()
+        };
+        if let (Some(t), Some(b)) = (self.ticket.take(), &self.breaker) {
+            let outcome = if class.counts_for_breaker() {
+                Outcome::Failure
+            } else {
+                Outcome::Ignored
+            };
+            b.record(t, outcome);
+        }
+        let over = self.hooks.override_class.and_then(|f| f(&e));
+        let p = self.site.policy;
+        self.attempt += 1;
+
+        if over == Some(Override::Abort) {
+            return self.give_up(e, class, GiveUpReason::Aborted);
+        }
+        if class == ErrorClass::Auth && self.hooks.refresh && !self.refreshed && over.is_none() {
+            self.refreshed = true;
+            self.state.counters.refresh();
+            tracing::info!(
+                parent: &self.span,
+                operation = p.operation,
+                attempt = self.attempt,
+                correlation_id = %self.correlation_or_default(),
+                "credentials refused; refreshing and retrying once"
+            );
+            return Decision::Refresh;
+        }
+        if matches!(timed_out, Some(Rejected::DeadlineExceeded { .. })) {
+            return self.give_up(e, class, GiveUpReason::Deadline);
+        }
+        let retryable = over == Some(Override::Retry) || class.is_retryable();
+        if !retryable {
+            return self.give_up(e, class, GiveUpReason::NotRetryable);
+        }
+        if self.retries >= p.retries {
+            return self.give_up(e, class, GiveUpReason::RetriesExhausted);
+        }
+        let seed = self.state.seed;
+        let rng = self.rng.get_or_insert_with(|| match seed {
+            Some(s) => Rng::seeded(
+                s ^ self
+                    .state
+                    .calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ),
+            None => Rng::from_entropy(),
+        });
+        let backoff = p.backoff.delay(self.retries, self.prev_wait, rng);
+        let hint = e.retry_after();
+        let Some(wait) = p.retry_after.wait(backoff, hint) else {
+            return self.give_up(e, class, GiveUpReason::RetryAfterTooLong);
+        };
+        if let Some(at) = self.deadline_at {
+            if Instant::now().checked_add(wait).is_none_or(|t| t >= at) {
+                return self.give_up(e, class, GiveUpReason::Deadline);
+            }
+        }
+        if !self.state.budget.try_spend() {
+            self.state.counters.budget_exhausted();
+            return self.give_up(e, class, GiveUpReason::BudgetExhausted);
+        }
+        self.retries += 1;
+        self.prev_wait = Some(wait);
+        self.state.counters.retry();
+        let correlation_id = self.correlation_or_default();
+        let code = e.code();
+        tracing::warn!(
+            parent: &self.span,
+            operation = p.operation,
+            attempt = self.attempt,
+            max_retries = p.retries,
+            status = code,
+            class = class.as_str(),
+            wait_ms = wait.as_millis() as u64,
+            retry_after = hint.is_some(),
+            correlation_id = %correlation_id,
+            "{} failed (attempt {}/{}); retrying in {:?}",
+            p.operation,
+            self.attempt,
+            p.retries.saturating_add(1),
+            wait
+        );
+        events::emit(RuntimeEvent::Retry {
+            operation: p.operation,
+            attempt: self.attempt,
+            max_retries: p.retries,
+            class,
+            code,
+            wait,
+            retry_after: hint.is_some_and(|h| h >= backoff),
+            correlation_id,
+        });
+        Decision::Wait(wait)
+    }
+
+    fn give_up(&mut self, e: E, class: ErrorClass, reason: GiveUpReason) -> Decision<T, E> {
+        if reason == GiveUpReason::Deadline && self.timed_out.is_none() {
+            self.state.counters.error(class);
+        } else {
+            self.state.counters.error(class);
+        }
+        let p = self.site.policy;
+        let level_warn = matches!(
+            reason,
+            GiveUpReason::RetriesExhausted
+                | GiveUpReason::BudgetExhausted
+                | GiveUpReason::Deadline
+                | GiveUpReason::RetryAfterTooLong
+        );
+        if level_warn {
+            tracing::warn!(
+                parent: &self.span,
+                operation = p.operation,
+                attempts = self.attempt,
+                retry_count = self.retries,
+                status = e.code(),
+                class = class.as_str(),
+                reason = ?reason,
+                correlation_id = %self.correlation_or_default(),
+                "{} gave up",
+                p.operation
+            );
+        } else {
+            tracing::debug!(
+                parent: &self.span,
+                operation = p.operation,
+                status = e.code(),
+                class = class.as_str(),
+                reason = ?reason,
+                "{} failed without retry",
+                p.operation
+            );
+        }
+        self.emit_gave_up(&e, reason);
+        Decision::Return(self.finish_err(e))
+    }
+
+    fn emit_gave_up(&self, e: &E, reason: GiveUpReason) {
+        events::emit(RuntimeEvent::GaveUp {
+            operation: self.site.policy.operation,
+            connector: &self.state.connector,
+            attempts: self.attempt,
+            retry_count: self.retries,
+            class: e.class(),
+            code: e.code(),
+            reason,
+            correlation_id: self.correlation_or_default(),
+            idempotency_key: self.ctx.as_ref().and_then(|c| c.idempotency_key()),
+        });
+    }
+
+    fn finish_err(&mut self, e: E) -> Result<T, E> {
+        if let Some(s) = self.started {
+            self.state.counters.latency(s.elapsed());
+        }
+        match self.hooks.fallback {
+            Some(f) => {
+                self.state.counters.fallback();
+                f(e)
+            }
+            None => Err(e),
+        }
+    }
+
+    fn correlation_or_default(&self) -> CorrelationId {
+        self.ctx
+            .as_ref()
+            .map(|c| c.correlation_id)
+            .unwrap_or(CorrelationId::from_u64(0))
+    }
+}
+
+enum Gate<T, E> {
+    Pass,
+    Wait(Duration),
+    End(Result<T, E>),
+}
+
+impl<T, E> Drop for Call<T, E> {
+    fn drop(&mut self) {
+        // A call dropped mid-attempt (cancelled) or unwinding from a panic gives back what it
+        // holds; a cancelled attempt is no health signal.
+        if let (Some(t), Some(b)) = (self.ticket.take(), &self.breaker) {
+            b.release(t);
+        }
+        if self.in_bulkhead {
+            if let Some((_, b)) = &self.state.bulkhead {
+                b.leave();
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct WithContext<'a, F> {
+        #[pin]
+        fut: F,
+        ctx: &'a mut Option<CallContext>,
+        span: &'a tracing::Span,
+    }
+}
+
+impl<F: Future> Future for WithContext<'_, F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _e = this.span.enter();
+        let _c = context::install(this.ctx);
+        this.fut.poll(cx)
+    }
+}
+
+/// Runs `attempt` under `site`'s policy until it succeeds or the policy gives up.
+///
+/// `attempt` is called once per attempt; the future it returns is one attempt. This is what
+/// `#[resilient]` does, for code that cannot use the macro (see the [module docs](self)).
+pub async fn execute<T, E, F, Fut>(
+    site: &'static Site,
+    hooks: Hooks<T, E>,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut call = Call::new(site, hooks);
+    loop {
+        if let Err(r) = call.begin().await {
+            return r;
+        }
+        let r = call.run(attempt()).await;
+        match call.end(r).await {
+            Next::Return(r) => return r,
+            Next::Retry | Next::Refresh => {}
+        }
+    }
+}
+
+/// The blocking counterpart of [`execute`].
+///
+/// ```
+/// use resilience_runtime::engine::{execute_blocking, Hooks, Policy, Site};
+/// use resilience_runtime::{Classify, ErrorClass, Registry};
+///
+/// #[derive(Debug)]
+/// struct Down;
+/// impl Classify for Down {
+///     fn class(&self) -> ErrorClass { ErrorClass::Transient }
+/// }
+/// static SITE: Site = Site::new(&Policy::new("fetch_ids", module_path!()).with_retries(2).idempotent());
+///
+/// let waits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+/// let w = waits.clone();
+/// let registry = Registry::new().with_blocking_sleep(move |d| w.lock().unwrap().push(d));
+/// let r: Result<(), Down> = registry.enter(|| execute_blocking(&SITE, Hooks::new(), || Err(Down)));
+/// assert!(r.is_err());
+/// assert_eq!(waits.lock().unwrap().len(), 2);
+/// ```
+pub fn execute_blocking<T, E, F>(
+    site: &'static Site,
+    hooks: Hooks<T, E>,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut() -> Result<T, E>,
+{
+    let mut call = Call::new(site, hooks);
+    loop {
+        if let Err(r) = call.begin_blocking() {
+            return r;
+        }
+        let r = call.run_blocking(&mut attempt);
+        match call.end_blocking(r) {
+            Next::Return(r) => return r,
+            Next::Retry | Next::Refresh => {}
+        }
+    }
+}

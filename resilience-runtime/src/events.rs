@@ -1,0 +1,152 @@
+//! Runtime events for observers: retries, calls that gave up, breaker transitions.
+//!
+//! Events are delivered synchronously to every registered [`EventSink`], off the happy path: a
+//! successful first attempt emits nothing. With no sink registered an event costs one relaxed load.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use resilience_runtime::events::{self, EventSink, RuntimeEvent};
+//!
+//! #[derive(Debug, Default)]
+//! struct Recorder(Mutex<Vec<String>>);
+//! impl EventSink for Recorder {
+//!     fn on_event(&self, event: &RuntimeEvent<'_>) {
+//!         self.0.lock().unwrap().push(format!("{event:?}"));
+//!     }
+//! }
+//! let rec = Arc::new(Recorder::default());
+//! events::add_sink(rec.clone());
+//! # events::remove_sink(&(rec.clone() as Arc<dyn EventSink>));
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::ErrorClass;
+use crate::breaker::BreakerState;
+use crate::context::CorrelationId;
+
+/// Something the runtime did.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum RuntimeEvent<'a> {
+    /// A retry is scheduled after `wait`.
+    Retry {
+        /// The operation.
+        operation: &'static str,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// The retries allowed.
+        max_retries: u32,
+        /// The failure's class.
+        class: ErrorClass,
+        /// The failure's code.
+        code: Option<&'a str>,
+        /// The wait before the next attempt.
+        wait: Duration,
+        /// Whether the wait was set by the server's Retry-After hint.
+        retry_after: bool,
+        /// The call's correlation id.
+        correlation_id: CorrelationId,
+    },
+    /// A call ended in an error.
+    GaveUp {
+        /// The operation.
+        operation: &'static str,
+        /// The connector label (breaker name or module path).
+        connector: &'a str,
+        /// Attempts made.
+        attempts: u32,
+        /// Retries made.
+        retry_count: u32,
+        /// The error's class.
+        class: ErrorClass,
+        /// The error's code.
+        code: Option<&'a str>,
+        /// Why the engine stopped.
+        reason: GiveUpReason,
+        /// The call's correlation id.
+        correlation_id: CorrelationId,
+        /// The call's idempotency key.
+        idempotency_key: Option<&'a str>,
+    },
+    /// A breaker changed state.
+    BreakerTransition {
+        /// The breaker's name.
+        breaker: &'a str,
+        /// The state before.
+        from: BreakerState,
+        /// The state after.
+        to: BreakerState,
+    },
+}
+
+/// Why a call ended in an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// The class is not retried (permanent, policy, auth after refresh).
+    NotRetryable,
+    /// `abort_on` matched.
+    Aborted,
+    /// Every retry was used.
+    RetriesExhausted,
+    /// The retry budget refused a retry.
+    BudgetExhausted,
+    /// The next wait would overrun the deadline.
+    Deadline,
+    /// The server's Retry-After is longer than the longest wait honoured.
+    RetryAfterTooLong,
+    /// The runtime rejected the call (open circuit, rate limit, bulkhead).
+    Rejected,
+    /// The credential refresh failed.
+    RefreshFailed,
+}
+
+/// Receives [`RuntimeEvent`]s.
+pub trait EventSink: std::fmt::Debug + Send + Sync {
+    /// Called for every event, on the thread that caused it. Keep it quick.
+    fn on_event(&self, event: &RuntimeEvent<'_>);
+}
+
+static ANY: AtomicBool = AtomicBool::new(false);
+static SINKS: RwLock<Vec<Arc<dyn EventSink>>> = RwLock::new(Vec::new());
+
+/// Registers a sink for every later event of the process.
+pub fn add_sink(sink: Arc<dyn EventSink>) {
+    if let Ok(mut s) = SINKS.write() {
+        s.push(sink);
+        ANY.store(true, Ordering::Release);
+    }
+}
+
+/// Removes a sink registered with [`add_sink`] (compared by address).
+pub fn remove_sink(sink: &Arc<dyn EventSink>) {
+    if let Ok(mut s) = SINKS.write() {
+        s.retain(|x| !Arc::ptr_eq(x, sink));
+        ANY.store(!s.is_empty(), Ordering::Release);
+    }
+}
+
+pub(crate) fn emit(event: RuntimeEvent<'_>) {
+    if !ANY.load(Ordering::Acquire) {
+        return;
+    }
+    let sinks = match SINKS.read() {
+        Ok(s) => s.clone(),
+        Err(_) => return,
+    };
+    for s in sinks {
+        s.on_event(&event);
+    }
+}
+
+pub(crate) fn breaker_transition(name: &str, from: BreakerState, to: BreakerState) {
+    emit(RuntimeEvent::BreakerTransition {
+        breaker: name,
+        from,
+        to,
+    });
+}

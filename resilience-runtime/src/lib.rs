@@ -1,0 +1,155 @@
+//! Resilient connectors by annotation.
+//!
+//! Write one attempt of an operation, annotate it, and classify its errors:
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilience_runtime::{resilient, ConnectorError, Rejected};
+//!
+//! #[derive(Debug, ConnectorError)]
+//! pub enum GraphError {
+//!     #[connector(transient, code = "429")]
+//!     Throttled {
+//!         #[connector(retry_after)]
+//!         retry_after: Option<Duration>,
+//!     },
+//!     #[connector(status = status)]
+//!     Http { status: u16 },
+//!     #[connector(policy)]
+//!     Forbidden(String),
+//!     #[connector(rejected)]
+//!     Rejected(Rejected),
+//! }
+//!
+//! #[resilient(retries = 3, breaker = "graph", idempotent, timeout = "10s")]
+//! async fn list_devices(tenant: &str) -> Result<Vec<String>, GraphError> {
+//!     Ok(vec![format!("{tenant}-device-1")])
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! assert_eq!(list_devices("contoso").await.unwrap(), ["contoso-device-1"]);
+//! # }
+//! ```
+//!
+//! The body of the fn is one attempt; the signature does not change. Around it the runtime
+//! applies, in this order (outermost first; see [`engine`]):
+//! deadline, fallback, retries (backoff, jitter, Retry-After, retry budget, auth refresh),
+//! circuit breaker, rate limit, per-attempt timeout, bulkhead.
+//!
+//! # Modules
+//!
+//! - [`classify`]: [`ErrorClass`], [`Classify`], terminal reasons, [`Rejected`].
+//! - [`backoff`]: exponential schedules, jitter kinds, Retry-After.
+//! - [`breaker`]: lock-free circuit breakers.
+//! - [`budget`]: retry budgets.
+//! - [`limit`]: rate limiters and bulkheads.
+//! - [`registry`]: named instances, configuration, health, isolated registries for tests.
+//! - [`engine`]: the execution engine, async and blocking.
+//! - [`context`]: the per-call context (attempt, idempotency key, correlation id).
+//! - [`metrics`], [`events`]: per-site counters and runtime events.
+
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+pub mod backoff;
+pub mod breaker;
+pub mod budget;
+pub mod classify;
+mod clock;
+pub mod context;
+pub mod engine;
+pub mod events;
+pub mod limit;
+pub mod metrics;
+pub mod registry;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use classify::{
+    CarriesRejected, Classify, ErrorClass, GrpcCode, Rejected, TerminalError, TerminalReason,
+    find_in_chain, find_terminal_reason, register_terminal_lookup,
+};
+pub use context::{CallContext, CorrelationId};
+pub use registry::Registry;
+
+#[doc(inline)]
+pub use resilience_macros::{ConnectorError, resilient};
+
+use std::fmt;
+
+/// A configuration value that cannot work, with the field it came from.
+///
+/// ```
+/// use resilience_runtime::breaker::BreakerConfig;
+/// let err = BreakerConfig::new().with_failure_threshold(0).validate().unwrap_err();
+/// assert_eq!(err.field(), "failure_threshold");
+/// assert_eq!(err.to_string(), "`failure_threshold`: 0 is outside 1..=16383");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidConfig {
+    file: Option<String>,
+    field: String,
+    reason: String,
+}
+
+impl InvalidConfig {
+    /// An error for `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidConfig {
+            file: None,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The field, as a dotted path (`breakers.graph.cooldown`).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The file the value came from, if known.
+    pub fn file(&self) -> Option<&str> {
+        self.file.as_deref()
+    }
+
+    pub(crate) fn within(mut self, prefix: &str) -> Self {
+        self.field = if self.field.is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{}", self.field)
+        };
+        self
+    }
+
+    pub(crate) fn in_file(mut self, file: String) -> Self {
+        self.file = Some(file);
+        self
+    }
+}
+
+impl fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}: ")?;
+        }
+        if self.field.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "`{}`: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for InvalidConfig {}

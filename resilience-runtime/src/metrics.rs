@@ -1,0 +1,236 @@
+//! Per-site counters and their snapshot.
+//!
+//! Each annotated site owns a block of relaxed atomic counters: requests by outcome and class,
+//! retries, retries that ended in success, rejections, rate-limit decisions and, when an exporter
+//! asked for it with [`set_latency_enabled`], a latency histogram. A counter increment is one
+//! uncontended atomic add; nothing is hashed or locked per call. [`crate::Registry::metrics`]
+//! returns a [`MetricsSnapshot`] that exporters turn into the seed's metric families:
+//!
+//! | metric | labels | source |
+//! |---|---|---|
+//! | `requests_total` | connector, operation, status | [`SiteMetrics::ok`], [`SiteMetrics::errors`], [`SiteMetrics::rejected`] |
+//! | `request_latency_seconds` | connector, operation | [`SiteMetrics::latency`] |
+//! | `circuit_breaker_state` | connector | [`crate::registry::BreakerHealth::gauge`] |
+//! | `retry_total` | connector, operation | [`SiteMetrics::retries`] |
+//! | `retry_success_total` | connector, operation | [`SiteMetrics::retry_successes`] |
+//! | `rate_limit_total` | connector, result | [`SiteMetrics::rate_limit_allowed`], [`SiteMetrics::rate_limit_blocked`] |
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::ErrorClass;
+
+static LATENCY: AtomicBool = AtomicBool::new(false);
+
+/// Turns latency measurement on or off for every site (off by default: it costs two clock reads
+/// per call). Exporters turn it on.
+pub fn set_latency_enabled(enabled: bool) {
+    LATENCY.store(enabled, Ordering::Relaxed);
+}
+
+#[inline]
+pub(crate) fn latency_enabled() -> bool {
+    LATENCY.load(Ordering::Relaxed)
+}
+
+/// Upper bounds of the latency histogram's buckets, in seconds (the last bucket is `+Inf`).
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    ok: AtomicU64,
+    errors: [AtomicU64; 4],
+    rejected: AtomicU64,
+    retries: AtomicU64,
+    retry_successes: AtomicU64,
+    budget_exhausted: AtomicU64,
+    fallbacks: AtomicU64,
+    refreshes: AtomicU64,
+    rate_allowed: AtomicU64,
+    rate_blocked: AtomicU64,
+    latency_buckets: [AtomicU64; 12],
+    latency_sum_nanos: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn ok(&self, retried: bool) {
+        inc(&self.ok);
+        if retried {
+            inc(&self.retry_successes);
+        }
+    }
+    pub(crate) fn error(&self, class: ErrorClass) {
+        if let Some(c) = self.errors.get(class.index()) {
+            inc(c);
+        }
+    }
+    pub(crate) fn rejected(&self) {
+        inc(&self.rejected);
+    }
+    pub(crate) fn retry(&self) {
+        inc(&self.retries);
+    }
+    pub(crate) fn budget_exhausted(&self) {
+        inc(&self.budget_exhausted);
+    }
+    pub(crate) fn fallback(&self) {
+        inc(&self.fallbacks);
+    }
+    pub(crate) fn refresh(&self) {
+        inc(&self.refreshes);
+    }
+    pub(crate) fn rate(&self, allowed: bool) {
+        inc(if allowed {
+            &self.rate_allowed
+        } else {
+            &self.rate_blocked
+        });
+    }
+    pub(crate) fn latency(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(c) = self.latency_buckets.get(i) {
+            inc(c);
+        }
+        self.latency_sum_nanos
+            .fetch_add(crate::clock::nanos(d), Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> SiteMetrics {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SiteMetrics {
+            ok: l(&self.ok),
+            errors: ClassCounts {
+                transient: l(&self.errors[0]),
+                permanent: l(&self.errors[1]),
+                policy_violation: l(&self.errors[2]),
+                auth: l(&self.errors[3]),
+            },
+            rejected: l(&self.rejected),
+            retries: l(&self.retries),
+            retry_successes: l(&self.retry_successes),
+            budget_exhausted: l(&self.budget_exhausted),
+            fallbacks: l(&self.fallbacks),
+            refreshes: l(&self.refreshes),
+            rate_limit_allowed: l(&self.rate_allowed),
+            rate_limit_blocked: l(&self.rate_blocked),
+            latency: LatencySnapshot {
+                buckets: self.latency_buckets.iter().map(l).collect(),
+                sum_seconds: Duration::from_nanos(l(&self.latency_sum_nanos)).as_secs_f64(),
+            },
+        }
+    }
+}
+
+/// Errors counted by class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClassCounts {
+    /// Transient errors that ended a call.
+    pub transient: u64,
+    /// Permanent errors.
+    pub permanent: u64,
+    /// Policy violations.
+    pub policy_violation: u64,
+    /// Auth errors that ended a call.
+    pub auth: u64,
+}
+
+impl ClassCounts {
+    /// The count for one class.
+    pub fn get(&self, class: ErrorClass) -> u64 {
+        match class {
+            ErrorClass::Transient => self.transient,
+            ErrorClass::Permanent => self.permanent,
+            ErrorClass::PolicyViolation => self.policy_violation,
+            ErrorClass::Auth => self.auth,
+        }
+    }
+
+    /// The sum over classes.
+    pub fn total(&self) -> u64 {
+        self.transient + self.permanent + self.policy_violation + self.auth
+    }
+}
+
+/// A latency histogram's counts: one per bound of [`LATENCY_BUCKETS`], then `+Inf`
+/// (not cumulative).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct LatencySnapshot {
+    /// Counts per bucket.
+    pub buckets: Vec<u64>,
+    /// Sum of all observations, in seconds.
+    pub sum_seconds: f64,
+}
+
+/// One site's counters at one moment. Calls are counted once, when they end.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SiteMetrics {
+    /// Calls that returned `Ok`.
+    pub ok: u64,
+    /// Calls that returned an error from the dependency, by class (rejections excluded).
+    pub errors: ClassCounts,
+    /// Calls ended by a rejection of the runtime (open circuit, timeout, deadline, limit).
+    pub rejected: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// Calls that succeeded after at least one retry.
+    pub retry_successes: u64,
+    /// Retries refused by the retry budget.
+    pub budget_exhausted: u64,
+    /// Calls answered by the fallback.
+    pub fallbacks: u64,
+    /// Credential refreshes.
+    pub refreshes: u64,
+    /// Permits the rate limiter granted.
+    pub rate_limit_allowed: u64,
+    /// Permits the rate limiter refused.
+    pub rate_limit_blocked: u64,
+    /// Latency histogram (empty counts unless [`set_latency_enabled`] is on).
+    pub latency: LatencySnapshot,
+}
+
+impl SiteMetrics {
+    /// Calls that ended, whatever the outcome.
+    pub fn calls(&self) -> u64 {
+        self.ok + self.errors.total() + self.rejected
+    }
+}
+
+/// One annotated site in a snapshot.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SiteSnapshot {
+    /// The connector label: the breaker's name, else the module path.
+    pub connector: String,
+    /// The operation: the fn's name.
+    pub operation: &'static str,
+    /// The module path of the fn.
+    pub module: &'static str,
+    /// The breaker's name, if any.
+    pub breaker: Option<&'static str>,
+    /// The counters.
+    pub metrics: SiteMetrics,
+}
+
+/// Every site of a registry.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct MetricsSnapshot {
+    /// One entry per site that has been called.
+    pub sites: Vec<SiteSnapshot>,
+}
+
+impl MetricsSnapshot {
+    /// The entry of one operation, if it was called.
+    pub fn site(&self, operation: &str) -> Option<&SiteSnapshot> {
+        self.sites.iter().find(|s| s.operation == operation)
+    }
+}

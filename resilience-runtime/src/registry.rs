@@ -1,0 +1,1061 @@
+//! Named breakers, budgets and limits; configuration; health; isolated registries for tests.
+//!
+//! A [`Registry`] owns every named instance. Annotated sites use the process-wide one
+//! ([`Registry::global`]) unless a test runs them inside [`Registry::scope`] (async) or
+//! [`Registry::enter`] (blocking) of an isolated registry, so state never leaks between tests.
+//!
+//! Each site resolves its breaker, budget and limits once, on its first call, and caches them: a
+//! call through the global registry hashes no string. Configure instances before their first use.
+//!
+//! ```
+//! use std::time::Duration;
+//! use resilience_runtime::{Registry, breaker::BreakerConfig};
+//!
+//! let registry = Registry::new();
+//! registry.configure_breaker("graph", BreakerConfig::new().with_cooldown(Duration::from_secs(30))).unwrap();
+//! assert_eq!(registry.breaker("graph").config().cooldown, Duration::from_secs(30));
+//! assert_eq!(registry.health().breakers.len(), 1);
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::InvalidConfig;
+use crate::breaker::{Breaker, BreakerConfig, BreakerState, TripMode};
+use crate::budget::{BudgetConfig, RetryBudget};
+use crate::clock;
+use crate::engine::Site;
+use crate::limit::{Bulkhead, ConcurrencyLimit, Gcra, RateLimit};
+use crate::metrics::{Counters, MetricsSnapshot, SiteSnapshot};
+
+/// A sleep for the blocking engine; tests install one that records instead of sleeping.
+pub type BlockingSleep = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// Breakers of one name, one per key (a tenant id), with a bound on live keys.
+pub struct KeyedBreakers {
+    name: Arc<str>,
+    config: BreakerConfig,
+    max_keys: usize,
+    idle_ttl: Duration,
+    map: RwLock<HashMap<Box<str>, Arc<Breaker>>>,
+}
+
+impl KeyedBreakers {
+    fn new(name: Arc<str>, config: BreakerConfig, max_keys: usize, idle_ttl: Duration) -> Self {
+        KeyedBreakers {
+            name,
+            config,
+            max_keys: max_keys.max(1),
+            idle_ttl,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The breaker of `key`, made on first use. When `max_keys` keys are live, idle keys (unused
+    /// for `idle_ttl`) are evicted first, then the least recently used closed breaker.
+    pub fn get(&self, key: &str) -> Arc<Breaker> {
+        let now = clock::now_nanos();
+        if let Ok(map) = self.map.read() {
+            if let Some(b) = map.get(key) {
+                b.touch(now);
+                return b.clone();
+            }
+        }
+        let mut map = match self.map.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(b) = map.get(key) {
+            return b.clone();
+        }
+        if map.len() >= self.max_keys {
+            let ttl = clock::nanos(self.idle_ttl);
+            map.retain(|_, b| b.idle_for(now) < ttl || Arc::strong_count(b) > 1);
+            if map.len() >= self.max_keys {
+                let victim = map
+                    .iter()
+                    .filter(|(_, b)| b.state() == BreakerState::Closed && Arc::strong_count(b) == 1)
+                    .max_by_key(|(_, b)| b.idle_for(now))
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = victim {
+                    map.remove(&k);
+                }
+            }
+        }
+        let b = Arc::new(Breaker::new(format!("{}/{key}", self.name), self.config));
+        map.insert(key.into(), b.clone());
+        b
+    }
+
+    /// Live keys.
+    pub fn len(&self) -> usize {
+        self.map.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether no key is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn each(&self, f: &mut dyn FnMut(&Breaker, Option<&str>)) {
+        if let Ok(m) = self.map.read() {
+            for (k, b) in m.iter() {
+                f(b, Some(k));
+            }
+        }
+    }
+}
+
+impl fmt::Debug for KeyedBreakers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBreakers")
+            .field("name", &self.name)
+            .field("keys", &self.len())
+            .field("max_keys", &self.max_keys)
+            .finish()
+    }
+}
+
+/// Everything one site needs, resolved once.
+pub(crate) struct SiteState {
+    pub(crate) site: &'static Site,
+    pub(crate) connector: Arc<str>,
+    pub(crate) breaker: Option<Arc<Breaker>>,
+    pub(crate) keyed: Option<Arc<KeyedBreakers>>,
+    pub(crate) budget: Arc<RetryBudget>,
+    pub(crate) limiter: Option<(Arc<str>, Arc<dyn RateLimit>)>,
+    pub(crate) bulkhead: Option<(Arc<str>, Arc<dyn Bulkhead>)>,
+    pub(crate) counters: Counters,
+    pub(crate) seed: Option<u64>,
+    pub(crate) calls: AtomicU64,
+    pub(crate) sleep: Option<BlockingSleep>,
+}
+
+impl fmt::Debug for SiteState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SiteState")
+            .field("operation", &self.site.policy().operation)
+            .field("connector", &self.connector)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    id: u64,
+    breaker_configs: RwLock<HashMap<String, NamedBreaker>>,
+    budget_configs: RwLock<HashMap<String, BudgetConfig>>,
+    breakers: RwLock<HashMap<Arc<str>, Arc<Breaker>>>,
+    keyed: RwLock<HashMap<Arc<str>, Arc<KeyedBreakers>>>,
+    budgets: RwLock<HashMap<Arc<str>, Arc<RetryBudget>>>,
+    limiters: RwLock<HashMap<Arc<str>, Arc<dyn RateLimit>>>,
+    bulkheads: RwLock<HashMap<Arc<str>, Arc<dyn Bulkhead>>>,
+    sites: Mutex<Vec<Arc<SiteState>>>,
+    seed: Mutex<Option<u64>>,
+    sleep: Mutex<Option<BlockingSleep>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NamedBreaker {
+    config: BreakerConfig,
+    max_keys: usize,
+    idle_ttl: Duration,
+}
+
+impl Default for NamedBreaker {
+    fn default() -> Self {
+        NamedBreaker {
+            config: BreakerConfig::new(),
+            max_keys: 10_000,
+            idle_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Named breakers, budgets, rate limiters and bulkheads, with their configuration.
+///
+/// Cloning a registry is cheap and gives a handle to the same instances.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+static SCOPED_IN_USE: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static SCOPED: std::cell::RefCell<Option<Registry>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// A new, empty, isolated registry.
+    pub fn new() -> Registry {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        Registry {
+            inner: Arc::new(Inner {
+                id: IDS.fetch_add(1, Ordering::Relaxed),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The process-wide registry that annotated sites use by default.
+    pub fn global() -> &'static Registry {
+        static GLOBAL: OnceLock<Registry> = OnceLock::new();
+        GLOBAL.get_or_init(Registry::new)
+    }
+
+    /// The registry in force here: the one of the innermost [`Registry::scope`] or
+    /// [`Registry::enter`], else the global one.
+    pub fn current() -> Registry {
+        scoped().unwrap_or_else(|| Registry::global().clone())
+    }
+
+    /// Runs `fut` with this registry in force for every resilient call it makes.
+    ///
+    /// ```
+    /// use resilience_runtime::Registry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let r = Registry::new();
+    /// let same = r.scope(async { Registry::current() }).await;
+    /// assert!(same.ptr_eq(&r));
+    /// # }
+    /// ```
+    pub fn scope<F: Future>(&self, fut: F) -> Scoped<F> {
+        SCOPED_IN_USE.store(true, Ordering::Release);
+        Scoped {
+            registry: self.clone(),
+            fut: Box::pin(fut),
+        }
+    }
+
+    /// Runs `f` with this registry in force on this thread.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        SCOPED_IN_USE.store(true, Ordering::Release);
+        let _guard = ScopeGuard::install(self.clone());
+        f()
+    }
+
+    /// Whether two handles refer to the same registry.
+    pub fn ptr_eq(&self, other: &Registry) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Fixes the seed of jitter for every site resolved afterwards, for exact tests.
+    pub fn with_seed(self, seed: u64) -> Registry {
+        if let Ok(mut s) = self.inner.seed.lock() {
+            *s = Some(seed);
+        }
+        self
+    }
+
+    /// Replaces the blocking engine's sleep (tests record the waits instead of sleeping).
+    pub fn with_blocking_sleep(self, sleep: impl Fn(Duration) + Send + Sync + 'static) -> Registry {
+        if let Ok(mut s) = self.inner.sleep.lock() {
+            *s = Some(Arc::new(sleep));
+        }
+        self
+    }
+
+    /// Configures the breaker `name` (and its per-key breakers).
+    ///
+    /// # Errors
+    ///
+    /// The config is invalid (see [`BreakerConfig::validate`]); the field is prefixed with
+    /// `breakers.<name>`.
+    pub fn configure_breaker(
+        &self,
+        name: &str,
+        config: BreakerConfig,
+    ) -> Result<(), InvalidConfig> {
+        config
+            .validate()
+            .map_err(|e| e.within(&format!("breakers.{name}")))?;
+        self.set_breaker(
+            name,
+            NamedBreaker {
+                config,
+                ..NamedBreaker::default()
+            },
+        );
+        Ok(())
+    }
+
+    fn set_breaker(&self, name: &str, named: NamedBreaker) {
+        if let Ok(mut c) = self.inner.breaker_configs.write() {
+            c.insert(name.to_owned(), named);
+        }
+        if let Ok(mut b) = self.inner.breakers.write() {
+            b.remove(name);
+        }
+        if let Ok(mut b) = self.inner.keyed.write() {
+            b.remove(name);
+        }
+    }
+
+    /// Configures the retry budget `name`.
+    ///
+    /// # Errors
+    ///
+    /// The config is invalid (see [`BudgetConfig::validate`]).
+    pub fn configure_budget(&self, name: &str, config: BudgetConfig) -> Result<(), InvalidConfig> {
+        config
+            .validate()
+            .map_err(|e| e.within(&format!("budgets.{name}")))?;
+        if let Ok(mut c) = self.inner.budget_configs.write() {
+            c.insert(name.to_owned(), config);
+        }
+        if let Ok(mut b) = self.inner.budgets.write() {
+            b.remove(name);
+        }
+        Ok(())
+    }
+
+    /// Installs the rate limiter `name`.
+    pub fn set_rate_limit(&self, name: &str, limiter: Arc<dyn RateLimit>) {
+        if let Ok(mut l) = self.inner.limiters.write() {
+            l.insert(name.into(), limiter);
+        }
+    }
+
+    /// Installs the bulkhead `name`.
+    pub fn set_bulkhead(&self, name: &str, bulkhead: Arc<dyn Bulkhead>) {
+        if let Ok(mut l) = self.inner.bulkheads.write() {
+            l.insert(name.into(), bulkhead);
+        }
+    }
+
+    /// Applies a whole configuration (see [`RegistryConfig`]).
+    pub fn apply(&self, config: &RegistryConfig) {
+        for (name, b) in &config.breakers {
+            self.set_breaker(name, *b);
+        }
+        for (name, b) in &config.budgets {
+            if let Ok(mut c) = self.inner.budget_configs.write() {
+                c.insert(name.clone(), *b);
+            }
+        }
+        for (name, r) in &config.rate_limits {
+            self.set_rate_limit(name, Arc::new(Gcra::new(r.0, r.1)));
+        }
+        for (name, n) in &config.bulkheads {
+            self.set_bulkhead(name, Arc::new(ConcurrencyLimit::new(*n)));
+        }
+    }
+
+    /// The breaker `name`, made with its configured (or default) settings on first use.
+    pub fn breaker(&self, name: &str) -> Arc<Breaker> {
+        if let Some(b) = self
+            .inner
+            .breakers
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+        {
+            return b;
+        }
+        let named = self.named_breaker(name);
+        let mut m = match self.inner.breakers.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(name.into())
+            .or_insert_with(|| Arc::new(Breaker::new(name, named.config)))
+            .clone()
+    }
+
+    /// The per-key breakers of `name`.
+    pub fn keyed_breakers(&self, name: &str) -> Arc<KeyedBreakers> {
+        if let Some(b) = self
+            .inner
+            .keyed
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+        {
+            return b;
+        }
+        let named = self.named_breaker(name);
+        let mut m = match self.inner.keyed.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(name.into())
+            .or_insert_with(|| {
+                Arc::new(KeyedBreakers::new(
+                    name.into(),
+                    named.config,
+                    named.max_keys,
+                    named.idle_ttl,
+                ))
+            })
+            .clone()
+    }
+
+    /// The retry budget `name`.
+    pub fn budget(&self, name: &str) -> Arc<RetryBudget> {
+        if let Some(b) = self
+            .inner
+            .budgets
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+        {
+            return b;
+        }
+        let config = self
+            .inner
+            .budget_configs
+            .read()
+            .ok()
+            .and_then(|c| c.get(name).copied())
+            .unwrap_or_default();
+        let mut m = match self.inner.budgets.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(name.into())
+            .or_insert_with(|| Arc::new(RetryBudget::new(config)))
+            .clone()
+    }
+
+    fn named_breaker(&self, name: &str) -> NamedBreaker {
+        self.inner
+            .breaker_configs
+            .read()
+            .ok()
+            .and_then(|c| c.get(name).copied())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn site_state(&self, site: &'static Site) -> Arc<SiteState> {
+        let mut sites = match self.inner.sites.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(s) = sites.iter().find(|s| std::ptr::eq(s.site, site)) {
+            return s.clone();
+        }
+        let p = site.policy();
+        let (breaker, keyed) = match (p.breaker, p.keyed_breaker) {
+            (Some(name), true) => (None, Some(self.keyed_breakers(name))),
+            (Some(name), false) => (Some(self.breaker(name)), None),
+            (None, _) => (None, None),
+        };
+        let budget_name: Arc<str> = p
+            .breaker
+            .map(Arc::from)
+            .unwrap_or_else(|| format!("{}::{}", p.module, p.operation).into());
+        let budget = self.budget(&budget_name);
+        let limiter = p.rate_limit.map(|name| {
+            let l = self
+                .inner
+                .limiters
+                .read()
+                .ok()
+                .and_then(|m| m.get(name).cloned());
+            let l = l.unwrap_or_else(|| {
+                tracing::warn!(
+                    limiter = name,
+                    operation = p.operation,
+                    "rate limit is not configured; using 10 per second"
+                );
+                let l: Arc<dyn RateLimit> = Arc::new(Gcra::new(10, Duration::from_secs(1)));
+                self.set_rate_limit(name, l.clone());
+                l
+            });
+            (Arc::from(name), l)
+        });
+        let bulkhead = p.bulkhead.map(|name| {
+            let b = self
+                .inner
+                .bulkheads
+                .read()
+                .ok()
+                .and_then(|m| m.get(name).cloned());
+            let b = b.unwrap_or_else(|| {
+                tracing::warn!(
+                    bulkhead = name,
+                    operation = p.operation,
+                    "bulkhead is not configured; using 16 concurrent calls"
+                );
+                let b: Arc<dyn Bulkhead> = Arc::new(ConcurrencyLimit::new(16));
+                self.set_bulkhead(name, b.clone());
+                b
+            });
+            (Arc::from(name), b)
+        });
+        let state = Arc::new(SiteState {
+            site,
+            connector: p.breaker.unwrap_or(p.module).into(),
+            breaker,
+            keyed,
+            budget,
+            limiter,
+            bulkhead,
+            counters: Counters::default(),
+            seed: self.inner.seed.lock().ok().and_then(|s| *s),
+            calls: AtomicU64::new(0),
+            sleep: self.inner.sleep.lock().ok().and_then(|s| s.clone()),
+        });
+        sites.push(state.clone());
+        state
+    }
+
+    /// The counters of every site called through this registry.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let sites = match self.inner.sites.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        MetricsSnapshot {
+            sites: sites
+                .iter()
+                .map(|s| {
+                    let p = s.site.policy();
+                    SiteSnapshot {
+                        connector: s.connector.to_string(),
+                        operation: p.operation,
+                        module: p.module,
+                        breaker: p.breaker,
+                        metrics: s.counters.snapshot(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// A snapshot of every breaker: state, counts and time in state.
+    pub fn health(&self) -> HealthReport {
+        let mut breakers = Vec::new();
+        let mut push = |b: &Breaker, key: Option<&str>| {
+            breakers.push(BreakerHealth {
+                name: b.name().to_string(),
+                key: key.map(str::to_owned),
+                state: b.state(),
+                gauge: b.state().as_gauge(),
+                failures: b.failures(),
+                opened_total: b.opened_total(),
+                probes_in_flight: b.probes_in_flight(),
+                time_in_state_ms: b.time_in_state().as_millis() as u64,
+            });
+        };
+        if let Ok(m) = self.inner.breakers.read() {
+            for b in m.values() {
+                push(b, None);
+            }
+        }
+        if let Ok(m) = self.inner.keyed.read() {
+            for k in m.values() {
+                k.each(&mut push);
+            }
+        }
+        breakers.sort_by(|a, b| a.name.cmp(&b.name));
+        let healthy = breakers.iter().all(|b| b.state != BreakerState::Open);
+        HealthReport { healthy, breakers }
+    }
+}
+
+fn scoped() -> Option<Registry> {
+    if !SCOPED_IN_USE.load(Ordering::Acquire) {
+        return None;
+    }
+    SCOPED.with(|s| s.try_borrow().ok().and_then(|s| s.clone()))
+}
+
+/// The registry in force, if it is not the global one (hot path: one relaxed load when no test
+/// ever scoped a registry).
+#[inline]
+pub(crate) fn scoped_registry() -> Option<Registry> {
+    if !SCOPED_IN_USE.load(Ordering::Relaxed) {
+        return None;
+    }
+    scoped()
+}
+
+struct ScopeGuard {
+    prev: Option<Registry>,
+}
+
+impl ScopeGuard {
+    fn install(r: Registry) -> ScopeGuard {
+        let prev = SCOPED.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.replace(r)));
+        ScopeGuard { prev }
+    }
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        let prev = self.prev.take();
+        SCOPED.with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = prev;
+            }
+        });
+    }
+}
+
+/// The future returned by [`Registry::scope`].
+pub struct Scoped<F> {
+    registry: Registry,
+    fut: Pin<Box<F>>,
+}
+
+impl<F> fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scoped")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _g = ScopeGuard::install(self.registry.clone());
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+/// One breaker in a [`HealthReport`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BreakerHealth {
+    /// The breaker's name (`name/key` for a per-key breaker).
+    pub name: String,
+    /// The key, for a per-key breaker.
+    pub key: Option<String>,
+    /// The state.
+    pub state: BreakerState,
+    /// The state as the gauge value (0 closed, 1 open, 2 half-open).
+    pub gauge: u8,
+    /// Failures counted toward opening.
+    pub failures: u64,
+    /// Times opened.
+    pub opened_total: u64,
+    /// Half-open probes in flight.
+    pub probes_in_flight: u64,
+    /// Milliseconds in the current state.
+    pub time_in_state_ms: u64,
+}
+
+/// Every breaker of a registry. Serialises to JSON for a health endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HealthReport {
+    /// False when any breaker is open.
+    pub healthy: bool,
+    /// The breakers, sorted by name.
+    pub breakers: Vec<BreakerHealth>,
+}
+
+/// A whole registry's configuration, loadable from TOML (or any serde format through
+/// [`RegistryConfig::from_value`]).
+///
+/// ```
+/// use resilience_runtime::registry::RegistryConfig;
+///
+/// let cfg = RegistryConfig::from_toml_str(r#"
+///     [breakers.graph]
+///     failure_threshold = 3
+///     cooldown = "30s"
+///
+///     [breakers.okta]
+///     window = 20
+///     failure_ratio = 0.5
+///     max_keys = 1000
+///
+///     [budgets.graph]
+///     capacity = 50
+///
+///     [rate_limits.graph]
+///     rate = 100
+///     per = "1s"
+///
+///     [bulkheads.graph]
+///     max_concurrent = 8
+/// "#).unwrap();
+/// let err = RegistryConfig::from_toml_str("[breakers.graph]\ncooldown = \"soon\"").unwrap_err();
+/// assert_eq!(err.field(), "breakers.graph.cooldown");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    breakers: BTreeMap<String, NamedBreaker>,
+    budgets: BTreeMap<String, BudgetConfig>,
+    rate_limits: BTreeMap<String, (u32, Duration)>,
+    bulkheads: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    breakers: BTreeMap<String, RawBreaker>,
+    #[serde(default)]
+    budgets: BTreeMap<String, RawBudget>,
+    #[serde(default)]
+    rate_limits: BTreeMap<String, RawRateLimit>,
+    #[serde(default)]
+    bulkheads: BTreeMap<String, RawBulkhead>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failure_threshold: Option<u32>,
+    window: Option<u32>,
+    failure_ratio: Option<f64>,
+    cooldown: Option<String>,
+    half_open_probes: Option<u32>,
+    success_threshold: Option<u32>,
+    max_keys: Option<usize>,
+    idle_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    capacity: Option<u32>,
+    retry_cost: Option<u32>,
+    refund: Option<f64>,
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    rate: u32,
+    per: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBulkhead {
+    max_concurrent: usize,
+}
+
+fn duration(field: &str, s: &str) -> Result<Duration, InvalidConfig> {
+    humantime::parse_duration(s).map_err(|e| {
+        InvalidConfig::new(
+            field,
+            format!("`{s}` is not a duration ({e}); write it with a unit, e.g. \"250ms\", \"30s\", \"1m\""),
+        )
+    })
+}
+
+impl RegistryConfig {
+    /// Parses and validates a TOML document.
+    ///
+    /// # Errors
+    ///
+    /// Syntax errors, unknown keys, wrong types and invalid values, each naming the field
+    /// (`breakers.graph.cooldown`).
+    pub fn from_toml_str(s: &str) -> Result<RegistryConfig, InvalidConfig> {
+        let de = toml::Deserializer::parse(s)
+            .map_err(|e| InvalidConfig::new("", e.to_string().trim().to_owned()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            InvalidConfig::new(
+                e.path().to_string(),
+                e.inner().to_string().trim().to_owned(),
+            )
+        })?;
+        Self::validate(raw)
+    }
+
+    /// Reads, parses and validates a TOML file; errors name the file too.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, or [`RegistryConfig::from_toml_str`] fails.
+    pub fn from_toml_file(
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<RegistryConfig, InvalidConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            InvalidConfig::new("", format!("cannot read: {e}")).in_file(path.display().to_string())
+        })?;
+        Self::from_toml_str(&text).map_err(|e| e.in_file(path.display().to_string()))
+    }
+
+    /// Validates a configuration from any serde format.
+    ///
+    /// # Errors
+    ///
+    /// As [`RegistryConfig::from_toml_str`].
+    pub fn from_value<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<RegistryConfig, InvalidConfig> {
+        let raw: RawConfig = serde_path_to_error::deserialize(d).map_err(|e| {
+            InvalidConfig::new(
+                e.path().to_string(),
+                e.inner().to_string().trim().to_owned(),
+            )
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<RegistryConfig, InvalidConfig> {
+        let mut out = RegistryConfig::default();
+        for (name, b) in raw.breakers {
+            let at = |f: &str| format!("breakers.{name}.{f}");
+            let mut c = BreakerConfig::new();
+            match (b.failure_threshold, b.window, b.failure_ratio) {
+                (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                    return Err(InvalidConfig::new(
+                        at("window"),
+                        "give either `failure_threshold` (consecutive mode) or `window` and `failure_ratio` (ratio mode), not both",
+                    ));
+                }
+                (Some(t), None, None) => c.trip = TripMode::Consecutive { threshold: t },
+                (None, Some(window), Some(ratio)) => c.trip = TripMode::Ratio { window, ratio },
+                (None, Some(_), None) => {
+                    return Err(InvalidConfig::new(
+                        at("failure_ratio"),
+                        "is missing; ratio mode needs `window` and `failure_ratio`",
+                    ));
+                }
+                (None, None, Some(_)) => {
+                    return Err(InvalidConfig::new(
+                        at("window"),
+                        "is missing; ratio mode needs `window` and `failure_ratio`",
+                    ));
+                }
+                (None, None, None) => {}
+            }
+            if let Some(s) = &b.cooldown {
+                c.cooldown = duration(&at("cooldown"), s)?;
+            }
+            if let Some(p) = b.half_open_probes {
+                c.half_open_probes = p;
+            }
+            if let Some(s) = b.success_threshold {
+                c.success_threshold = s;
+            }
+            c.validate()
+                .map_err(|e| e.within(&format!("breakers.{name}")))?;
+            let mut named = NamedBreaker {
+                config: c,
+                ..NamedBreaker::default()
+            };
+            if let Some(k) = b.max_keys {
+                if k == 0 {
+                    return Err(InvalidConfig::new(
+                        at("max_keys"),
+                        "must be greater than zero",
+                    ));
+                }
+                named.max_keys = k;
+            }
+            if let Some(s) = &b.idle_ttl {
+                named.idle_ttl = duration(&at("idle_ttl"), s)?;
+            }
+            out.breakers.insert(name, named);
+        }
+        for (name, b) in raw.budgets {
+            let mut c = BudgetConfig::new();
+            if let Some(v) = b.capacity {
+                c.capacity = v;
+            }
+            if let Some(v) = b.retry_cost {
+                c.retry_cost = v;
+            }
+            if let Some(v) = b.refund {
+                if !(0.0..=1_000.0).contains(&v) {
+                    return Err(InvalidConfig::new(
+                        format!("budgets.{name}.refund"),
+                        format!("{v} is outside 0..=1000"),
+                    ));
+                }
+                c.refund_milli = (v * 1000.0).round() as u32;
+            }
+            if let Some(v) = b.enabled {
+                c.enabled = v;
+            }
+            c.validate()
+                .map_err(|e| e.within(&format!("budgets.{name}")))?;
+            out.budgets.insert(name, c);
+        }
+        for (name, r) in raw.rate_limits {
+            if r.rate == 0 {
+                return Err(InvalidConfig::new(
+                    format!("rate_limits.{name}.rate"),
+                    "must be greater than zero",
+                ));
+            }
+            let per = match &r.per {
+                Some(s) => duration(&format!("rate_limits.{name}.per"), s)?,
+                None => Duration::from_secs(1),
+            };
+            if per.is_zero() {
+                return Err(InvalidConfig::new(
+                    format!("rate_limits.{name}.per"),
+                    "must be greater than zero",
+                ));
+            }
+            out.rate_limits.insert(name, (r.rate, per));
+        }
+        for (name, b) in raw.bulkheads {
+            if b.max_concurrent == 0 {
+                return Err(InvalidConfig::new(
+                    format!("bulkheads.{name}.max_concurrent"),
+                    "must be greater than zero",
+                ));
+            }
+            out.bulkheads.insert(name, b.max_concurrent);
+        }
+        Ok(out)
+    }
+
+    /// The names of the configured breakers.
+    pub fn breaker_names(&self) -> impl Iterator<Item = &str> {
+        self.breakers.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolated_registries_do_not_share_state() {
+        let a = Registry::new();
+        let b = Registry::new();
+        let ba = a.breaker("graph");
+        for _ in 0..5 {
+            ba.try_acquire()
+                .unwrap()
+                .record(crate::breaker::Outcome::Failure);
+        }
+        assert_eq!(a.breaker("graph").state(), BreakerState::Open);
+        assert_eq!(b.breaker("graph").state(), BreakerState::Closed);
+        assert!(!a.health().healthy);
+        assert!(b.health().healthy);
+    }
+
+    #[test]
+    fn a_bad_configuration_file_is_rejected_with_the_field_named() {
+        let cases = [
+            (
+                "[breakers.graph]\ncooldown = \"soon\"",
+                "breakers.graph.cooldown",
+            ),
+            (
+                "[breakers.graph]\nfailure_threshold = 0",
+                "breakers.graph.failure_threshold",
+            ),
+            (
+                "[breakers.graph]\ncoldown = \"1s\"",
+                "breakers.graph.coldown",
+            ),
+            (
+                "[breakers.graph]\nfailure_threshold = \"five\"",
+                "breakers.graph.failure_threshold",
+            ),
+            (
+                "[breakers.graph]\nwindow = 10",
+                "breakers.graph.failure_ratio",
+            ),
+            (
+                "[breakers.graph]\nwindow = 10\nfailure_ratio = 2.0",
+                "breakers.graph.failure_ratio",
+            ),
+            (
+                "[budgets.graph]\nretry_cost = 0",
+                "budgets.graph.retry_cost",
+            ),
+            ("[rate_limits.graph]\nrate = 0", "rate_limits.graph.rate"),
+            (
+                "[bulkheads.graph]\nmax_concurrent = 0",
+                "bulkheads.graph.max_concurrent",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = RegistryConfig::from_toml_str(text).unwrap_err();
+            assert_eq!(err.field(), field, "{text}: {err}");
+        }
+        let err = RegistryConfig::from_toml_str("[breakers.graph]\ncoldown = \"1s\"").unwrap_err();
+        assert!(err.to_string().contains("coldown"), "{err}");
+    }
+
+    #[test]
+    fn a_configuration_file_configures_instances() {
+        let cfg = RegistryConfig::from_toml_str(
+            "[breakers.graph]\nfailure_threshold = 3\ncooldown = \"30s\"\nhalf_open_probes = 2\n[breakers.okta]\nwindow = 20\nfailure_ratio = 0.25\n",
+        )
+        .unwrap();
+        let r = Registry::new();
+        r.apply(&cfg);
+        let g = r.breaker("graph");
+        assert_eq!(g.config().trip, TripMode::Consecutive { threshold: 3 });
+        assert_eq!(g.config().cooldown, Duration::from_secs(30));
+        assert_eq!(g.config().half_open_probes, 2);
+        assert_eq!(
+            r.breaker("okta").config().trip,
+            TripMode::Ratio {
+                window: 20,
+                ratio: 0.25
+            }
+        );
+        let json = serde_json::json!({"breakers": {"graph": {"cooldown": "1m"}}});
+        let cfg = RegistryConfig::from_value(json).unwrap();
+        assert_eq!(cfg.breaker_names().collect::<Vec<_>>(), ["graph"]);
+    }
+
+    #[test]
+    fn keyed_breakers_are_bounded_and_evict_idle_keys() {
+        let r = Registry::new();
+        r.set_breaker(
+            "t",
+            NamedBreaker {
+                max_keys: 3,
+                ..NamedBreaker::default()
+            },
+        );
+        let k = r.keyed_breakers("t");
+        for t in ["a", "b", "c", "d", "e"] {
+            let b = k.get(t);
+            assert_eq!(b.name().as_ref(), format!("t/{t}"));
+        }
+        assert_eq!(k.len(), 3);
+        // The same key gives the same breaker.
+        assert!(Arc::ptr_eq(&k.get("e"), &k.get("e")));
+    }
+
+    #[test]
+    fn health_serialises_every_breaker() {
+        let r = Registry::new();
+        r.breaker("graph");
+        r.keyed_breakers("okta").get("tenant-1");
+        let json = serde_json::to_value(r.health()).unwrap();
+        assert_eq!(json["healthy"], true);
+        assert_eq!(json["breakers"][0]["name"], "graph");
+        assert_eq!(json["breakers"][0]["state"], "closed");
+        assert_eq!(json["breakers"][1]["key"], "tenant-1");
+    }
+
+    #[tokio::test]
+    async fn scope_installs_the_registry_for_the_future_only() {
+        let r = Registry::new();
+        assert!(r.scope(async { Registry::current() }).await.ptr_eq(&r));
+        assert!(Registry::current().ptr_eq(Registry::global()));
+        assert!(r.enter(Registry::current).ptr_eq(&r));
+    }
+}

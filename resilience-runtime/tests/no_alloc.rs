@@ -1,0 +1,113 @@
+//! The happy path through a closed breaker allocates nothing: proved by counting every
+//! allocation the process makes while the calls run.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use resilience_runtime::engine::{Hooks, Policy, Site, execute};
+use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Rejected};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// The system allocator, counted. No unsafe beyond forwarding the calls.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with this layout (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `alloc` and `dealloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(Debug)]
+enum E {
+    Rejected(Rejected),
+}
+
+impl Classify for E {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Transient
+    }
+}
+
+impl CarriesRejected for E {
+    fn from_rejected(r: Rejected) -> Self {
+        E::Rejected(r)
+    }
+    fn rejected(&self) -> Option<&Rejected> {
+        let E::Rejected(r) = self;
+        Some(r)
+    }
+}
+
+static RETRIES: Site = Site::new(
+    &Policy::new("retries", module_path!())
+        .with_retries(3)
+        .idempotent(),
+);
+static BREAKER: Site = Site::new(
+    &Policy::new("breaker", module_path!())
+        .with_retries(3)
+        .idempotent()
+        .with_breaker("graph"),
+);
+static TIMEOUT: Site = Site::new(
+    &Policy::new("timeout", module_path!())
+        .with_retries(3)
+        .idempotent()
+        .with_breaker("graph")
+        .with_timeout(Duration::from_secs(10)),
+);
+
+async fn allocations_per_1000_calls(site: &'static Site) -> u64 {
+    let call = || {
+        execute(
+            site,
+            Hooks::new().with_from_rejected(E::from_rejected),
+            || async { Ok::<u32, E>(1) },
+        )
+    };
+    // The first call resolves and caches the site's state: that may allocate, once.
+    call().await.unwrap();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..1000 {
+        std::hint::black_box(call().await.unwrap());
+    }
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+#[test]
+fn the_happy_path_allocates_nothing() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(allocations_per_1000_calls(&RETRIES).await, 0, "retries");
+        assert_eq!(
+            allocations_per_1000_calls(&BREAKER).await,
+            0,
+            "retries + breaker"
+        );
+        assert_eq!(
+            allocations_per_1000_calls(&TIMEOUT).await,
+            0,
+            "retries + breaker + timeout"
+        );
+    });
+}
