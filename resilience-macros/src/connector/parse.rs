@@ -1,0 +1,183 @@
+//! Parse: `#[connector(...)]` on the type, its variants and fields (darling), each value kept
+//! with its span. Nothing is checked here beyond the syntax.
+
+use darling::util::Flag;
+use darling::{FromDeriveInput, FromField, FromMeta, FromVariant};
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+
+/// The derive's input.
+#[derive(FromDeriveInput)]
+#[darling(attributes(connector), supports(struct_any, enum_any))]
+pub(crate) struct Input {
+    pub(crate) ident: syn::Ident,
+    pub(crate) generics: syn::Generics,
+    pub(crate) data: darling::ast::Data<Variant, Field>,
+    /// The class of a struct (on an enum, an error: classify the variants).
+    #[darling(flatten)]
+    pub(crate) class: ClassArgs,
+    /// The class of an enum's unmarked variants.
+    #[darling(default)]
+    pub(crate) default: Option<Word>,
+    #[darling(default, rename = "crate")]
+    pub(crate) krate: Option<syn::Path>,
+}
+
+/// One variant of an enum.
+#[derive(FromVariant)]
+#[darling(attributes(connector))]
+pub(crate) struct Variant {
+    pub(crate) ident: syn::Ident,
+    pub(crate) fields: darling::ast::Fields<Field>,
+    #[darling(flatten)]
+    pub(crate) class: ClassArgs,
+}
+
+/// The classification keys, on a variant or on a struct.
+#[derive(Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct ClassArgs {
+    pub(crate) transient: Flag,
+    pub(crate) permanent: Flag,
+    pub(crate) policy: Flag,
+    pub(crate) auth: Flag,
+    pub(crate) terminal: Option<syn::LitStr>,
+    pub(crate) status: Option<FieldRef>,
+    pub(crate) delegate: Flag,
+    pub(crate) rejected: Flag,
+    pub(crate) code: Option<syn::LitStr>,
+}
+
+/// One field of a variant or struct.
+#[derive(FromField)]
+#[darling(attributes(connector))]
+pub(crate) struct Field {
+    pub(crate) ident: Option<syn::Ident>,
+    pub(crate) ty: syn::Type,
+    pub(crate) retry_after: Flag,
+}
+
+/// A field named in an attribute: `status = code` or, in a tuple variant, `status = 0`.
+pub(crate) struct FieldRef {
+    pub(crate) member: syn::Member,
+    pub(crate) span: Span,
+}
+
+impl FromMeta for FieldRef {
+    fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
+        let member = match expr {
+            syn::Expr::Path(p) if p.qself.is_none() => {
+                p.path.get_ident().cloned().map(syn::Member::Named)
+            }
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(i),
+                ..
+            }) => i.base10_parse::<u32>().ok().map(|index| {
+                syn::Member::Unnamed(syn::Index {
+                    index,
+                    span: i.span(),
+                })
+            }),
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => s.parse::<syn::Ident>().ok().map(syn::Member::Named),
+            syn::Expr::Group(g) => return Self::from_expr(&g.expr),
+            _ => None,
+        };
+        match member {
+            Some(member) => Ok(FieldRef {
+                member,
+                span: expr.span(),
+            }),
+            None => Err(darling::Error::custom(
+                "name a field of this variant, e.g. `status = status`, or `status = 0` in a tuple variant",
+            )
+            .with_span(expr)),
+        }
+    }
+}
+
+/// A bare word or a string: `default = permanent` or `default = "permanent"`.
+pub(crate) struct Word {
+    pub(crate) value: String,
+    pub(crate) span: Span,
+}
+
+impl FromMeta for Word {
+    fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
+        let value = match expr {
+            syn::Expr::Path(p) if p.qself.is_none() => p.path.get_ident().map(ToString::to_string),
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => Some(s.value()),
+            syn::Expr::Group(g) => return Self::from_expr(&g.expr),
+            _ => None,
+        };
+        match value {
+            Some(value) => Ok(Word {
+                value,
+                span: expr.span(),
+            }),
+            None => Err(
+                darling::Error::custom("write a class, e.g. `default = \"permanent\"`")
+                    .with_span(expr),
+            ),
+        }
+    }
+}
+
+/// Parses the derive's input.
+pub(crate) fn input(input: &syn::DeriveInput) -> darling::Result<Input> {
+    Input::from_derive_input(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn parse(tokens: proc_macro2::TokenStream) -> darling::Result<Input> {
+        let derive: syn::DeriveInput = syn::parse2(tokens).map_err(darling::Error::from)?;
+        input(&derive)
+    }
+
+    #[test]
+    fn parses_variants_and_fields() {
+        let parsed = parse(quote! {
+            #[connector(default = permanent)]
+            enum E {
+                #[connector(transient, code = "429")]
+                A { #[connector(retry_after)] wait: Option<Duration> },
+                #[connector(status = 0)]
+                B(u16),
+                #[connector(rejected)]
+                C(Rejected),
+            }
+        });
+        let Ok(parsed) = parsed else {
+            panic!("did not parse");
+        };
+        assert_eq!(
+            parsed.default.map(|w| w.value).as_deref(),
+            Some("permanent")
+        );
+        let variants = parsed.data.take_enum().unwrap_or_default();
+        assert_eq!(variants.len(), 3);
+        assert!(variants.iter().any(|v| v.class.rejected.is_present()));
+    }
+
+    #[test]
+    fn unknown_keys_fail() {
+        assert!(
+            parse(quote!(
+                enum E {
+                    #[connector(transiant)]
+                    A,
+                }
+            ))
+            .is_err()
+        );
+    }
+}

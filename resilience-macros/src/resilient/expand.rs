@@ -1,0 +1,456 @@
+//! Expand: a finished [`Config`] and the user's fn in, the fn with a resilient body out.
+//!
+//! The signature, attributes, docs and visibility are kept as written; only the body changes.
+//! The original body becomes one attempt, wrapped in an `async` block (or a closure for a
+//! blocking fn) that the runtime's engine drives:
+//!
+//! ```text
+//! let __resilient_site = { const POLICY: Policy = ...; static SITE: Site = ...; &SITE };
+//! let __resilient_hooks: Hooks<T, E> = Hooks::new()...;
+//! let mut call = start::<Result<T, E>>(__resilient_site, __resilient_hooks);
+//! loop {
+//!     if let Err(r) = <E as Engine<T>>::begin(&mut call).await { return r; }
+//!     let owned_arg = CloneArg::clone_arg(&owned_arg);          // per attempt
+//!     let r = <E as Engine<T>>::run(&mut call, async { <fake return> <body> }).await;
+//!     match <E as Engine<T>>::end(&mut call, r).await {
+//!         Next::Return(r) => return r,
+//!         Next::Retry => {}
+//!         Next::Refresh => { /* refresh(self).await, or fail */ }
+//!     }
+//! }
+//! ```
+//!
+//! A site that never repeats (no retries, no `refresh`) runs the body once without the loop, so
+//! the body may move its arguments. The engine is reached through `Engine`, named from the return
+//! type and spanned on it, so that an error type that does not classify is reported once, there.
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::validate::{Config, Jitter, Rebind, Receiver};
+use crate::diag::respan;
+use crate::duration;
+
+/// The fn with its body replaced.
+pub(crate) fn expand(config: &Config, mut item: syn::ItemFn) -> TokenStream {
+    let body = body(config, &item.block);
+    item.block = Box::new(syn::Block {
+        brace_token: item.block.brace_token,
+        stmts: vec![syn::Stmt::Expr(syn::Expr::Verbatim(body), None)],
+    });
+    item.into_token_stream()
+}
+
+/// Generated locals: invisible to the user's code (a UI test shows it).
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+fn body(config: &Config, block: &syn::Block) -> TokenStream {
+    let private = private(config);
+    let ret = &config.ret;
+    let site = local("__resilient_site");
+    let hooks = local("__resilient_hooks");
+    // Located at the return type: an error about the call's type points there.
+    let call = Ident::new(
+        "__resilient_call",
+        Span::mixed_site().located_at(ret.span()),
+    );
+    let r = local("__resilient_r");
+    // Everything that depends on the error type is named through the return type and spanned
+    // on it, so "not a `Result`" and "does not classify" are reported once, there.
+    let at_ret = respan(private.clone(), ret.span());
+    let engine = quote_spanned! {ret.span()=>
+        <<#ret as #at_ret::ReturnType>::Err as #at_ret::Engine<<#ret as #at_ret::ReturnType>::Ok>>
+    };
+
+    let policy = policy(config, &private);
+    let hooks_init = hooks_init(config, &private, &hooks);
+    let keys = keys(config, &private, &engine, &call);
+    let rebinds = rebinds(config, &private);
+    let attempt = attempt(config, block);
+    let refresh = refresh(config, &private, &engine, &call);
+    let make_call = quote_spanned! {ret.span()=>
+        #at_ret::start::<#ret>(#site, #hooks)
+    };
+
+    let (begin, run, end, end_once) = if config.is_async {
+        (
+            quote_spanned!(ret.span()=> #engine::begin(&mut #call).await),
+            if config.timeout.is_some() || config.deadline.is_some() {
+                quote_spanned!(ret.span()=> #engine::run(&mut #call, #attempt).await)
+            } else {
+                // No timer to arm: the attempt's future holds none, so the fn's future stays small.
+                quote_spanned!(ret.span()=> #engine::run_untimed(&mut #call, #attempt).await)
+            },
+            quote_spanned!(ret.span()=> #engine::end(&mut #call, #r).await),
+            quote_spanned!(ret.span()=> #engine::end_once(&mut #call, #r).await),
+        )
+    } else {
+        (
+            quote_spanned!(ret.span()=> #engine::begin_blocking(&mut #call)),
+            quote_spanned!(ret.span()=> #engine::run_blocking(&mut #call, #attempt)),
+            quote_spanned!(ret.span()=> #engine::end_blocking(&mut #call, #r)),
+            quote_spanned!(ret.span()=> #engine::end_once_blocking(&mut #call, #r)),
+        )
+    };
+
+    // A site that may run the body again loops; one that never does runs it once, straight, so
+    // that the body may move its arguments (`self` by value included).
+    let drive = if config.retries > 0 || config.refresh.is_some() {
+        quote! {
+            loop {
+                if let #private::Err(#r) = #begin {
+                    return #r;
+                }
+                #rebinds
+                let #r = #run;
+                match #end {
+                    #private::Next::Return(#r) => return #r,
+                    #private::Next::Retry => {}
+                    #private::Next::Refresh => { #refresh }
+                }
+            }
+        }
+    } else {
+        quote! {
+            if let #private::Err(#r) = #begin {
+                return #r;
+            }
+            let #r = #run;
+            #end_once
+        }
+    };
+
+    quote! {
+        let #site: &'static #private::Site = {
+            const __RESILIENT_POLICY: #private::Policy = #policy;
+            static __RESILIENT_SITE: #private::Site = #private::Site::new(&__RESILIENT_POLICY);
+            &__RESILIENT_SITE
+        };
+        #hooks_init
+        let mut #call = #make_call;
+        #keys
+        #drive
+    }
+}
+
+/// `::resilience_runtime::__private`, or the `crate = "..."` path's.
+fn private(config: &Config) -> TokenStream {
+    let krate = &config.krate;
+    quote!(#krate::__private)
+}
+
+/// The `const` policy expression.
+fn policy(config: &Config, private: &TokenStream) -> TokenStream {
+    let operation = &config.operation;
+    let mut policy = quote!(#private::Policy::new(#operation, #private::module_path!()));
+    if config.retries > 0 {
+        let retries = config.retries;
+        let b = &config.backoff;
+        let base = duration::tokens(private, b.base);
+        let max = duration::tokens(private, b.max);
+        let factor = b.factor;
+        let jitter = match b.jitter {
+            Jitter::None => quote!(#private::Jitter::None),
+            Jitter::Full => quote!(#private::Jitter::Full),
+            Jitter::Equal => quote!(#private::Jitter::Equal),
+            Jitter::Decorrelated => quote!(#private::Jitter::Decorrelated),
+            Jitter::Proportional => quote!(#private::Jitter::Proportional(0.1)),
+        };
+        policy.extend(quote! {
+            .with_retries(#retries)
+            .with_backoff(
+                #private::Backoff::new()
+                    .with_base(#base)
+                    .with_max(#max)
+                    .with_factor(#factor)
+                    .with_jitter(#jitter)
+            )
+        });
+    }
+    if config.idempotent {
+        policy.extend(quote!(.idempotent()));
+    }
+    if config.idempotency_key.is_some() {
+        policy.extend(quote!(.with_idempotency_key()));
+    }
+    if let Some(name) = &config.breaker {
+        policy.extend(quote!(.with_breaker(#name)));
+        if config.breaker_key.is_some() {
+            policy.extend(quote!(.with_keyed_breaker()));
+        }
+    }
+    if let Some(t) = config.timeout {
+        let t = duration::tokens(private, t);
+        policy.extend(quote!(.with_timeout(#t)));
+    }
+    if let Some(d) = config.deadline {
+        let d = duration::tokens(private, d);
+        policy.extend(quote!(.with_deadline(#d)));
+    }
+    if let Some(name) = &config.rate_limit {
+        policy.extend(quote!(.with_rate_limit(#name)));
+    }
+    if let Some(name) = &config.bulkhead {
+        policy.extend(quote!(.with_bulkhead(#name)));
+    }
+    policy
+}
+
+/// `let hooks: Hooks<T, E> = Hooks::new()...;`: the parts of the policy that are code.
+fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStream {
+    let ret = &config.ret;
+    let at_ret = respan(private.clone(), ret.span());
+    let ok = quote_spanned!(ret.span()=> <#ret as #at_ret::ReturnType>::Ok);
+    let err = quote_spanned!(ret.span()=> <#ret as #at_ret::ReturnType>::Err);
+    let mut init = quote!(#private::Hooks::new());
+    if config.may_reject() {
+        let from_rejected = quote_spanned!(ret.span()=> #at_ret::from_rejected::<#err>);
+        init.extend(quote!(.with_from_rejected(#from_rejected)));
+    }
+    let mut pre = TokenStream::new();
+    if !config.retry_on.is_empty() || !config.abort_on.is_empty() {
+        let e = local("__resilient_e");
+        let over = local("__resilient_override");
+        let check = |paths: &[syn::Path], verdict: TokenStream| {
+            paths
+                .iter()
+                .map(|p| {
+                    let pattern = quote_spanned!(p.span()=> #p { .. });
+                    quote! {
+                        if #private::matches!(#e, #pattern) {
+                            return #private::Some(#verdict);
+                        }
+                    }
+                })
+                .collect::<TokenStream>()
+        };
+        let aborts = check(&config.abort_on, quote!(#private::Override::Abort));
+        let retries = check(&config.retry_on, quote!(#private::Override::Retry));
+        pre.extend(quote! {
+            #[allow(unreachable_patterns, clippy::needless_return)]
+            let #over: fn(&#err) -> #private::Option<#private::Override> = |#e| {
+                #aborts
+                #retries
+                #private::None
+            };
+        });
+        init.extend(quote!(.with_override(#over)));
+    }
+    if let Some(path) = &config.fallback {
+        let fallback = quote_spanned!(path.span()=> #path);
+        init.extend(quote!(.with_fallback(#fallback)));
+    }
+    if config.refresh.is_some() {
+        init.extend(quote!(.with_refresh()));
+    }
+    quote! {
+        #pre
+        let #hooks: #private::Hooks<#ok, #err> = #init;
+    }
+}
+
+/// The idempotency and breaker keys, evaluated once per call before the first attempt.
+fn keys(config: &Config, private: &TokenStream, engine: &TokenStream, call: &Ident) -> TokenStream {
+    let mut out = TokenStream::new();
+    if let Some(expr) = &config.idempotency_key {
+        let key = quote_spanned!(expr.span()=> #private::ToString::to_string(&(#expr)));
+        out.extend(quote!(#engine::set_idempotency_key(&mut #call, #key);));
+    }
+    if let Some(expr) = &config.breaker_key {
+        let k = local("__resilient_key");
+        let key = quote_spanned!(expr.span()=> #private::AsRef::<str>::as_ref(&#k));
+        out.extend(quote! {
+            {
+                let #k = #expr;
+                #engine::set_breaker_key(&mut #call, #key);
+            }
+        });
+    }
+    out
+}
+
+/// Fresh arguments for every attempt.
+fn rebinds(config: &Config, private: &TokenStream) -> TokenStream {
+    config
+        .rebinds
+        .iter()
+        .map(|rebind| match rebind {
+            Rebind::Clone {
+                ident,
+                mutability,
+                span,
+            } => {
+                let private = respan(private.clone(), *span);
+                let clone = quote_spanned!(*span=> #private::clone_arg(&#ident));
+                quote! {
+                    #[allow(unused_variables, unused_mut, clippy::clone_on_copy, clippy::redundant_clone)]
+                    let #mutability #ident = #clone;
+                }
+            }
+            Rebind::Reborrow { ident } => quote! {
+                #[allow(unused_variables)]
+                let #ident = &mut *#ident;
+            },
+        })
+        .collect()
+}
+
+/// One attempt: the user's body behind a fake return edge that pins `?` and type errors to the
+/// declared return type (the way `tracing::instrument` does).
+fn attempt(config: &Config, block: &syn::Block) -> TokenStream {
+    let ret = &config.ret;
+    let fake = local("__resilient_ret");
+    let anchor = quote_spanned! {ret.span()=>
+        #[allow(
+            unknown_lints,
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::empty_loop,
+            clippy::let_unit_value,
+            clippy::let_with_type_underscore,
+            clippy::needless_return,
+            clippy::unreachable
+        )]
+        if false {
+            let #fake: #ret = loop {};
+            return #fake;
+        }
+    };
+    if config.is_async {
+        quote_spanned!(block.span()=> async { #anchor #block })
+    } else {
+        quote_spanned!(block.span()=> || { #anchor #block })
+    }
+}
+
+/// What `Next::Refresh` does: refresh the credentials once, or fail the call with the refresh's
+/// error.
+fn refresh(
+    config: &Config,
+    private: &TokenStream,
+    engine: &TokenStream,
+    call: &Ident,
+) -> TokenStream {
+    let Some(path) = &config.refresh else {
+        return TokenStream::new();
+    };
+    let ret = &config.ret;
+    let at_ret = respan(private.clone(), ret.span());
+    let err = quote_spanned!(ret.span()=> <#ret as #at_ret::ReturnType>::Err);
+    let arg = match config.receiver {
+        Receiver::None => TokenStream::new(),
+        Receiver::Reference | Receiver::Value => quote!(self),
+        Receiver::Typed => quote!(&self),
+    };
+    let refreshed = local("__resilient_refreshed");
+    let e = local("__resilient_e");
+    let invoke = if config.is_async {
+        quote_spanned!(path.span()=> #path(#arg).await)
+    } else {
+        quote_spanned!(path.span()=> #path(#arg))
+    };
+    quote! {
+        let #refreshed: #private::Result<(), #err> = #invoke;
+        if let #private::Err(#e) = #refreshed {
+            return #engine::fail(&mut #call, #e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Errors;
+    use crate::resilient::{parse, validate};
+
+    fn expand_str(args: TokenStream, item: TokenStream) -> String {
+        let args = parse::args(args).unwrap_or_default();
+        let Ok(item) = syn::parse2::<syn::ItemFn>(item) else {
+            return String::new();
+        };
+        match validate::validate(args, &item, Errors::new()) {
+            Ok(config) => expand(&config, item).to_string(),
+            Err(_) => String::new(),
+        }
+    }
+
+    #[test]
+    fn keeps_the_signature_and_attributes() {
+        let out = expand_str(
+            quote!(retries = 2, idempotent),
+            quote! {
+                /// Docs.
+                #[inline]
+                pub(crate) async fn list<'a, T: Clone>(&mut self, t: &'a str) -> Result<Vec<T>, E> where T: Send { todo!() }
+            },
+        );
+        assert!(out.starts_with("# [doc = r\" Docs.\"] # [inline] pub (crate) async fn list < 'a , T : Clone > (& mut self , t : & 'a str) -> Result < Vec < T > , E > where T : Send {"), "{out}");
+        assert!(out.contains(". with_retries (2u32)"), "{out}");
+        assert!(out.contains(". idempotent ()"), "{out}");
+        assert!(
+            out.contains(":: begin (& mut __resilient_call) . await"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn blocking_fns_use_the_blocking_engine() {
+        let out = expand_str(
+            quote!(),
+            quote!(
+                fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(
+            out.contains(":: begin_blocking (& mut __resilient_call)"),
+            "{out}"
+        );
+        assert!(
+            out.contains(":: run_blocking (& mut __resilient_call , ||"),
+            "{out}"
+        );
+        assert!(!out.contains("await"), "{out}");
+    }
+
+    #[test]
+    fn from_rejected_only_when_the_runtime_may_reject() {
+        let plain = expand_str(
+            quote!(),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(!plain.contains("from_rejected"), "{plain}");
+        let breaker = expand_str(
+            quote!(breaker = "g"),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(breaker.contains("with_from_rejected"), "{breaker}");
+        assert!(breaker.contains("with_breaker (\"g\")"), "{breaker}");
+    }
+
+    #[test]
+    fn honours_the_crate_path() {
+        let out = expand_str(
+            quote!(crate = "::my::rt"),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(out.contains(":: my :: rt :: __private :: start"), "{out}");
+        assert!(!out.contains("resilience_runtime"), "{out}");
+    }
+}

@@ -1,0 +1,178 @@
+//! Parse: the attribute's arguments (darling) and the annotated item, each value kept with its
+//! span. Nothing is checked here beyond the syntax.
+
+use darling::FromMeta;
+use darling::ast::NestedMeta;
+use darling::util::Flag;
+use proc_macro2::{Span, TokenStream};
+use syn::spanned::Spanned;
+
+/// The raw arguments of `#[resilient(...)]`.
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct Args {
+    pub(crate) retries: Option<syn::LitInt>,
+    pub(crate) backoff: Option<BackoffArgs>,
+    pub(crate) jitter: Option<syn::LitStr>,
+    pub(crate) breaker: Option<syn::LitStr>,
+    pub(crate) breaker_key: Option<Verbatim>,
+    pub(crate) idempotent: Flag,
+    pub(crate) idempotency_key: Option<Verbatim>,
+    pub(crate) timeout: Option<syn::LitStr>,
+    pub(crate) deadline: Option<syn::LitStr>,
+    pub(crate) retry_on: Option<syn::ExprArray>,
+    pub(crate) abort_on: Option<syn::ExprArray>,
+    pub(crate) fallback: Option<syn::Path>,
+    pub(crate) refresh: Option<syn::Path>,
+    pub(crate) rate_limit: Option<syn::LitStr>,
+    pub(crate) bulkhead: Option<syn::LitStr>,
+    #[darling(rename = "crate")]
+    pub(crate) krate: Option<syn::Path>,
+    /// Not a key: accepted only to explain that `retries` counts the extra attempts.
+    pub(crate) max_attempts: Option<syn::Meta>,
+    /// Not a key: accepted only to explain that `retries` counts the extra attempts.
+    pub(crate) attempts: Option<syn::Meta>,
+}
+
+/// An expression taken as written. (darling's `syn::Expr` would parse a string literal's
+/// contents as an expression; `idempotency_key = "fixed"` means the string.)
+#[derive(Debug, Clone)]
+pub(crate) struct Verbatim(pub(crate) syn::Expr);
+
+impl FromMeta for Verbatim {
+    fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
+        Ok(Verbatim(expr.clone()))
+    }
+}
+
+/// The raw arguments of `backoff(...)`.
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct BackoffArgs {
+    pub(crate) base: Option<syn::LitStr>,
+    pub(crate) max: Option<syn::LitStr>,
+    pub(crate) factor: Option<syn::Lit>,
+    pub(crate) jitter: Option<syn::LitStr>,
+}
+
+/// The annotated item: a fn with a body, or what the attribute was put on by mistake.
+pub(crate) enum Item {
+    /// A fn with a body: free, inherent or in a trait impl.
+    Fn(syn::ItemFn),
+    /// A fn without a body, as declared in a trait.
+    Declaration(syn::TraitItemFn),
+    /// Any other item; the span is its keyword.
+    Other(Span, &'static str),
+}
+
+/// Parses the attribute's arguments. darling reports unknown keys (with "did you mean"),
+/// duplicates and wrongly typed values.
+pub(crate) fn args(tokens: TokenStream) -> darling::Result<Args> {
+    let items = NestedMeta::parse_meta_list(tokens)?;
+    Args::from_list(&items)
+}
+
+/// Parses the annotated item.
+pub(crate) fn item(tokens: TokenStream) -> syn::Result<Item> {
+    if let Ok(f) = syn::parse2::<syn::ItemFn>(tokens.clone()) {
+        return Ok(Item::Fn(f));
+    }
+    if let Ok(f) = syn::parse2::<syn::TraitItemFn>(tokens.clone())
+        && f.default.is_none()
+    {
+        return Ok(Item::Declaration(f));
+    }
+    if let Ok(item) = syn::parse2::<syn::Item>(tokens.clone()) {
+        let (span, what) = describe(&item);
+        return Ok(Item::Other(span, what));
+    }
+    if let Ok(item) = syn::parse2::<syn::ImplItem>(tokens.clone()) {
+        let (span, what) = match &item {
+            syn::ImplItem::Const(c) => (c.const_token.span, "a const"),
+            syn::ImplItem::Type(t) => (t.type_token.span, "a type"),
+            syn::ImplItem::Macro(m) => (m.mac.path.span(), "a macro invocation"),
+            _ => (item.span(), "this item"),
+        };
+        return Ok(Item::Other(span, what));
+    }
+    // Not an item at all (e.g. a syntax error in the body): report the parser's error.
+    syn::parse2::<syn::ItemFn>(tokens).map(Item::Fn)
+}
+
+fn describe(item: &syn::Item) -> (Span, &'static str) {
+    match item {
+        syn::Item::Struct(s) => (s.struct_token.span, "a struct"),
+        syn::Item::Enum(e) => (e.enum_token.span, "an enum"),
+        syn::Item::Union(u) => (u.union_token.span, "a union"),
+        syn::Item::Impl(i) => (i.impl_token.span, "an impl block"),
+        syn::Item::Trait(t) => (t.trait_token.span, "a trait"),
+        syn::Item::Mod(m) => (m.mod_token.span, "a module"),
+        syn::Item::Const(c) => (c.const_token.span, "a const"),
+        syn::Item::Static(s) => (s.static_token.span, "a static"),
+        syn::Item::Type(t) => (t.type_token.span, "a type alias"),
+        syn::Item::Use(u) => (u.use_token.span, "a use declaration"),
+        syn::Item::ForeignMod(f) => (f.abi.extern_token.span, "an extern block"),
+        _ => (item.span(), "this item"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    #[test]
+    fn parses_every_key() {
+        let args = args(quote!(
+            retries = 3,
+            backoff(base = "1s", max = "16s", factor = 2, jitter = "full"),
+            breaker = "graph",
+            breaker_key = self.tenant.clone(),
+            idempotent,
+            idempotency_key = request.id,
+            timeout = "10s",
+            deadline = "2m",
+            retry_on = [E::A, E::B],
+            abort_on = [E::C],
+            fallback = cached,
+            refresh = Self::refresh,
+            rate_limit = "graph",
+            bulkhead = "graph",
+            crate = "::my::rt"
+        ))
+        .ok();
+        let args = args.unwrap_or_default();
+        assert!(args.idempotent.is_present());
+        assert_eq!(args.retry_on.map(|a| a.elems.len()), Some(2));
+        assert!(args.krate.is_some());
+        assert!(args.backoff.and_then(|b| b.factor).is_some());
+    }
+
+    #[test]
+    fn unknown_keys_and_duplicates_fail() {
+        assert!(args(quote!(retires = 3)).is_err());
+        assert!(args(quote!(timeout = "1s", timeout = "2s")).is_err());
+    }
+
+    #[test]
+    fn recognises_items() {
+        assert!(matches!(
+            item(quote!(
+                fn f(&mut self) {}
+            )),
+            Ok(Item::Fn(_))
+        ));
+        assert!(matches!(
+            item(quote!(
+                fn f(&self) -> u8;
+            )),
+            Ok(Item::Declaration(_))
+        ));
+        assert!(matches!(
+            item(quote!(
+                struct S;
+            )),
+            Ok(Item::Other(_, "a struct"))
+        ));
+    }
+}

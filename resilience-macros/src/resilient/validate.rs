@@ -1,0 +1,878 @@
+//! Validate: raw arguments and the fn's signature in, a finished, defaulted [`Config`] out.
+//!
+//! One `check_*` function per rule; every rule runs, so a user sees every mistake in one build.
+//! Expansion takes only the finished config and re-checks nothing.
+
+use std::time::Duration;
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote};
+use syn::spanned::Spanned;
+
+use super::parse::{Args, BackoffArgs};
+use crate::diag::{Errors, suggestion};
+use crate::duration;
+
+/// The largest `retries` a site may ask for.
+pub(crate) const MAX_RETRIES: u32 = 20;
+
+/// `retries` when the site is idempotent and does not say (the connector platforms' default).
+pub(crate) const DEFAULT_RETRIES: u32 = 3;
+
+const JITTER_KINDS: [&str; 5] = ["none", "full", "equal", "decorrelated", "proportional"];
+
+/// The finished policy of one site plus what the expansion needs to know about the fn.
+pub(crate) struct Config {
+    /// The path to the runtime crate (`::resilience_runtime` unless `crate = "..."`).
+    pub(crate) krate: TokenStream,
+    /// The fn's name.
+    pub(crate) operation: String,
+    pub(crate) is_async: bool,
+    pub(crate) retries: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) idempotent: bool,
+    pub(crate) idempotency_key: Option<syn::Expr>,
+    pub(crate) breaker: Option<String>,
+    pub(crate) breaker_key: Option<syn::Expr>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) retry_on: Vec<syn::Path>,
+    pub(crate) abort_on: Vec<syn::Path>,
+    pub(crate) fallback: Option<syn::Path>,
+    pub(crate) refresh: Option<syn::Path>,
+    pub(crate) rate_limit: Option<String>,
+    pub(crate) bulkhead: Option<String>,
+    /// The declared return type.
+    pub(crate) ret: syn::Type,
+    pub(crate) receiver: Receiver,
+    /// Per-attempt rebinds of the arguments; empty when the body runs at most once.
+    pub(crate) rebinds: Vec<Rebind>,
+}
+
+impl Config {
+    /// Whether the runtime may reject a call (and so the error type must carry `Rejected`).
+    pub(crate) fn may_reject(&self) -> bool {
+        self.breaker.is_some()
+            || self.timeout.is_some()
+            || self.deadline.is_some()
+            || self.rate_limit.is_some()
+            || self.bulkhead.is_some()
+    }
+}
+
+/// The finished backoff.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Backoff {
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+    pub(crate) factor: f64,
+    pub(crate) jitter: Jitter,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+            jitter: Jitter::Proportional,
+        }
+    }
+}
+
+impl Backoff {
+    /// The longest wait jitter can give before retry `n` (0-based), as the runtime computes it.
+    fn max_delay(&self, n: u32) -> Duration {
+        let max = self.max.as_secs_f64();
+        let exponent = i32::try_from(n).unwrap_or(i32::MAX);
+        let raw = self.base.as_secs_f64() * self.factor.powi(exponent);
+        let raw = if raw.is_finite() { raw.min(max) } else { max };
+        let worst = match self.jitter {
+            Jitter::None | Jitter::Full | Jitter::Equal => raw,
+            Jitter::Decorrelated => max,
+            Jitter::Proportional => raw * 1.1,
+        };
+        Duration::try_from_secs_f64(worst).unwrap_or(duration::MAX)
+    }
+
+    /// The worst-case sum of the waits of `retries` retries.
+    pub(crate) fn worst_case_total(&self, retries: u32) -> Duration {
+        (0..retries).fold(Duration::ZERO, |acc, n| {
+            acc.saturating_add(self.max_delay(n))
+        })
+    }
+}
+
+/// The jitter kinds `#[resilient]` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Jitter {
+    None,
+    Full,
+    Equal,
+    Decorrelated,
+    /// 10% of the delay, the connector platforms' default.
+    Proportional,
+}
+
+/// How the fn takes `self`, for the call to `refresh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Receiver {
+    /// A free fn or an associated fn without `self`.
+    None,
+    /// `&self` or `&mut self`: passed on as is (reborrowed).
+    Reference,
+    /// `self: Arc<Self>` and other smart pointers: passed on as `&self`.
+    Typed,
+    /// `self` by value: only legal when the body runs once.
+    Value,
+}
+
+/// A per-attempt rebinding of an argument, so that every attempt gets a fresh value.
+pub(crate) enum Rebind {
+    /// `let x = Clone::clone(&x);`, spanned on the argument.
+    Clone {
+        ident: syn::Ident,
+        mutability: Option<syn::Token![mut]>,
+        span: Span,
+    },
+    /// `let x = &mut *x;`: a fresh reborrow of a `&mut T` argument.
+    Reborrow { ident: syn::Ident },
+}
+
+/// Turns the raw arguments and the fn into a finished config, or every error found.
+pub(crate) fn validate(
+    args: Args,
+    item: &syn::ItemFn,
+    mut errors: Errors,
+) -> Result<Config, Errors> {
+    let sig = &item.sig;
+    let is_async = sig.asyncness.is_some();
+    let operation = sig.ident.to_string().trim_start_matches("r#").to_owned();
+
+    check_not_const(sig, &mut errors);
+    check_attempts_keys(&args, &mut errors);
+    let ret = check_return_type(sig, &mut errors);
+    let idempotent = args.idempotent.is_present();
+    let retries = check_retries(&args, &mut errors);
+    let backoff = check_backoff(&args, &mut errors);
+    let timeout = check_async_only(&args.timeout, "timeout", sig, &mut errors);
+    let deadline = check_async_only(&args.deadline, "deadline", sig, &mut errors);
+    check_deadline_fits(&args, retries, &backoff, timeout, deadline, &mut errors);
+    let breaker = check_name(&args.breaker, "breaker", &mut errors);
+    check_breaker_key(&args, &mut errors);
+    let rate_limit = check_name(&args.rate_limit, "rate_limit", &mut errors);
+    let bulkhead = check_name(&args.bulkhead, "bulkhead", &mut errors);
+    let retry_on = check_variant_list(&args.retry_on, "retry_on", &mut errors);
+    let abort_on = check_variant_list(&args.abort_on, "abort_on", &mut errors);
+    check_overrides_disjoint(&retry_on, &abort_on, &mut errors);
+    let repeats = retries > 0 || args.refresh.is_some();
+    let receiver = check_receiver(sig, &args, retries, repeats, &mut errors);
+    let rebinds = if repeats { rebinds(item) } else { Vec::new() };
+
+    let krate = match &args.krate {
+        Some(path) => path.to_token_stream(),
+        None => quote!(::resilience_runtime),
+    };
+
+    match ret {
+        Some(ret) if errors.is_empty() => Ok(Config {
+            krate,
+            operation,
+            is_async,
+            retries,
+            backoff,
+            idempotent,
+            idempotency_key: args.idempotency_key.map(|v| v.0),
+            breaker,
+            breaker_key: args.breaker_key.map(|v| v.0),
+            timeout,
+            deadline,
+            retry_on,
+            abort_on,
+            fallback: args.fallback,
+            refresh: args.refresh,
+            rate_limit,
+            bulkhead,
+            ret,
+            receiver,
+            rebinds,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn check_not_const(sig: &syn::Signature, errors: &mut Errors) {
+    if let Some(c) = &sig.constness {
+        errors.error(
+            c.span,
+            format!(
+                "`#[resilient]` cannot apply to a `const fn`: retries, waits and breakers happen at run time; remove `const` from `{}`",
+                sig.ident
+            ),
+        );
+    }
+}
+
+fn check_attempts_keys(args: &Args, errors: &mut Errors) {
+    for (key, meta) in [
+        ("max_attempts", &args.max_attempts),
+        ("attempts", &args.attempts),
+    ] {
+        let Some(meta) = meta else { continue };
+        let fix = match meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Int(n),
+                    ..
+                }) => match n.base10_parse::<u32>() {
+                    Ok(n) if n > 0 => format!("write `retries = {}`", n - 1),
+                    _ => "write `retries = N`".to_owned(),
+                },
+                _ => "write `retries = N`".to_owned(),
+            },
+            _ => "write `retries = N`".to_owned(),
+        };
+        errors.error(
+            meta.path().span(),
+            format!(
+                "`{key}` is not a key of `#[resilient]`: `retries` counts the extra attempts after the first; {fix}"
+            ),
+        );
+    }
+}
+
+fn check_return_type(sig: &syn::Signature, errors: &mut Errors) -> Option<syn::Type> {
+    match &sig.output {
+        syn::ReturnType::Type(_, ty) => {
+            if let Some(what) = surely_not_result(ty) {
+                errors.spanned(
+                    ty,
+                    format!(
+                        "`#[resilient]` needs a fn that returns `Result<T, E>`, but `{}` returns {what}; return `Result<T, E>` where `E` derives `ConnectorError`",
+                        sig.ident
+                    ),
+                );
+                return None;
+            }
+            Some((**ty).clone())
+        }
+        syn::ReturnType::Default => {
+            errors.error(
+                sig.ident.span(),
+                format!(
+                    "`{}` returns `()`; `#[resilient]` needs a fn returning `Result<T, E>` whose error type classifies, e.g. `-> Result<(), MyError>`",
+                    sig.ident
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Return types that cannot be a `Result` whatever the aliases in scope. Anything else goes to
+/// the compiler through the runtime's `ReturnType` trait, which sees through aliases.
+fn surely_not_result(ty: &syn::Type) -> Option<String> {
+    const NOT_RESULT: [&str; 19] = [
+        "Option", "Vec", "String", "Box", "bool", "char", "str", "u8", "u16", "u32", "u64", "u128",
+        "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+    ];
+    match ty {
+        syn::Type::Paren(p) => surely_not_result(&p.elem),
+        syn::Type::Group(g) => surely_not_result(&g.elem),
+        syn::Type::Path(p) if p.qself.is_none() => {
+            let last = p.path.segments.last()?;
+            let name = last.ident.to_string();
+            NOT_RESULT
+                .contains(&name.as_str())
+                .then(|| format!("`{}`", ty.to_token_stream().to_string().replace(' ', "")))
+        }
+        syn::Type::Path(_) | syn::Type::Macro(_) | syn::Type::Verbatim(_) => None,
+        syn::Type::ImplTrait(_) => Some("an `impl Trait`".to_owned()),
+        syn::Type::Tuple(t) if t.elems.is_empty() => Some("`()`".to_owned()),
+        _ => Some(format!(
+            "`{}`",
+            ty.to_token_stream().to_string().replace(' ', "")
+        )),
+    }
+}
+
+fn check_retries(args: &Args, errors: &mut Errors) -> u32 {
+    let safe = args.idempotent.is_present() || args.idempotency_key.is_some();
+    let Some(lit) = &args.retries else {
+        return if safe { DEFAULT_RETRIES } else { 0 };
+    };
+    let Ok(n) = lit.base10_parse::<u32>() else {
+        errors.error(
+            lit.span(),
+            format!("`retries` must be a whole number from 0 to {MAX_RETRIES}"),
+        );
+        return 0;
+    };
+    if n > MAX_RETRIES {
+        errors.error(
+            lit.span(),
+            format!(
+                "`retries = {n}` is above the limit of {MAX_RETRIES}; lower it (a `deadline` bounds a long outage better than more retries)"
+            ),
+        );
+    }
+    if n > 0 && !safe {
+        errors.error(
+            lit.span(),
+            format!(
+                "`retries = {n}` runs the operation again after a failure, so it must be safe to repeat; add `idempotent`, or `idempotency_key = <expr>` for a create, or set `retries = 0`"
+            ),
+        );
+    }
+    n.min(MAX_RETRIES)
+}
+
+fn check_backoff(args: &Args, errors: &mut Errors) -> Backoff {
+    let mut backoff = Backoff::default();
+    let raw = args.backoff.as_ref();
+    let base = raw
+        .and_then(|b| b.base.as_ref())
+        .and_then(|lit| errors.handle(duration::parse("base", lit)));
+    let max = raw
+        .and_then(|b| b.max.as_ref())
+        .and_then(|lit| errors.handle(duration::parse("max", lit)));
+    if let Some(base) = base {
+        backoff.base = base;
+    }
+    if let Some(max) = max {
+        backoff.max = max;
+    }
+    if backoff.base > backoff.max {
+        let (span, fix) = match (
+            raw.and_then(|b| b.max.as_ref()),
+            raw.and_then(|b| b.base.as_ref()),
+        ) {
+            (Some(lit), _) => (lit.span(), "raise `max` or lower `base`"),
+            (None, Some(lit)) => (lit.span(), "set `max` as well, or lower `base`"),
+            (None, None) => (Span::call_site(), "lower `base`"),
+        };
+        errors.error(
+            span,
+            format!(
+                "backoff `base` ({}) is longer than `max` ({}); {fix}",
+                duration::display(backoff.base),
+                duration::display(backoff.max)
+            ),
+        );
+    }
+    if let Some(lit) = raw.and_then(|b| b.factor.as_ref())
+        && let Some(factor) = check_factor(lit, errors)
+    {
+        backoff.factor = factor;
+    }
+    if let Some(jitter) = check_jitter(args, raw, errors) {
+        backoff.jitter = jitter;
+    }
+    backoff
+}
+
+fn check_factor(lit: &syn::Lit, errors: &mut Errors) -> Option<f64> {
+    let parsed = match lit {
+        syn::Lit::Float(f) => f.base10_parse::<f64>().ok(),
+        syn::Lit::Int(i) => i.base10_parse::<f64>().ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(f) if f.is_finite() && f >= 1.0 => Some(f),
+        Some(f) if f.is_finite() => {
+            errors.error(
+                lit.span(),
+                format!(
+                    "backoff `factor = {f}` would shrink the delays; use a factor of at least 1 (`factor = 2` doubles each delay)"
+                ),
+            );
+            None
+        }
+        _ => {
+            errors.error(
+                lit.span(),
+                "backoff `factor` must be a number of at least 1, e.g. `factor = 2` or `factor = 1.5`",
+            );
+            None
+        }
+    }
+}
+
+fn check_jitter(args: &Args, raw: Option<&BackoffArgs>, errors: &mut Errors) -> Option<Jitter> {
+    let nested = raw.and_then(|b| b.jitter.as_ref());
+    let lit = match (nested, &args.jitter) {
+        (Some(_), Some(top)) => {
+            errors.error(
+                top.span(),
+                "`jitter` is set twice, inside `backoff(...)` and beside it; keep one",
+            );
+            return None;
+        }
+        (Some(lit), None) | (None, Some(lit)) => lit,
+        (None, None) => return None,
+    };
+    let value = lit.value();
+    let kind = match value.as_str() {
+        "none" => Jitter::None,
+        "full" => Jitter::Full,
+        "equal" => Jitter::Equal,
+        "decorrelated" => Jitter::Decorrelated,
+        "proportional" => Jitter::Proportional,
+        other => {
+            errors.error(
+                lit.span(),
+                format!(
+                    "unknown jitter `{other}`; {}",
+                    suggestion(other, &JITTER_KINDS)
+                ),
+            );
+            return None;
+        }
+    };
+    Some(kind)
+}
+
+fn check_async_only(
+    lit: &Option<syn::LitStr>,
+    key: &str,
+    sig: &syn::Signature,
+    errors: &mut Errors,
+) -> Option<Duration> {
+    let lit = lit.as_ref()?;
+    if sig.asyncness.is_none() {
+        errors.error(
+            lit.span(),
+            format!(
+                "`{key}` needs an async fn: a blocking call cannot be interrupted; remove `{key}` or make `{}` async",
+                sig.ident
+            ),
+        );
+        // Still check the literal itself, so every mistake shows in one build.
+        let _ = errors.handle(duration::parse(key, lit));
+        return None;
+    }
+    errors.handle(duration::parse(key, lit))
+}
+
+fn check_deadline_fits(
+    args: &Args,
+    retries: u32,
+    backoff: &Backoff,
+    timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    errors: &mut Errors,
+) {
+    let (Some(deadline), Some(lit)) = (deadline, &args.deadline) else {
+        return;
+    };
+    let waits = backoff.worst_case_total(retries);
+    let attempts = retries.saturating_add(1);
+    let running = timeout.map_or(Duration::ZERO, |t| t.saturating_mul(attempts));
+    let worst = waits.saturating_add(running);
+    if deadline < worst {
+        let parts = match timeout {
+            Some(t) => format!(
+                "{} of backoff over {retries} retries plus {attempts} attempts of `timeout = \"{}\"`",
+                duration::display(waits),
+                duration::display(t)
+            ),
+            None => format!(
+                "{} of backoff over {retries} retries",
+                duration::display(waits)
+            ),
+        };
+        errors.error(
+            lit.span(),
+            format!(
+                "`deadline = \"{}\"` is shorter than the worst-case schedule of {} ({parts}); raise `deadline` to at least {}, or lower `retries`, `backoff` or `timeout`",
+                lit.value(),
+                duration::display(worst),
+                duration::display(worst),
+            ),
+        );
+    }
+}
+
+fn check_name(lit: &Option<syn::LitStr>, key: &str, errors: &mut Errors) -> Option<String> {
+    let lit = lit.as_ref()?;
+    let name = lit.value();
+    if name.trim().is_empty() {
+        errors.error(
+            lit.span(),
+            format!("`{key}` needs a non-empty name, e.g. `{key} = \"graph\"`; sites with the same name share it"),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+fn check_breaker_key(args: &Args, errors: &mut Errors) {
+    if let (Some(key), None) = (&args.breaker_key, &args.breaker) {
+        errors.spanned(
+            &key.0,
+            "`breaker_key` picks one breaker per key within a named breaker; add `breaker = \"name\"`",
+        );
+    }
+}
+
+fn check_variant_list(
+    list: &Option<syn::ExprArray>,
+    key: &str,
+    errors: &mut Errors,
+) -> Vec<syn::Path> {
+    let Some(list) = list else { return Vec::new() };
+    let mut paths = Vec::new();
+    for elem in &list.elems {
+        match elem {
+            syn::Expr::Path(p) if p.qself.is_none() => paths.push(p.path.clone()),
+            other => errors.spanned(
+                other,
+                format!(
+                    "`{key}` lists error variants by path, e.g. `{key} = [GraphError::Throttled]`"
+                ),
+            ),
+        }
+    }
+    paths
+}
+
+fn check_overrides_disjoint(retry_on: &[syn::Path], abort_on: &[syn::Path], errors: &mut Errors) {
+    let key = |p: &syn::Path| p.to_token_stream().to_string();
+    for abort in abort_on {
+        if retry_on.iter().any(|r| key(r) == key(abort)) {
+            errors.spanned(
+                abort,
+                format!(
+                    "`{}` is in both `retry_on` and `abort_on`; keep it in one of them",
+                    key(abort).replace(' ', "")
+                ),
+            );
+        }
+    }
+}
+
+fn check_receiver(
+    sig: &syn::Signature,
+    args: &Args,
+    retries: u32,
+    repeats: bool,
+    errors: &mut Errors,
+) -> Receiver {
+    let Some(receiver) = sig.receiver() else {
+        return Receiver::None;
+    };
+    let kind = match &receiver.kind {
+        syn::ReceiverKind::Reference(..) => Receiver::Reference,
+        syn::ReceiverKind::Typed(_, ty) if is_self_type(ty) => Receiver::Value,
+        syn::ReceiverKind::Typed(..) => Receiver::Typed,
+        _ => Receiver::Value,
+    };
+    if kind == Receiver::Value && repeats {
+        let why = if retries > 0 {
+            format!("`retries = {retries}` runs the body more than once")
+        } else if args.refresh.is_some() {
+            "`refresh` runs the body again after refreshing credentials".to_owned()
+        } else {
+            "the body runs more than once".to_owned()
+        };
+        errors.error(
+            receiver.self_token.span,
+            format!(
+                "`{}` takes `self` by value, but {why}; take `&self`, `&mut self` or `self: Arc<Self>`",
+                sig.ident
+            ),
+        );
+    }
+    kind
+}
+
+fn is_self_type(ty: &syn::Type) -> bool {
+    matches!(ty, syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("Self"))
+}
+
+/// The rebinds that give every attempt fresh arguments: owned arguments the body mentions are
+/// cloned, `&mut T` arguments reborrowed, shared references left alone (they are `Copy`).
+fn rebinds(item: &syn::ItemFn) -> Vec<Rebind> {
+    let body = item.block.to_token_stream();
+    let mut out = Vec::new();
+    for arg in &item.sig.inputs {
+        let syn::FnArg::Typed(pat_type) = arg else {
+            continue;
+        };
+        match (&*pat_type.pat, &*pat_type.ty) {
+            (_, syn::Type::Reference(r)) if r.mutability.is_none() => {}
+            (syn::Pat::Ident(p), syn::Type::Reference(_))
+                if p.by_ref.is_none() && p.subpat.is_none() =>
+            {
+                out.push(Rebind::Reborrow {
+                    ident: p.ident.clone(),
+                });
+            }
+            (_, syn::Type::Reference(_)) => {}
+            (pat, _) => {
+                for (ident, mutability) in bindings(pat) {
+                    if mentions(&body, &ident) {
+                        out.push(Rebind::Clone {
+                            ident,
+                            mutability,
+                            span: pat_type.span(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The by-value bindings of a pattern.
+fn bindings(pat: &syn::Pat) -> Vec<(syn::Ident, Option<syn::Token![mut]>)> {
+    let mut out = Vec::new();
+    collect_bindings(pat, &mut out);
+    out
+}
+
+fn collect_bindings(pat: &syn::Pat, out: &mut Vec<(syn::Ident, Option<syn::Token![mut]>)>) {
+    match pat {
+        syn::Pat::Ident(p) => {
+            if p.by_ref.is_none() {
+                out.push((p.ident.clone(), p.mutability));
+            }
+            if let Some((_, sub)) = &p.subpat {
+                collect_bindings(sub, out);
+            }
+        }
+        syn::Pat::Tuple(t) => t.elems.iter().for_each(|p| collect_bindings(p, out)),
+        syn::Pat::TupleStruct(t) => t.elems.iter().for_each(|p| collect_bindings(p, out)),
+        syn::Pat::Struct(s) => s.fields.iter().for_each(|f| collect_bindings(&f.pat, out)),
+        syn::Pat::Slice(s) => s.elems.iter().for_each(|p| collect_bindings(p, out)),
+        syn::Pat::Paren(p) => collect_bindings(&p.pat, out),
+        syn::Pat::Type(t) => collect_bindings(&t.pat, out),
+        // `&pat` binds through a reference: nothing owned to clone.
+        _ => {}
+    }
+}
+
+/// Whether `ident` occurs anywhere in `tokens`, macro arguments included. Over-approximates (a
+/// field or a shadowing local of the same name counts), which at worst clones a value once more.
+fn mentions(tokens: &TokenStream, ident: &syn::Ident) -> bool {
+    tokens.clone().into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == *ident,
+        TokenTree::Group(g) => mentions(&g.stream(), ident),
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resilient::parse;
+    use quote::quote;
+
+    fn run(args: TokenStream, item: TokenStream) -> Result<Config, Vec<String>> {
+        let args = parse::args(args).map_err(|e| vec![e.to_string()])?;
+        let item: syn::ItemFn = syn::parse2(item).map_err(|e| vec![e.to_string()])?;
+        validate(args, &item, Errors::new()).map_err(|e| e.messages())
+    }
+
+    fn errors(args: TokenStream, item: TokenStream) -> Vec<String> {
+        run(args, item).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn bare_attribute_is_legal_and_does_not_retry() {
+        let config = run(
+            quote!(),
+            quote!(
+                fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        )
+        .ok();
+        assert_eq!(config.map(|c| c.retries), Some(0));
+    }
+
+    #[test]
+    fn idempotent_defaults_to_three_retries() {
+        let config = run(
+            quote!(idempotent),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        )
+        .ok();
+        assert_eq!(config.map(|c| c.retries), Some(DEFAULT_RETRIES));
+    }
+
+    #[test]
+    fn collects_every_error_in_one_pass() {
+        let errs = errors(
+            quote!(
+                retries = 25,
+                timeout = "0s",
+                backoff(factor = 0.5, jitter = "ful")
+            ),
+            quote!(
+                fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(errs.len(), 6, "{errs:#?}");
+        assert!(errs.iter().any(|e| e.contains("limit of 20")));
+        assert!(errs.iter().any(|e| e.contains("`idempotent`")));
+        assert!(errs.iter().any(|e| e.contains("needs an async fn")));
+        assert!(errs.iter().any(|e| e.contains("longer than zero")));
+        assert!(errs.iter().any(|e| e.contains("shrink")));
+        assert!(errs.iter().any(|e| e.contains("did you mean `full`")));
+    }
+
+    #[test]
+    fn deadline_must_fit_the_worst_case_schedule() {
+        // 1s, 2s, 4s with jitter off, plus 4 attempts of 1s: 11s.
+        let errs = errors(
+            quote!(
+                retries = 3,
+                idempotent,
+                jitter = "none",
+                timeout = "1s",
+                deadline = "10s"
+            ),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs.iter().any(|e| e.contains("10s") && e.contains("11s")),
+            "{errs:#?}"
+        );
+        assert!(
+            run(
+                quote!(
+                    retries = 3,
+                    idempotent,
+                    jitter = "none",
+                    timeout = "1s",
+                    deadline = "11s"
+                ),
+                quote!(
+                    async fn f() -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn worst_case_matches_the_runtime_formula() {
+        let b = Backoff {
+            max: Duration::from_secs(16),
+            jitter: Jitter::None,
+            ..Backoff::default()
+        };
+        assert_eq!(b.worst_case_total(5), Duration::from_secs(31));
+        let d = Backoff {
+            jitter: Jitter::Decorrelated,
+            ..Backoff::default()
+        };
+        assert_eq!(d.worst_case_total(2), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_same_variant_cannot_be_retried_and_aborted() {
+        let errs = errors(
+            quote!(retry_on = [E::A, E::B], abort_on = [E::B]),
+            quote!(
+                fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(errs.len(), 1);
+        assert!(errs.iter().any(|e| e.contains("`E::B` is in both")));
+    }
+
+    #[test]
+    fn by_value_self_cannot_be_retried() {
+        let errs = errors(
+            quote!(retries = 2, idempotent),
+            quote!(
+                fn f(self) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("takes `self` by value")),
+            "{errs:#?}"
+        );
+        assert!(
+            run(
+                quote!(retries = 2, idempotent),
+                quote!(
+                    fn f(self: Arc<Self>) -> Result<(), E> {
+                        Ok(())
+                    }
+                )
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn explains_max_attempts() {
+        let errs = errors(
+            quote!(max_attempts = 4),
+            quote!(
+                fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("write `retries = 3`")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn rebinds_owned_arguments_the_body_uses() {
+        let config = run(
+            quote!(retries = 1, idempotent),
+            quote!(
+                fn f(
+                    a: String,
+                    b: &str,
+                    c: &mut Vec<u8>,
+                    (d, e): (u8, u8),
+                    unused: String,
+                ) -> Result<(), E> {
+                    c.push(d);
+                    drop((a, b, e));
+                    Ok(())
+                }
+            ),
+        )
+        .ok();
+        let names: Vec<String> = config
+            .map(|c| {
+                c.rebinds
+                    .iter()
+                    .map(|r| match r {
+                        Rebind::Clone { ident, .. } => format!("clone {ident}"),
+                        Rebind::Reborrow { ident } => format!("reborrow {ident}"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(names, ["clone a", "reborrow c", "clone d", "clone e"]);
+    }
+}

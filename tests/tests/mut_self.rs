@@ -1,0 +1,58 @@
+//! `&mut self` methods are retried with a fresh reborrow per attempt (backon issue 49), and owned
+//! arguments are cloned per attempt.
+
+use std::sync::Arc;
+
+use resilience_runtime::{CallContext, ConnectorError, Registry, resilient};
+
+#[derive(Debug, ConnectorError)]
+enum ApiError {
+    #[connector(transient)]
+    Unavailable,
+}
+
+struct Session {
+    attempts: Vec<u32>,
+    sent: Vec<Vec<u8>>,
+}
+
+impl Session {
+    #[resilient(retries = 3, idempotent, jitter = "none")]
+    async fn send(&mut self, payload: Vec<u8>, log: &mut Vec<String>) -> Result<usize, ApiError> {
+        let attempt = CallContext::current().map_or(0, |c| c.attempt());
+        self.attempts.push(attempt);
+        log.push(format!("attempt {attempt}"));
+        if attempt < 2 {
+            // Consumes this attempt's copy of the payload.
+            drop(payload);
+            return Err(ApiError::Unavailable);
+        }
+        self.sent.push(payload);
+        Ok(self.sent.len())
+    }
+
+    #[resilient(retries = 1, idempotent)]
+    async fn shared(self: Arc<Self>) -> Result<usize, ApiError> {
+        Ok(self.sent.len())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn mut_self_is_reborrowed_per_attempt() {
+    let mut session = Session {
+        attempts: Vec::new(),
+        sent: Vec::new(),
+    };
+    let mut log = Vec::new();
+    let registry = Registry::new();
+    let r = registry
+        .scope(session.send(b"hello".to_vec(), &mut log))
+        .await;
+    assert_eq!(r.ok(), Some(1));
+    assert_eq!(session.attempts, [0, 1, 2]);
+    assert_eq!(session.sent, [b"hello".to_vec()]);
+    assert_eq!(log, ["attempt 0", "attempt 1", "attempt 2"]);
+
+    let session = Arc::new(session);
+    assert_eq!(registry.scope(session.shared()).await.ok(), Some(1));
+}

@@ -1,0 +1,6 @@
+use resilience_runtime::resilient;
+
+#[resilient]
+async fn notify() {}
+
+fn main() {}

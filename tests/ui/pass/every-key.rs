@@ -1,0 +1,57 @@
+//! Every key at once, through a re-export with `crate = "..."`.
+#![deny(warnings)]
+
+mod rt {
+    pub use resilience_runtime::*;
+}
+
+use rt::{ConnectorError, Rejected, resilient};
+
+#[derive(Debug, ConnectorError)]
+#[connector(crate = "crate::rt")]
+pub enum ApiError {
+    #[connector(transient)]
+    Busy,
+    #[connector(permanent)]
+    Conflict,
+    #[connector(auth)]
+    Unauthorized,
+    #[connector(rejected)]
+    Rejected(Rejected),
+}
+
+pub struct Client {
+    tenant: String,
+}
+
+impl Client {
+    async fn refresh(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    #[resilient(
+        crate = "crate::rt",
+        retries = 4,
+        backoff(base = "250ms", max = "4s", factor = 1.5, jitter = "decorrelated"),
+        breaker = "api",
+        breaker_key = self.tenant.as_str(),
+        idempotency_key = format!("{}-{id}", self.tenant),
+        timeout = "2s",
+        deadline = "1m",
+        retry_on = [ApiError::Conflict],
+        abort_on = [ApiError::Busy],
+        fallback = give_up,
+        refresh = Self::refresh,
+        rate_limit = "api",
+        bulkhead = "api"
+    )]
+    pub async fn get(&self, id: u64) -> Result<u64, ApiError> {
+        Ok(id)
+    }
+}
+
+fn give_up(e: ApiError) -> Result<u64, ApiError> {
+    Err(e)
+}
+
+fn main() {}

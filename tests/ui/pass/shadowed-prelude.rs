@@ -1,0 +1,46 @@
+//! The expansion names nothing from the user's scope: user types named `Result`, `Ok`, `Err`,
+//! `Option`, `Some`, `None`, `Clone` and `Duration` do not break it.
+#![deny(warnings)]
+#![allow(non_camel_case_types, dead_code)]
+
+use resilience_runtime::{ConnectorError, resilient};
+
+struct Option;
+struct Some;
+struct None;
+struct Ok;
+struct Err;
+struct Clone;
+struct Duration;
+struct Future;
+trait ToString {}
+trait AsRef {}
+
+#[derive(Debug, ConnectorError)]
+enum ApiError {
+    #[connector(transient)]
+    Busy,
+    #[connector(rejected)]
+    Rejected(resilience_runtime::Rejected),
+}
+
+type Result<T> = core::result::Result<T, ApiError>;
+
+fn fallback(e: ApiError) -> Result<u32> {
+    core::result::Result::Err(e)
+}
+
+#[resilient(
+    retries = 2,
+    idempotency_key = "k",
+    breaker = "b",
+    breaker_key = "tenant",
+    timeout = "1s",
+    retry_on = [ApiError::Busy],
+    fallback = fallback
+)]
+async fn fetch(name: String) -> Result<u32> {
+    core::result::Result::Ok(name.len() as u32)
+}
+
+fn main() {}
