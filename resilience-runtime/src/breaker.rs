@@ -210,145 +210,31 @@ impl BreakerState {
     }
 }
 
-/// What one call told the breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The dependency answered well.
-    Success,
-    /// A transient failure or a timeout.
-    Failure,
-    /// A permanent, policy or auth error, or a cancelled call: no health signal.
-    Ignored,
-}
+use self::machine::{CLOSED, Limits, MAX_FAILURES, Machine, OPEN, Transition, Window};
+pub use self::machine::{Outcome, Ticket};
 
-// Word layout: | successes 8 | probes 8 | failures 14 | state 2 | generation 32 |
-const GEN_MASK: u64 = 0xFFFF_FFFF;
-const STATE_SHIFT: u32 = 32;
-const FAIL_SHIFT: u32 = 34;
-const PROBE_SHIFT: u32 = 48;
-const SUCC_SHIFT: u32 = 56;
-const MAX_FAILURES: u64 = (1 << 14) - 1;
+mod machine;
 
-const CLOSED: u64 = 0;
-const OPEN: u64 = 1;
-const HALF_OPEN: u64 = 2;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Word(u64);
-
-impl Word {
-    fn new(generation: u32, state: u64) -> Word {
-        Word(u64::from(generation) | (state << STATE_SHIFT))
-    }
-    fn generation(self) -> u32 {
-        (self.0 & GEN_MASK) as u32
-    }
-    fn state(self) -> u64 {
-        (self.0 >> STATE_SHIFT) & 0b11
-    }
-    fn failures(self) -> u64 {
-        (self.0 >> FAIL_SHIFT) & MAX_FAILURES
-    }
-    fn probes(self) -> u64 {
-        (self.0 >> PROBE_SHIFT) & 0xFF
-    }
-    fn successes(self) -> u64 {
-        (self.0 >> SUCC_SHIFT) & 0xFF
-    }
-    fn with_failures(self, n: u64) -> Word {
-        Word((self.0 & !(MAX_FAILURES << FAIL_SHIFT)) | (n.min(MAX_FAILURES) << FAIL_SHIFT))
-    }
-    fn with_probes(self, n: u64) -> Word {
-        Word((self.0 & !(0xFF << PROBE_SHIFT)) | ((n & 0xFF) << PROBE_SHIFT))
-    }
-    fn with_successes(self, n: u64) -> Word {
-        Word((self.0 & !(0xFF << SUCC_SHIFT)) | ((n & 0xFF) << SUCC_SHIFT))
-    }
-    fn next(self, state: u64) -> Word {
-        Word::new(self.generation().wrapping_add(1), state)
-    }
-}
-
-/// Admission to call through a breaker, returned by [`Breaker::acquire`]. Give it back with
-/// [`Breaker::record`] or [`Breaker::release`]; [`Breaker::try_acquire`] wraps it in a guard
-/// that does so on drop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "a ticket must be recorded or released, or a half-open probe slot leaks"]
-pub struct Ticket {
-    generation: u32,
-    probe: bool,
-}
-
-impl Ticket {
-    /// Whether this call is a half-open probe.
-    pub fn is_probe(&self) -> bool {
-        self.probe
-    }
+/// The atomics the state machine is built on; the loom models swap in loom's.
+mod sync {
+    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 }
 
 /// A circuit breaker. Share it by reference or `Arc`; every method takes `&self`.
 pub struct Breaker {
     name: Arc<str>,
     config: BreakerConfig,
-    word: AtomicU64,
-    opened_at: AtomicU64,
+    machine: Machine,
     entered_at: AtomicU64,
     last_used: AtomicU64,
     opened_total: AtomicU64,
-    window: Option<Window>,
 }
 
-struct Window {
-    size: u64,
-    threshold: u64,
-    calls: AtomicU64,
-    bits: Box<[AtomicU64]>,
-}
-
-impl Window {
-    fn new(size: u32, ratio: f64) -> Window {
-        let size = u64::from(size);
-        let words = size.div_ceil(64) as usize;
-        let threshold = ((size as f64) * ratio).ceil().max(1.0) as u64;
-        Window {
-            size,
-            threshold,
-            calls: AtomicU64::new(0),
-            bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    /// Records one call; returns the failures in the window once it is full.
-    fn record(&self, failed: bool) -> Option<u64> {
-        let pos = self.calls.fetch_add(1, Ordering::AcqRel);
-        let slot = pos % self.size;
-        let (w, b) = ((slot / 64) as usize, slot % 64);
-        let word = self.bits.get(w)?;
-        if failed {
-            word.fetch_or(1 << b, Ordering::AcqRel);
-        } else {
-            word.fetch_and(!(1 << b), Ordering::AcqRel);
-        }
-        (failed && pos + 1 >= self.size).then(|| {
-            self.bits
-                .iter()
-                .map(|x| u64::from(x.load(Ordering::Acquire).count_ones()))
-                .sum()
-        })
-    }
-
-    fn reset(&self) {
-        for w in self.bits.iter() {
-            w.store(0, Ordering::Release);
-        }
-        self.calls.store(0, Ordering::Release);
-    }
-
-    fn failures(&self) -> u64 {
-        self.bits
-            .iter()
-            .map(|x| u64::from(x.load(Ordering::Relaxed).count_ones()))
-            .sum()
+fn state_of(s: u64) -> BreakerState {
+    match s {
+        CLOSED => BreakerState::Closed,
+        OPEN => BreakerState::Open,
+        _ => BreakerState::HalfOpen,
     }
 }
 
@@ -357,19 +243,27 @@ impl Breaker {
     /// of range are clamped.
     pub fn new(name: impl Into<Arc<str>>, config: BreakerConfig) -> Breaker {
         let now = clock::now_nanos();
-        let window = match config.trip {
-            TripMode::Ratio { window, ratio } => Some(Window::new(window.clamp(1, 65_536), ratio)),
-            TripMode::Consecutive { .. } => None,
+        let (threshold, window) = match config.trip {
+            TripMode::Ratio { window, ratio } => {
+                (u64::MAX, Some(Window::new(window.clamp(1, 65_536), ratio)))
+            }
+            TripMode::Consecutive { threshold } => {
+                (u64::from(threshold).clamp(1, MAX_FAILURES), None)
+            }
+        };
+        let limits = Limits {
+            threshold,
+            cooldown: clock::nanos(config.cooldown),
+            probes: u64::from(config.half_open_probes.clamp(1, 255)),
+            successes: u64::from(config.success_threshold.clamp(1, 255)),
         };
         Breaker {
             name: name.into(),
             config,
-            word: AtomicU64::new(Word::new(0, CLOSED).0),
-            opened_at: AtomicU64::new(0),
+            machine: Machine::new(limits, window),
             entered_at: AtomicU64::new(now),
             last_used: AtomicU64::new(now),
             opened_total: AtomicU64::new(0),
-            window,
         }
     }
 
@@ -385,29 +279,22 @@ impl Breaker {
 
     /// The current state.
     pub fn state(&self) -> BreakerState {
-        match Word(self.word.load(Ordering::Acquire)).state() {
-            CLOSED => BreakerState::Closed,
-            OPEN => BreakerState::Open,
-            _ => BreakerState::HalfOpen,
-        }
+        state_of(self.machine.state())
     }
 
     /// The generation: bumped by every transition.
     pub fn generation(&self) -> u32 {
-        Word(self.word.load(Ordering::Acquire)).generation()
+        self.machine.generation()
     }
 
     /// Failures counted toward opening: consecutive failures, or failures in the window.
     pub fn failures(&self) -> u64 {
-        match &self.window {
-            Some(w) => w.failures(),
-            None => Word(self.word.load(Ordering::Acquire)).failures(),
-        }
+        self.machine.failures()
     }
 
     /// Half-open probes in flight.
     pub fn probes_in_flight(&self) -> u64 {
-        Word(self.word.load(Ordering::Acquire)).probes()
+        self.machine.probes()
     }
 
     /// How many times the breaker has opened.
@@ -438,63 +325,11 @@ impl Breaker {
     /// The time until the breaker will let a probe through, when it admits nothing now.
     #[inline]
     pub fn acquire(&self) -> Result<Ticket, Duration> {
-        let w = Word(self.word.load(Ordering::Acquire));
-        if w.state() == CLOSED {
-            return Ok(Ticket {
-                generation: w.generation(),
-                probe: false,
-            });
+        let (ticket, transition) = self.machine.acquire(clock::now_nanos)?;
+        if let Some(tr) = transition {
+            self.transitioned(tr);
         }
-        self.acquire_slow(w)
-    }
-
-    #[cold]
-    fn acquire_slow(&self, mut w: Word) -> Result<Ticket, Duration> {
-        loop {
-            match w.state() {
-                CLOSED => {
-                    return Ok(Ticket {
-                        generation: w.generation(),
-                        probe: false,
-                    });
-                }
-                OPEN => {
-                    let now = clock::now_nanos();
-                    let opened = self.opened_at.load(Ordering::Acquire);
-                    let cooldown = clock::nanos(self.config.cooldown);
-                    let elapsed = now.saturating_sub(opened);
-                    if elapsed < cooldown {
-                        return Err(Duration::from_nanos(cooldown - elapsed));
-                    }
-                    let next = w.next(HALF_OPEN).with_probes(1);
-                    match self.cas(w, next) {
-                        Ok(()) => {
-                            self.entered(now);
-                            self.log_transition(BreakerState::Open, BreakerState::HalfOpen);
-                            return Ok(Ticket {
-                                generation: next.generation(),
-                                probe: true,
-                            });
-                        }
-                        Err(actual) => w = actual,
-                    }
-                }
-                _ => {
-                    if w.probes() >= u64::from(self.config.half_open_probes) {
-                        return Err(Duration::ZERO);
-                    }
-                    match self.cas(w, w.with_probes(w.probes() + 1)) {
-                        Ok(()) => {
-                            return Ok(Ticket {
-                                generation: w.generation(),
-                                probe: true,
-                            });
-                        }
-                        Err(actual) => w = actual,
-                    }
-                }
-            }
-        }
+        Ok(ticket)
     }
 
     /// [`Breaker::acquire`] with a guard that gives a probe slot back if it is dropped unrecorded
@@ -513,14 +348,9 @@ impl Breaker {
     /// Records the outcome of an admitted call. Results from an older generation are ignored.
     #[inline]
     pub fn record(&self, ticket: Ticket, outcome: Outcome) {
-        if !ticket.probe && outcome == Outcome::Success && self.window.is_none() {
-            // Hot path: a success through a closed breaker with no failures recorded.
-            let w = Word(self.word.load(Ordering::Acquire));
-            if w.0 == Word::new(ticket.generation, CLOSED).0 {
-                return;
-            }
+        if let Some(tr) = self.machine.record(ticket, outcome, clock::now_nanos) {
+            self.transitioned(tr);
         }
-        self.record_slow(ticket, outcome);
     }
 
     /// Gives an unused ticket back: no health signal.
@@ -528,127 +358,19 @@ impl Breaker {
         self.record(ticket, Outcome::Ignored);
     }
 
-    fn record_slow(&self, ticket: Ticket, outcome: Outcome) {
-        if ticket.probe {
-            return self.record_probe(ticket, outcome);
+    #[cold]
+    fn transitioned(&self, tr: Transition) {
+        if tr.to == OPEN {
+            self.opened_total.fetch_add(1, Ordering::Relaxed);
         }
-        if outcome == Outcome::Ignored {
-            return;
-        }
-        if let Some(window) = &self.window {
-            let w = Word(self.word.load(Ordering::Acquire));
-            if w.generation() != ticket.generation || w.state() != CLOSED {
-                return;
-            }
-            if let Some(failures) = window.record(outcome == Outcome::Failure) {
-                if failures >= window.threshold {
-                    self.trip(w);
-                }
-            }
-            return;
-        }
-        let mut w = Word(self.word.load(Ordering::Acquire));
-        loop {
-            if w.generation() != ticket.generation || w.state() != CLOSED {
-                return;
-            }
-            let next = match outcome {
-                Outcome::Success if w.failures() == 0 => return,
-                Outcome::Success => w.with_failures(0),
-                _ => w.with_failures(w.failures() + 1),
-            };
-            let threshold = match self.config.trip {
-                TripMode::Consecutive { threshold } => u64::from(threshold),
-                TripMode::Ratio { .. } => u64::MAX,
-            };
-            if next.failures() >= threshold {
-                self.trip(w);
-                return;
-            }
-            match self.cas(w, next) {
-                Ok(()) => return,
-                Err(actual) => w = actual,
-            }
-        }
-    }
-
-    fn record_probe(&self, ticket: Ticket, outcome: Outcome) {
-        let mut w = Word(self.word.load(Ordering::Acquire));
-        loop {
-            if w.generation() != ticket.generation || w.state() != HALF_OPEN {
-                return;
-            }
-            let probes = w.probes().saturating_sub(1);
-            match outcome {
-                Outcome::Failure => {
-                    if self.trip(w) {
-                        return;
-                    }
-                }
-                Outcome::Ignored => {
-                    if self.cas(w, w.with_probes(probes)).is_ok() {
-                        return;
-                    }
-                }
-                Outcome::Success => {
-                    let successes = w.successes() + 1;
-                    if successes >= u64::from(self.config.success_threshold) {
-                        let next = w.next(CLOSED);
-                        if self.cas(w, next).is_ok() {
-                            if let Some(win) = &self.window {
-                                win.reset();
-                            }
-                            self.entered(clock::now_nanos());
-                            self.log_transition(BreakerState::HalfOpen, BreakerState::Closed);
-                            return;
-                        }
-                    } else if self
-                        .cas(w, w.with_probes(probes).with_successes(successes))
-                        .is_ok()
-                    {
-                        return;
-                    }
-                }
-            }
-            w = Word(self.word.load(Ordering::Acquire));
-        }
-    }
-
-    /// Opens the breaker from `w`. Returns false if `w` was stale.
-    fn trip(&self, w: Word) -> bool {
-        let next = w.next(OPEN);
-        let now = clock::now_nanos();
-        // Publish the opening time first: a reader that sees OPEN sees this time or a later one.
-        self.opened_at.store(now, Ordering::Release);
-        if self.cas(w, next).is_err() {
-            return false;
-        }
-        self.opened_total.fetch_add(1, Ordering::Relaxed);
-        self.entered(now);
-        let from = if w.state() == HALF_OPEN {
-            BreakerState::HalfOpen
-        } else {
-            BreakerState::Closed
-        };
-        self.log_transition(from, BreakerState::Open);
-        true
+        self.entered(tr.at);
+        self.log_transition(state_of(tr.from), state_of(tr.to));
     }
 
     /// Forces the breaker closed (an operator's reset).
     pub fn reset(&self) {
-        let w = Word(self.word.load(Ordering::Acquire));
-        self.word.store(w.next(CLOSED).0, Ordering::Release);
-        if let Some(win) = &self.window {
-            win.reset();
-        }
+        self.machine.reset();
         self.entered(clock::now_nanos());
-    }
-
-    fn cas(&self, current: Word, next: Word) -> Result<(), Word> {
-        self.word
-            .compare_exchange(current.0, next.0, Ordering::AcqRel, Ordering::Acquire)
-            .map(|_| ())
-            .map_err(Word)
     }
 
     fn entered(&self, now: u64) {
@@ -698,7 +420,7 @@ pub struct Permit<'a> {
 impl Permit<'_> {
     /// Whether this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.ticket.is_some_and(|t| t.probe)
+        self.ticket.is_some_and(|t| t.is_probe())
     }
 
     /// Records the call's outcome.

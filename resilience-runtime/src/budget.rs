@@ -18,9 +18,15 @@
 //! assert_eq!(b.tokens_milli(), 1_000);
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use self::bucket::Bucket;
 use crate::InvalidConfig;
+
+mod bucket;
+
+/// The atomics the bucket is built on; the loom model swaps in loom's.
+mod sync {
+    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+}
 
 const MILLI: u64 = 1_000;
 
@@ -106,8 +112,7 @@ impl Default for BudgetConfig {
 #[derive(Debug)]
 pub struct RetryBudget {
     config: BudgetConfig,
-    tokens: AtomicU64,
-    exhausted_total: AtomicU64,
+    bucket: Bucket,
 }
 
 impl RetryBudget {
@@ -115,8 +120,7 @@ impl RetryBudget {
     pub fn new(config: BudgetConfig) -> RetryBudget {
         RetryBudget {
             config,
-            tokens: AtomicU64::new(u64::from(config.capacity) * MILLI),
-            exhausted_total: AtomicU64::new(0),
+            bucket: Bucket::new(u64::from(config.capacity) * MILLI),
         }
     }
 
@@ -127,12 +131,12 @@ impl RetryBudget {
 
     /// Tokens left, in thousandths.
     pub fn tokens_milli(&self) -> u64 {
-        self.tokens.load(Ordering::Relaxed)
+        self.bucket.tokens()
     }
 
     /// How many retries this budget has refused.
     pub fn exhausted_total(&self) -> u64 {
-        self.exhausted_total.load(Ordering::Relaxed)
+        self.bucket.exhausted()
     }
 
     /// Pays for one retry. Returns false, and pays nothing, when the bucket cannot.
@@ -140,30 +144,20 @@ impl RetryBudget {
         if !self.config.enabled {
             return true;
         }
-        let cost = u64::from(self.config.retry_cost) * MILLI;
-        let ok = self
-            .tokens
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(cost))
-            .is_ok();
-        if !ok {
-            self.exhausted_total.fetch_add(1, Ordering::Relaxed);
-        }
-        ok
+        self.bucket
+            .try_spend(u64::from(self.config.retry_cost) * MILLI)
     }
 
     /// Puts tokens back after a success. A full bucket costs one load.
     #[inline]
     pub fn refund(&self) {
-        let cap = u64::from(self.config.capacity) * MILLI;
-        if self.tokens.load(Ordering::Relaxed) >= cap {
+        if !self.config.enabled {
             return;
         }
-        let add = u64::from(self.config.refund_milli);
-        let _ = self
-            .tokens
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-                Some((t + add).min(cap))
-            });
+        self.bucket.refund(
+            u64::from(self.config.refund_milli),
+            u64::from(self.config.capacity) * MILLI,
+        );
     }
 }
 

@@ -1,0 +1,492 @@
+//! The breaker's state machine: one word of state, the time it opened, and the ratio window.
+//!
+//! This file reads no clock and logs nothing: the caller passes the time (lazily, as a closure)
+//! and reports the [`Transition`]s it returns. It takes its atomics from `super::sync`, so the
+//! loom models in `tests/loom_breaker.rs` compile this same file against loom's atomics without
+//! any `--cfg` flag.
+
+use std::time::Duration;
+
+use super::sync::{AtomicU64, Ordering};
+
+/// What one call told the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The dependency answered well.
+    Success,
+    /// A transient failure or a timeout.
+    Failure,
+    /// A permanent, policy or auth error, or a cancelled call: no health signal.
+    Ignored,
+}
+
+/// Admission to call through a breaker, returned by [`Breaker::acquire`]. Give it back with
+/// [`Breaker::record`] or [`Breaker::release`]; [`Breaker::try_acquire`] wraps it in a guard
+/// that does so on drop.
+///
+/// [`Breaker::acquire`]: crate::breaker::Breaker::acquire
+/// [`Breaker::record`]: crate::breaker::Breaker::record
+/// [`Breaker::release`]: crate::breaker::Breaker::release
+/// [`Breaker::try_acquire`]: crate::breaker::Breaker::try_acquire
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a ticket must be recorded or released, or a half-open probe slot leaks"]
+pub struct Ticket {
+    generation: u32,
+    probe: bool,
+}
+
+impl Ticket {
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The generation the ticket was issued in.
+    #[allow(dead_code, reason = "read by the loom models")]
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
+// Word layout: | successes 8 | probes 8 | failures 14 | state 2 | generation 32 |
+const GEN_MASK: u64 = 0xFFFF_FFFF;
+const STATE_SHIFT: u32 = 32;
+const FAIL_SHIFT: u32 = 34;
+const PROBE_SHIFT: u32 = 48;
+const SUCC_SHIFT: u32 = 56;
+pub(crate) const MAX_FAILURES: u64 = (1 << 14) - 1;
+
+pub(crate) const CLOSED: u64 = 0;
+pub(crate) const OPEN: u64 = 1;
+pub(crate) const HALF_OPEN: u64 = 2;
+
+/// No open epoch has published its opening time.
+const UNPUBLISHED: u64 = u64::MAX;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+impl Word {
+    fn new(generation: u32, state: u64) -> Word {
+        Word(u64::from(generation) | (state << STATE_SHIFT))
+    }
+    fn generation(self) -> u32 {
+        (self.0 & GEN_MASK) as u32
+    }
+    fn state(self) -> u64 {
+        (self.0 >> STATE_SHIFT) & 0b11
+    }
+    fn failures(self) -> u64 {
+        (self.0 >> FAIL_SHIFT) & MAX_FAILURES
+    }
+    fn probes(self) -> u64 {
+        (self.0 >> PROBE_SHIFT) & 0xFF
+    }
+    fn successes(self) -> u64 {
+        (self.0 >> SUCC_SHIFT) & 0xFF
+    }
+    fn with_failures(self, n: u64) -> Word {
+        Word((self.0 & !(MAX_FAILURES << FAIL_SHIFT)) | (n.min(MAX_FAILURES) << FAIL_SHIFT))
+    }
+    fn with_probes(self, n: u64) -> Word {
+        Word((self.0 & !(0xFF << PROBE_SHIFT)) | ((n & 0xFF) << PROBE_SHIFT))
+    }
+    fn with_successes(self, n: u64) -> Word {
+        Word((self.0 & !(0xFF << SUCC_SHIFT)) | ((n & 0xFF) << SUCC_SHIFT))
+    }
+    fn next(self, state: u64) -> Word {
+        Word::new(self.generation().wrapping_add(1), state)
+    }
+}
+
+/// A state change, with the time it happened, for the caller to log and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transition {
+    /// The state before (`CLOSED`, `OPEN` or `HALF_OPEN`).
+    pub(crate) from: u64,
+    /// The state after.
+    pub(crate) to: u64,
+    /// When, in the caller's nanoseconds.
+    pub(crate) at: u64,
+}
+
+/// The limits the machine enforces, as plain integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Consecutive failures that open (`u64::MAX` in ratio mode).
+    pub(crate) threshold: u64,
+    /// The cooldown, in nanoseconds.
+    pub(crate) cooldown: u64,
+    /// Probes admitted at once while half-open.
+    pub(crate) probes: u64,
+    /// Successful probes that close.
+    pub(crate) successes: u64,
+}
+
+/// A ratio window: the outcome of the last `size` calls, one bit each.
+pub(crate) struct Window {
+    size: u64,
+    threshold: u64,
+    calls: AtomicU64,
+    bits: Box<[AtomicU64]>,
+}
+
+impl Window {
+    pub(crate) fn new(size: u32, ratio: f64) -> Window {
+        let size = u64::from(size.max(1));
+        let words = size.div_ceil(64) as usize;
+        let threshold = ((size as f64) * ratio).ceil().max(1.0) as u64;
+        Window {
+            size,
+            threshold,
+            calls: AtomicU64::new(0),
+            bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Records one call; returns the failures in the window once it is full.
+    fn record(&self, failed: bool) -> Option<u64> {
+        let pos = self.calls.fetch_add(1, Ordering::AcqRel);
+        let slot = pos % self.size;
+        let (w, b) = ((slot / 64) as usize, slot % 64);
+        let word = self.bits.get(w)?;
+        if failed {
+            word.fetch_or(1 << b, Ordering::AcqRel);
+        } else {
+            word.fetch_and(!(1 << b), Ordering::AcqRel);
+        }
+        (failed && pos + 1 >= self.size).then(|| self.failures_with(Ordering::Acquire))
+    }
+
+    fn reset(&self) {
+        for w in self.bits.iter() {
+            w.store(0, Ordering::Release);
+        }
+        self.calls.store(0, Ordering::Release);
+    }
+
+    fn failures_with(&self, order: Ordering) -> u64 {
+        self.bits
+            .iter()
+            .map(|x| u64::from(x.load(order).count_ones()))
+            .sum()
+    }
+}
+
+/// The caller's clock, read at most once and only when a transition needs the time.
+struct Now<F> {
+    read: Option<F>,
+    at: u64,
+}
+
+impl<F: FnOnce() -> u64> Now<F> {
+    fn new(read: F) -> Self {
+        Now {
+            read: Some(read),
+            at: 0,
+        }
+    }
+
+    fn get(&mut self) -> u64 {
+        if let Some(f) = self.read.take() {
+            self.at = f();
+        }
+        self.at
+    }
+}
+
+/// The lock-free state machine.
+pub(crate) struct Machine {
+    limits: Limits,
+    word: AtomicU64,
+    /// When the current open epoch began; valid for the epoch whose generation `opened_gen`
+    /// holds. Written only by the thread whose compare-and-swap opened the breaker.
+    opened_at: AtomicU64,
+    opened_gen: AtomicU64,
+    window: Option<Window>,
+}
+
+impl Machine {
+    pub(crate) fn new(limits: Limits, window: Option<Window>) -> Machine {
+        Machine {
+            limits,
+            word: AtomicU64::new(Word::new(0, CLOSED).0),
+            opened_at: AtomicU64::new(0),
+            opened_gen: AtomicU64::new(UNPUBLISHED),
+            window,
+        }
+    }
+
+    fn load(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn state(&self) -> u64 {
+        self.load().state()
+    }
+
+    pub(crate) fn generation(&self) -> u32 {
+        self.load().generation()
+    }
+
+    pub(crate) fn probes(&self) -> u64 {
+        self.load().probes()
+    }
+
+    #[allow(dead_code, reason = "read by the loom models")]
+    pub(crate) fn successes(&self) -> u64 {
+        self.load().successes()
+    }
+
+    pub(crate) fn failures(&self) -> u64 {
+        match &self.window {
+            Some(w) => w.failures_with(Ordering::Relaxed),
+            None => self.load().failures(),
+        }
+    }
+
+    /// The opening time of the current open epoch, once published.
+    #[allow(dead_code, reason = "read by the loom models")]
+    pub(crate) fn opened_at(&self) -> Option<u64> {
+        let w = self.load();
+        (self.opened_gen.load(Ordering::Acquire) == u64::from(w.generation()))
+            .then(|| self.opened_at.load(Ordering::Relaxed))
+    }
+
+    /// Asks to call through. A closed breaker admits with one atomic load and reads no clock.
+    ///
+    /// # Errors
+    ///
+    /// The time until a probe will be let through.
+    #[inline]
+    pub(crate) fn acquire(
+        &self,
+        now: impl FnOnce() -> u64,
+    ) -> Result<(Ticket, Option<Transition>), Duration> {
+        let w = self.load();
+        if w.state() == CLOSED {
+            let t = Ticket {
+                generation: w.generation(),
+                probe: false,
+            };
+            return Ok((t, None));
+        }
+        self.acquire_slow(w, now())
+    }
+
+    #[cold]
+    fn acquire_slow(
+        &self,
+        mut w: Word,
+        now: u64,
+    ) -> Result<(Ticket, Option<Transition>), Duration> {
+        loop {
+            match w.state() {
+                CLOSED => {
+                    let t = Ticket {
+                        generation: w.generation(),
+                        probe: false,
+                    };
+                    return Ok((t, None));
+                }
+                OPEN => {
+                    let cooldown = self.limits.cooldown;
+                    // The opening time belongs to this epoch only if its opener published it;
+                    // until then the breaker has only just opened.
+                    if self.opened_gen.load(Ordering::Acquire) != u64::from(w.generation()) {
+                        return Err(Duration::from_nanos(cooldown));
+                    }
+                    let opened = self.opened_at.load(Ordering::Relaxed);
+                    let elapsed = now.saturating_sub(opened);
+                    if elapsed < cooldown {
+                        return Err(Duration::from_nanos(cooldown - elapsed));
+                    }
+                    let next = w.next(HALF_OPEN).with_probes(1);
+                    match self.cas(w, next) {
+                        Ok(()) => {
+                            let t = Ticket {
+                                generation: next.generation(),
+                                probe: true,
+                            };
+                            let tr = Transition {
+                                from: OPEN,
+                                to: HALF_OPEN,
+                                at: now,
+                            };
+                            return Ok((t, Some(tr)));
+                        }
+                        Err(actual) => w = actual,
+                    }
+                }
+                _ => {
+                    if w.probes() >= self.limits.probes {
+                        return Err(Duration::ZERO);
+                    }
+                    match self.cas(w, w.with_probes(w.probes() + 1)) {
+                        Ok(()) => {
+                            let t = Ticket {
+                                generation: w.generation(),
+                                probe: true,
+                            };
+                            return Ok((t, None));
+                        }
+                        Err(actual) => w = actual,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of an admitted call. Results from an older generation are ignored.
+    #[inline]
+    pub(crate) fn record(
+        &self,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: impl FnOnce() -> u64,
+    ) -> Option<Transition> {
+        if !ticket.probe && outcome == Outcome::Success && self.window.is_none() {
+            // Hot path: a success through a closed breaker with no failures recorded.
+            if self.load().0 == Word::new(ticket.generation, CLOSED).0 {
+                return None;
+            }
+        }
+        self.record_slow(ticket, outcome, now)
+    }
+
+    fn record_slow(
+        &self,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: impl FnOnce() -> u64,
+    ) -> Option<Transition> {
+        let mut now = Now::new(now);
+        if ticket.probe {
+            return self.record_probe(ticket, outcome, &mut now);
+        }
+        if outcome == Outcome::Ignored {
+            return None;
+        }
+        if let Some(window) = &self.window {
+            let w = self.load();
+            if w.generation() != ticket.generation || w.state() != CLOSED {
+                return None;
+            }
+            let failures = window.record(outcome == Outcome::Failure)?;
+            if failures >= window.threshold {
+                return self.trip(w, now.get());
+            }
+            return None;
+        }
+        let mut w = self.load();
+        loop {
+            if w.generation() != ticket.generation || w.state() != CLOSED {
+                return None;
+            }
+            let next = match outcome {
+                Outcome::Success if w.failures() == 0 => return None,
+                Outcome::Success => w.with_failures(0),
+                _ => w.with_failures(w.failures() + 1),
+            };
+            if next.failures() >= self.limits.threshold {
+                if let Some(tr) = self.trip(w, now.get()) {
+                    return Some(tr);
+                }
+                // Lost a race: another thread opened (this ticket is now stale) or reset the
+                // count with a success (this failure counts on top of it). Look again.
+                w = self.load();
+                continue;
+            }
+            match self.cas(w, next) {
+                Ok(()) => return None,
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    fn record_probe<F: FnOnce() -> u64>(
+        &self,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: &mut Now<F>,
+    ) -> Option<Transition> {
+        let mut w = self.load();
+        loop {
+            if w.generation() != ticket.generation || w.state() != HALF_OPEN {
+                return None;
+            }
+            let probes = w.probes().saturating_sub(1);
+            match outcome {
+                Outcome::Failure => {
+                    if let Some(tr) = self.trip(w, now.get()) {
+                        return Some(tr);
+                    }
+                }
+                Outcome::Ignored => {
+                    if self.cas(w, w.with_probes(probes)).is_ok() {
+                        return None;
+                    }
+                }
+                Outcome::Success => {
+                    let successes = w.successes() + 1;
+                    if successes >= self.limits.successes {
+                        let next = w.next(CLOSED);
+                        if self.cas(w, next).is_ok() {
+                            if let Some(win) = &self.window {
+                                win.reset();
+                            }
+                            return Some(Transition {
+                                from: HALF_OPEN,
+                                to: CLOSED,
+                                at: now.get(),
+                            });
+                        }
+                    } else if self
+                        .cas(w, w.with_probes(probes).with_successes(successes))
+                        .is_ok()
+                    {
+                        return None;
+                    }
+                }
+            }
+            w = self.load();
+        }
+    }
+
+    /// Opens the breaker from `w` at `now`. Returns `None` if `w` was stale.
+    fn trip(&self, w: Word, now: u64) -> Option<Transition> {
+        let next = w.next(OPEN);
+        self.cas(w, next).ok()?;
+        // Only the winner of the compare-and-swap writes the opening time, then publishes it for
+        // this epoch; a reader that sees OPEN before that treats the breaker as just opened.
+        self.opened_at.store(now, Ordering::Relaxed);
+        self.opened_gen
+            .store(u64::from(next.generation()), Ordering::Release);
+        Some(Transition {
+            from: w.state(),
+            to: OPEN,
+            at: now,
+        })
+    }
+
+    /// Forces the breaker closed (an operator's reset). Outstanding tickets become stale.
+    pub(crate) fn reset(&self) {
+        let mut w = self.load();
+        loop {
+            match self.cas(w, w.next(CLOSED)) {
+                Ok(()) => break,
+                Err(actual) => w = actual,
+            }
+        }
+        if let Some(win) = &self.window {
+            win.reset();
+        }
+    }
+
+    fn cas(&self, current: Word, next: Word) -> Result<(), Word> {
+        self.word
+            .compare_exchange(current.0, next.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(Word)
+    }
+}
