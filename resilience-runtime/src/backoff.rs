@@ -153,13 +153,13 @@ impl Backoff {
                 format!("{} is below 1; delays would shrink", self.factor),
             ));
         }
-        if let Jitter::Proportional(p) = self.jitter {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(InvalidConfig::new(
-                    "backoff.jitter",
-                    format!("proportional fraction {p} is outside 0..=1"),
-                ));
-            }
+        if let Jitter::Proportional(p) = self.jitter
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(InvalidConfig::new(
+                "backoff.jitter",
+                format!("proportional fraction {p} is outside 0..=1"),
+            ));
         }
         Ok(())
     }

@@ -22,21 +22,7 @@ pub struct CorrelationId(u64);
 impl CorrelationId {
     /// A fresh id, unique within the process (a per-thread counter under a per-thread prefix).
     pub fn next() -> CorrelationId {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static THREADS: AtomicU64 = AtomicU64::new(1);
-        thread_local! {
-            static NEXT: Cell<u64> = const { Cell::new(0) };
-        }
-        NEXT.with(|n| {
-            let mut v = n.get();
-            if v & 0xFF_FFFF_FFFF == 0 {
-                // First use on this thread, or 2^40 ids used: take a new prefix.
-                v = THREADS.fetch_add(1, Ordering::Relaxed) << 40;
-            }
-            v += 1;
-            n.set(v);
-            CorrelationId(v)
-        })
+        FRAME.with(Frame::next_id)
     }
 
     /// An id from its numeric value.
@@ -101,15 +87,66 @@ pub struct CallContext {
     pub(crate) idempotency_key: Option<Arc<str>>,
 }
 
+/// What is installed while an attempt is polled: plain data, so the thread-local that holds it
+/// needs no destructor and installing it is a couple of moves.
+#[derive(Clone, Copy)]
+pub(crate) struct Active {
+    pub(crate) operation: &'static str,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) correlation: CorrelationId,
+    pub(crate) has_key: bool,
+}
+
+/// This thread's view of the innermost resilient call: its context while an attempt is being
+/// polled, and the counter for fresh correlation ids.
+struct Frame {
+    active: Cell<Option<Active>>,
+    next_id: Cell<u64>,
+}
+
+impl Frame {
+    fn next_id(&self) -> CorrelationId {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static THREADS: AtomicU64 = AtomicU64::new(1);
+        let mut v = self.next_id.get();
+        if v & 0xFF_FFFF_FFFF == 0 {
+            // First use on this thread, or 2^40 ids used: take a new prefix.
+            v = THREADS.fetch_add(1, Ordering::Relaxed) << 40;
+        }
+        v += 1;
+        self.next_id.set(v);
+        CorrelationId(v)
+    }
+}
+
 thread_local! {
-    static CURRENT: RefCell<Option<CallContext>> = const { RefCell::new(None) };
-    static CORRELATION: Cell<Option<CorrelationId>> = const { Cell::new(None) };
+    static FRAME: Frame = const {
+        Frame {
+            active: Cell::new(None),
+            next_id: Cell::new(0),
+        }
+    };
+    /// The idempotency key of the installed call, for calls that have one.
+    static KEY: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
 }
 
 impl CallContext {
     /// The context of the innermost resilient call running on this task or thread.
     pub fn current() -> Option<CallContext> {
-        CURRENT.with(|c| c.try_borrow().ok().and_then(|c| c.clone()))
+        let a = FRAME.with(|f| f.active.get())?;
+        let idempotency_key = if a.has_key {
+            KEY.with(|k| k.try_borrow().ok().and_then(|k| k.clone()))
+        } else {
+            None
+        };
+        Some(CallContext {
+            operation: a.operation,
+            attempt: a.attempt,
+            max_attempts: a.max_attempts,
+            correlation_id: a.correlation,
+            idempotency_key,
+        })
     }
 
     /// The operation (the annotated fn's name).
@@ -138,43 +175,56 @@ impl CallContext {
     }
 }
 
-/// The correlation id of the resilient call running on this thread, if any: inherited by calls
-/// nested in it.
-pub(crate) fn inherited_correlation() -> Option<CorrelationId> {
-    CORRELATION.with(Cell::get)
+/// The correlation id for a new call: the one of the resilient call running on this thread (a
+/// nested call joins its outer call), else a fresh one.
+#[inline]
+pub(crate) fn correlation_for_new_call() -> CorrelationId {
+    FRAME.with(|f| match f.active.get() {
+        Some(a) => a.correlation,
+        None => f.next_id(),
+    })
 }
 
-/// Installs `ctx` as the current context until the guard drops; the guard puts the context back
-/// into `slot` and restores whatever was current before.
+/// Installs `active` (and the call's key, moved out of `key`) as the current context until the
+/// guard drops; the guard gives the key back and restores whatever was current before.
 pub(crate) struct Installed<'a> {
-    slot: &'a mut Option<CallContext>,
-    prev: Option<CallContext>,
-    prev_corr: Option<CorrelationId>,
+    key: &'a mut Option<Arc<str>>,
+    prev: Option<Active>,
+    prev_key: Option<Option<Arc<str>>>,
 }
 
-pub(crate) fn install(slot: &mut Option<CallContext>) -> Installed<'_> {
-    let ctx = slot.take();
-    let corr = ctx.as_ref().map(|c| c.correlation_id);
-    let prev = CURRENT.with(|c| match c.try_borrow_mut() {
-        Ok(mut c) => std::mem::replace(&mut *c, ctx),
-        Err(_) => None,
-    });
-    let prev_corr = CORRELATION.with(|c| c.replace(corr));
+#[inline]
+pub(crate) fn install(active: Active, key: &mut Option<Arc<str>>) -> Installed<'_> {
+    let prev = FRAME.with(|f| f.active.replace(Some(active)));
+    let prev_key = if active.has_key {
+        let mine = key.take();
+        KEY.with(|k| {
+            k.try_borrow_mut()
+                .ok()
+                .map(|mut k| std::mem::replace(&mut *k, mine))
+        })
+    } else {
+        None
+    };
     Installed {
-        slot,
+        key,
         prev,
-        prev_corr,
+        prev_key,
     }
 }
 
 impl Drop for Installed<'_> {
+    #[inline]
     fn drop(&mut self) {
-        let prev = self.prev.take();
-        let mine = CURRENT.with(|c| match c.try_borrow_mut() {
-            Ok(mut c) => std::mem::replace(&mut *c, prev),
-            Err(_) => None,
-        });
-        CORRELATION.with(|c| c.set(self.prev_corr));
-        *self.slot = mine;
+        FRAME.with(|f| f.active.set(self.prev));
+        if let Some(prev_key) = self.prev_key.take()
+            && let Some(mine) = KEY.with(|k| {
+                k.try_borrow_mut()
+                    .ok()
+                    .map(|mut k| std::mem::replace(&mut *k, prev_key))
+            })
+        {
+            *self.key = mine;
+        }
     }
 }

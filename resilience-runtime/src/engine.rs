@@ -50,15 +50,16 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use crate::backoff::{Backoff, RetryAfter, Rng};
 use crate::breaker::{Breaker, Outcome, Ticket};
 use crate::classify::{Classify, ErrorClass, Rejected};
 use crate::clock::Instant;
-use crate::context::{self, CallContext, CorrelationId};
+use crate::context::{self, CorrelationId};
 use crate::events::{self, GiveUpReason, RuntimeEvent};
 use crate::metrics;
 use crate::registry::{self, SiteState};
@@ -223,12 +224,12 @@ impl Site {
         self.policy
     }
 
-    #[inline]
+    #[inline(always)]
     fn state(&'static self) -> StateRef {
-        if let Some(r) = registry::scoped_registry() {
-            if !r.ptr_eq(crate::Registry::global()) {
-                return StateRef::Owned(r.site_state(self));
-            }
+        if let Some(r) = registry::scoped_registry()
+            && !r.ptr_eq(crate::Registry::global())
+        {
+            return StateRef::Owned(r.site_state(self));
         }
         StateRef::Static(
             self.global
@@ -371,16 +372,25 @@ pub struct Call<T, E> {
     breaker: Option<BreakerRef>,
     ticket: Option<Ticket>,
     in_bulkhead: bool,
+    /// The call has produced its result (counted in the metrics).
+    ended: bool,
     attempt: u32,
     retries: u32,
     refreshed: bool,
+    timed_out: Option<TimeoutKind>,
+    correlation: CorrelationId,
+    key: Option<Arc<str>>,
     deadline_at: Option<Instant>,
     started: Option<Instant>,
+    retry: Option<Box<RetryState>>,
+    /// The call's span, boxed, and only when a subscriber wants it.
+    span: Option<Box<tracing::Span>>,
+}
+
+/// What only a call that retries needs; allocated at its first retry.
+struct RetryState {
     prev_wait: Option<Duration>,
-    rng: Option<Rng>,
-    ctx: Option<CallContext>,
-    timed_out: Option<Rejected>,
-    span: tracing::Span,
+    rng: Rng,
 }
 
 impl<T, E> fmt::Debug for Call<T, E> {
@@ -395,27 +405,24 @@ impl<T, E> fmt::Debug for Call<T, E> {
 
 impl<T, E: Classify> Call<T, E> {
     /// Starts a call at `site`.
-    #[inline]
+    #[inline(always)]
     pub fn new(site: &'static Site, hooks: Hooks<T, E>) -> Self {
         let state = site.state();
         let p = site.policy;
-        let breaker = match &state.breaker {
-            Some(b) => Some(match &state {
-                StateRef::Static(s) => match &s.breaker {
-                    Some(b) => BreakerRef::Static(b),
-                    None => BreakerRef::Owned(b.clone()),
-                },
-                StateRef::Owned(_) => BreakerRef::Owned(b.clone()),
-            }),
-            None => None,
-        };
+        let breaker = state.breaker.as_ref().map(|b| match &state {
+            StateRef::Static(s) => match &s.breaker {
+                Some(b) => BreakerRef::Static(b),
+                None => BreakerRef::Owned(b.clone()),
+            },
+            StateRef::Owned(_) => BreakerRef::Owned(b.clone()),
+        });
         let needs_clock = p.deadline.is_some() && hooks.from_rejected.is_some();
         let now = (needs_clock || metrics::latency_enabled()).then(Instant::now);
         let deadline_at = match (p.deadline, now) {
             (Some(d), Some(now)) if hooks.from_rejected.is_some() => now.checked_add(d),
             _ => None,
         };
-        let correlation_id = context::inherited_correlation().unwrap_or_else(CorrelationId::next);
+        let correlation_id = context::correlation_for_new_call();
         let span = tracing::info_span!(
             "resilient",
             operation = p.operation,
@@ -423,9 +430,12 @@ impl<T, E: Classify> Call<T, E> {
             attempt = tracing::field::Empty,
             correlation_id = tracing::field::Empty,
         );
-        if !span.is_disabled() {
+        let span = if span.is_disabled() {
+            None
+        } else {
             span.record("correlation_id", tracing::field::display(correlation_id));
-        }
+            Some(Box::new(span))
+        };
         Call {
             site,
             state,
@@ -433,6 +443,7 @@ impl<T, E: Classify> Call<T, E> {
             breaker,
             ticket: None,
             in_bulkhead: false,
+            ended: false,
             attempt: 0,
             retries: 0,
             refreshed: false,
@@ -442,15 +453,9 @@ impl<T, E: Classify> Call<T, E> {
             } else {
                 None
             },
-            prev_wait: None,
-            rng: None,
-            ctx: Some(CallContext {
-                operation: p.operation,
-                attempt: 0,
-                max_attempts: p.retries.saturating_add(1),
-                correlation_id,
-                idempotency_key: None,
-            }),
+            retry: None,
+            correlation: correlation_id,
+            key: None,
             timed_out: None,
             span,
         }
@@ -458,9 +463,7 @@ impl<T, E: Classify> Call<T, E> {
 
     /// Sets the call's idempotency key: the same on every attempt, readable in the body.
     pub fn set_idempotency_key(&mut self, key: String) {
-        if let Some(c) = &mut self.ctx {
-            c.idempotency_key = Some(key.into());
-        }
+        self.key = Some(key.into());
     }
 
     /// Chooses the per-key breaker for this call (for `breaker_key = expr`).
@@ -471,25 +474,20 @@ impl<T, E: Classify> Call<T, E> {
     }
 
     /// The correlation id of this call.
-    pub fn correlation_id(&self) -> Option<CorrelationId> {
-        self.ctx.as_ref().map(|c| c.correlation_id)
+    pub fn correlation_id(&self) -> CorrelationId {
+        self.correlation
     }
 
     /// Passes the deadline, the breaker, the rate limit and the bulkhead before an attempt,
     /// waiting for a rate-limit permit when the deadline allows.
     ///
-    /// # Errors
-    ///
-    /// The call's final result, when the call must end before the attempt (a rejection, through
-    /// the fallback if there is one).
-    #[inline]
-    pub async fn begin(&mut self) -> Result<(), Result<T, E>> {
-        loop {
-            match self.gate() {
-                Gate::Pass => return Ok(()),
-                Gate::End(r) => return Err(r),
-                Gate::Wait(d) => tokio::time::sleep(d).await,
-            }
+    /// The future resolves to `Err` with the call's final result when the call must end before
+    /// the attempt (a rejection, through the fallback if there is one).
+    #[inline(always)]
+    pub fn begin(&mut self) -> Begin<'_, T, E> {
+        Begin {
+            call: self,
+            sleep: None,
         }
     }
 
@@ -498,6 +496,7 @@ impl<T, E: Classify> Call<T, E> {
     /// # Errors
     ///
     /// As [`Call::begin`].
+    #[inline(always)]
     pub fn begin_blocking(&mut self) -> Result<(), Result<T, E>> {
         loop {
             match self.gate() {
@@ -508,18 +507,41 @@ impl<T, E: Classify> Call<T, E> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn gate(&mut self) -> Gate<T, E> {
+        if self.hooks.from_rejected.is_none() {
+            return Gate::Pass;
+        }
+        if self.deadline_at.is_none()
+            && self.state.limiter.is_none()
+            && self.state.bulkhead.is_none()
+        {
+            match &self.breaker {
+                None => return Gate::Pass,
+                Some(b) => {
+                    if let Ok(t) = b.acquire() {
+                        self.ticket = Some(t);
+                        return Gate::Pass;
+                    }
+                }
+            }
+        }
+        self.gate_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn gate_slow(&mut self) -> Gate<T, E> {
         let Some(from_rejected) = self.hooks.from_rejected else {
             return Gate::Pass;
         };
-        if let Some(at) = self.deadline_at {
-            if Instant::now() >= at {
-                let d = self.site.policy.deadline.unwrap_or_default();
-                return Gate::End(
-                    self.reject(from_rejected, Rejected::DeadlineExceeded { deadline: d }),
-                );
-            }
+        if let Some(at) = self.deadline_at
+            && Instant::now() >= at
+        {
+            let d = self.site.policy.deadline.unwrap_or_default();
+            return Gate::End(
+                self.reject(from_rejected, Rejected::DeadlineExceeded { deadline: d }),
+            );
         }
         if let Some(b) = &self.breaker {
             match b.acquire() {
@@ -567,7 +589,7 @@ impl<T, E: Classify> Call<T, E> {
     fn reject(&mut self, from_rejected: fn(Rejected) -> E, r: Rejected) -> Result<T, E> {
         self.state.counters.rejected();
         tracing::warn!(
-            parent: &self.span,
+            parent: self.span_id(),
             operation = self.site.policy.operation,
             rejected = r.kind(),
             correlation_id = %self.correlation_or_default(),
@@ -586,95 +608,83 @@ impl<T, E: Classify> Call<T, E> {
 
     /// Runs one attempt: under the per-attempt timeout (bounded by the deadline), inside the
     /// call's span, with the [`CallContext`] installed.
-    pub async fn run<F: Future<Output = Result<T, E>>>(&mut self, attempt: F) -> Result<T, E> {
-        let timeout = self.attempt_limit();
+    #[inline(always)]
+    pub fn run<F: Future<Output = Result<T, E>>>(&mut self, attempt: F) -> Run<'_, T, E, F> {
+        let limit = self.attempt_limit();
         self.start_attempt();
-        let fut = pin!(WithContext {
+        let inner = match limit {
+            None => RunInner::Plain { fut: attempt },
+            Some((at, kind)) => RunInner::Timed {
+                fut: tokio::time::timeout_at(at, attempt),
+                kind,
+            },
+        };
+        Run { call: self, inner }
+    }
+
+    /// [`Call::run`] for a site whose policy has neither a timeout nor a deadline: its future
+    /// holds no timer, so the caller's future stays small.
+    #[inline(always)]
+    pub fn run_untimed<F: Future<Output = Result<T, E>>>(
+        &mut self,
+        attempt: F,
+    ) -> RunUntimed<'_, T, E, F> {
+        self.start_attempt();
+        RunUntimed {
+            call: self,
             fut: attempt,
-            ctx: &mut self.ctx,
-            span: &self.span,
-        });
-        match timeout {
-            None => fut.await,
-            Some((at, rejection, from_rejected)) => {
-                let r = tokio::time::timeout_at(at, fut).await;
-                match r {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let e = from_rejected(rejection.clone());
-                        self.timed_out = Some(rejection);
-                        Err(e)
-                    }
-                }
-            }
         }
     }
 
     /// Runs one blocking attempt with the [`CallContext`] installed.
+    #[inline(always)]
     pub fn run_blocking(&mut self, attempt: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         self.start_attempt();
-        let _e = self.span.enter();
-        let _c = context::install(&mut self.ctx);
+        let _e = self.span.as_deref().map(tracing::Span::enter);
+        let active = self.active();
+        let _c = context::install(active, &mut self.key);
         attempt()
     }
 
-    #[inline]
+    #[inline(always)]
     fn start_attempt(&mut self) {
-        if let Some(c) = &mut self.ctx {
-            c.attempt = self.attempt;
-        }
-        if self.attempt > 0 {
-            self.span.record("attempt", self.attempt);
+        if self.attempt > 0
+            && let Some(span) = &self.span
+        {
+            span.record("attempt", self.attempt);
         }
         self.timed_out = None;
     }
 
     #[inline]
-    fn attempt_limit(&self) -> Option<(Instant, Rejected, fn(Rejected) -> E)> {
-        let from_rejected = self.hooks.from_rejected?;
-        let p = self.site.policy;
-        let by_timeout = p.timeout.and_then(|t| Instant::now().checked_add(t));
+    fn attempt_limit(&self) -> Option<(Instant, TimeoutKind)> {
+        self.hooks.from_rejected?;
+        let by_timeout = self
+            .site
+            .policy
+            .timeout
+            .and_then(|t| Instant::now().checked_add(t));
         match (by_timeout, self.deadline_at) {
             (None, None) => None,
-            (Some(t), Some(d)) if d < t => Some((
-                d,
-                Rejected::DeadlineExceeded {
-                    deadline: p.deadline.unwrap_or_default(),
-                },
-                from_rejected,
-            )),
-            (Some(t), _) => Some((
-                t,
-                Rejected::AttemptTimeout {
-                    timeout: p.timeout.unwrap_or_default(),
-                },
-                from_rejected,
-            )),
-            (None, Some(d)) => Some((
-                d,
-                Rejected::DeadlineExceeded {
-                    deadline: p.deadline.unwrap_or_default(),
-                },
-                from_rejected,
-            )),
+            (Some(t), Some(d)) if d < t => Some((d, TimeoutKind::Deadline)),
+            (Some(t), _) => Some((t, TimeoutKind::Attempt)),
+            (None, Some(d)) => Some((d, TimeoutKind::Deadline)),
         }
     }
 
-    /// Records an attempt's outcome and decides what comes next, waiting out the backoff.
-    pub async fn end(&mut self, result: Result<T, E>) -> Next<T, E> {
+    /// Records an attempt's outcome and decides what comes next; the future waits out the
+    /// backoff before it resolves to [`Next::Retry`].
+    #[inline(always)]
+    pub fn end(&mut self, result: Result<T, E>) -> End<T, E> {
         match self.decide(result) {
-            Decision::Return(r) => Next::Return(r),
-            Decision::Refresh => Next::Refresh,
-            Decision::Wait(d) => {
-                if !d.is_zero() {
-                    tokio::time::sleep(d).await;
-                }
-                Next::Retry
-            }
+            Decision::Return(r) => End::Ready(Some(Next::Return(r))),
+            Decision::Refresh => End::Ready(Some(Next::Refresh)),
+            Decision::Wait(d) => End::Sleep(Box::pin(tokio::time::sleep(d))),
         }
     }
 
     /// [`Call::end`] for a blocking call.
+    #[inline(always)]
     pub fn end_blocking(&mut self, result: Result<T, E>) -> Next<T, E> {
         match self.decide(result) {
             Decision::Return(r) => Next::Return(r),
@@ -703,13 +713,10 @@ impl<T, E: Classify> Call<T, E> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn decide(&mut self, result: Result<T, E>) -> Decision<T, E> {
         if self.in_bulkhead {
-            self.in_bulkhead = false;
-            if let Some((_, b)) = &self.state.bulkhead {
-                b.leave();
-            }
+            self.leave_bulkhead();
         }
         match result {
             Ok(v) => {
@@ -718,6 +725,7 @@ impl<T, E: Classify> Call<T, E> {
                 }
                 self.state.budget.refund();
                 self.state.counters.ok(self.retries > 0);
+                self.ended = true;
                 if let Some(s) = self.started {
                     self.state.counters.latency(s.elapsed());
                 }
@@ -728,6 +736,16 @@ impl<T, E: Classify> Call<T, E> {
     }
 
     #[cold]
+    #[inline(never)]
+    fn leave_bulkhead(&mut self) {
+        self.in_bulkhead = false;
+        if let Some((_, b)) = &self.state.bulkhead {
+            b.leave();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
     fn decide_err(&mut self, e: E) -> Decision<T, E> {
         let timed_out = self.timed_out.take();
         let class = if timed_out.is_some() {
@@ -754,7 +772,7 @@ impl<T, E: Classify> Call<T, E> {
             self.refreshed = true;
             self.state.counters.refresh();
             tracing::info!(
-                parent: &self.span,
+                parent: self.span_id(),
                 operation = p.operation,
                 attempt = self.attempt,
                 correlation_id = %self.correlation_or_default(),
@@ -762,7 +780,7 @@ impl<T, E: Classify> Call<T, E> {
             );
             return Decision::Refresh;
         }
-        if matches!(timed_out, Some(Rejected::DeadlineExceeded { .. })) {
+        if timed_out == Some(TimeoutKind::Deadline) {
             return self.give_up(e, class, GiveUpReason::Deadline);
         }
         let retryable = over == Some(Override::Retry) || class.is_retryable();
@@ -772,37 +790,44 @@ impl<T, E: Classify> Call<T, E> {
         if self.retries >= p.retries {
             return self.give_up(e, class, GiveUpReason::RetriesExhausted);
         }
-        let seed = self.state.seed;
-        let rng = self.rng.get_or_insert_with(|| match seed {
-            Some(s) => Rng::seeded(
-                s ^ self
-                    .state
-                    .calls
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            ),
-            None => Rng::from_entropy(),
+        let state = &self.state;
+        let retry = self.retry.get_or_insert_with(|| {
+            let rng = match state.seed {
+                Some(s) => Rng::seeded(
+                    s ^ state
+                        .calls
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                ),
+                None => Rng::from_entropy(),
+            };
+            Box::new(RetryState {
+                prev_wait: None,
+                rng,
+            })
         });
-        let backoff = p.backoff.delay(self.retries, self.prev_wait, rng);
+        let backoff = p
+            .backoff
+            .delay(self.retries, retry.prev_wait, &mut retry.rng);
         let hint = e.retry_after();
         let Some(wait) = p.retry_after.wait(backoff, hint) else {
             return self.give_up(e, class, GiveUpReason::RetryAfterTooLong);
         };
-        if let Some(at) = self.deadline_at {
-            if Instant::now().checked_add(wait).is_none_or(|t| t >= at) {
-                return self.give_up(e, class, GiveUpReason::Deadline);
-            }
+        if let Some(at) = self.deadline_at
+            && Instant::now().checked_add(wait).is_none_or(|t| t >= at)
+        {
+            return self.give_up(e, class, GiveUpReason::Deadline);
         }
         if !self.state.budget.try_spend() {
             self.state.counters.budget_exhausted();
             return self.give_up(e, class, GiveUpReason::BudgetExhausted);
         }
         self.retries += 1;
-        self.prev_wait = Some(wait);
+        retry.prev_wait = Some(wait);
         self.state.counters.retry();
         let correlation_id = self.correlation_or_default();
         let code = e.code();
         tracing::warn!(
-            parent: &self.span,
+            parent: self.span_id(),
             operation = p.operation,
             attempt = self.attempt,
             max_retries = p.retries,
@@ -831,11 +856,7 @@ impl<T, E: Classify> Call<T, E> {
     }
 
     fn give_up(&mut self, e: E, class: ErrorClass, reason: GiveUpReason) -> Decision<T, E> {
-        if reason == GiveUpReason::Deadline && self.timed_out.is_none() {
-            self.state.counters.error(class);
-        } else {
-            self.state.counters.error(class);
-        }
+        self.state.counters.error(class);
         let p = self.site.policy;
         let level_warn = matches!(
             reason,
@@ -846,7 +867,7 @@ impl<T, E: Classify> Call<T, E> {
         );
         if level_warn {
             tracing::warn!(
-                parent: &self.span,
+                parent: self.span_id(),
                 operation = p.operation,
                 attempts = self.attempt,
                 retry_count = self.retries,
@@ -859,7 +880,7 @@ impl<T, E: Classify> Call<T, E> {
             );
         } else {
             tracing::debug!(
-                parent: &self.span,
+                parent: self.span_id(),
                 operation = p.operation,
                 status = e.code(),
                 class = class.as_str(),
@@ -882,11 +903,12 @@ impl<T, E: Classify> Call<T, E> {
             code: e.code(),
             reason,
             correlation_id: self.correlation_or_default(),
-            idempotency_key: self.ctx.as_ref().and_then(|c| c.idempotency_key()),
+            idempotency_key: self.key.as_deref(),
         });
     }
 
     fn finish_err(&mut self, e: E) -> Result<T, E> {
+        self.ended = true;
         if let Some(s) = self.started {
             self.state.counters.latency(s.elapsed());
         }
@@ -900,10 +922,24 @@ impl<T, E: Classify> Call<T, E> {
     }
 
     fn correlation_or_default(&self) -> CorrelationId {
-        self.ctx
-            .as_ref()
-            .map(|c| c.correlation_id)
-            .unwrap_or(CorrelationId::from_u64(0))
+        self.correlation
+    }
+}
+
+impl<T, E> Call<T, E> {
+    fn span_id(&self) -> Option<tracing::Id> {
+        self.span.as_ref().and_then(|s| s.id())
+    }
+
+    #[inline(always)]
+    fn active(&self) -> context::Active {
+        context::Active {
+            operation: self.site.policy.operation,
+            attempt: self.attempt,
+            max_attempts: self.site.policy.retries.saturating_add(1),
+            correlation: self.correlation,
+            has_key: self.key.is_some(),
+        }
     }
 }
 
@@ -920,35 +956,193 @@ impl<T, E> Drop for Call<T, E> {
         if let (Some(t), Some(b)) = (self.ticket.take(), &self.breaker) {
             b.release(t);
         }
-        if self.in_bulkhead {
-            if let Some((_, b)) = &self.state.bulkhead {
-                b.leave();
+        if self.in_bulkhead
+            && let Some((_, b)) = &self.state.bulkhead
+        {
+            b.leave();
+        }
+        // A cancelled call did not end (its caller stopped waiting) and is not counted. A call
+        // unwinding from a panic, in the attempt or in a hook, did end: it is counted once, as a
+        // permanent error (never retried, and no signal about the dependency's health, so its
+        // breaker ticket was released above rather than recorded as a failure).
+        if !self.ended && std::thread::panicking() {
+            self.ended = true;
+            self.state.counters.error(ErrorClass::Permanent);
+            tracing::error!(
+                parent: self.span_id(),
+                operation = self.site.policy.operation,
+                attempt = self.attempt,
+                "{} panicked; counted as a permanent error",
+                self.site.policy.operation
+            );
+        }
+    }
+}
+
+/// Which limit ended an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeoutKind {
+    Attempt,
+    Deadline,
+}
+
+/// The future of [`Call::begin`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Begin<'a, T, E> {
+    call: &'a mut Call<T, E>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T, E> fmt::Debug for Begin<'_, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Begin").finish_non_exhaustive()
+    }
+}
+
+impl<T, E: Classify> Future for Begin<'_, T, E> {
+    type Output = Result<(), Result<T, E>>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            if let Some(sleep) = &mut this.sleep {
+                std::task::ready!(sleep.as_mut().poll(cx));
+                this.sleep = None;
+            }
+            match this.call.gate() {
+                Gate::Pass => return Poll::Ready(Ok(())),
+                Gate::End(r) => return Poll::Ready(Err(r)),
+                Gate::Wait(d) => this.sleep = Some(Box::pin(tokio::time::sleep(d))),
             }
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    struct WithContext<'a, F> {
-        #[pin]
-        fut: F,
-        ctx: &'a mut Option<CallContext>,
-        span: &'a tracing::Span,
+    #[project = RunInnerProj]
+    enum RunInner<F> {
+        Plain { #[pin] fut: F },
+        Timed { #[pin] fut: tokio::time::Timeout<F>, kind: TimeoutKind },
     }
 }
 
-impl<F: Future> Future for WithContext<'_, F> {
-    type Output = F::Output;
+pin_project_lite::pin_project! {
+    /// The future of [`Call::run`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Run<'a, T, E, F> {
+        call: &'a mut Call<T, E>,
+        #[pin]
+        inner: RunInner<F>,
+    }
+}
+
+impl<T, E, F> fmt::Debug for Run<'_, T, E, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run").finish_non_exhaustive()
+    }
+}
+
+impl<T, E, F: Future<Output = Result<T, E>>> Future for Run<'_, T, E, F> {
+    type Output = Result<T, E>;
 
     #[inline]
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T, E>> {
         let this = self.project();
-        let _e = this.span.enter();
-        let _c = context::install(this.ctx);
+        let call: &mut Call<T, E> = this.call;
+        let _span = call.span.as_deref().map(tracing::Span::enter);
+        let active = call.active();
+        let _ctx = context::install(active, &mut call.key);
+        match this.inner.project() {
+            RunInnerProj::Plain { fut } => fut.poll(cx),
+            RunInnerProj::Timed { fut, kind } => match std::task::ready!(fut.poll(cx)) {
+                Ok(r) => Poll::Ready(r),
+                Err(_) => {
+                    call.timed_out = Some(*kind);
+                    let p = call.site.policy;
+                    let rejection = match kind {
+                        TimeoutKind::Attempt => Rejected::AttemptTimeout {
+                            timeout: p.timeout.unwrap_or_default(),
+                        },
+                        TimeoutKind::Deadline => Rejected::DeadlineExceeded {
+                            deadline: p.deadline.unwrap_or_default(),
+                        },
+                    };
+                    match call.hooks.from_rejected {
+                        Some(f) => Poll::Ready(Err(f(rejection))),
+                        // `attempt_limit` sets no limit without the hook.
+                        None => Poll::Pending,
+                    }
+                }
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Call::run_untimed`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct RunUntimed<'a, T, E, F> {
+        call: &'a mut Call<T, E>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<T, E, F> fmt::Debug for RunUntimed<'_, T, E, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunUntimed").finish_non_exhaustive()
+    }
+}
+
+impl<T, E, F: Future<Output = Result<T, E>>> Future for RunUntimed<'_, T, E, F> {
+    type Output = Result<T, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T, E>> {
+        let this = self.project();
+        let call: &mut Call<T, E> = this.call;
+        let _span = call.span.as_deref().map(tracing::Span::enter);
+        let active = call.active();
+        let _ctx = context::install(active, &mut call.key);
         this.fut.poll(cx)
+    }
+}
+
+/// The future of [`Call::end`]: ready at once unless it waits out a backoff.
+#[must_use = "futures do nothing unless polled"]
+pub enum End<T, E> {
+    #[doc(hidden)]
+    Ready(Option<Next<T, E>>),
+    #[doc(hidden)]
+    Sleep(Pin<Box<tokio::time::Sleep>>),
+}
+
+// `End` never pins its `Next`: the only pinned part is boxed.
+impl<T, E> Unpin for End<T, E> {}
+
+impl<T, E> fmt::Debug for End<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("End").finish_non_exhaustive()
+    }
+}
+
+impl<T, E> Future for End<T, E> {
+    type Output = Next<T, E>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Next<T, E>> {
+        match &mut *self {
+            End::Ready(next) => match next.take() {
+                Some(n) => Poll::Ready(n),
+                None => Poll::Pending,
+            },
+            End::Sleep(sleep) => {
+                std::task::ready!(sleep.as_mut().poll(cx));
+                *self = End::Ready(None);
+                Poll::Ready(Next::Retry)
+            }
+        }
     }
 }
 

@@ -61,11 +61,11 @@ impl KeyedBreakers {
     /// for `idle_ttl`) are evicted first, then the least recently used closed breaker.
     pub fn get(&self, key: &str) -> Arc<Breaker> {
         let now = clock::now_nanos();
-        if let Ok(map) = self.map.read() {
-            if let Some(b) = map.get(key) {
-                b.touch(now);
-                return b.clone();
-            }
+        if let Ok(map) = self.map.read()
+            && let Some(b) = map.get(key)
+        {
+            b.touch(now);
+            return b.clone();
         }
         let mut map = match self.map.write() {
             Ok(m) => m,

@@ -405,9 +405,8 @@ async fn the_context_carries_one_key_and_the_attempt_number() {
                         }
                     })
                     .await;
-                match call.end(r).await {
-                    Next::Return(r) => break r,
-                    _ => {}
+                if let Next::Return(r) = call.end(r).await {
+                    break r;
                 }
             };
             assert_eq!(r, Ok(1));
