@@ -47,6 +47,23 @@
 //! - [`engine`]: the execution engine, async and blocking.
 //! - [`context`]: the per-call context (attempt, idempotency key, correlation id).
 //! - [`metrics`], [`events`]: per-site counters and runtime events.
+//! - [`redact`]: [`Secret`](redact::Secret) and header redaction, so secrets never reach a log.
+//!
+//! # Features
+//!
+//! Every integration is an optional feature; none is needed for `#[resilient]` itself.
+//!
+//! | feature | module | brings in | what |
+//! |---|---|---|---|
+//! | `sites` (default) | `sites` | `linkme` | every annotated site listed at run time; the startup check of a configuration |
+//! | `prometheus` | `export` | `prometheus-client` | the seed's metric families in the OpenMetrics text format |
+//! | `http` | `http` | `http`, `httpdate` | `StatusCode` classification, `Retry-After` in both forms, header redaction |
+//! | `reqwest` | `http` | `reqwest` (+ `http`) | `Classify` for `reqwest::Error` |
+//! | `tonic` | `grpc` | `tonic`, `tonic-types` | terminal reasons to and from `tonic::Status` with an `ErrorInfo` |
+//! | `error-events` | `event` | `serde_json` | seed 000's `CONNECTOR_ERROR` events; tracing and JSON-lines sinks; routing by class |
+//! | `axum` | `health` | `axum` | a health handler: JSON, 503 when a critical breaker is open |
+//! | `tower` | `tower` | `tower-layer`, `tower-service` | a `Layer` sharing breakers, budgets and metrics with annotated sites |
+//! | `governor` | `governor` | `governor` | rate limiters on governor's GCRA, keyed per tenant |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -66,7 +83,27 @@ pub mod engine;
 pub mod events;
 pub mod limit;
 pub mod metrics;
+pub mod refresh;
 pub mod registry;
+
+pub mod redact;
+
+#[cfg(feature = "error-events")]
+pub mod event;
+#[cfg(feature = "prometheus")]
+pub mod export;
+#[cfg(feature = "governor")]
+pub mod governor;
+#[cfg(feature = "tonic")]
+pub mod grpc;
+#[cfg(feature = "axum")]
+pub mod health;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "sites")]
+pub mod sites;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -1,0 +1,243 @@
+//! Prometheus / OpenMetrics exposition of the seed's metric families, through
+//! [`prometheus-client`](https://docs.rs/prometheus-client) (feature `prometheus`).
+//!
+//! [`Collector`] reads a [`Registry`]'s counters ([`Registry::metrics`]) and breakers
+//! ([`Registry::health`]) at scrape time; nothing is copied on the call path. Register it in your
+//! own `prometheus_client` registry (a prefix such as `connector` gives the seed's
+//! `connector_requests_total`), or call [`encode`] for a ready exposition:
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `requests_total` | counter | `connector`, `operation`, `status` (`ok`, `transient`, `permanent`, `policy_violation`, `auth`, `rejected`) |
+//! | `request_latency_seconds` | histogram | `connector`, `operation` |
+//! | `circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `connector` (and `key` for per-key breakers, when enabled) |
+//! | `retry_total` | counter | `connector`, `operation` |
+//! | `retry_success_total` | counter | `connector`, `operation` |
+//! | `rate_limit_total` | counter | `connector`, `result` (`allowed`, `blocked`) |
+//!
+//! ```
+//! use resilience_runtime::{export::Collector, Registry};
+//!
+//! let mut prom = prometheus_client::registry::Registry::with_prefix("connector");
+//! prom.register_collector(Box::new(Collector::new(Registry::global().clone())));
+//! let mut text = String::new();
+//! prometheus_client::encoding::text::encode(&mut text, &prom).unwrap();
+//! assert!(text.ends_with("# EOF\n"));
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Unit;
+
+use crate::ErrorClass;
+use crate::Registry;
+use crate::metrics::{LATENCY_BUCKETS, set_latency_enabled};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A `prometheus_client` collector over a [`Registry`]. Making one turns on latency measurement
+/// ([`set_latency_enabled`]).
+#[derive(Debug, Clone)]
+pub struct Collector {
+    registry: Registry,
+    per_key_breakers: bool,
+}
+
+impl Collector {
+    /// A collector over `registry` (usually [`Registry::global`]).
+    pub fn new(registry: Registry) -> Collector {
+        set_latency_enabled(true);
+        Collector {
+            registry,
+            per_key_breakers: false,
+        }
+    }
+
+    /// Also exports one `circuit_breaker_state` series per key of per-key breakers (bounded by
+    /// each breaker's `max_keys`, but possibly many series). Off by default.
+    pub fn with_per_key_breakers(mut self, enabled: bool) -> Collector {
+        self.per_key_breakers = enabled;
+        self
+    }
+}
+
+/// Encodes `registry`'s metric families in the OpenMetrics text format (what Prometheus scrapes),
+/// without a prefix.
+///
+/// # Errors
+///
+/// Only the formatter's, which writing to a `String` never returns.
+pub fn encode(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut prom = prometheus_client::registry::Registry::default();
+    prom.register_collector(Box::new(Collector::new(registry.clone())));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &prom)?;
+    Ok(out)
+}
+
+/// The content type of [`encode`]'s output, for an HTTP response.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+struct Histogram {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), fmt::Error> {
+    let mut series = series.into_iter().peekable();
+    let Some((_, first)) = series.peek() else {
+        return Ok(());
+    };
+    let mut m = encoder.encode_descriptor(name, help, unit, first.metric_type())?;
+    for (labels, metric) in series {
+        metric.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counters(map: BTreeMap<Labels, u64>) -> impl Iterator<Item = (Labels, ConstCounter<u64>)> {
+    map.into_iter().map(|(l, v)| (l, ConstCounter::new(v)))
+}
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let snapshot = self.registry.metrics();
+        let mut requests: BTreeMap<Labels, u64> = BTreeMap::new();
+        let mut latency: BTreeMap<Labels, (Vec<u64>, f64)> = BTreeMap::new();
+        let mut retries: BTreeMap<Labels, u64> = BTreeMap::new();
+        let mut retry_successes: BTreeMap<Labels, u64> = BTreeMap::new();
+        let mut rate: BTreeMap<Labels, u64> = BTreeMap::new();
+        for s in &snapshot.sites {
+            let m = &s.metrics;
+            let site: Labels = vec![
+                ("connector", s.connector.clone()),
+                ("operation", s.operation.to_owned()),
+            ];
+            let statuses = std::iter::once(("ok", m.ok))
+                .chain(ErrorClass::ALL.map(|c| (c.as_str(), m.errors.get(c))))
+                .chain(std::iter::once(("rejected", m.rejected)));
+            for (status, n) in statuses {
+                let mut l = site.clone();
+                l.push(("status", status.to_owned()));
+                *requests.entry(l).or_default() += n;
+            }
+            let h = latency
+                .entry(site.clone())
+                .or_insert_with(|| (vec![0; LATENCY_BUCKETS.len() + 1], 0.0));
+            for (acc, n) in h.0.iter_mut().zip(&m.latency.buckets) {
+                *acc += n;
+            }
+            h.1 += m.latency.sum_seconds;
+            *retries.entry(site.clone()).or_default() += m.retries;
+            *retry_successes.entry(site).or_default() += m.retry_successes;
+            if m.rate_limit_allowed + m.rate_limit_blocked > 0 {
+                for (result, n) in [
+                    ("allowed", m.rate_limit_allowed),
+                    ("blocked", m.rate_limit_blocked),
+                ] {
+                    let l = vec![
+                        ("connector", s.connector.clone()),
+                        ("result", result.to_owned()),
+                    ];
+                    *rate.entry(l).or_default() += n;
+                }
+            }
+        }
+
+        family(
+            &mut encoder,
+            "requests",
+            "Calls of annotated operations, by outcome.",
+            None,
+            counters(requests),
+        )?;
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        family(
+            &mut encoder,
+            "request_latency",
+            "Latency of whole calls (retries and waits included).",
+            Some(&Unit::Seconds),
+            latency.into_iter().map(|(l, (counts, sum))| {
+                let buckets: Vec<(f64, u64)> = bounds.clone().zip(counts).collect();
+                let count = buckets.iter().map(|b| b.1).sum();
+                (
+                    l,
+                    Histogram {
+                        buckets,
+                        sum,
+                        count,
+                    },
+                )
+            }),
+        )?;
+        let health = self.registry.health();
+        let states = health.breakers.iter().filter_map(|b| {
+            let labels: Labels = match &b.key {
+                None => vec![("connector", b.name.clone())],
+                Some(key) if self.per_key_breakers => {
+                    let base = b
+                        .name
+                        .strip_suffix(key.as_str())
+                        .and_then(|n| n.strip_suffix('/'))
+                        .unwrap_or(&b.name);
+                    vec![("connector", base.to_owned()), ("key", key.clone())]
+                }
+                Some(_) => return None,
+            };
+            Some((labels, ConstGauge::new(i64::from(b.gauge))))
+        });
+        family(
+            &mut encoder,
+            "circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            None,
+            states,
+        )?;
+        family(
+            &mut encoder,
+            "retry",
+            "Retries made.",
+            None,
+            counters(retries),
+        )?;
+        family(
+            &mut encoder,
+            "retry_success",
+            "Calls that succeeded after at least one retry.",
+            None,
+            counters(retry_successes),
+        )?;
+        family(
+            &mut encoder,
+            "rate_limit",
+            "Client-side rate limiter decisions.",
+            None,
+            counters(rate),
+        )?;
+        Ok(())
+    }
+}

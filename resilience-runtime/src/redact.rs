@@ -1,0 +1,153 @@
+//! Secrets kept out of logs, events and error messages.
+//!
+//! - [`Secret<T>`]: a value whose `Debug`, `Display` and `Serialize` print `[redacted]`; read it
+//!   with [`Secret::expose`]. Use it for tokens, passwords and keys in connector structs and
+//!   error variants, so `?self` in a log line or `{0}` in an error message cannot leak them.
+//! - [`is_sensitive_header`] and, with the `http` feature, [`mark_sensitive`] (sets
+//!   [`HeaderValue::set_sensitive`](::http::HeaderValue::set_sensitive), which `http` honours in
+//!   `Debug`) and [`redacted_headers`] (a `Debug` view of a header map).
+//!
+//! The runtime itself logs no error's `Display` and no argument: its spans and events carry the
+//! operation, breaker, attempt, class, code and correlation id only.
+//!
+//! ```
+//! use resilience_runtime::redact::Secret;
+//!
+//! #[derive(Debug)]
+//! struct Credentials { client_id: String, client_secret: Secret<String> }
+//!
+//! let c = Credentials { client_id: "app".into(), client_secret: Secret::new("s3cr3t".into()) };
+//! assert_eq!(format!("{c:?}"), r#"Credentials { client_id: "app", client_secret: [redacted] }"#);
+//! assert_eq!(c.client_secret.expose(), "s3cr3t");
+//! ```
+
+use std::fmt;
+
+/// What a redacted value prints.
+pub const REDACTED: &str = "[redacted]";
+
+/// A value that never prints: `Debug`, `Display` and `Serialize` give `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a value.
+    pub const fn new(value: T) -> Secret<T> {
+        Secret(value)
+    }
+
+    /// The value, for the one place that needs it (a request header).
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+
+    /// The value, unwrapped.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> From<T> for Secret<T> {
+    fn from(value: T) -> Secret<T> {
+        Secret(value)
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl<T> serde::Serialize for Secret<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// Header names whose values are credentials (compared case-insensitively): `authorization`,
+/// `proxy-authorization`, `cookie`, `set-cookie`, `x-api-key`, `api-key`, `x-auth-token`,
+/// `ocp-apim-subscription-key`.
+pub const SENSITIVE_HEADERS: [&str; 8] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "ocp-apim-subscription-key",
+];
+
+/// Whether a header's value is a credential.
+pub fn is_sensitive_header(name: &str) -> bool {
+    SENSITIVE_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Marks every credential header of `headers` sensitive, so `http`'s own `Debug` prints
+/// `Sensitive` instead of the value (and HTTP/2 never indexes it).
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+/// let mut h = HeaderMap::new();
+/// h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer eyJ0"));
+/// resilience_runtime::redact::mark_sensitive(&mut h);
+/// assert!(!format!("{h:?}").contains("eyJ0"));
+/// ```
+#[cfg(feature = "http")]
+pub fn mark_sensitive(headers: &mut ::http::HeaderMap) {
+    for (name, value) in headers.iter_mut() {
+        if is_sensitive_header(name.as_str()) {
+            value.set_sensitive(true);
+        }
+    }
+}
+
+/// A `Debug` view of a header map with credential values replaced by `[redacted]`.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+/// let mut h = HeaderMap::new();
+/// h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer eyJ0"));
+/// h.insert("x-request-id", HeaderValue::from_static("r-1"));
+/// let shown = format!("{:?}", resilience_runtime::redact::redacted_headers(&h));
+/// assert_eq!(shown, r#"{"authorization": [redacted], "x-request-id": "r-1"}"#);
+/// ```
+#[cfg(feature = "http")]
+pub fn redacted_headers(headers: &::http::HeaderMap) -> RedactedHeaders<'_> {
+    RedactedHeaders(headers)
+}
+
+/// See [`redacted_headers`].
+#[cfg(feature = "http")]
+#[derive(Clone, Copy)]
+pub struct RedactedHeaders<'a>(&'a ::http::HeaderMap);
+
+#[cfg(feature = "http")]
+impl fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Raw<'a>(&'a str);
+        impl fmt::Debug for Raw<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        let mut m = f.debug_map();
+        for (name, value) in self.0 {
+            if is_sensitive_header(name.as_str()) || value.is_sensitive() {
+                m.entry(&name.as_str(), &Raw(REDACTED));
+            } else {
+                m.entry(&name.as_str(), value);
+            }
+        }
+        m.finish()
+    }
+}

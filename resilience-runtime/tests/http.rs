@@ -1,0 +1,248 @@
+//! HTTP classification and Retry-After through a real reqwest client against local servers
+//! (features `http`, `reqwest`).
+#![cfg(all(feature = "http", feature = "reqwest"))]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::RETRY_AFTER;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use resilience_runtime::http::{
+    StatusError, class_of, is_failure, parse_retry_after, retry_after, retry_after_at,
+};
+use resilience_runtime::{Classify, ErrorClass};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A server on 127.0.0.1:0 that answers every connection with `respond(n)` (the n-th connection);
+/// `None` closes the connection without a response.
+async fn serve(respond: impl Fn(usize) -> Option<String> + Send + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for n in 0..64 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            match respond(n) {
+                Some(r) => {
+                    let _ = s.write_all(r.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                }
+                None => drop(s),
+            }
+        }
+    });
+    format!("http://{addr}/")
+}
+
+fn response(status: &str, headers: &[(&str, String)], body: &str) -> String {
+    let mut r = format!(
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r
+}
+
+#[test]
+fn status_table() {
+    for (s, class) in [
+        (429, ErrorClass::Transient),
+        (500, ErrorClass::Transient),
+        (502, ErrorClass::Transient),
+        (503, ErrorClass::Transient),
+        (504, ErrorClass::Transient),
+        (400, ErrorClass::Permanent),
+        (404, ErrorClass::Permanent),
+        (409, ErrorClass::Permanent),
+        (422, ErrorClass::Permanent),
+        (401, ErrorClass::Auth),
+        (403, ErrorClass::PolicyViolation),
+    ] {
+        let status = StatusCode::from_u16(s).unwrap();
+        assert_eq!(class_of(status), class, "{s}");
+        assert!(is_failure(status));
+    }
+    assert!(!is_failure(StatusCode::OK) && !is_failure(StatusCode::NOT_MODIFIED));
+}
+
+#[test]
+fn retry_after_in_both_forms() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_445_412_470); // Wed, 21 Oct 2015 07:27:50 GMT
+    let cases = [
+        ("120", Some(Duration::from_secs(120))),
+        ("0", Some(Duration::ZERO)),
+        ("1.5", Some(Duration::from_millis(1500))), // Graph sends fractional seconds
+        ("0.050", Some(Duration::from_millis(50))),
+        (" 7 ", Some(Duration::from_secs(7))),
+        (
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            Some(Duration::from_secs(10)),
+        ),
+        (
+            "Wednesday, 21-Oct-15 07:28:00 GMT",
+            Some(Duration::from_secs(10)),
+        ), // RFC 850
+        ("Wed Oct 21 07:28:00 2015", Some(Duration::from_secs(10))), // asctime
+        ("Wed, 21 Oct 2015 07:00:00 GMT", Some(Duration::ZERO)),     // in the past
+        ("-1", None),
+        ("soon", None),
+        ("", None),
+        ("1.2.3", None),
+    ];
+    for (v, want) in cases {
+        assert_eq!(parse_retry_after(v, now), want, "{v:?}");
+    }
+    // The first parsable value of a repeated header wins.
+    let mut h = HeaderMap::new();
+    h.append(RETRY_AFTER, HeaderValue::from_static("later"));
+    h.append(RETRY_AFTER, HeaderValue::from_static("3"));
+    assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(3)));
+    assert_eq!(retry_after(&HeaderMap::new()), None);
+}
+
+#[tokio::test]
+async fn retry_after_read_from_a_real_response_in_both_forms() {
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+    let url = serve(move |n| {
+        Some(match n {
+            0 => response(
+                "429 Too Many Requests",
+                &[("retry-after", "1.5".into())],
+                "",
+            ),
+            _ => response(
+                "503 Service Unavailable",
+                &[("retry-after", date.clone())],
+                "",
+            ),
+        })
+    })
+    .await;
+    let client = reqwest::Client::new();
+
+    let r = client.get(&url).send().await.unwrap();
+    let e = StatusError::from_parts(r.status(), r.headers()).unwrap();
+    assert_eq!(e.class(), ErrorClass::Transient);
+    assert_eq!(e.code(), Some("429"));
+    assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
+
+    let r = client.get(&url).send().await.unwrap();
+    let e = StatusError::from_parts(r.status(), r.headers()).unwrap();
+    let wait = e.retry_after().unwrap();
+    // HTTP-dates have a one-second resolution.
+    assert!(
+        wait > Duration::from_secs(28) && wait <= Duration::from_secs(30),
+        "{wait:?}"
+    );
+}
+
+#[tokio::test]
+async fn reqwest_errors_are_classified_by_what_failed() {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+
+    // Connection refused: a port nobody listens on any more.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let e = client
+        .get(format!("http://{closed}/"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_connect(), "{e:?}");
+    assert_eq!(
+        (e.class(), e.code()),
+        (ErrorClass::Transient, Some("connect"))
+    );
+
+    // Timeout: the server accepts and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let (_s, _) = silent.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let e = client
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert_eq!(
+        (e.class(), e.code()),
+        (ErrorClass::Transient, Some("timeout"))
+    );
+    hold.abort();
+
+    // Connection closed before a response (reset by the peer).
+    let url = serve(|_| None).await;
+    let e = client.get(&url).send().await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Transient, "{e:?}");
+
+    // A body that is not the JSON the connector expects: permanent.
+    let url = serve(|_| {
+        Some(response(
+            "200 OK",
+            &[("content-type", "application/json".into())],
+            "<html>",
+        ))
+    })
+    .await;
+    let e = client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap_err();
+    assert!(e.is_decode(), "{e:?}");
+    assert_eq!(
+        (e.class(), e.code()),
+        (ErrorClass::Permanent, Some("decode"))
+    );
+
+    // Statuses through `error_for_status`: by the table.
+    let url = serve(|n| {
+        Some(match n {
+            0 => response("503 Service Unavailable", &[], ""),
+            1 => response("404 Not Found", &[], ""),
+            2 => response("401 Unauthorized", &[], ""),
+            _ => response("403 Forbidden", &[], ""),
+        })
+    })
+    .await;
+    for (class, code) in [
+        (ErrorClass::Transient, "503"),
+        (ErrorClass::Permanent, "404"),
+        (ErrorClass::Auth, "401"),
+        (ErrorClass::PolicyViolation, "403"),
+    ] {
+        let e = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap_err();
+        assert_eq!((e.class(), e.code()), (class, Some(code)));
+    }
+
+    // A request that cannot be built: permanent.
+    let e = client.get("http://[::1").build().unwrap_err();
+    assert_eq!(
+        (e.class(), e.code()),
+        (ErrorClass::Permanent, Some("builder"))
+    );
+}
