@@ -65,6 +65,24 @@
 //! | `tower` | `tower` | `tower-layer`, `tower-service` | a `Layer` sharing breakers, budgets and metrics with annotated sites |
 //! | `governor` | `governor` | `governor` | rate limiters on governor's GCRA, keyed per tenant |
 
+//!
+//! # Order of the layers
+//!
+//! ```text
+//! deadline                     the whole call, retries and waits included
+//!   fallback                   called with the last error
+//!     retries                  backoff, jitter, Retry-After, retry budget, auth refresh
+//!       circuit breaker        one per name (or per key); records every attempt
+//!         rate limit           a permit per attempt
+//!           per-attempt timeout
+//!             bulkhead         a concurrency slot per attempt
+//!               the attempt    the body of the annotated fn
+//! ```
+//!
+//! An open breaker ends the call at once with `Rejected::CircuitOpen` (it is not retried: failing
+//! fast is the point); a timed-out attempt counts as a transient failure and is retried; a
+//! Retry-After hint longer than the remaining deadline ends the call with the server's error.
+#![doc = include_str!("../docs/attributes.md")]
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
