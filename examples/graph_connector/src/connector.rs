@@ -11,7 +11,10 @@
 //! - a `401` refreshes the token and retries once, and the refresh is single-flight: many calls
 //!   that meet the same expired token cause one refresh;
 //! - a `403` is a policy violation: never retried, reported with its class;
-//! - every call goes through the `graph` breaker, which stops calling while it is open.
+//! - every call goes through the `graph` breaker, which stops calling while it is open;
+//! - every call has a `deadline`, retries and waits included: the worst-case schedule of its
+//!   backoff and timeouts, rounded up, so only long `Retry-After` waits can meet it;
+//! - every request carries a `client-request-id` (as Graph's SDKs send), which the server records.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
@@ -26,12 +29,18 @@ use resilience_runtime::{CallContext, Classify, ConnectorError, Registry, Reject
 use serde::Deserialize;
 
 use crate::report::{DeviceOutcome, OperationRow, Report, ServerView, Transition, Waits};
-use crate::server::{AssignmentRequest, Device, Records};
+use crate::server::{AssignmentRequest, CLIENT_REQUEST_ID, Device, Records};
 
 /// The app assigned to most devices.
 pub const APP: &str = "app-company-portal";
 /// The app every tenth device asks for; the embedded server's policy forbids it.
 pub const BLOCKED_APP: &str = "app-unapproved-vpn";
+
+/// The `deadline` of [`GraphClient::list_page`] and [`GraphClient::create_assignment`], as their
+/// annotations declare it (for tests that time the calls).
+pub const CALL_DEADLINE: Duration = Duration::from_secs(16);
+/// The `deadline` of [`GraphClient::read_assignment`], as its annotation declares it.
+pub const READ_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The breakers, budgets and limits of the example, as a deployment would ship them: short
 /// cooldowns so a demo run sees its breaker close again.
@@ -161,6 +170,68 @@ struct TokenResponse {
     access_token: String,
 }
 
+/// One request a [`GraphClient`] sent, as its [`SendLog`] saw it.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The `client-request-id` it carried; the server records it.
+    pub client_request_id: String,
+    /// The resilient operation whose attempt sent it (`-` outside one).
+    pub operation: &'static str,
+    /// The call's correlation id: one per logical call.
+    pub correlation_id: Option<u64>,
+    /// The attempt of that call (0 for the first).
+    pub attempt: u32,
+    /// Just before it was sent: after the runtime admitted the attempt.
+    pub sent: Instant,
+    /// When the attempt's body let go of it (answered, failed, or cut by a timeout); `None` while
+    /// it runs.
+    pub ended: Option<Instant>,
+}
+
+/// The requests a client sent, in order, for tests that check the client's timing against the
+/// server's records (joined by `client-request-id`).
+#[derive(Debug, Default)]
+pub struct SendLog {
+    entries: Mutex<Vec<Sent>>,
+}
+
+impl SendLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        SendLog::default()
+    }
+
+    fn push(&self, sent: Sent) -> usize {
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        e.push(sent);
+        e.len() - 1
+    }
+
+    /// A copy of the entries.
+    pub fn snapshot(&self) -> Vec<Sent> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Stamps a logged request's end when the attempt drops it.
+#[derive(Debug)]
+struct SentGuard(Option<(Arc<SendLog>, usize)>);
+
+impl Drop for SentGuard {
+    fn drop(&mut self) {
+        if let Some((log, i)) = &self.0 {
+            let now = Instant::now();
+            let mut e = log.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = e.get_mut(*i) {
+                s.ended = Some(now);
+            }
+        }
+    }
+}
+
 /// A bearer token and its generation (1 for the first token, 2 after the first refresh, ...).
 #[derive(Debug, Clone)]
 struct Token {
@@ -181,6 +252,10 @@ pub struct GraphClient {
     /// The newest token generation the server refused.
     refused: AtomicU64,
     refreshes: AtomicU64,
+    /// Numbers the requests sent, for their `client-request-id`.
+    requests: AtomicU64,
+    /// Where sent requests are logged, if a test asked for it.
+    send_log: Option<Arc<SendLog>>,
 }
 
 impl GraphClient {
@@ -207,7 +282,36 @@ impl GraphClient {
             refreshing: tokio::sync::Mutex::new(()),
             refused: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            send_log: None,
         })
+    }
+
+    /// Logs every request this client sends into `log` (see [`SendLog`]).
+    #[must_use]
+    pub fn with_send_log(mut self, log: Arc<SendLog>) -> Self {
+        self.send_log = Some(log);
+        self
+    }
+
+    /// Names a request with a fresh `client-request-id` (as Graph's SDKs do) and logs it when a
+    /// [`SendLog`] is set. Keep the guard until the attempt ends: dropping it stamps the end.
+    fn stamp(&self, req: reqwest::RequestBuilder) -> (reqwest::RequestBuilder, SentGuard) {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("{}-{n:08}", self.client_id);
+        let guard = SentGuard(self.send_log.as_ref().map(|log| {
+            let ctx = CallContext::current();
+            let index = log.push(Sent {
+                client_request_id: id.clone(),
+                operation: ctx.as_ref().map_or("-", CallContext::operation),
+                correlation_id: ctx.as_ref().map(|c| c.correlation_id().as_u64()),
+                attempt: ctx.as_ref().map_or(0, CallContext::attempt),
+                sent: Instant::now(),
+                ended: None,
+            });
+            (log.clone(), index)
+        }));
+        (req.header(CLIENT_REQUEST_ID, id), guard)
     }
 
     /// The server's base URL.
@@ -273,17 +377,16 @@ impl GraphClient {
         timeout = "2s"
     )]
     async fn fetch_token(&self) -> Result<TokenResponse, GraphError> {
-        let resp = self
-            .http
-            .post(format!("{}/oauth2/token", self.base_url))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(format!(
-                "grant_type=client_credentials&client_id={}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default",
-                self.client_id
-            ))
-            .send()
-            .await
-            .map_err(GraphError::network)?;
+        let (req, _sent) = self.stamp(
+            self.http
+                .post(format!("{}/oauth2/token", self.base_url))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(format!(
+                    "grant_type=client_credentials&client_id={}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default",
+                    self.client_id
+                )),
+        );
+        let resp = req.send().await.map_err(GraphError::network)?;
         let resp = self.check(resp, None).await?;
         resp.json().await.map_err(GraphError::network)
     }
@@ -338,17 +441,13 @@ impl GraphClient {
         breaker = "graph",
         idempotent,
         timeout = "2s",
+        deadline = "16s",
         refresh = Self::refresh_token
     )]
     pub async fn list_page(&self, url: &str) -> Result<Page, GraphError> {
         let token = self.bearer().await?;
-        let resp = self
-            .http
-            .get(url)
-            .bearer_auth(&token.value)
-            .send()
-            .await
-            .map_err(GraphError::network)?;
+        let (req, _sent) = self.stamp(self.http.get(url).bearer_auth(&token.value));
+        let resp = req.send().await.map_err(GraphError::network)?;
         let resp = self.check(resp, Some(&token)).await?;
         resp.json().await.map_err(GraphError::network)
     }
@@ -380,6 +479,7 @@ impl GraphClient {
         breaker = "graph",
         idempotency_key = format!("{}-create-assignment", intent_id),
         timeout = "2s",
+        deadline = "16s",
         refresh = Self::refresh_token
     )]
     pub async fn create_assignment(
@@ -392,19 +492,18 @@ impl GraphClient {
             .and_then(|c| c.idempotency_key().map(str::to_owned))
             .ok_or_else(|| GraphError::Decode("no idempotency key in the call context".into()))?;
         let token = self.bearer().await?;
-        let resp = self
-            .http
-            .post(format!("{}/v1.0/assignments", self.base_url))
-            .bearer_auth(&token.value)
-            .header("Idempotency-Key", &key)
-            .json(&AssignmentRequest {
-                intent_id: intent_id.to_owned(),
-                device_id: device_id.to_owned(),
-                app_id: app_id.to_owned(),
-            })
-            .send()
-            .await
-            .map_err(GraphError::network)?;
+        let (req, _sent) = self.stamp(
+            self.http
+                .post(format!("{}/v1.0/assignments", self.base_url))
+                .bearer_auth(&token.value)
+                .header("Idempotency-Key", &key)
+                .json(&AssignmentRequest {
+                    intent_id: intent_id.to_owned(),
+                    device_id: device_id.to_owned(),
+                    app_id: app_id.to_owned(),
+                }),
+        );
+        let resp = req.send().await.map_err(GraphError::network)?;
         if resp.status() == StatusCode::CONFLICT {
             let location = resp
                 .headers()
@@ -427,13 +526,8 @@ impl GraphClient {
         device_id: &str,
         app_id: &str,
     ) -> Result<Assignment, GraphError> {
-        let resp = self
-            .http
-            .get(location)
-            .bearer_auth(&token.value)
-            .send()
-            .await
-            .map_err(GraphError::network)?;
+        let (req, _sent) = self.stamp(self.http.get(location).bearer_auth(&token.value));
+        let resp = req.send().await.map_err(GraphError::network)?;
         let mut a = match self.check(resp, Some(token)).await {
             Ok(resp) => resp
                 .json::<Assignment>()
@@ -459,18 +553,18 @@ impl GraphClient {
         breaker = "graph",
         idempotent,
         timeout = "2s",
+        deadline = "15s",
         refresh = Self::refresh_token,
         retry_on = [GraphError::NotFound]
     )]
     pub async fn read_assignment(&self, id: &str) -> Result<Assignment, GraphError> {
         let token = self.bearer().await?;
-        let resp = self
-            .http
-            .get(format!("{}/v1.0/assignments/{id}", self.base_url))
-            .bearer_auth(&token.value)
-            .send()
-            .await
-            .map_err(GraphError::network)?;
+        let (req, _sent) = self.stamp(
+            self.http
+                .get(format!("{}/v1.0/assignments/{id}", self.base_url))
+                .bearer_auth(&token.value),
+        );
+        let resp = req.send().await.map_err(GraphError::network)?;
         let resp = self.check(resp, Some(&token)).await?;
         resp.json().await.map_err(GraphError::network)
     }

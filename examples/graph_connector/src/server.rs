@@ -55,6 +55,10 @@ use tokio::sync::{Notify, watch};
 /// The header that carries a create's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// The optional header (Graph's) with which a client names each request it sends; recorded in
+/// [`RequestRecord::client_request_id`] so a test can join the server's view with the client's.
+pub const CLIENT_REQUEST_ID: &str = "client-request-id";
+
 /// A fault the server can inject into a `/v1.0` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -303,6 +307,8 @@ pub struct RequestRecord {
     pub token: Option<String>,
     /// The `Idempotency-Key` header.
     pub idempotency_key: Option<String>,
+    /// The `client-request-id` header ([`CLIENT_REQUEST_ID`]), if the client sent one.
+    pub client_request_id: Option<String>,
     /// The operation this request is an attempt of (`client|METHOD path` or `client|key`).
     pub operation: String,
     /// 1 for the first request of the operation, 2 for the second, ...
@@ -612,6 +618,11 @@ impl GraphServer {
         &self.shared.base_url
     }
 
+    /// When the server started: [`RequestRecord::elapsed`] counts from here.
+    pub fn started(&self) -> Instant {
+        self.shared.started
+    }
+
     /// The configuration served.
     pub fn config(&self) -> &ServerConfig {
         &self.shared.config
@@ -744,6 +755,11 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let client_request_id = req
+        .headers()
+        .get(CLIENT_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let kill = req.extensions().get::<ConnKill>().cloned();
     let is_api = req.uri().path().starts_with("/v1.0/");
 
@@ -838,6 +854,7 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
             client_id: client_id.clone(),
             token,
             idempotency_key: key,
+            client_request_id,
             operation,
             attempt,
             fault,
