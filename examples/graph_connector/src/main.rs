@@ -39,6 +39,9 @@ struct Args {
     /// Print the summary as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// After the summary, print the metrics in the Prometheus text format.
+    #[arg(long)]
+    metrics: bool,
     /// Embedded server: tokens expire after this many requests.
     #[arg(long, value_name = "N", default_value_t = 100)]
     token_requests: u64,
@@ -119,6 +122,10 @@ async fn run(args: Args) -> ExitCode {
         max_devices: args.base_url.is_some().then_some(args.devices),
         progress: true,
     };
+    if args.metrics {
+        // Latency costs two clock reads per call, so it is measured only when asked for.
+        resilience_runtime::metrics::set_latency_enabled(true);
+    }
     let registry = connector::registry();
     let mut report = connector::run(client, &registry, &opts).await;
     if let Some(s) = &server {
@@ -134,6 +141,14 @@ async fn run(args: Args) -> ExitCode {
     } else {
         writeln!(out, "{report}")
     };
+    if args.metrics {
+        match resilience_runtime::export::encode(&registry) {
+            Ok(text) => {
+                let _ = write!(out, "\n{text}");
+            }
+            Err(e) => eprintln!("error: cannot encode the metrics: {e}"),
+        }
+    }
     if report.run_error.is_some() {
         ExitCode::FAILURE
     } else {
