@@ -210,7 +210,7 @@ impl BreakerState {
     }
 }
 
-use self::machine::{CLOSED, Limits, MAX_FAILURES, Machine, OPEN, Transition, Window};
+use self::machine::{CLOSED, HasLimits, Limits, MAX_FAILURES, Machine, OPEN, Transition, Window};
 pub use self::machine::{Outcome, Ticket};
 
 mod machine;
@@ -220,14 +220,68 @@ mod sync {
     pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 }
 
-/// A circuit breaker. Share it by reference or `Arc`; every method takes `&self`.
-pub struct Breaker {
+/// What every breaker of one name shares: the name, the settings and the machine's limits. The
+/// per-key breakers of a name hold one `Arc` of it rather than a copy each.
+pub(crate) struct Shared {
     name: Arc<str>,
     config: BreakerConfig,
-    machine: Machine,
+    limits: Limits,
+}
+
+impl Shared {
+    pub(crate) fn new(name: Arc<str>, config: BreakerConfig) -> Arc<Shared> {
+        let threshold = match config.trip {
+            TripMode::Ratio { .. } => u64::MAX,
+            TripMode::Consecutive { threshold } => u64::from(threshold).clamp(1, MAX_FAILURES),
+        };
+        let limits = Limits {
+            threshold,
+            cooldown: clock::nanos(config.cooldown),
+            probes: u64::from(config.half_open_probes.clamp(1, 255)),
+            successes: u64::from(config.success_threshold.clamp(1, 255)),
+        };
+        Arc::new(Shared {
+            name,
+            config,
+            limits,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn window(&self) -> Option<Window> {
+        match self.config.trip {
+            TripMode::Ratio { window, ratio } => Some(Window::new(window.clamp(1, 65_536), ratio)),
+            TripMode::Consecutive { .. } => None,
+        }
+    }
+}
+
+impl HasLimits for Arc<Shared> {
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// The bits of `Breaker::meta` that count openings; the high 16 hold the recency stamp.
+const OPENED_MASK: u64 = (1 << 48) - 1;
+const STAMP_SHIFT: u32 = 48;
+
+/// A circuit breaker. Share it by reference or `Arc`; every method takes `&self`.
+///
+/// A per-key breaker (see [`KeyedBreakers`](crate::registry::KeyedBreakers)) is small: it shares
+/// its name and settings with the other keys of its name and holds only its key; its full name
+/// (`name/key`) is made when asked for.
+pub struct Breaker {
+    machine: Machine<Arc<Shared>>,
+    /// The key of a per-key breaker.
+    key: Option<Box<str>>,
     entered_at: AtomicU64,
-    last_used: AtomicU64,
-    opened_total: AtomicU64,
+    /// Times opened (low 48 bits) and, for a per-key breaker, the recency epoch in which it was
+    /// last looked up (high 16 bits; see `KeyedBreakers`).
+    meta: AtomicU64,
 }
 
 fn state_of(s: u64) -> BreakerState {
@@ -242,39 +296,69 @@ impl Breaker {
     /// A closed breaker. The config should be valid (see [`BreakerConfig::validate`]); values out
     /// of range are clamped.
     pub fn new(name: impl Into<Arc<str>>, config: BreakerConfig) -> Breaker {
-        let now = clock::now_nanos();
-        let (threshold, window) = match config.trip {
-            TripMode::Ratio { window, ratio } => {
-                (u64::MAX, Some(Window::new(window.clamp(1, 65_536), ratio)))
-            }
-            TripMode::Consecutive { threshold } => {
-                (u64::from(threshold).clamp(1, MAX_FAILURES), None)
-            }
-        };
-        let limits = Limits {
-            threshold,
-            cooldown: clock::nanos(config.cooldown),
-            probes: u64::from(config.half_open_probes.clamp(1, 255)),
-            successes: u64::from(config.success_threshold.clamp(1, 255)),
-        };
+        Breaker::with_shared(
+            Shared::new(name.into(), config),
+            None,
+            0,
+            clock::now_nanos(),
+        )
+    }
+
+    /// A closed per-key breaker of `shared`'s name, stamped with recency epoch `stamp`.
+    pub(crate) fn keyed(shared: &Arc<Shared>, key: &str, stamp: u16, now: u64) -> Breaker {
+        Breaker::with_shared(shared.clone(), Some(key.into()), stamp, now)
+    }
+
+    fn with_shared(shared: Arc<Shared>, key: Option<Box<str>>, stamp: u16, now: u64) -> Breaker {
+        let window = shared.window();
         Breaker {
-            name: name.into(),
-            config,
-            machine: Machine::new(limits, window),
+            machine: Machine::new(shared, window),
+            key,
             entered_at: AtomicU64::new(now),
-            last_used: AtomicU64::new(now),
-            opened_total: AtomicU64::new(0),
+            meta: AtomicU64::new(u64::from(stamp) << STAMP_SHIFT),
         }
     }
 
-    /// The breaker's name.
-    pub fn name(&self) -> &Arc<str> {
-        &self.name
+    fn shared(&self) -> &Shared {
+        self.machine.limits_source()
+    }
+
+    /// The breaker's name: `name/key` for a per-key breaker (made on each call: keep it off hot
+    /// paths), else the name it was made with.
+    pub fn name(&self) -> Arc<str> {
+        match &self.key {
+            None => self.shared().name.clone(),
+            Some(_) => self.display_name().to_string().into(),
+        }
+    }
+
+    /// The name without the key: the name the breaker (or its per-key family) was configured by.
+    pub fn base_name(&self) -> &str {
+        &self.shared().name
+    }
+
+    /// The key of a per-key breaker.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The name as [`Breaker::name`] gives it, written without allocating.
+    pub fn display_name(&self) -> impl fmt::Display + '_ {
+        struct Name<'a>(&'a str, Option<&'a str>);
+        impl fmt::Display for Name<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.1 {
+                    None => f.write_str(self.0),
+                    Some(k) => write!(f, "{}/{k}", self.0),
+                }
+            }
+        }
+        Name(&self.shared().name, self.key.as_deref())
     }
 
     /// The breaker's settings.
     pub fn config(&self) -> &BreakerConfig {
-        &self.config
+        &self.shared().config
     }
 
     /// The current state.
@@ -299,7 +383,7 @@ impl Breaker {
 
     /// How many times the breaker has opened.
     pub fn opened_total(&self) -> u64 {
-        self.opened_total.load(Ordering::Relaxed)
+        self.meta.load(Ordering::Relaxed) & OPENED_MASK
     }
 
     /// Time spent in the current state.
@@ -309,12 +393,38 @@ impl Breaker {
         )
     }
 
-    pub(crate) fn idle_for(&self, now: u64) -> u64 {
-        now.saturating_sub(self.last_used.load(Ordering::Relaxed))
+    /// The recency epoch in which the breaker was last looked up.
+    fn stamp(&self) -> u16 {
+        (self.meta.load(Ordering::Relaxed) >> STAMP_SHIFT) as u16
     }
 
-    pub(crate) fn touch(&self, now: u64) {
-        self.last_used.store(now, Ordering::Relaxed);
+    /// Epochs since the breaker was last looked up, `epoch` being the current one.
+    pub(crate) fn age(&self, epoch: u16) -> u16 {
+        epoch.wrapping_sub(self.stamp())
+    }
+
+    /// Marks the breaker as looked up in `epoch`: one relaxed load when it already is. Returns
+    /// whether it was not (the first look-up of this key in this epoch).
+    #[inline]
+    pub(crate) fn touch(&self, epoch: u16) -> bool {
+        // Stamps only move forward: a look-up that read the epoch just before it advanced must
+        // not set back the stamp a later one wrote.
+        if (epoch.wrapping_sub(self.stamp()) as i16) <= 0 {
+            return false;
+        }
+        self.restamp(epoch);
+        true
+    }
+
+    #[cold]
+    fn restamp(&self, epoch: u16) {
+        let _ = self
+            .meta
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                let stamp = (m >> STAMP_SHIFT) as u16;
+                ((epoch.wrapping_sub(stamp) as i16) > 0)
+                    .then_some((m & OPENED_MASK) | (u64::from(epoch) << STAMP_SHIFT))
+            });
     }
 
     /// Asks to call through. A closed breaker admits with one atomic load; an open one whose
@@ -361,7 +471,8 @@ impl Breaker {
     #[cold]
     fn transitioned(&self, tr: Transition) {
         if tr.to == OPEN {
-            self.opened_total.fetch_add(1, Ordering::Relaxed);
+            // The count cannot reach the stamp's bits: 2^48 openings.
+            self.meta.fetch_add(1, Ordering::Relaxed);
         }
         self.entered(tr.at);
         self.log_transition(state_of(tr.from), state_of(tr.to));
@@ -378,18 +489,18 @@ impl Breaker {
     }
 
     fn log_transition(&self, from: BreakerState, to: BreakerState) {
-        crate::events::breaker_transition(&self.name, from, to);
+        crate::events::breaker_transition(&self.name(), from, to);
         if to == BreakerState::Open {
             tracing::warn!(
-                breaker = %self.name,
+                breaker = %self.display_name(),
                 from = from.as_str(),
                 to = to.as_str(),
-                cooldown_ms = self.config.cooldown.as_millis() as u64,
+                cooldown_ms = self.config().cooldown.as_millis() as u64,
                 "circuit breaker opened"
             );
         } else {
             tracing::info!(
-                breaker = %self.name,
+                breaker = %self.display_name(),
                 from = from.as_str(),
                 to = to.as_str(),
                 "circuit breaker state changed"
@@ -401,11 +512,11 @@ impl Breaker {
 impl fmt::Debug for Breaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Breaker")
-            .field("name", &self.name)
+            .field("name", &format_args!("{}", self.display_name()))
             .field("state", &self.state())
             .field("generation", &self.generation())
             .field("failures", &self.failures())
-            .field("config", &self.config)
+            .field("config", self.config())
             .finish()
     }
 }

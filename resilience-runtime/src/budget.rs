@@ -113,14 +113,19 @@ impl Default for BudgetConfig {
 pub struct RetryBudget {
     config: BudgetConfig,
     bucket: Bucket,
+    /// The refund cap in thousandths: the capacity, or 0 when the budget is off, so that a
+    /// refund is one load and one compare when the bucket is full or the budget disabled.
+    refund_cap: u64,
 }
 
 impl RetryBudget {
     /// A full budget.
     pub fn new(config: BudgetConfig) -> RetryBudget {
+        let capacity = u64::from(config.capacity) * MILLI;
         RetryBudget {
             config,
-            bucket: Bucket::new(u64::from(config.capacity) * MILLI),
+            bucket: Bucket::new(capacity),
+            refund_cap: if config.enabled { capacity } else { 0 },
         }
     }
 
@@ -151,13 +156,8 @@ impl RetryBudget {
     /// Puts tokens back after a success. A full bucket costs one load.
     #[inline]
     pub fn refund(&self) {
-        if !self.config.enabled {
-            return;
-        }
-        self.bucket.refund(
-            u64::from(self.config.refund_milli),
-            u64::from(self.config.capacity) * MILLI,
-        );
+        self.bucket
+            .refund(u64::from(self.config.refund_milli), self.refund_cap);
     }
 }
 

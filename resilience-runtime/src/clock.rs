@@ -28,3 +28,10 @@ pub(crate) fn now_nanos() -> u64 {
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// The instant `nanos` nanoseconds after the epoch (the inverse of [`now_nanos`]).
+pub(crate) fn instant_at(nanos: u64) -> Instant {
+    let e = epoch();
+    e.checked_add(Duration::from_nanos(nanos))
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365 * 30))
+}

@@ -14,6 +14,8 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::Arc;
 
+use crate::engine::Site;
+
 /// An id that ties together every log line, retry and event of one logical call. Nested resilient
 /// calls share their outer call's id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,8 +24,11 @@ pub struct CorrelationId(u64);
 impl CorrelationId {
     /// A fresh id, unique within the process (a per-thread counter under a per-thread prefix).
     pub fn next() -> CorrelationId {
-        FRAME.with(Frame::next_id)
+        next_id()
     }
+
+    /// No id yet: a call takes its id on first use.
+    pub(crate) const UNSET: CorrelationId = CorrelationId(0);
 
     /// An id from its numeric value.
     pub const fn from_u64(v: u64) -> CorrelationId {
@@ -87,46 +92,58 @@ pub struct CallContext {
     pub(crate) idempotency_key: Option<Arc<str>>,
 }
 
-/// What is installed while an attempt is polled: plain data, so the thread-local that holds it
-/// needs no destructor and installing it is a couple of moves.
+/// What is installed while an attempt is polled: plain data, three words, so the thread-local
+/// that holds it needs no destructor and installing it is a couple of moves. The operation and
+/// the largest number of attempts are read from the site's policy when asked for.
+///
+/// No `Option` and no padding: `site` is `None` outside any call, and saving and restoring the
+/// context is three plain words each way.
 #[derive(Clone, Copy)]
 pub(crate) struct Active {
-    pub(crate) operation: &'static str,
-    pub(crate) attempt: u32,
-    pub(crate) max_attempts: u32,
+    pub(crate) site: Option<&'static Site>,
     pub(crate) correlation: CorrelationId,
-    pub(crate) has_key: bool,
+    pub(crate) attempt: u32,
+    /// 1 when the call's idempotency key is installed in `KEY`, else 0.
+    pub(crate) has_key: u32,
 }
 
-/// This thread's view of the innermost resilient call: its context while an attempt is being
-/// polled, and the counter for fresh correlation ids.
-struct Frame {
-    active: Cell<Option<Active>>,
-    next_id: Cell<u64>,
+impl Active {
+    const NONE: Active = Active {
+        site: None,
+        correlation: CorrelationId(0),
+        attempt: 0,
+        has_key: 0,
+    };
 }
 
-impl Frame {
-    fn next_id(&self) -> CorrelationId {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static THREADS: AtomicU64 = AtomicU64::new(1);
-        let mut v = self.next_id.get();
+#[inline]
+fn next_id() -> CorrelationId {
+    // `with` and the cell's own methods: `LocalKey::set` goes through a slower lazy-init path.
+    NEXT_ID.with(|n| {
+        let mut v = n.get();
         if v & 0xFF_FFFF_FFFF == 0 {
-            // First use on this thread, or 2^40 ids used: take a new prefix.
-            v = THREADS.fetch_add(1, Ordering::Relaxed) << 40;
+            v = new_prefix();
         }
         v += 1;
-        self.next_id.set(v);
+        n.set(v);
         CorrelationId(v)
-    }
+    })
+}
+
+/// First use on this thread, or 2^40 ids used: take a new prefix.
+#[cold]
+fn new_prefix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static THREADS: AtomicU64 = AtomicU64::new(1);
+    THREADS.fetch_add(1, Ordering::Relaxed) << 40
 }
 
 thread_local! {
-    static FRAME: Frame = const {
-        Frame {
-            active: Cell::new(None),
-            next_id: Cell::new(0),
-        }
-    };
+    /// This thread's view of the innermost resilient call: its context while an attempt is
+    /// being polled.
+    static ACTIVE: Cell<Active> = const { Cell::new(Active::NONE) };
+    /// The counter for fresh correlation ids.
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
     /// The idempotency key of the installed call, for calls that have one.
     static KEY: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
 }
@@ -134,16 +151,26 @@ thread_local! {
 impl CallContext {
     /// The context of the innermost resilient call running on this task or thread.
     pub fn current() -> Option<CallContext> {
-        let a = FRAME.with(|f| f.active.get())?;
-        let idempotency_key = if a.has_key {
+        let a = ACTIVE.with(|c| {
+            let mut a = c.get();
+            if a.site.is_some() && a.correlation == CorrelationId::UNSET {
+                // The call takes its id now; it reads it back when the attempt is polled out.
+                a.correlation = next_id();
+                c.set(a);
+            }
+            a
+        });
+        let site = a.site?;
+        let idempotency_key = if a.has_key != 0 {
             KEY.with(|k| k.try_borrow().ok().and_then(|k| k.clone()))
         } else {
             None
         };
+        let p = site.policy();
         Some(CallContext {
-            operation: a.operation,
+            operation: p.operation,
             attempt: a.attempt,
-            max_attempts: a.max_attempts,
+            max_attempts: p.retries.saturating_add(1),
             correlation_id: a.correlation,
             idempotency_key,
         })
@@ -176,52 +203,94 @@ impl CallContext {
 }
 
 /// The correlation id for a new call: the one of the resilient call running on this thread (a
-/// nested call joins its outer call), else a fresh one.
+/// nested call joins its outer call, which takes its id now if it had none), else
+/// [`CorrelationId::UNSET`]: a call outside any other takes its id on first use ([`assigned`]).
 #[inline]
 pub(crate) fn correlation_for_new_call() -> CorrelationId {
-    FRAME.with(|f| match f.active.get() {
-        Some(a) => a.correlation,
-        None => f.next_id(),
+    let a = ACTIVE.with(Cell::get);
+    match a.site {
+        None => CorrelationId::UNSET,
+        Some(_) => outer_correlation(),
+    }
+}
+
+#[cold]
+fn outer_correlation() -> CorrelationId {
+    ACTIVE.with(|c| {
+        let mut a = c.get();
+        if a.correlation == CorrelationId::UNSET {
+            a.correlation = next_id();
+            c.set(a);
+        }
+        a.correlation
     })
 }
 
-/// Installs `active` (and the call's key, moved out of `key`) as the current context until the
-/// guard drops; the guard gives the key back and restores whatever was current before.
-pub(crate) struct Installed<'a> {
-    key: &'a mut Option<Arc<str>>,
-    prev: Option<Active>,
-    prev_key: Option<Option<Arc<str>>>,
+/// The call's correlation id, taken now if it has none.
+#[inline]
+pub(crate) fn assigned(id: &Cell<CorrelationId>) -> CorrelationId {
+    let v = id.get();
+    if v != CorrelationId::UNSET {
+        return v;
+    }
+    let v = next_id();
+    id.set(v);
+    v
 }
 
-#[inline]
-pub(crate) fn install(active: Active, key: &mut Option<Arc<str>>) -> Installed<'_> {
-    let prev = FRAME.with(|f| f.active.replace(Some(active)));
-    let prev_key = if active.has_key {
-        let mine = key.take();
-        KEY.with(|k| {
-            k.try_borrow_mut()
-                .ok()
-                .map(|mut k| std::mem::replace(&mut *k, mine))
-        })
-    } else {
-        None
-    };
+/// Installs `active` as the current context until the guard drops; the guard restores whatever
+/// was current before, and gives the call back the correlation id it took meanwhile, if it took
+/// one. A call with an idempotency key also installs it with [`install_key`].
+pub(crate) struct Installed<'a> {
+    prev: Active,
+    correlation: &'a Cell<CorrelationId>,
+}
+
+#[inline(always)]
+pub(crate) fn install(active: Active, correlation: &Cell<CorrelationId>) -> Installed<'_> {
     Installed {
-        key,
-        prev,
-        prev_key,
+        prev: ACTIVE.with(|a| a.replace(active)),
+        correlation,
     }
 }
 
 impl Drop for Installed<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        FRAME.with(|f| f.active.set(self.prev));
-        if let Some(prev_key) = self.prev_key.take()
+        let prev = self.prev;
+        let mine = ACTIVE.with(|a| {
+            let mine = a.get().correlation;
+            a.set(prev);
+            mine
+        });
+        self.correlation.set(mine);
+    }
+}
+
+/// Installs the call's key, moved out of `key`, until the guard drops; the guard gives the key
+/// back and restores the key that was installed before.
+pub(crate) struct KeyInstalled<'a> {
+    key: &'a mut Option<Arc<str>>,
+    prev: Option<Option<Arc<str>>>,
+}
+
+pub(crate) fn install_key(key: &mut Option<Arc<str>>) -> KeyInstalled<'_> {
+    let mine = key.take();
+    let prev = KEY.with(|k| {
+        k.try_borrow_mut()
+            .ok()
+            .map(|mut k| std::mem::replace(&mut *k, mine))
+    });
+    KeyInstalled { key, prev }
+}
+
+impl Drop for KeyInstalled<'_> {
+    fn drop(&mut self) {
+        if let Some(prev) = self.prev.take()
             && let Some(mine) = KEY.with(|k| {
                 k.try_borrow_mut()
                     .ok()
-                    .map(|mut k| std::mem::replace(&mut *k, prev_key))
+                    .map(|mut k| std::mem::replace(&mut *k, prev))
             })
         {
             *self.key = mine;

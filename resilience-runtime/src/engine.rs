@@ -19,7 +19,9 @@
 //! breaker, rate limit and bulkhead; [`Call::run`] runs one attempt under its timeout with the
 //! [`CallContext`](crate::CallContext) installed; [`Call::end`] records the outcome and decides:
 //! return, wait and retry, or refresh credentials first. The same machine serves plain `fn`s
-//! through the `_blocking` methods.
+//! through the `_blocking` methods. (The generated code calls the synchronous halves of `begin`
+//! and `end`, and awaits only when there is a wait: on the happy path the only await is the
+//! attempt's.)
 //!
 //! Without the macro, [`execute`] and [`execute_blocking`] take a closure that makes one attempt.
 //!
@@ -50,6 +52,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
@@ -58,7 +61,7 @@ use std::time::Duration;
 use crate::backoff::{Backoff, RetryAfter, Rng};
 use crate::breaker::{Breaker, Outcome, Ticket};
 use crate::classify::{Classify, ErrorClass, Rejected};
-use crate::clock::Instant;
+use crate::clock::{self, Instant};
 use crate::context::{self, CorrelationId};
 use crate::events::{self, GiveUpReason, RuntimeEvent};
 use crate::metrics;
@@ -260,22 +263,6 @@ impl std::ops::Deref for StateRef {
     }
 }
 
-enum BreakerRef {
-    Static(&'static Breaker),
-    Owned(Arc<Breaker>),
-}
-
-impl std::ops::Deref for BreakerRef {
-    type Target = Breaker;
-    #[inline]
-    fn deref(&self) -> &Breaker {
-        match self {
-            BreakerRef::Static(b) => b,
-            BreakerRef::Owned(b) => b,
-        }
-    }
-}
-
 /// A per-site override of the classification, from `retry_on` / `abort_on`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Override {
@@ -358,36 +345,96 @@ pub enum Next<T, E> {
     Refresh,
 }
 
-enum Decision<T, E> {
+/// What the caller of [`Call::end_now`] does next: [`Next`], with the wait not yet done.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Step<T, E> {
+    /// Return this result.
     Return(Result<T, E>),
+    /// Wait this long (e.g. with [`Call::sleep`]), then make another attempt.
     Wait(Duration),
+    /// Refresh credentials, then make another attempt; on a refresh error call [`Call::fail`].
     Refresh,
 }
 
+/// What the caller of [`Call::begin_now`] does next.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Gate<T, E> {
+    /// Make the attempt.
+    Pass,
+    /// Wait for a rate-limit permit with [`Call::begin_after`].
+    Wait(Duration),
+    /// End the call with this result, without an attempt.
+    End(Result<T, E>),
+}
+
+/// `Call::flags`: the call holds a bulkhead slot.
+const IN_BULKHEAD: u8 = 1;
+/// `Call::flags`: the call has produced its result (counted in the metrics).
+const ENDED: u8 = 2;
+/// `Call::flags`: the call has refreshed its credentials once.
+const REFRESHED: u8 = 4;
+/// `Call::clock`: the call's latency is recorded.
+const CLOCK_LATENCY: u8 = 1;
+/// `Call::clock`: the call has a deadline, `policy.deadline` after `started`.
+const CLOCK_DEADLINE: u8 = 2;
+/// `Call::clock`: the caller refreshes credentials on [`Step::Refresh`] (`Hooks::with_refresh`).
+/// Kept here rather than in `flags` so that the drop of an ended call compares `flags` alone.
+const HOOK_REFRESH: u8 = 4;
+/// `Call::flags`: the call owns something on the heap (`keyed` or `cold`) that its
+/// `Drop` gives back; without it, dropping an ended call is one compare.
+const OWNS: u8 = 8;
+
 /// One logical call in progress. Made by the generated code; see the [module docs](self).
+///
+/// Kept small, because it lives in the caller's future: what only a traced call, a call with an
+/// idempotency key or a call that retries needs is in one box that the happy path never
+/// allocates.
+///
+/// `keyed` and `cold` are `ManuallyDrop`, released by `Drop` when `OWNS` is set, so that the drop
+/// of a call on the happy path is inline: it compares the ticket and one byte.
 pub struct Call<T, E> {
     site: &'static Site,
     state: StateRef,
-    hooks: Hooks<T, E>,
-    breaker: Option<BreakerRef>,
+    /// The hooks' functions; `with_refresh` is `HOOK_REFRESH` in `clock`.
+    hooks: HookFns<T, E>,
+    /// The per-key breaker chosen by [`Call::set_breaker_key`]; else the site's breaker.
+    keyed: ManuallyDrop<Option<Arc<Breaker>>>,
     ticket: Option<Ticket>,
-    in_bulkhead: bool,
-    /// The call has produced its result (counted in the metrics).
-    ended: bool,
+    /// `IN_BULKHEAD`, `ENDED`, `REFRESHED`, `OWNS`.
+    flags: u8,
+    timed_out: Option<TimeoutKind>,
     attempt: u32,
     retries: u32,
-    refreshed: bool,
-    timed_out: Option<TimeoutKind>,
-    correlation: CorrelationId,
-    key: Option<Arc<str>>,
-    deadline_at: Option<Instant>,
-    started: Option<Instant>,
-    retry: Option<Box<RetryState>>,
-    /// The call's span, boxed, and only when a subscriber wants it.
-    span: Option<Box<tracing::Span>>,
+    /// The correlation id, assigned on first use (`CorrelationId::UNSET` until then): a call
+    /// that nobody traces, asks about or logs never takes one.
+    correlation: std::cell::Cell<CorrelationId>,
+    /// `CLOCK_LATENCY`, `CLOCK_DEADLINE`: what `started` is read for; and `HOOK_REFRESH`. Set
+    /// once, at the start.
+    clock: u8,
+    /// When the call started, in the clock's nanoseconds, when `clock` says it was read.
+    started: u64,
+    cold: ManuallyDrop<Option<Box<Cold>>>,
 }
 
-/// What only a call that retries needs; allocated at its first retry.
+/// [`Hooks`] without its `refresh` flag, which a call keeps in `clock`: three words.
+struct HookFns<T, E> {
+    from_rejected: Option<fn(Rejected) -> E>,
+    override_class: Option<fn(&E) -> Option<Override>>,
+    fallback: Option<fn(E) -> Result<T, E>>,
+}
+
+/// What a call needs only off the happy path: allocated when a subscriber wants the call's
+/// span, when the call has an idempotency key, or at its first retry.
+#[derive(Default)]
+struct Cold {
+    span: Option<tracing::Span>,
+    key: Option<Arc<str>>,
+    retry: Option<RetryState>,
+}
+
+/// What only a call that retries needs.
 struct RetryState {
     prev_wait: Option<Duration>,
     rng: Rng,
@@ -396,7 +443,7 @@ struct RetryState {
 impl<T, E> fmt::Debug for Call<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call")
-            .field("operation", &self.site.policy.operation)
+            .field("operation", &self.site().policy.operation)
             .field("attempt", &self.attempt)
             .field("retries", &self.retries)
             .finish_non_exhaustive()
@@ -409,20 +456,13 @@ impl<T, E: Classify> Call<T, E> {
     pub fn new(site: &'static Site, hooks: Hooks<T, E>) -> Self {
         let state = site.state();
         let p = site.policy;
-        let breaker = state.breaker.as_ref().map(|b| match &state {
-            StateRef::Static(s) => match &s.breaker {
-                Some(b) => BreakerRef::Static(b),
-                None => BreakerRef::Owned(b.clone()),
-            },
-            StateRef::Owned(_) => BreakerRef::Owned(b.clone()),
-        });
-        let needs_clock = p.deadline.is_some() && hooks.from_rejected.is_some();
-        let now = (needs_clock || metrics::latency_enabled()).then(Instant::now);
-        let deadline_at = match (p.deadline, now) {
-            (Some(d), Some(now)) if hooks.from_rejected.is_some() => now.checked_add(d),
-            _ => None,
-        };
-        let correlation_id = context::correlation_for_new_call();
+        let needs_deadline = p.deadline.is_some() && hooks.from_rejected.is_some();
+        let latency = metrics::latency_enabled();
+        let clock = if latency { CLOCK_LATENCY } else { 0 }
+            | if needs_deadline { CLOCK_DEADLINE } else { 0 };
+        let started = if clock != 0 { start_clock() } else { 0 };
+        let clock = clock | if hooks.refresh { HOOK_REFRESH } else { 0 };
+        let correlation = std::cell::Cell::new(context::correlation_for_new_call());
         let span = tracing::info_span!(
             "resilient",
             operation = p.operation,
@@ -430,52 +470,49 @@ impl<T, E: Classify> Call<T, E> {
             attempt = tracing::field::Empty,
             correlation_id = tracing::field::Empty,
         );
-        let span = if span.is_disabled() {
+        let cold = if span.is_disabled() {
             None
         } else {
-            span.record("correlation_id", tracing::field::display(correlation_id));
-            Some(Box::new(span))
+            Some(traced(span, &correlation))
         };
+        let owns = cold.is_some();
         Call {
             site,
             state,
-            hooks,
-            breaker,
+            hooks: HookFns {
+                from_rejected: hooks.from_rejected,
+                override_class: hooks.override_class,
+                fallback: hooks.fallback,
+            },
+            keyed: ManuallyDrop::new(None),
             ticket: None,
-            in_bulkhead: false,
-            ended: false,
+            flags: if owns { OWNS } else { 0 },
+            timed_out: None,
             attempt: 0,
             retries: 0,
-            refreshed: false,
-            deadline_at,
-            started: if metrics::latency_enabled() {
-                now
-            } else {
-                None
-            },
-            retry: None,
-            correlation: correlation_id,
-            key: None,
-            timed_out: None,
-            span,
+            correlation,
+            clock,
+            started,
+            cold: ManuallyDrop::new(cold),
         }
     }
 
     /// Sets the call's idempotency key: the same on every attempt, readable in the body.
     pub fn set_idempotency_key(&mut self, key: String) {
-        self.key = Some(key.into());
+        self.cold().key = Some(key.into());
     }
 
     /// Chooses the per-key breaker for this call (for `breaker_key = expr`).
     pub fn set_breaker_key(&mut self, key: &str) {
         if let Some(k) = &self.state.keyed {
-            self.breaker = Some(BreakerRef::Owned(k.get(key)));
+            *self.keyed = Some(k.get(key));
+            self.flags |= OWNS;
         }
     }
 
     /// The correlation id of this call.
     pub fn correlation_id(&self) -> CorrelationId {
-        self.correlation
+        self.correlation_or_default()
     }
 
     /// Passes the deadline, the breaker, the rate limit and the bulkhead before an attempt,
@@ -488,6 +525,23 @@ impl<T, E: Classify> Call<T, E> {
         Begin {
             call: self,
             sleep: None,
+        }
+    }
+
+    /// [`Call::begin`] without a future: passes, ends the call, or asks the caller to wait with
+    /// [`Call::begin_after`]. The generated code awaits only in that last case.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn begin_now(&mut self) -> Gate<T, E> {
+        self.gate()
+    }
+
+    /// Waits `wait` for a rate-limit permit, then [`Call::begin`].
+    #[doc(hidden)]
+    pub fn begin_after(&mut self, wait: Duration) -> Begin<'_, T, E> {
+        Begin {
+            call: self,
+            sleep: Some(Box::pin(tokio::time::sleep(wait))),
         }
     }
 
@@ -512,11 +566,8 @@ impl<T, E: Classify> Call<T, E> {
         if self.hooks.from_rejected.is_none() {
             return Gate::Pass;
         }
-        if self.deadline_at.is_none()
-            && self.state.limiter.is_none()
-            && self.state.bulkhead.is_none()
-        {
-            match &self.breaker {
+        if self.clock & CLOCK_DEADLINE == 0 && self.state.simple_gate {
+            match self.breaker() {
                 None => return Gate::Pass,
                 Some(b) => {
                     if let Ok(t) = b.acquire() {
@@ -535,15 +586,14 @@ impl<T, E: Classify> Call<T, E> {
         let Some(from_rejected) = self.hooks.from_rejected else {
             return Gate::Pass;
         };
-        if let Some(at) = self.deadline_at
-            && Instant::now() >= at
-        {
-            let d = self.site.policy.deadline.unwrap_or_default();
+        let deadline_at = self.deadline_at();
+        if deadline_at != 0 && clock::now_nanos() >= deadline_at {
+            let d = self.site().policy.deadline.unwrap_or_default();
             return Gate::End(
                 self.reject(from_rejected, Rejected::DeadlineExceeded { deadline: d }),
             );
         }
-        if let Some(b) = &self.breaker {
+        if let Some(b) = self.breaker() {
             match b.acquire() {
                 Ok(t) => self.ticket = Some(t),
                 Err(retry_in) => {
@@ -560,13 +610,14 @@ impl<T, E: Classify> Call<T, E> {
                 Ok(()) => self.state.counters.rate(true),
                 Err(wait) => {
                     self.state.counters.rate(false);
-                    let fits = self.deadline_at.is_none_or(|at| Instant::now() + wait < at);
+                    let fits = deadline_at == 0
+                        || clock::now_nanos().saturating_add(clock::nanos(wait)) < deadline_at;
                     let r = Rejected::RateLimited {
                         limiter: name.clone(),
                         retry_in: wait,
                     };
                     self.release_ticket();
-                    if fits && self.deadline_at.is_some() {
+                    if fits && deadline_at != 0 {
                         return Gate::Wait(wait);
                     }
                     return Gate::End(self.reject(from_rejected, r));
@@ -581,7 +632,7 @@ impl<T, E: Classify> Call<T, E> {
                 self.release_ticket();
                 return Gate::End(self.reject(from_rejected, r));
             }
-            self.in_bulkhead = true;
+            self.flags |= IN_BULKHEAD;
         }
         Gate::Pass
     }
@@ -590,7 +641,7 @@ impl<T, E: Classify> Call<T, E> {
         self.state.counters.rejected();
         tracing::warn!(
             parent: self.span_id(),
-            operation = self.site.policy.operation,
+            operation = self.site().policy.operation,
             rejected = r.kind(),
             correlation_id = %self.correlation_or_default(),
             "{r}"
@@ -601,7 +652,9 @@ impl<T, E: Classify> Call<T, E> {
     }
 
     fn release_ticket(&mut self) {
-        if let (Some(t), Some(b)) = (self.ticket.take(), &self.breaker) {
+        if let Some(t) = self.ticket.take()
+            && let Some(b) = self.breaker()
+        {
             b.release(t);
         }
     }
@@ -640,16 +693,13 @@ impl<T, E: Classify> Call<T, E> {
     #[inline(always)]
     pub fn run_blocking(&mut self, attempt: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         self.start_attempt();
-        let _e = self.span.as_deref().map(tracing::Span::enter);
-        let active = self.active();
-        let _c = context::install(active, &mut self.key);
-        attempt()
+        self.entered(attempt)
     }
 
     #[inline(always)]
     fn start_attempt(&mut self) {
         if self.attempt > 0
-            && let Some(span) = &self.span
+            && let Some(span) = self.cold.as_ref().and_then(|c| c.span.as_ref())
         {
             span.record("attempt", self.attempt);
         }
@@ -660,15 +710,17 @@ impl<T, E: Classify> Call<T, E> {
     fn attempt_limit(&self) -> Option<(Instant, TimeoutKind)> {
         self.hooks.from_rejected?;
         let by_timeout = self
-            .site
+            .site()
             .policy
             .timeout
             .and_then(|t| Instant::now().checked_add(t));
-        match (by_timeout, self.deadline_at) {
-            (None, None) => None,
-            (Some(t), Some(d)) if d < t => Some((d, TimeoutKind::Deadline)),
-            (Some(t), _) => Some((t, TimeoutKind::Attempt)),
-            (None, Some(d)) => Some((d, TimeoutKind::Deadline)),
+        if self.clock & CLOCK_DEADLINE == 0 {
+            return by_timeout.map(|t| (t, TimeoutKind::Attempt));
+        }
+        let d = clock::instant_at(self.deadline_at());
+        match by_timeout {
+            Some(t) if t <= d => Some((t, TimeoutKind::Attempt)),
+            _ => Some((d, TimeoutKind::Deadline)),
         }
     }
 
@@ -677,19 +729,39 @@ impl<T, E: Classify> Call<T, E> {
     #[inline(always)]
     pub fn end(&mut self, result: Result<T, E>) -> End<T, E> {
         match self.decide(result) {
-            Decision::Return(r) => End::Ready(Some(Next::Return(r))),
-            Decision::Refresh => End::Ready(Some(Next::Refresh)),
-            Decision::Wait(d) => End::Sleep(Box::pin(tokio::time::sleep(d))),
+            Step::Return(r) => End::Ready(Some(Next::Return(r))),
+            Step::Refresh => End::Ready(Some(Next::Refresh)),
+            Step::Wait(d) => End::Sleep(Self::sleep(d)),
         }
+    }
+
+    /// [`Call::end`] without a future: the caller waits out [`Step::Wait`] itself (with
+    /// [`Call::sleep`]) before the next attempt. The generated code awaits only then.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn end_now(&mut self, result: Result<T, E>) -> Step<T, E> {
+        self.decide(result)
+    }
+
+    /// The wait of [`Step::Wait`], boxed so that it takes one word of the caller's future.
+    #[doc(hidden)]
+    pub fn sleep(wait: Duration) -> Pin<Box<tokio::time::Sleep>> {
+        Box::pin(tokio::time::sleep(wait))
+    }
+
+    /// Waits out [`Step::Wait`] in a blocking call (with the registry's blocking sleep, if set).
+    #[doc(hidden)]
+    pub fn wait_blocking(&self, wait: Duration) {
+        self.sleep_blocking(wait);
     }
 
     /// [`Call::end`] for a blocking call.
     #[inline(always)]
     pub fn end_blocking(&mut self, result: Result<T, E>) -> Next<T, E> {
         match self.decide(result) {
-            Decision::Return(r) => Next::Return(r),
-            Decision::Refresh => Next::Refresh,
-            Decision::Wait(d) => {
+            Step::Return(r) => Next::Return(r),
+            Step::Refresh => Next::Refresh,
+            Step::Wait(d) => {
                 self.sleep_blocking(d);
                 Next::Retry
             }
@@ -714,22 +786,25 @@ impl<T, E: Classify> Call<T, E> {
     }
 
     #[inline(always)]
-    fn decide(&mut self, result: Result<T, E>) -> Decision<T, E> {
-        if self.in_bulkhead {
+    fn decide(&mut self, result: Result<T, E>) -> Step<T, E> {
+        if self.flags & IN_BULKHEAD != 0 {
             self.leave_bulkhead();
         }
         match result {
             Ok(v) => {
-                if let (Some(t), Some(b)) = (self.ticket.take(), &self.breaker) {
+                if let Some(t) = self.ticket.take()
+                    && let Some(b) = self.breaker()
+                {
                     b.record(t, Outcome::Success);
                 }
-                self.state.budget.refund();
-                self.state.counters.ok(self.retries > 0);
-                self.ended = true;
-                if let Some(s) = self.started {
-                    self.state.counters.latency(s.elapsed());
+                let state = &*self.state;
+                state.budget.refund();
+                state.counters.ok(self.retries > 0);
+                self.flags |= ENDED;
+                if self.clock & CLOCK_LATENCY != 0 {
+                    self.record_latency();
                 }
-                Decision::Return(Ok(v))
+                Step::Return(Ok(v))
             }
             Err(e) => self.decide_err(e),
         }
@@ -738,7 +813,7 @@ impl<T, E: Classify> Call<T, E> {
     #[cold]
     #[inline(never)]
     fn leave_bulkhead(&mut self) {
-        self.in_bulkhead = false;
+        self.flags &= !IN_BULKHEAD;
         if let Some((_, b)) = &self.state.bulkhead {
             b.leave();
         }
@@ -746,14 +821,16 @@ impl<T, E: Classify> Call<T, E> {
 
     #[cold]
     #[inline(never)]
-    fn decide_err(&mut self, e: E) -> Decision<T, E> {
+    fn decide_err(&mut self, e: E) -> Step<T, E> {
         let timed_out = self.timed_out.take();
         let class = if timed_out.is_some() {
             ErrorClass::Transient
         } else {
             e.class()
         };
-        if let (Some(t), Some(b)) = (self.ticket.take(), &self.breaker) {
+        if let Some(t) = self.ticket.take()
+            && let Some(b) = self.breaker()
+        {
             let outcome = if class.counts_for_breaker() {
                 Outcome::Failure
             } else {
@@ -762,14 +839,18 @@ impl<T, E: Classify> Call<T, E> {
             b.record(t, outcome);
         }
         let over = self.hooks.override_class.and_then(|f| f(&e));
-        let p = self.site.policy;
+        let p = self.site().policy;
         self.attempt += 1;
 
         if over == Some(Override::Abort) {
             return self.give_up(e, class, GiveUpReason::Aborted);
         }
-        if class == ErrorClass::Auth && self.hooks.refresh && !self.refreshed && over.is_none() {
-            self.refreshed = true;
+        if class == ErrorClass::Auth
+            && self.clock & HOOK_REFRESH != 0
+            && self.flags & REFRESHED == 0
+            && over.is_none()
+        {
+            self.flags |= REFRESHED;
             self.state.counters.refresh();
             tracing::info!(
                 parent: self.span_id(),
@@ -778,7 +859,7 @@ impl<T, E: Classify> Call<T, E> {
                 correlation_id = %self.correlation_or_default(),
                 "credentials refused; refreshing and retrying once"
             );
-            return Decision::Refresh;
+            return Step::Refresh;
         }
         if timed_out == Some(TimeoutKind::Deadline) {
             return self.give_up(e, class, GiveUpReason::Deadline);
@@ -790,8 +871,11 @@ impl<T, E: Classify> Call<T, E> {
         if self.retries >= p.retries {
             return self.give_up(e, class, GiveUpReason::RetriesExhausted);
         }
+        let deadline_at = self.deadline_at();
+        self.flags |= OWNS;
         let state = &self.state;
-        let retry = self.retry.get_or_insert_with(|| {
+        let cold = self.cold.get_or_insert_with(Box::default);
+        let retry = cold.retry.get_or_insert_with(|| {
             let rng = match state.seed {
                 Some(s) => Rng::seeded(
                     s ^ state
@@ -800,10 +884,10 @@ impl<T, E: Classify> Call<T, E> {
                 ),
                 None => Rng::from_entropy(),
             };
-            Box::new(RetryState {
+            RetryState {
                 prev_wait: None,
                 rng,
-            })
+            }
         });
         let backoff = p
             .backoff
@@ -812,8 +896,7 @@ impl<T, E: Classify> Call<T, E> {
         let Some(wait) = p.retry_after.wait(backoff, hint) else {
             return self.give_up(e, class, GiveUpReason::RetryAfterTooLong);
         };
-        if let Some(at) = self.deadline_at
-            && Instant::now().checked_add(wait).is_none_or(|t| t >= at)
+        if deadline_at != 0 && clock::now_nanos().saturating_add(clock::nanos(wait)) >= deadline_at
         {
             return self.give_up(e, class, GiveUpReason::Deadline);
         }
@@ -852,12 +935,12 @@ impl<T, E: Classify> Call<T, E> {
             retry_after: hint.is_some_and(|h| h >= backoff),
             correlation_id,
         });
-        Decision::Wait(wait)
+        Step::Wait(wait)
     }
 
-    fn give_up(&mut self, e: E, class: ErrorClass, reason: GiveUpReason) -> Decision<T, E> {
+    fn give_up(&mut self, e: E, class: ErrorClass, reason: GiveUpReason) -> Step<T, E> {
         self.state.counters.error(class);
-        let p = self.site.policy;
+        let p = self.site().policy;
         let level_warn = matches!(
             reason,
             GiveUpReason::RetriesExhausted
@@ -890,12 +973,12 @@ impl<T, E: Classify> Call<T, E> {
             );
         }
         self.emit_gave_up(&e, reason);
-        Decision::Return(self.finish_err(e))
+        Step::Return(self.finish_err(e))
     }
 
     fn emit_gave_up(&self, e: &E, reason: GiveUpReason) {
         events::emit(RuntimeEvent::GaveUp {
-            operation: self.site.policy.operation,
+            operation: self.site().policy.operation,
             connector: &self.state.connector,
             attempts: self.attempt,
             retry_count: self.retries,
@@ -903,14 +986,14 @@ impl<T, E: Classify> Call<T, E> {
             code: e.code(),
             reason,
             correlation_id: self.correlation_or_default(),
-            idempotency_key: self.key.as_deref(),
+            idempotency_key: self.cold.as_ref().and_then(|c| c.key.as_deref()),
         });
     }
 
     fn finish_err(&mut self, e: E) -> Result<T, E> {
-        self.ended = true;
-        if let Some(s) = self.started {
-            self.state.counters.latency(s.elapsed());
+        self.flags |= ENDED;
+        if self.clock & CLOCK_LATENCY != 0 {
+            self.record_latency();
         }
         match self.hooks.fallback {
             Some(f) => {
@@ -922,59 +1005,157 @@ impl<T, E: Classify> Call<T, E> {
     }
 
     fn correlation_or_default(&self) -> CorrelationId {
-        self.correlation
+        context::assigned(&self.correlation)
     }
+}
+
+/// The clock at a call's start, for its latency or its deadline.
+#[cold]
+#[inline(never)]
+fn start_clock() -> u64 {
+    clock::now_nanos()
+}
+
+/// The cold part of a call that a subscriber traces.
+#[cold]
+#[inline(never)]
+fn traced(span: tracing::Span, correlation: &std::cell::Cell<CorrelationId>) -> Box<Cold> {
+    let correlation = context::assigned(correlation);
+    span.record("correlation_id", tracing::field::display(correlation));
+    Box::new(Cold {
+        span: Some(span),
+        ..Cold::default()
+    })
 }
 
 impl<T, E> Call<T, E> {
-    fn span_id(&self) -> Option<tracing::Id> {
-        self.span.as_ref().and_then(|s| s.id())
+    /// The call's site.
+    #[inline(always)]
+    fn site(&self) -> &'static Site {
+        self.site
     }
 
+    /// The deadline, in the clock's nanoseconds; 0 for none.
+    #[inline]
+    fn deadline_at(&self) -> u64 {
+        if self.clock & CLOCK_DEADLINE == 0 {
+            return 0;
+        }
+        let d = self.site().policy.deadline.unwrap_or_default();
+        self.started.saturating_add(clock::nanos(d)).max(1)
+    }
+
+    fn span_id(&self) -> Option<tracing::Id> {
+        self.cold.as_ref()?.span.as_ref()?.id()
+    }
+
+    fn cold(&mut self) -> &mut Cold {
+        self.flags |= OWNS;
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// The breaker of this call: its key's, or the site's.
     #[inline(always)]
-    fn active(&self) -> context::Active {
-        context::Active {
-            operation: self.site.policy.operation,
-            attempt: self.attempt,
-            max_attempts: self.site.policy.retries.saturating_add(1),
-            correlation: self.correlation,
-            has_key: self.key.is_some(),
+    fn breaker(&self) -> Option<&Breaker> {
+        match &*self.keyed {
+            Some(b) => Some(b),
+            None => self.state.breaker.as_deref(),
         }
     }
-}
 
-enum Gate<T, E> {
-    Pass,
-    Wait(Duration),
-    End(Result<T, E>),
-}
+    #[cold]
+    #[inline(never)]
+    fn record_latency(&self) {
+        let elapsed = clock::now_nanos().saturating_sub(self.started);
+        self.state.counters.latency(Duration::from_nanos(elapsed));
+    }
 
-impl<T, E> Drop for Call<T, E> {
-    fn drop(&mut self) {
+    /// Runs `f` with the call's context installed (and its span entered, and its key
+    /// installed, if it has them).
+    #[inline(always)]
+    fn entered<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let active = context::Active {
+            site: Some(self.site),
+            correlation: self.correlation.get(),
+            attempt: self.attempt,
+            has_key: 0,
+        };
+        match self.cold.as_deref_mut() {
+            None => {
+                let _ctx = context::install(active, &self.correlation);
+                f()
+            }
+            Some(cold) => entered_cold(active, &self.correlation, cold, f),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drop_slow(&mut self) {
         // A call dropped mid-attempt (cancelled) or unwinding from a panic gives back what it
         // holds; a cancelled attempt is no health signal.
-        if let (Some(t), Some(b)) = (self.ticket.take(), &self.breaker) {
+        if let Some(t) = self.ticket.take()
+            && let Some(b) = self.breaker()
+        {
             b.release(t);
         }
-        if self.in_bulkhead
-            && let Some((_, b)) = &self.state.bulkhead
-        {
-            b.leave();
+        if self.flags & IN_BULKHEAD != 0 {
+            self.flags &= !IN_BULKHEAD;
+            if let Some((_, b)) = &self.state.bulkhead {
+                b.leave();
+            }
         }
         // A cancelled call did not end (its caller stopped waiting) and is not counted. A call
         // unwinding from a panic, in the attempt or in a hook, did end: it is counted once, as a
         // permanent error (never retried, and no signal about the dependency's health, so its
         // breaker ticket was released above rather than recorded as a failure).
-        if !self.ended && std::thread::panicking() {
-            self.ended = true;
+        if self.flags & ENDED == 0 && std::thread::panicking() {
+            self.flags |= ENDED;
             self.state.counters.error(ErrorClass::Permanent);
             tracing::error!(
                 parent: self.span_id(),
-                operation = self.site.policy.operation,
+                operation = self.site().policy.operation,
                 attempt = self.attempt,
                 "{} panicked; counted as a permanent error",
-                self.site.policy.operation
+                self.site().policy.operation
             );
+        }
+        if self.flags & OWNS != 0 {
+            self.flags &= !OWNS;
+            let keyed = std::mem::replace(&mut self.keyed, ManuallyDrop::new(None));
+            drop(ManuallyDrop::into_inner(keyed));
+            let cold = std::mem::replace(&mut self.cold, ManuallyDrop::new(None));
+            drop(ManuallyDrop::into_inner(cold));
+        }
+    }
+}
+
+/// [`Call::entered`] for a call with a span or a key; restores in reverse order: the context,
+/// then the key, then the span.
+#[cold]
+#[inline(never)]
+fn entered_cold<R>(
+    mut active: context::Active,
+    correlation: &std::cell::Cell<CorrelationId>,
+    cold: &mut Cold,
+    f: impl FnOnce() -> R,
+) -> R {
+    let _span = cold.span.as_ref().map(tracing::Span::enter);
+    let _key = cold
+        .key
+        .is_some()
+        .then(|| context::install_key(&mut cold.key));
+    active.has_key = u32::from(_key.is_some());
+    let _ctx = context::install(active, correlation);
+    f()
+}
+
+impl<T, E> Drop for Call<T, E> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // The happy path: nothing held, nothing owned, and the result counted.
+        if self.ticket.is_some() || self.flags != ENDED {
+            self.drop_slow();
         }
     }
 }
@@ -1050,31 +1231,30 @@ impl<T, E, F: Future<Output = Result<T, E>>> Future for Run<'_, T, E, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T, E>> {
         let this = self.project();
         let call: &mut Call<T, E> = this.call;
-        let _span = call.span.as_deref().map(tracing::Span::enter);
-        let active = call.active();
-        let _ctx = context::install(active, &mut call.key);
-        match this.inner.project() {
-            RunInnerProj::Plain { fut } => fut.poll(cx),
-            RunInnerProj::Timed { fut, kind } => match std::task::ready!(fut.poll(cx)) {
-                Ok(r) => Poll::Ready(r),
-                Err(_) => {
-                    call.timed_out = Some(*kind);
-                    let p = call.site.policy;
-                    let rejection = match kind {
-                        TimeoutKind::Attempt => Rejected::AttemptTimeout {
-                            timeout: p.timeout.unwrap_or_default(),
-                        },
-                        TimeoutKind::Deadline => Rejected::DeadlineExceeded {
-                            deadline: p.deadline.unwrap_or_default(),
-                        },
-                    };
-                    match call.hooks.from_rejected {
-                        Some(f) => Poll::Ready(Err(f(rejection))),
-                        // `attempt_limit` sets no limit without the hook.
-                        None => Poll::Pending,
-                    }
+        let poll = match this.inner.project() {
+            RunInnerProj::Plain { fut } => return call.entered(|| fut.poll(cx)),
+            RunInnerProj::Timed { fut, kind } => (call.entered(|| fut.poll(cx)), kind),
+        };
+        match poll {
+            (Poll::Pending, _) => Poll::Pending,
+            (Poll::Ready(Ok(r)), _) => Poll::Ready(r),
+            (Poll::Ready(Err(_)), kind) => {
+                call.timed_out = Some(*kind);
+                let p = call.site().policy;
+                let rejection = match kind {
+                    TimeoutKind::Attempt => Rejected::AttemptTimeout {
+                        timeout: p.timeout.unwrap_or_default(),
+                    },
+                    TimeoutKind::Deadline => Rejected::DeadlineExceeded {
+                        deadline: p.deadline.unwrap_or_default(),
+                    },
+                };
+                match call.hooks.from_rejected {
+                    Some(f) => Poll::Ready(Err(f(rejection))),
+                    // `attempt_limit` sets no limit without the hook.
+                    None => Poll::Pending,
                 }
-            },
+            }
         }
     }
 }
@@ -1101,11 +1281,8 @@ impl<T, E, F: Future<Output = Result<T, E>>> Future for RunUntimed<'_, T, E, F> 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T, E>> {
         let this = self.project();
-        let call: &mut Call<T, E> = this.call;
-        let _span = call.span.as_deref().map(tracing::Span::enter);
-        let active = call.active();
-        let _ctx = context::install(active, &mut call.key);
-        this.fut.poll(cx)
+        let fut = this.fut;
+        this.call.entered(|| fut.poll(cx))
     }
 }
 

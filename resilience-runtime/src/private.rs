@@ -12,7 +12,7 @@ pub use std::string::{String, ToString};
 
 pub use crate::backoff::{Backoff, Jitter, RetryAfter};
 pub use crate::classify::{CarriesRejected, Classify, ErrorClass, Rejected, TerminalReason};
-pub use crate::engine::{Call, Hooks, Next, Override, Policy, Site};
+pub use crate::engine::{Call, Gate, Hooks, Next, Override, Policy, Site, Step};
 
 /// The `Ok` and `Err` types of a fn's declared return type, through any alias.
 #[diagnostic::on_unimplemented(
@@ -172,6 +172,13 @@ pub trait Engine<T>: Sized {
     fn set_breaker_key(call: &mut Self::Call, key: &str);
     /// [`Call::begin`].
     fn begin(call: &mut Self::Call) -> impl Future<Output = Result<(), Result<T, Self>>>;
+    /// [`Call::begin_now`]: the gate without a future.
+    fn begin_now(call: &mut Self::Call) -> Gate<T, Self>;
+    /// [`Call::begin_after`]: for [`Gate::Wait`].
+    fn begin_after(
+        call: &mut Self::Call,
+        wait: Duration,
+    ) -> impl Future<Output = Result<(), Result<T, Self>>>;
     /// [`Call::run`].
     fn run<F: Future<Output = Result<T, Self>>>(
         call: &mut Self::Call,
@@ -184,13 +191,15 @@ pub trait Engine<T>: Sized {
     ) -> impl Future<Output = Result<T, Self>>;
     /// [`Call::end`].
     fn end(call: &mut Self::Call, result: Result<T, Self>) -> impl Future<Output = Next<T, Self>>;
-    /// [`Call::end`] for the only attempt of a site that never repeats (no retries, no
+    /// [`Call::end_now`]: the decision without a future; the caller waits out
+    /// [`Step::Wait`] with [`Engine::sleep`].
+    fn end_now(call: &mut Self::Call, result: Result<T, Self>) -> Step<T, Self>;
+    /// The wait of [`Step::Wait`].
+    fn sleep(wait: Duration) -> impl Future<Output = ()>;
+    /// [`Call::end_now`] for the only attempt of a site that never repeats (no retries, no
     /// `refresh`), so that the body may move its arguments: such a site always gets
-    /// [`Next::Return`].
-    fn end_once(
-        call: &mut Self::Call,
-        result: Result<T, Self>,
-    ) -> impl Future<Output = Result<T, Self>>;
+    /// [`Step::Return`].
+    fn end_once(call: &mut Self::Call, result: Result<T, Self>) -> Result<T, Self>;
     /// [`Call::begin_blocking`].
     fn begin_blocking(call: &mut Self::Call) -> Result<(), Result<T, Self>>;
     /// [`Call::run_blocking`].
@@ -200,6 +209,8 @@ pub trait Engine<T>: Sized {
     ) -> Result<T, Self>;
     /// [`Call::end_blocking`].
     fn end_blocking(call: &mut Self::Call, result: Result<T, Self>) -> Next<T, Self>;
+    /// The wait of [`Step::Wait`] for a blocking call.
+    fn sleep_blocking(call: &mut Self::Call, wait: Duration);
     /// [`Engine::end_once`] for a blocking call.
     fn end_once_blocking(call: &mut Self::Call, result: Result<T, Self>) -> Result<T, Self>;
     /// [`Call::fail`].
@@ -227,6 +238,17 @@ impl<T, E: Classify> Engine<T> for E {
         call.begin()
     }
     #[inline(always)]
+    fn begin_now(call: &mut Call<T, E>) -> Gate<T, E> {
+        call.begin_now()
+    }
+    #[inline(always)]
+    fn begin_after(
+        call: &mut Call<T, E>,
+        wait: Duration,
+    ) -> impl Future<Output = Result<(), Result<T, E>>> {
+        call.begin_after(wait)
+    }
+    #[inline(always)]
     fn run<F: Future<Output = Result<T, E>>>(
         call: &mut Call<T, E>,
         attempt: F,
@@ -245,8 +267,16 @@ impl<T, E: Classify> Engine<T> for E {
         call.end(result)
     }
     #[inline(always)]
-    async fn end_once(call: &mut Call<T, E>, result: Result<T, E>) -> Result<T, E> {
-        only_return(call.end(result).await)
+    fn end_now(call: &mut Call<T, E>, result: Result<T, E>) -> Step<T, E> {
+        call.end_now(result)
+    }
+    #[inline(always)]
+    fn sleep(wait: Duration) -> impl Future<Output = ()> {
+        Call::<T, E>::sleep(wait)
+    }
+    #[inline(always)]
+    fn end_once(call: &mut Call<T, E>, result: Result<T, E>) -> Result<T, E> {
+        only_return(call.end_now(result))
     }
     #[inline(always)]
     fn begin_blocking(call: &mut Call<T, E>) -> Result<(), Result<T, E>> {
@@ -261,8 +291,12 @@ impl<T, E: Classify> Engine<T> for E {
         call.end_blocking(result)
     }
     #[inline(always)]
+    fn sleep_blocking(call: &mut Call<T, E>, wait: Duration) {
+        call.wait_blocking(wait);
+    }
+    #[inline(always)]
     fn end_once_blocking(call: &mut Call<T, E>, result: Result<T, E>) -> Result<T, E> {
-        only_return(call.end_blocking(result))
+        only_return(call.end_now(result))
     }
     #[inline(always)]
     fn fail(call: &mut Call<T, E>, error: E) -> Result<T, E> {
@@ -270,12 +304,13 @@ impl<T, E: Classify> Engine<T> for E {
     }
 }
 
-fn only_return<T, E>(next: Next<T, E>) -> Result<T, E> {
-    match next {
-        Next::Return(r) => r,
+#[inline(always)]
+fn only_return<T, E>(step: Step<T, E>) -> Result<T, E> {
+    match step {
+        Step::Return(r) => r,
         // `Call::end` retries only while the policy's `retries` allow it, and refreshes only when
         // the site has the refresh hook: a site expanded with `end_once` has neither.
-        Next::Retry | Next::Refresh => {
+        Step::Wait(_) | Step::Refresh => {
             unreachable!("a site without retries or refresh was asked to make another attempt")
         }
     }

@@ -29,7 +29,6 @@ use std::time::Duration;
 use crate::InvalidConfig;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, TripMode};
 use crate::budget::{BudgetConfig, RetryBudget};
-use crate::clock;
 use crate::engine::Site;
 use crate::limit::{Bulkhead, ConcurrencyLimit, Gcra, RateLimit};
 use crate::metrics::{Counters, MetricsSnapshot, SiteSnapshot};
@@ -37,90 +36,8 @@ use crate::metrics::{Counters, MetricsSnapshot, SiteSnapshot};
 /// A sleep for the blocking engine; tests install one that records instead of sleeping.
 pub type BlockingSleep = Arc<dyn Fn(Duration) + Send + Sync>;
 
-/// Breakers of one name, one per key (a tenant id), with a bound on live keys.
-pub struct KeyedBreakers {
-    name: Arc<str>,
-    config: BreakerConfig,
-    max_keys: usize,
-    idle_ttl: Duration,
-    map: RwLock<HashMap<Box<str>, Arc<Breaker>>>,
-}
-
-impl KeyedBreakers {
-    fn new(name: Arc<str>, config: BreakerConfig, max_keys: usize, idle_ttl: Duration) -> Self {
-        KeyedBreakers {
-            name,
-            config,
-            max_keys: max_keys.max(1),
-            idle_ttl,
-            map: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// The breaker of `key`, made on first use. When `max_keys` keys are live, idle keys (unused
-    /// for `idle_ttl`) are evicted first, then the least recently used closed breaker.
-    pub fn get(&self, key: &str) -> Arc<Breaker> {
-        let now = clock::now_nanos();
-        if let Ok(map) = self.map.read()
-            && let Some(b) = map.get(key)
-        {
-            b.touch(now);
-            return b.clone();
-        }
-        let mut map = match self.map.write() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(b) = map.get(key) {
-            return b.clone();
-        }
-        if map.len() >= self.max_keys {
-            let ttl = clock::nanos(self.idle_ttl);
-            map.retain(|_, b| b.idle_for(now) < ttl || Arc::strong_count(b) > 1);
-            if map.len() >= self.max_keys {
-                let victim = map
-                    .iter()
-                    .filter(|(_, b)| b.state() == BreakerState::Closed && Arc::strong_count(b) == 1)
-                    .max_by_key(|(_, b)| b.idle_for(now))
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = victim {
-                    map.remove(&k);
-                }
-            }
-        }
-        let b = Arc::new(Breaker::new(format!("{}/{key}", self.name), self.config));
-        map.insert(key.into(), b.clone());
-        b
-    }
-
-    /// Live keys.
-    pub fn len(&self) -> usize {
-        self.map.read().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// Whether no key is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn each(&self, f: &mut dyn FnMut(&Breaker, Option<&str>)) {
-        if let Ok(m) = self.map.read() {
-            for (k, b) in m.iter() {
-                f(b, Some(k));
-            }
-        }
-    }
-}
-
-impl fmt::Debug for KeyedBreakers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedBreakers")
-            .field("name", &self.name)
-            .field("keys", &self.len())
-            .field("max_keys", &self.max_keys)
-            .finish()
-    }
-}
+mod keyed;
+pub use self::keyed::KeyedBreakers;
 
 /// Everything one site needs, resolved once.
 pub(crate) struct SiteState {
@@ -132,6 +49,8 @@ pub(crate) struct SiteState {
     pub(crate) limiter: Option<(Arc<str>, Arc<dyn RateLimit>)>,
     pub(crate) bulkhead: Option<(Arc<str>, Arc<dyn Bulkhead>)>,
     pub(crate) counters: Counters,
+    /// Neither a rate limiter nor a bulkhead: the gate before an attempt is the breaker only.
+    pub(crate) simple_gate: bool,
     pub(crate) seed: Option<u64>,
     pub(crate) calls: AtomicU64,
     pub(crate) sleep: Option<BlockingSleep>,
@@ -511,6 +430,7 @@ impl Registry {
             breaker,
             keyed,
             budget,
+            simple_gate: limiter.is_none() && bulkhead.is_none(),
             limiter,
             bulkhead,
             counters: Counters::default(),
@@ -550,7 +470,7 @@ impl Registry {
         let mut breakers = Vec::new();
         let mut push = |b: &Breaker, key: Option<&str>| {
             breakers.push(BreakerHealth {
-                name: b.name().to_string(),
+                name: b.display_name().to_string(),
                 key: key.map(str::to_owned),
                 state: b.state(),
                 gauge: b.state().as_gauge(),

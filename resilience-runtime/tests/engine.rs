@@ -585,3 +585,35 @@ async fn a_seeded_registry_gives_an_exact_jittered_schedule() {
     assert_eq!(schedules[0], schedules[1]);
     assert_eq!(schedules[0].len(), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_takes_its_correlation_id_lazily_and_a_nested_call_shares_it() {
+    static OUTER: Site = Site::new(&Policy::new("outer", module_path!()));
+    static INNER: Site = Site::new(&Policy::new("inner", module_path!()));
+    Registry::new()
+        .scope(async {
+            let mut outer: Call<u32, E> = Call::new(&OUTER, hooks());
+            assert!(outer.begin().await.is_ok());
+            let seen = std::cell::Cell::new(None);
+            let r = outer
+                .run(async {
+                    // Nobody has asked for the outer call's id yet: the inner call makes it
+                    // take one, and joins it.
+                    let inner: Call<u32, E> = Call::new(&INNER, hooks());
+                    let ctx = CallContext::current().unwrap();
+                    assert_eq!(ctx.operation(), "outer");
+                    assert_eq!(inner.correlation_id(), ctx.correlation_id());
+                    seen.set(Some(ctx.correlation_id()));
+                    Ok(1)
+                })
+                .await;
+            // The outer call got the id back when its attempt was polled out.
+            assert_eq!(Some(outer.correlation_id()), seen.get());
+            assert!(matches!(outer.end(r).await, Next::Return(Ok(1))));
+            // A call nobody asked about still answers with a stable id.
+            let other: Call<u32, E> = Call::new(&OUTER, hooks());
+            assert_eq!(other.correlation_id(), other.correlation_id());
+            assert_ne!(Some(other.correlation_id()), seen.get());
+        })
+        .await;
+}

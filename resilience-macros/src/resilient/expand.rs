@@ -9,13 +9,17 @@
 //! let __resilient_hooks: Hooks<T, E> = Hooks::new()...;
 //! let mut call = start::<Result<T, E>>(__resilient_site, __resilient_hooks);
 //! loop {
-//!     if let Err(r) = <E as Engine<T>>::begin(&mut call).await { return r; }
+//!     match <E as Engine<T>>::begin_now(&mut call) {            // no await unless waiting
+//!         Gate::Pass => {}
+//!         Gate::End(r) => return r,
+//!         Gate::Wait(w) => if let Err(r) = <E as Engine<T>>::begin_after(&mut call, w).await { return r; }
+//!     }
 //!     let owned_arg = CloneArg::clone_arg(&owned_arg);          // per attempt
 //!     let r = <E as Engine<T>>::run(&mut call, async { <fake return> <body> }).await;
-//!     match <E as Engine<T>>::end(&mut call, r).await {
-//!         Next::Return(r) => return r,
-//!         Next::Retry => {}
-//!         Next::Refresh => { /* refresh(self).await, or fail */ }
+//!     match <E as Engine<T>>::end_now(&mut call, r) {
+//!         Step::Return(r) => return r,
+//!         Step::Wait(w) => <E as Engine<T>>::sleep(w).await,
+//!         Step::Refresh => { /* refresh(self).await, or fail */ }
 //!     }
 //! }
 //! ```
@@ -75,49 +79,71 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
         #at_ret::start::<#ret>(#site, #hooks)
     };
 
-    let (begin, run, end, end_once) = if config.is_async {
+    let w = local("__resilient_wait");
+    // The gate and the decision are synchronous; an async fn's future awaits only when it must
+    // wait (for a rate-limit permit, or out a backoff).
+    let (begin, run, wait, end_once) = if config.is_async {
         (
-            quote_spanned!(ret.span()=> #engine::begin(&mut #call).await),
+            // The gate's result is matched to a plain value before any await, so that the
+            // future does not keep the (result-sized) gate across the wait.
+            quote_spanned! {ret.span()=>
+                let #w = match #engine::begin_now(&mut #call) {
+                    #private::Gate::Pass => #private::None,
+                    #private::Gate::End(#r) => return #r,
+                    #private::Gate::Wait(#w) => #private::Some(#w),
+                };
+                if let #private::Some(#w) = #w {
+                    if let #private::Err(#r) = #engine::begin_after(&mut #call, #w).await {
+                        return #r;
+                    }
+                }
+            },
             if config.timeout.is_some() || config.deadline.is_some() {
                 quote_spanned!(ret.span()=> #engine::run(&mut #call, #attempt).await)
             } else {
                 // No timer to arm: the attempt's future holds none, so the fn's future stays small.
                 quote_spanned!(ret.span()=> #engine::run_untimed(&mut #call, #attempt).await)
             },
-            quote_spanned!(ret.span()=> #engine::end(&mut #call, #r).await),
-            quote_spanned!(ret.span()=> #engine::end_once(&mut #call, #r).await),
+            quote_spanned!(ret.span()=> #engine::sleep(#w).await),
+            quote_spanned!(ret.span()=> #engine::end_once(&mut #call, #r)),
         )
     } else {
         (
-            quote_spanned!(ret.span()=> #engine::begin_blocking(&mut #call)),
+            quote_spanned! {ret.span()=>
+                if let #private::Err(#r) = #engine::begin_blocking(&mut #call) {
+                    return #r;
+                }
+            },
             quote_spanned!(ret.span()=> #engine::run_blocking(&mut #call, #attempt)),
-            quote_spanned!(ret.span()=> #engine::end_blocking(&mut #call, #r)),
+            quote_spanned!(ret.span()=> #engine::sleep_blocking(&mut #call, #w)),
             quote_spanned!(ret.span()=> #engine::end_once_blocking(&mut #call, #r)),
         )
     };
+    let end = quote_spanned!(ret.span()=> #engine::end_now(&mut #call, #r));
 
     // A site that may run the body again loops; one that never does runs it once, straight, so
     // that the body may move its arguments (`self` by value included).
     let drive = if config.retries > 0 || config.refresh.is_some() {
         quote! {
             loop {
-                if let #private::Err(#r) = #begin {
-                    return #r;
-                }
+                #begin
                 #rebinds
                 let #r = #run;
-                match #end {
-                    #private::Next::Return(#r) => return #r,
-                    #private::Next::Retry => {}
-                    #private::Next::Refresh => { #refresh }
+                // As for the gate: nothing result-sized is kept across the wait.
+                let #w = match #end {
+                    #private::Step::Return(#r) => return #r,
+                    #private::Step::Wait(#w) => #private::Some(#w),
+                    #private::Step::Refresh => #private::None,
+                };
+                match #w {
+                    #private::Some(#w) => #wait,
+                    #private::None => { #refresh }
                 }
             }
         }
     } else {
         quote! {
-            if let #private::Err(#r) = #begin {
-                return #r;
-            }
+            #begin
             let #r = #run;
             #end_once
         }
@@ -127,6 +153,8 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
         let #site: &'static #private::Site = {
             const __RESILIENT_POLICY: #private::Policy = #policy;
             static __RESILIENT_SITE: #private::Site = #private::Site::new(&__RESILIENT_POLICY);
+            // Lists the site at run time (`resilience_runtime::sites`), before its first call.
+            #private::register_site!(__RESILIENT_SITE);
             &__RESILIENT_SITE
         };
         #hooks_init
@@ -326,7 +354,7 @@ fn attempt(config: &Config, block: &syn::Block) -> TokenStream {
     }
 }
 
-/// What `Next::Refresh` does: refresh the credentials once, or fail the call with the refresh's
+/// What `Step::Refresh` does: refresh the credentials once, or fail the call with the refresh's
 /// error.
 fn refresh(
     config: &Config,
@@ -391,7 +419,7 @@ mod tests {
         assert!(out.contains(". with_retries (2u32)"), "{out}");
         assert!(out.contains(". idempotent ()"), "{out}");
         assert!(
-            out.contains(":: begin (& mut __resilient_call) . await"),
+            out.contains(":: begin_now (& mut __resilient_call)"),
             "{out}"
         );
     }

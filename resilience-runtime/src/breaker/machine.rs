@@ -123,6 +123,19 @@ pub(crate) struct Limits {
     pub(crate) successes: u64,
 }
 
+/// Where a machine finds its [`Limits`]: its own copy, or a value shared by many machines (every
+/// per-key breaker of one name shares one).
+pub(crate) trait HasLimits {
+    /// The limits.
+    fn limits(&self) -> &Limits;
+}
+
+impl HasLimits for Limits {
+    fn limits(&self) -> &Limits {
+        self
+    }
+}
+
 /// A ratio window: the outcome of the last `size` calls, one bit each.
 pub(crate) struct Window {
     size: u64,
@@ -196,25 +209,31 @@ impl<F: FnOnce() -> u64> Now<F> {
 }
 
 /// The lock-free state machine.
-pub(crate) struct Machine {
-    limits: Limits,
+pub(crate) struct Machine<L = Limits> {
+    limits: L,
     word: AtomicU64,
     /// When the current open epoch began; valid for the epoch whose generation `opened_gen`
     /// holds. Written only by the thread whose compare-and-swap opened the breaker.
     opened_at: AtomicU64,
     opened_gen: AtomicU64,
-    window: Option<Window>,
+    /// Boxed: only ratio mode has one, and a consecutive-mode machine pays one pointer for it.
+    window: Option<Box<Window>>,
 }
 
-impl Machine {
-    pub(crate) fn new(limits: Limits, window: Option<Window>) -> Machine {
+impl<L: HasLimits> Machine<L> {
+    pub(crate) fn new(limits: L, window: Option<Window>) -> Machine<L> {
         Machine {
             limits,
             word: AtomicU64::new(Word::new(0, CLOSED).0),
             opened_at: AtomicU64::new(0),
             opened_gen: AtomicU64::new(UNPUBLISHED),
-            window,
+            window: window.map(Box::new),
         }
+    }
+
+    /// Where the limits come from, as given to [`Machine::new`].
+    pub(crate) fn limits_source(&self) -> &L {
+        &self.limits
     }
 
     fn load(&self) -> Word {
@@ -290,7 +309,7 @@ impl Machine {
                     return Ok((t, None));
                 }
                 OPEN => {
-                    let cooldown = self.limits.cooldown;
+                    let cooldown = self.limits.limits().cooldown;
                     // The opening time belongs to this epoch only if its opener published it;
                     // until then the breaker has only just opened.
                     if self.opened_gen.load(Ordering::Acquire) != u64::from(w.generation()) {
@@ -319,7 +338,7 @@ impl Machine {
                     }
                 }
                 _ => {
-                    if w.probes() >= self.limits.probes {
+                    if w.probes() >= self.limits.limits().probes {
                         return Err(Duration::ZERO);
                     }
                     match self.cas(w, w.with_probes(w.probes() + 1)) {
@@ -388,7 +407,7 @@ impl Machine {
                 Outcome::Success => w.with_failures(0),
                 _ => w.with_failures(w.failures() + 1),
             };
-            if next.failures() >= self.limits.threshold {
+            if next.failures() >= self.limits.limits().threshold {
                 if let Some(tr) = self.trip(w, now.get()) {
                     return Some(tr);
                 }
@@ -429,7 +448,7 @@ impl Machine {
                 }
                 Outcome::Success => {
                     let successes = w.successes() + 1;
-                    if successes >= self.limits.successes {
+                    if successes >= self.limits.limits().successes {
                         let next = w.next(CLOSED);
                         if self.cas(w, next).is_ok() {
                             if let Some(win) = &self.window {
