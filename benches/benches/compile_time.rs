@@ -89,7 +89,7 @@ fn write_crate(
 
 fn source(attr: &str, methods: usize, salt: usize) -> String {
     let mut s = String::from(
-        "#![allow(dead_code)]\nuse resilience_runtime::{resilient, ConnectorError, Rejected};\n\n#[derive(Debug, ConnectorError)]\npub enum E {\n    #[connector(transient)]\n    Busy,\n    #[connector(rejected)]\n    Rejected(Rejected),\n}\n\npub struct Client;\n\nimpl Client {\n",
+        "#![allow(dead_code, unused_imports)]\nuse resilience_runtime::{resilient, ConnectorError, Rejected};\n\n#[derive(Debug, ConnectorError)]\npub enum E {\n    #[connector(transient)]\n    Busy,\n    #[connector(rejected)]\n    Rejected(Rejected),\n}\n\npub struct Client;\n\nimpl Client {\n",
     );
     for i in 0..methods {
         let _ = write!(

@@ -606,7 +606,9 @@ impl<T, E: Classify> Call<T, E> {
             }
         }
         if let Some((name, limiter)) = &self.state.limiter {
-            match limiter.try_acquire() {
+            // A per-key site draws on its key's permits (a tenant's quota), others on the name's.
+            let key = self.keyed.as_ref().and_then(|b| b.key());
+            match limiter.try_acquire_keyed(key) {
                 Ok(()) => self.state.counters.rate(true),
                 Err(wait) => {
                     self.state.counters.rate(false);

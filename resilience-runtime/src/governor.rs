@@ -152,6 +152,26 @@ impl KeyedGovernorLimit<String> {
     }
 }
 
+/// A [`KeyedGovernorLimit`] installed as a site's `rate_limit`: a call with a `breaker_key` draws
+/// on its key's quota; a call without one draws on a shared quota.
+impl RateLimit for KeyedGovernorLimit<String> {
+    fn try_acquire(&self) -> Result<(), Duration> {
+        self.try_acquire_keyed(None)
+    }
+
+    fn try_acquire_keyed(&self, key: Option<&str>) -> Result<(), Duration> {
+        if self.limiter.len() >= self.max_keys {
+            self.limiter.retain_recent();
+        }
+        // `check_key` takes `&K`: a lookup by `&str` would need `K: Borrow<str>` support in
+        // governor's store, so the key is copied once per attempt (a keyed limiter asks for it).
+        let key = key.unwrap_or_default().to_owned();
+        self.limiter
+            .check_key(&key)
+            .map_err(|n| n.wait_time_from(TokioClock.now()))
+    }
+}
+
 /// One key of a [`KeyedGovernorLimit`], as a [`RateLimit`].
 #[derive(Debug, Clone)]
 pub struct KeyLimit {

@@ -34,6 +34,17 @@ pub trait RateLimit: fmt::Debug + Send + Sync {
     ///
     /// The time until a permit will be available.
     fn try_acquire(&self) -> Result<(), Duration>;
+
+    /// Takes one permit for `key` (the call's `breaker_key`, a tenant id), for limiters that keep
+    /// one budget per key. The default ignores the key.
+    ///
+    /// # Errors
+    ///
+    /// The time until a permit will be available for `key`.
+    fn try_acquire_keyed(&self, key: Option<&str>) -> Result<(), Duration> {
+        let _ = key;
+        self.try_acquire()
+    }
 }
 
 /// A concurrency cap.

@@ -38,9 +38,46 @@ pub const LATENCY_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A counter split over cache lines, one stripe per thread (round robin): threads that count at
+/// the same moment do not fight over one line. Read by summing the stripes.
+#[derive(Debug, Default)]
+struct Striped([Padded; STRIPES]);
+
+const STRIPES: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+impl Striped {
+    #[inline]
+    fn inc(&self) {
+        thread_local! {
+            static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+        }
+        let i = STRIPE.with(|s| {
+            let mut i = s.get();
+            if i == usize::MAX {
+                static NEXT: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
+                i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+                s.set(i);
+            }
+            i
+        });
+        if let Some(p) = self.0.get(i) {
+            p.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    ok: AtomicU64,
+    ok: Striped,
     errors: [AtomicU64; 4],
     rejected: AtomicU64,
     retries: AtomicU64,
@@ -61,7 +98,7 @@ fn inc(c: &AtomicU64) {
 impl Counters {
     #[inline]
     pub(crate) fn ok(&self, retried: bool) {
-        inc(&self.ok);
+        self.ok.inc();
         if retried {
             inc(&self.retry_successes);
         }
@@ -109,7 +146,7 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> SiteMetrics {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SiteMetrics {
-            ok: l(&self.ok),
+            ok: self.ok.sum(),
             errors: ClassCounts {
                 transient: l(&self.errors[0]),
                 permanent: l(&self.errors[1]),

@@ -13,6 +13,7 @@ pub use std::string::{String, ToString};
 pub use crate::backoff::{Backoff, Jitter, RetryAfter};
 pub use crate::classify::{CarriesRejected, Classify, ErrorClass, Rejected, TerminalReason};
 pub use crate::engine::{Call, Gate, Hooks, Next, Override, Policy, Site, Step};
+pub use crate::redact::Redacted;
 
 /// The `Ok` and `Err` types of a fn's declared return type, through any alias.
 #[diagnostic::on_unimplemented(

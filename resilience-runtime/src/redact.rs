@@ -151,3 +151,23 @@ impl fmt::Debug for RedactedHeaders<'_> {
         m.finish()
     }
 }
+
+/// A type whose `Debug` and `Display` never show its value: what a field marked
+/// `#[connector(secret)]` in `#[derive(ConnectorError)]` must be, so an error's message cannot
+/// leak it.
+///
+/// ```
+/// use resilience_runtime::redact::{Redacted, Secret};
+/// fn check<T: Redacted>() {}
+/// check::<Secret<String>>();
+/// check::<Option<Secret<String>>>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is marked `#[connector(secret)]` but prints its value",
+    label = "this field's Debug and Display would show the secret",
+    note = "wrap it: `resilience_runtime::redact::Secret<{Self}>` prints `[redacted]`"
+)]
+pub trait Redacted {}
+
+impl<T> Redacted for Secret<T> {}
+impl<T: Redacted> Redacted for Option<T> {}

@@ -624,6 +624,22 @@ pub struct RegistryConfig {
     bulkheads: BTreeMap<String, usize>,
 }
 
+/// A configuration read by any serde format; the values are validated as they are read.
+///
+/// ```
+/// use resilience_runtime::registry::RegistryConfig;
+/// let cfg: RegistryConfig = serde_json::from_str(r#"{"breakers": {"graph": {"cooldown": "30s"}}}"#).unwrap();
+/// assert_eq!(cfg.breaker_names().collect::<Vec<_>>(), ["graph"]);
+/// let err = serde_json::from_str::<RegistryConfig>(r#"{"breakers": {"graph": {"cooldown": "soon"}}}"#).unwrap_err();
+/// assert!(err.to_string().contains("breakers.graph.cooldown"), "{err}");
+/// ```
+impl<'de> serde::Deserialize<'de> for RegistryConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <RawConfig as serde::Deserialize>::deserialize(d)?;
+        RegistryConfig::validate(raw).map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

@@ -84,3 +84,44 @@ async fn keyed_limits_are_per_tenant_and_bounded() {
     contoso.try_acquire().unwrap();
     assert_eq!(contoso.try_acquire().unwrap_err(), Duration::from_secs(1));
 }
+
+static PER_TENANT: Site = Site::new(
+    &Policy::new("list_users", "okta::client")
+        .with_breaker("okta")
+        .with_keyed_breaker()
+        .with_rate_limit("okta"),
+);
+
+#[tokio::test(start_paused = true)]
+async fn a_site_with_a_breaker_key_draws_on_its_tenants_quota() {
+    use resilience_runtime::engine::Call;
+    let registry = Registry::new();
+    registry.set_rate_limit(
+        "okta",
+        Arc::new(KeyedGovernorLimit::new(per_second(1), 100)),
+    );
+    let call_for = |tenant: &'static str| async move {
+        let mut call: Call<(), Rejected> =
+            Call::new(&PER_TENANT, Hooks::new().with_from_rejected(|r| r));
+        call.set_breaker_key(tenant);
+        if let Err(r) = call.begin().await {
+            return r;
+        }
+        let r = call.run(async { Ok(()) }).await;
+        match call.end(r).await {
+            resilience_runtime::engine::Next::Return(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    registry
+        .scope(async {
+            call_for("contoso").await.unwrap();
+            // contoso's quota is spent; fabrikam's is not.
+            assert!(matches!(
+                call_for("contoso").await,
+                Err(Rejected::RateLimited { .. })
+            ));
+            call_for("fabrikam").await.unwrap();
+        })
+        .await;
+}

@@ -31,6 +31,11 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         .map(|w| w.predicates.iter().map(|p| quote!(#p)).collect())
         .unwrap_or_default();
     for v in &model.variants {
+        // A secret field must print `[redacted]`: checked here, reported at the field's type.
+        for ty in &v.secrets {
+            let private = respan(private.clone(), ty.span());
+            predicates.push(quote_spanned!(ty.span()=> #ty: #private::Redacted));
+        }
         if let Class::Delegate(_, ty) = &v.class {
             let private = respan(private.clone(), ty.span());
             predicates.push(quote_spanned!(ty.span()=> #ty: #private::Classify));

@@ -55,6 +55,8 @@ pub(crate) struct Field {
     pub(crate) ident: Option<syn::Ident>,
     pub(crate) ty: syn::Type,
     pub(crate) retry_after: Flag,
+    /// The field holds a secret: its type must print `[redacted]`.
+    pub(crate) secret: Flag,
 }
 
 /// A field named in an attribute: `status = code` or, in a tuple variant, `status = 0`.

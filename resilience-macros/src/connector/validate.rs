@@ -38,6 +38,8 @@ pub(crate) struct VariantModel {
     pub(crate) code: Option<syn::LitStr>,
     /// The field marked `#[connector(retry_after)]`, with its type's span.
     pub(crate) retry_after: Option<(syn::Member, Span)>,
+    /// The types of the fields marked `#[connector(secret)]`.
+    pub(crate) secrets: Vec<syn::Type>,
 }
 
 /// Where a variant's class comes from.
@@ -382,11 +384,17 @@ fn model(
         }
         retry_after = Some((member_of(field, i), field.ty.span()));
     }
+    let secrets = fields
+        .iter()
+        .filter(|f| f.secret.is_present())
+        .map(|f| f.ty.clone())
+        .collect();
     VariantModel {
         ident,
         class,
         code: args.code.clone(),
         retry_after,
+        secrets,
     }
 }
 

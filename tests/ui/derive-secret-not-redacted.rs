@@ -1,0 +1,12 @@
+use resilience_runtime::ConnectorError;
+
+#[derive(Debug, ConnectorError)]
+pub enum GraphError {
+    #[connector(auth)]
+    Unauthorized {
+        #[connector(secret)]
+        token: String,
+    },
+}
+
+fn main() {}
