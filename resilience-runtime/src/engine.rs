@@ -943,13 +943,16 @@ impl<T, E: Classify> Call<T, E> {
     fn give_up(&mut self, e: E, class: ErrorClass, reason: GiveUpReason) -> Step<T, E> {
         self.state.counters.error(class);
         let p = self.site().policy;
-        let level_warn = matches!(
-            reason,
-            GiveUpReason::RetriesExhausted
-                | GiveUpReason::BudgetExhausted
-                | GiveUpReason::Deadline
-                | GiveUpReason::RetryAfterTooLong
-        );
+        // WARN when the engine stopped a failing call, or when a policy refused it (to be
+        // escalated); DEBUG when it merely passed a permanent error on to the caller.
+        let level_warn = class == ErrorClass::PolicyViolation
+            || matches!(
+                reason,
+                GiveUpReason::RetriesExhausted
+                    | GiveUpReason::BudgetExhausted
+                    | GiveUpReason::Deadline
+                    | GiveUpReason::RetryAfterTooLong
+            );
         if level_warn {
             tracing::warn!(
                 parent: self.span_id(),
@@ -958,7 +961,7 @@ impl<T, E: Classify> Call<T, E> {
                 retry_count = self.retries,
                 status = e.code(),
                 class = class.as_str(),
-                reason = ?reason,
+                reason = reason.as_str(),
                 correlation_id = %self.correlation_or_default(),
                 "{} gave up",
                 p.operation
@@ -969,7 +972,7 @@ impl<T, E: Classify> Call<T, E> {
                 operation = p.operation,
                 status = e.code(),
                 class = class.as_str(),
-                reason = ?reason,
+                reason = reason.as_str(),
                 "{} failed without retry",
                 p.operation
             );

@@ -105,6 +105,22 @@ pub enum GiveUpReason {
     RefreshFailed,
 }
 
+impl GiveUpReason {
+    /// The reason's name, as in logs and serialised events (`"retries_exhausted"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GiveUpReason::NotRetryable => "not_retryable",
+            GiveUpReason::Aborted => "aborted",
+            GiveUpReason::RetriesExhausted => "retries_exhausted",
+            GiveUpReason::BudgetExhausted => "budget_exhausted",
+            GiveUpReason::Deadline => "deadline",
+            GiveUpReason::RetryAfterTooLong => "retry_after_too_long",
+            GiveUpReason::Rejected => "rejected",
+            GiveUpReason::RefreshFailed => "refresh_failed",
+        }
+    }
+}
+
 /// Receives [`RuntimeEvent`]s.
 pub trait EventSink: std::fmt::Debug + Send + Sync {
     /// Called for every event, on the thread that caused it. Keep it quick.
@@ -149,4 +165,27 @@ pub(crate) fn breaker_transition(name: &str, from: BreakerState, to: BreakerStat
         from,
         to,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GiveUpReason::{self, *};
+
+    #[test]
+    fn reason_names_match_their_serialised_form() {
+        let all: [GiveUpReason; 8] = [
+            NotRetryable,
+            Aborted,
+            RetriesExhausted,
+            BudgetExhausted,
+            Deadline,
+            RetryAfterTooLong,
+            Rejected,
+            RefreshFailed,
+        ];
+        for r in all {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+    }
 }

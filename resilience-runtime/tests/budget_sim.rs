@@ -21,33 +21,15 @@ use resilience_runtime::backoff::Rng;
 use resilience_runtime::breaker::BreakerConfig;
 use resilience_runtime::budget::BudgetConfig;
 use resilience_runtime::engine::{Hooks, Policy, Site, execute};
-use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Registry, Rejected};
+use resilience_runtime::{CarriesRejected, ConnectorError, Registry, Rejected};
 
-#[derive(Debug, Clone, PartialEq)]
+/// The dependency's error, classified by the derive the way a connector's would be.
+#[derive(Debug, Clone, PartialEq, ConnectorError)]
 enum E {
+    #[connector(transient)]
     Unavailable,
+    #[connector(rejected)]
     Rejected(Rejected),
-}
-
-impl Classify for E {
-    fn class(&self) -> ErrorClass {
-        match self {
-            E::Unavailable => ErrorClass::Transient,
-            E::Rejected(r) => r.class(),
-        }
-    }
-}
-
-impl CarriesRejected for E {
-    fn from_rejected(r: Rejected) -> Self {
-        E::Rejected(r)
-    }
-    fn rejected(&self) -> Option<&Rejected> {
-        match self {
-            E::Rejected(r) => Some(r),
-            E::Unavailable => None,
-        }
-    }
 }
 
 /// Without a breaker: the budget is the site's own.

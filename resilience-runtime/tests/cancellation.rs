@@ -21,34 +21,16 @@ use resilience_runtime::breaker::{BreakerConfig, BreakerState};
 use resilience_runtime::budget::BudgetConfig;
 use resilience_runtime::engine::{Hooks, Policy, Site, execute};
 use resilience_runtime::limit::{Bulkhead, ConcurrencyLimit, Gcra};
-use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Registry, Rejected};
+use resilience_runtime::{CarriesRejected, ConnectorError, Registry, Rejected};
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, PartialEq)]
+/// The dependency's error, classified by the derive the way a connector's would be.
+#[derive(Debug, Clone, PartialEq, ConnectorError)]
 enum E {
+    #[connector(transient)]
     Unavailable,
+    #[connector(rejected)]
     Rejected(Rejected),
-}
-
-impl Classify for E {
-    fn class(&self) -> ErrorClass {
-        match self {
-            E::Unavailable => ErrorClass::Transient,
-            E::Rejected(r) => r.class(),
-        }
-    }
-}
-
-impl CarriesRejected for E {
-    fn from_rejected(r: Rejected) -> Self {
-        E::Rejected(r)
-    }
-    fn rejected(&self) -> Option<&Rejected> {
-        match self {
-            E::Rejected(r) => Some(r),
-            E::Unavailable => None,
-        }
-    }
 }
 
 fn hooks() -> Hooks<(), E> {
