@@ -199,7 +199,11 @@ async fn no_secret_reaches_the_log_and_fields_follow_the_conventions() {
     assert!(refresh.contains(" INFO "), "{refresh}");
     let gave_up = line("list_devices gave up");
     assert!(gave_up.contains(" WARN "), "{gave_up}");
-    for field in ["attempts=3", "retry_count=2", "reason=\"retries_exhausted\""] {
+    for field in [
+        "attempts=3",
+        "retry_count=2",
+        "reason=\"retries_exhausted\"",
+    ] {
         assert!(gave_up.contains(field), "`{field}` missing: {gave_up}");
     }
     #[cfg(feature = "error-events")]
