@@ -275,7 +275,7 @@ impl Registry {
             }
         }
         for (name, r) in &config.rate_limits {
-            self.set_rate_limit(name, Arc::new(Gcra::new(r.0, r.1)));
+            self.set_rate_limit(name, r.limiter());
         }
         for (name, n) in &config.bulkheads {
             self.set_bulkhead(name, Arc::new(ConcurrencyLimit::new(*n)));
@@ -620,7 +620,7 @@ pub struct HealthReport {
 pub struct RegistryConfig {
     breakers: BTreeMap<String, NamedBreaker>,
     budgets: BTreeMap<String, BudgetConfig>,
-    rate_limits: BTreeMap<String, (u32, Duration)>,
+    rate_limits: BTreeMap<String, RateLimitSpec>,
     bulkheads: BTreeMap<String, usize>,
 }
 
@@ -680,6 +680,43 @@ struct RawBudget {
 struct RawRateLimit {
     rate: u32,
     per: Option<String>,
+    per_key: Option<bool>,
+    max_keys: Option<usize>,
+}
+
+/// One configured rate limit: `rate` permits per `per`, in bursts of up to `rate`; with
+/// `per_key`, one such quota per key (the call's `breaker_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RateLimitSpec {
+    rate: u32,
+    per: Duration,
+    per_key: bool,
+    max_keys: usize,
+}
+
+impl RateLimitSpec {
+    /// governor's GCRA when the `governor` feature is on, else the built-in one (same algorithm,
+    /// no dependency). A per-key limit needs governor (rejected at load time without it).
+    fn limiter(&self) -> Arc<dyn RateLimit> {
+        #[cfg(feature = "governor")]
+        {
+            use std::num::NonZeroU32;
+            let burst = NonZeroU32::new(self.rate).unwrap_or(NonZeroU32::MIN);
+            let period = (self.per / self.rate.max(1)).max(Duration::from_nanos(1));
+            if let Some(quota) = ::governor::Quota::with_period(period) {
+                let quota = quota.allow_burst(burst);
+                return if self.per_key {
+                    Arc::new(crate::governor::KeyedGovernorLimit::<String>::new(
+                        quota,
+                        self.max_keys,
+                    ))
+                } else {
+                    Arc::new(crate::governor::GovernorLimit::new(quota))
+                };
+            }
+        }
+        Arc::new(Gcra::new(self.rate, self.per))
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -846,7 +883,29 @@ impl RegistryConfig {
                     "must be greater than zero",
                 ));
             }
-            out.rate_limits.insert(name, (r.rate, per));
+            let per_key = r.per_key.unwrap_or(false);
+            if per_key && !cfg!(feature = "governor") {
+                return Err(InvalidConfig::new(
+                    format!("rate_limits.{name}.per_key"),
+                    "a per-key rate limit needs the `governor` feature of resilience-runtime",
+                ));
+            }
+            let max_keys = r.max_keys.unwrap_or(10_000);
+            if max_keys == 0 {
+                return Err(InvalidConfig::new(
+                    format!("rate_limits.{name}.max_keys"),
+                    "must be greater than zero",
+                ));
+            }
+            out.rate_limits.insert(
+                name,
+                RateLimitSpec {
+                    rate: r.rate,
+                    per,
+                    per_key,
+                    max_keys,
+                },
+            );
         }
         for (name, b) in raw.bulkheads {
             if b.max_concurrent == 0 {
@@ -929,6 +988,19 @@ mod tests {
         }
         let err = RegistryConfig::from_toml_str("[breakers.graph]\ncoldown = \"1s\"").unwrap_err();
         assert!(err.to_string().contains("coldown"), "{err}");
+    }
+
+    #[test]
+    fn a_per_key_rate_limit_needs_governor() {
+        let r = RegistryConfig::from_toml_str("[rate_limits.okta]\nrate = 5\nper_key = true\n");
+        if cfg!(feature = "governor") {
+            assert!(r.is_ok());
+        } else {
+            assert_eq!(r.unwrap_err().field(), "rate_limits.okta.per_key");
+        }
+        let e = RegistryConfig::from_toml_str("[rate_limits.okta]\nrate = 5\nmax_keys = 0\n")
+            .unwrap_err();
+        assert_eq!(e.field(), "rate_limits.okta.max_keys");
     }
 
     #[test]

@@ -125,3 +125,42 @@ async fn a_site_with_a_breaker_key_draws_on_its_tenants_quota() {
         })
         .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_configuration_file_makes_a_per_tenant_governor_limit() {
+    use resilience_runtime::registry::RegistryConfig;
+    let cfg = RegistryConfig::from_toml_str(
+        "[rate_limits.okta]\nrate = 1\nper = \"1s\"\nper_key = true\nmax_keys = 100\n",
+    )
+    .unwrap();
+    let registry = Registry::new();
+    registry.apply(&cfg);
+    let call_for = |tenant: &'static str| async move {
+        let mut call: resilience_runtime::engine::Call<(), Rejected> =
+            resilience_runtime::engine::Call::new(
+                &PER_TENANT,
+                Hooks::new().with_from_rejected(|r| r),
+            );
+        call.set_breaker_key(tenant);
+        if let Err(r) = call.begin().await {
+            return r;
+        }
+        let r = call.run(async { Ok(()) }).await;
+        match call.end(r).await {
+            resilience_runtime::engine::Next::Return(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    registry
+        .scope(async {
+            call_for("contoso").await.unwrap();
+            assert!(matches!(
+                call_for("contoso").await,
+                Err(Rejected::RateLimited { .. })
+            ));
+            call_for("fabrikam").await.unwrap();
+            tokio::time::advance(Duration::from_secs(1)).await;
+            call_for("contoso").await.unwrap();
+        })
+        .await;
+}
