@@ -475,7 +475,7 @@ impl Breaker {
             self.meta.fetch_add(1, Ordering::Relaxed);
         }
         self.entered(tr.at);
-        self.log_transition(state_of(tr.from), state_of(tr.to));
+        self.log_transition(state_of(tr.from), state_of(tr.to), tr);
     }
 
     /// Forces the breaker closed (an operator's reset).
@@ -488,8 +488,14 @@ impl Breaker {
         self.entered_at.store(now, Ordering::Relaxed);
     }
 
-    fn log_transition(&self, from: BreakerState, to: BreakerState) {
-        crate::events::breaker_transition(&self.name(), from, to);
+    fn log_transition(&self, from: BreakerState, to: BreakerState, tr: Transition) {
+        crate::events::breaker_transition(
+            &self.name(),
+            from,
+            to,
+            tr.generation,
+            std::time::Duration::from_nanos(tr.at),
+        );
         if to == BreakerState::Open {
             tracing::warn!(
                 breaker = %self.display_name(),

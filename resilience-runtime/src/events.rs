@@ -79,6 +79,12 @@ pub enum RuntimeEvent<'a> {
         from: BreakerState,
         /// The state after.
         to: BreakerState,
+        /// The generation this transition started. Sinks may see concurrent transitions out of
+        /// order; ordering by generation restores the breaker's own order.
+        generation: u32,
+        /// When it happened, on the runtime's clock (time since a fixed point in the past;
+        /// compare these values with each other, not with wall-clock time).
+        at: Duration,
     },
 }
 
@@ -159,11 +165,19 @@ pub(crate) fn emit(event: RuntimeEvent<'_>) {
     }
 }
 
-pub(crate) fn breaker_transition(name: &str, from: BreakerState, to: BreakerState) {
+pub(crate) fn breaker_transition(
+    name: &str,
+    from: BreakerState,
+    to: BreakerState,
+    generation: u32,
+    at: Duration,
+) {
     emit(RuntimeEvent::BreakerTransition {
         breaker: name,
         from,
         to,
+        generation,
+        at,
     });
 }
 

@@ -617,3 +617,43 @@ async fn a_call_takes_its_correlation_id_lazily_and_a_nested_call_shares_it() {
         })
         .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn breaker_transition_events_carry_their_generation_and_time() {
+    use resilience_runtime::breaker::{Breaker, Outcome};
+    use resilience_runtime::events::{self, EventSink, RuntimeEvent};
+
+    #[derive(Debug, Default)]
+    struct Log(Mutex<Vec<(String, u32, Duration)>>);
+    impl EventSink for Log {
+        fn on_event(&self, event: &RuntimeEvent<'_>) {
+            if let RuntimeEvent::BreakerTransition {
+                breaker: "events-gen",
+                to,
+                generation,
+                at,
+                ..
+            } = *event
+            {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((to.as_str().to_owned(), generation, at));
+            }
+        }
+    }
+    let log = Arc::new(Log::default());
+    let sink: Arc<dyn EventSink> = log.clone();
+    events::add_sink(sink.clone());
+    let b = Breaker::new("events-gen", BreakerConfig::new().with_failure_threshold(1));
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    b.try_acquire().unwrap().record(Outcome::Success);
+    events::remove_sink(&sink);
+    let seen = log.0.lock().unwrap().clone();
+    let states: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(states, ["open", "half_open", "closed"]);
+    let gens: Vec<u32> = seen.iter().map(|s| s.1).collect();
+    assert!(gens.windows(2).all(|w| w[0] < w[1]), "{gens:?}");
+    assert_eq!(seen[1].2 - seen[0].2, Duration::from_secs(60));
+}

@@ -655,7 +655,9 @@ impl EventSink for Observer {
                     .unwrap_or_else(|| format!("{reason:?}"));
                 *s.gave_up.entry(reason).or_insert(0) += 1;
             }
-            RuntimeEvent::BreakerTransition { breaker, from, to } => {
+            RuntimeEvent::BreakerTransition {
+                breaker, from, to, ..
+            } => {
                 s.transitions.push(Transition {
                     at_seconds: self.started.elapsed().as_secs_f64(),
                     breaker: breaker.to_owned(),

@@ -511,6 +511,7 @@ impl EventSink for EventLog {
                 breaker: "graph",
                 from,
                 to,
+                ..
             } => {
                 let mut e = self.lock();
                 // Stamped under the lock, so the stamps are in the order of the list.

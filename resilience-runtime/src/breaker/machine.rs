@@ -108,6 +108,8 @@ pub(crate) struct Transition {
     pub(crate) to: u64,
     /// When, in the caller's nanoseconds.
     pub(crate) at: u64,
+    /// The generation the transition started: events can be ordered by it.
+    pub(crate) generation: u32,
 }
 
 /// The limits the machine enforces, as plain integers.
@@ -331,6 +333,7 @@ impl<L: HasLimits> Machine<L> {
                                 from: OPEN,
                                 to: HALF_OPEN,
                                 at: now,
+                                generation: next.generation(),
                             };
                             return Ok((t, Some(tr)));
                         }
@@ -458,6 +461,7 @@ impl<L: HasLimits> Machine<L> {
                                 from: HALF_OPEN,
                                 to: CLOSED,
                                 at: now.get(),
+                                generation: next.generation(),
                             });
                         }
                     } else if self
@@ -485,6 +489,7 @@ impl<L: HasLimits> Machine<L> {
             from: w.state(),
             to: OPEN,
             at: now,
+            generation: next.generation(),
         })
     }
 
