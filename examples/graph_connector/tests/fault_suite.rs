@@ -1,4 +1,4 @@
-//! Issue 7, item 5: the fault-injection suite.
+//! The fault-injection suite.
 //!
 //! The example's connector against its embedded server over real loopback HTTP, at several
 //! concurrency levels, with a seeded mix of 429 (`Retry-After` in seconds and as an HTTP date),
