@@ -156,6 +156,15 @@ impl RetryBudget {
     /// Puts tokens back after a success. A full bucket costs one load.
     #[inline]
     pub fn refund(&self) {
+        if self.bucket.is_full(self.refund_cap) {
+            return;
+        }
+        self.refund_slow();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn refund_slow(&self) {
         self.bucket
             .refund(u64::from(self.config.refund_milli), self.refund_cap);
     }

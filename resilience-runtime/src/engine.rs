@@ -463,17 +463,14 @@ impl<T, E: Classify> Call<T, E> {
         let started = if clock != 0 { start_clock() } else { 0 };
         let clock = clock | if hooks.refresh { HOOK_REFRESH } else { 0 };
         let correlation = std::cell::Cell::new(context::correlation_for_new_call());
-        let span = tracing::info_span!(
-            "resilient",
-            operation = p.operation,
-            breaker = p.breaker,
-            attempt = tracing::field::Empty,
-            correlation_id = tracing::field::Empty,
-        );
-        let cold = if span.is_disabled() {
-            None
+        // The level check inline (a load and a compare); the span, and the check of the
+        // subscriber's interest in it, out of line.
+        let cold = if tracing::Level::INFO <= tracing::level_filters::STATIC_MAX_LEVEL
+            && tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
+        {
+            traced(p, &correlation)
         } else {
-            Some(traced(span, &correlation))
+            None
         };
         let owns = cold.is_some();
         Call {
@@ -667,6 +664,9 @@ impl<T, E: Classify> Call<T, E> {
     pub fn run<F: Future<Output = Result<T, E>>>(&mut self, attempt: F) -> Run<'_, T, E, F> {
         let limit = self.attempt_limit();
         self.start_attempt();
+        // Only a timed attempt sets `timed_out`, and `end` takes it: the untimed kinds of attempt
+        // need not clear it.
+        self.timed_out = None;
         let inner = match limit {
             None => RunInner::Plain { fut: attempt },
             Some((at, kind)) => RunInner::Timed {
@@ -705,7 +705,6 @@ impl<T, E: Classify> Call<T, E> {
         {
             span.record("attempt", self.attempt);
         }
-        self.timed_out = None;
     }
 
     #[inline]
@@ -1021,16 +1020,26 @@ fn start_clock() -> u64 {
     clock::now_nanos()
 }
 
-/// The cold part of a call that a subscriber traces.
+/// The cold part of a call that a subscriber traces: `None` when no subscriber wants the span.
 #[cold]
 #[inline(never)]
-fn traced(span: tracing::Span, correlation: &std::cell::Cell<CorrelationId>) -> Box<Cold> {
+fn traced(p: &Policy, correlation: &std::cell::Cell<CorrelationId>) -> Option<Box<Cold>> {
+    let span = tracing::info_span!(
+        "resilient",
+        operation = p.operation,
+        breaker = p.breaker,
+        attempt = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return None;
+    }
     let correlation = context::assigned(correlation);
     span.record("correlation_id", tracing::field::display(correlation));
-    Box::new(Cold {
+    Some(Box::new(Cold {
         span: Some(span),
         ..Cold::default()
-    })
+    }))
 }
 
 impl<T, E> Call<T, E> {

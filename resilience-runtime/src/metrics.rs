@@ -57,7 +57,9 @@ impl Striped {
         }
         let i = STRIPE.with(|s| {
             let mut i = s.get();
-            if i == usize::MAX {
+            // Unset (`usize::MAX`) is out of range: one compare both assigns the stripe and
+            // proves the index in bounds.
+            if i >= STRIPES {
                 static NEXT: std::sync::atomic::AtomicUsize =
                     std::sync::atomic::AtomicUsize::new(0);
                 i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;

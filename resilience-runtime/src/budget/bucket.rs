@@ -43,6 +43,12 @@ impl Bucket {
         ok
     }
 
+    /// Whether the bucket holds `cap` tokens or more: one load.
+    #[inline]
+    pub(crate) fn is_full(&self, cap: u64) -> bool {
+        self.tokens.load(Ordering::Relaxed) >= cap
+    }
+
     /// Adds `add`, up to `cap`. A full bucket costs one load.
     #[inline]
     pub(crate) fn refund(&self, add: u64, cap: u64) {
