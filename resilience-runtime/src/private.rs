@@ -33,26 +33,12 @@ impl<T, E> ReturnType for core::result::Result<T, E> {
     type Err = E;
 }
 
-/// Starts a call; named with the fn's return type so errors point at it.
-#[inline]
-pub fn call<R: ReturnType>(site: &'static Site, hooks: Hooks<R::Ok, R::Err>) -> Call<R::Ok, R::Err>
-where
-    R::Err: Classify,
-{
-    Call::new(site, hooks)
-}
-
 /// Wraps a rejection in the site's error type.
 #[inline]
 pub fn from_rejected<E: CarriesRejected>(r: Rejected) -> E {
     E::from_rejected(r)
 }
 
-/// Checks that a `refresh` hook returns a future of `Result<(), E>`.
-#[inline]
-pub fn check_refresh<E, F: Future<Output = Result<(), E>>>(f: F) -> F {
-    f
-}
 
 /// The HTTP status in a field named by `#[connector(status = field)]`.
 #[diagnostic::on_unimplemented(
