@@ -659,7 +659,7 @@ impl<T, E: Classify> Call<T, E> {
     }
 
     /// Runs one attempt: under the per-attempt timeout (bounded by the deadline), inside the
-    /// call's span, with the [`CallContext`] installed.
+    /// call's span, with the [`CallContext`](crate::CallContext) installed.
     #[inline(always)]
     pub fn run<F: Future<Output = Result<T, E>>>(&mut self, attempt: F) -> Run<'_, T, E, F> {
         let limit = self.attempt_limit();
@@ -691,7 +691,7 @@ impl<T, E: Classify> Call<T, E> {
         }
     }
 
-    /// Runs one blocking attempt with the [`CallContext`] installed.
+    /// Runs one blocking attempt with the [`CallContext`](crate::CallContext) installed.
     #[inline(always)]
     pub fn run_blocking(&mut self, attempt: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         self.start_attempt();
