@@ -39,7 +39,6 @@ pub fn from_rejected<E: CarriesRejected>(r: Rejected) -> E {
     E::from_rejected(r)
 }
 
-
 /// The HTTP status in a field named by `#[connector(status = field)]`.
 #[diagnostic::on_unimplemented(
     message = "`#[connector(status = ...)]` names a field of type `{Self}`, which is not an HTTP status",

@@ -657,3 +657,33 @@ async fn breaker_transition_events_carry_their_generation_and_time() {
     assert!(gens.windows(2).all(|w| w[0] < w[1]), "{gens:?}");
     assert_eq!(seen[1].2 - seen[0].2, Duration::from_secs(60));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_above_the_cap_ends_the_call_at_once() {
+    use resilience_runtime::backoff::RetryAfter;
+    static SITE: Site = Site::new(
+        &Policy::new("ra_cap", module_path!())
+            .with_retries(3)
+            .idempotent()
+            .with_retry_after(RetryAfter::new().with_max(Duration::from_secs(30))),
+    );
+    Registry::new()
+        .scope(async {
+            let start = Instant::now();
+            let (r, times) = run_script(&SITE, vec![Err(E::Throttled(31 * S))]).await;
+            assert_eq!(
+                r,
+                Err(E::Throttled(31 * S)),
+                "the server's own error comes back"
+            );
+            assert_eq!(times.len(), 1);
+            assert_eq!(start.elapsed(), Duration::ZERO, "it must not sleep");
+            let (r, times) = run_script(&SITE, vec![Err(E::Throttled(30 * S))]).await;
+            assert_eq!(
+                (r, times.len()),
+                (Ok(0), 2),
+                "a hint at the cap is honoured"
+            );
+        })
+        .await;
+}

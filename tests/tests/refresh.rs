@@ -53,3 +53,45 @@ async fn a_second_auth_error_is_returned_without_another_refresh() {
     assert_eq!(client.refreshes.load(Ordering::SeqCst), 1);
     assert_eq!(client.runs.load(Ordering::SeqCst), 2);
 }
+
+#[derive(Debug, ConnectorError)]
+enum TokenError {
+    #[connector(auth)]
+    Unauthorized,
+    #[connector(permanent)]
+    TokenEndpointDown,
+}
+
+struct Broken {
+    runs: AtomicU32,
+}
+
+impl Broken {
+    async fn refresh_token(&self) -> Result<(), TokenError> {
+        Err(TokenError::TokenEndpointDown)
+    }
+
+    #[resilient(retries = 2, idempotent, refresh = Self::refresh_token)]
+    async fn whoami(&self) -> Result<u32, TokenError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Err(TokenError::Unauthorized)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_ends_the_call_with_the_refresh_error() {
+    let client = Broken {
+        runs: AtomicU32::new(0),
+    };
+    let registry = Registry::new();
+    let r = registry.scope(client.whoami()).await;
+    assert!(matches!(r, Err(TokenError::TokenEndpointDown)), "{r:?}");
+    assert_eq!(
+        client.runs.load(Ordering::SeqCst),
+        1,
+        "no attempt after a failed refresh"
+    );
+    let m = registry.metrics();
+    let s = &m.site("whoami").unwrap().metrics;
+    assert_eq!((s.refreshes, s.errors.permanent, s.ok), (1, 1, 0));
+}
