@@ -94,25 +94,11 @@ static PER_TENANT: Site = Site::new(
 
 #[tokio::test(start_paused = true)]
 async fn a_site_with_a_breaker_key_draws_on_its_tenants_quota() {
-    use resilience_runtime::engine::Call;
     let registry = Registry::new();
     registry.set_rate_limit(
         "okta",
         Arc::new(KeyedGovernorLimit::new(per_second(1), 100)),
     );
-    let call_for = |tenant: &'static str| async move {
-        let mut call: Call<(), Rejected> =
-            Call::new(&PER_TENANT, Hooks::new().with_from_rejected(|r| r));
-        call.set_breaker_key(tenant);
-        if let Err(r) = call.begin().await {
-            return r;
-        }
-        let r = call.run(async { Ok(()) }).await;
-        match call.end(r).await {
-            resilience_runtime::engine::Next::Return(r) => r,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
     registry
         .scope(async {
             call_for("contoso").await.unwrap();
@@ -135,22 +121,6 @@ async fn a_configuration_file_makes_a_per_tenant_governor_limit() {
     .unwrap();
     let registry = Registry::new();
     registry.apply(&cfg);
-    let call_for = |tenant: &'static str| async move {
-        let mut call: resilience_runtime::engine::Call<(), Rejected> =
-            resilience_runtime::engine::Call::new(
-                &PER_TENANT,
-                Hooks::new().with_from_rejected(|r| r),
-            );
-        call.set_breaker_key(tenant);
-        if let Err(r) = call.begin().await {
-            return r;
-        }
-        let r = call.run(async { Ok(()) }).await;
-        match call.end(r).await {
-            resilience_runtime::engine::Next::Return(r) => r,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
     registry
         .scope(async {
             call_for("contoso").await.unwrap();
@@ -163,4 +133,20 @@ async fn a_configuration_file_makes_a_per_tenant_governor_limit() {
             call_for("contoso").await.unwrap();
         })
         .await;
+}
+
+/// One call of the per-tenant site for `tenant`, driven through the engine as the macro does.
+async fn call_for(tenant: &'static str) -> Result<(), Rejected> {
+    use resilience_runtime::engine::{Call, Next};
+    let mut call: Call<(), Rejected> =
+        Call::new(&PER_TENANT, Hooks::new().with_from_rejected(|r| r));
+    call.set_breaker_key(tenant);
+    if let Err(r) = call.begin().await {
+        return r;
+    }
+    let r = call.run(async { Ok(()) }).await;
+    match call.end(r).await {
+        Next::Return(r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
 }

@@ -158,9 +158,8 @@ mod tests {
                 C(Rejected),
             }
         });
-        let Ok(parsed) = parsed else {
-            panic!("did not parse");
-        };
+        assert!(parsed.is_ok(), "did not parse");
+        let Ok(parsed) = parsed else { return };
         assert_eq!(
             parsed.default.map(|w| w.value).as_deref(),
             Some("permanent")

@@ -412,7 +412,7 @@ mod tests {
             quote! {
                 /// Docs.
                 #[inline]
-                pub(crate) async fn list<'a, T: Clone>(&mut self, t: &'a str) -> Result<Vec<T>, E> where T: Send { todo!() }
+                pub(crate) async fn list<'a, T: Clone>(&mut self, t: &'a str) -> Result<Vec<T>, E> where T: Send { Ok(Vec::new()) }
             },
         );
         assert!(out.starts_with("# [doc = r\" Docs.\"] # [inline] pub (crate) async fn list < 'a , T : Clone > (& mut self , t : & 'a str) -> Result < Vec < T > , E > where T : Send {"), "{out}");
