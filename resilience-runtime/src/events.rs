@@ -112,6 +112,18 @@ pub enum GiveUpReason {
 }
 
 impl GiveUpReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [GiveUpReason; 8] = [
+        GiveUpReason::NotRetryable,
+        GiveUpReason::Aborted,
+        GiveUpReason::RetriesExhausted,
+        GiveUpReason::BudgetExhausted,
+        GiveUpReason::Deadline,
+        GiveUpReason::RetryAfterTooLong,
+        GiveUpReason::Rejected,
+        GiveUpReason::RefreshFailed,
+    ];
+
     /// The reason's name, as in logs and serialised events (`"retries_exhausted"`).
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -183,21 +195,11 @@ pub(crate) fn breaker_transition(
 
 #[cfg(test)]
 mod tests {
-    use super::GiveUpReason::{self, *};
+    use super::GiveUpReason;
 
     #[test]
     fn reason_names_match_their_serialised_form() {
-        let all: [GiveUpReason; 8] = [
-            NotRetryable,
-            Aborted,
-            RetriesExhausted,
-            BudgetExhausted,
-            Deadline,
-            RetryAfterTooLong,
-            Rejected,
-            RefreshFailed,
-        ];
-        for r in all {
+        for r in GiveUpReason::ALL {
             let json = serde_json::to_string(&r).unwrap();
             assert_eq!(json, format!("\"{}\"", r.as_str()));
         }

@@ -165,6 +165,22 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
+    /// Devices assigned after a create met 409 and was resolved through `Location`.
+    pub fn resolved_conflicts(&self) -> usize {
+        self.device_outcomes
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d,
+                    DeviceOutcome::Assigned {
+                        resolved_conflict: true,
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
     /// Devices that were not assigned.
     pub fn failures(&self) -> impl Iterator<Item = &DeviceOutcome> {
         self.device_outcomes
@@ -250,19 +266,7 @@ impl fmt::Display for Report {
             .get("assigned")
             .copied()
             .unwrap_or(0);
-        let via_409 = self
-            .device_outcomes
-            .iter()
-            .filter(|d| {
-                matches!(
-                    d,
-                    DeviceOutcome::Assigned {
-                        resolved_conflict: true,
-                        ..
-                    }
-                )
-            })
-            .count();
+        let via_409 = self.resolved_conflicts();
         let mut parts = vec![format!(
             "assigned {assigned} ({via_409} through 409 + Location)"
         )];

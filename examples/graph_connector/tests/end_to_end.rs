@@ -107,19 +107,7 @@ async fn thirty_percent_faults_no_duplicate_no_early_request_one_refresh_per_exp
         .count();
     assert!(lost_creates > 0, "the seed loses some create responses");
     assert!(conflicts > 0, "a retried create met 409");
-    let resolved = report
-        .device_outcomes
-        .iter()
-        .filter(|d| {
-            matches!(
-                d,
-                DeviceOutcome::Assigned {
-                    resolved_conflict: true,
-                    ..
-                }
-            )
-        })
-        .count();
+    let resolved = report.resolved_conflicts();
     assert!(resolved > 0, "a 409 resolved through Location");
 
     // Zero requests before a Retry-After had passed, though the server asked for waits.
