@@ -442,6 +442,13 @@ impl Breaker {
         Ok(ticket)
     }
 
+    /// [`Breaker::acquire`] when the breaker is closed: a pure read. `None` when it is not
+    /// closed, and then nothing was taken (no probe slot, no transition).
+    #[inline]
+    pub(crate) fn closed_ticket(&self) -> Option<Ticket> {
+        self.machine.closed_ticket()
+    }
+
     /// [`Breaker::acquire`] with a guard that gives a probe slot back if it is dropped unrecorded
     /// (the call was cancelled or panicked).
     ///

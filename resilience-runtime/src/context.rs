@@ -108,7 +108,7 @@ pub(crate) struct Active {
 }
 
 impl Active {
-    const NONE: Active = Active {
+    pub(crate) const NONE: Active = Active {
         site: None,
         correlation: CorrelationId(0),
         attempt: 0,
@@ -265,6 +265,29 @@ impl Drop for Installed<'_> {
         });
         self.correlation.set(mine);
     }
+}
+
+/// The context installed now (`Active::site` is `None` outside any call).
+#[inline(always)]
+pub(crate) fn active() -> Active {
+    ACTIVE.with(Cell::get)
+}
+
+/// Installs `active` over a `prev` read with [`active`] just before (nothing ran in between).
+#[inline(always)]
+pub(crate) fn replace_active(active: Active) {
+    ACTIVE.with(|a| a.set(active));
+}
+
+/// Restores `prev` and returns the correlation id the call installed over it holds now (one
+/// taken by the body, or the one it was installed with).
+#[inline(always)]
+pub(crate) fn restore_active(prev: Active) -> CorrelationId {
+    ACTIVE.with(|a| {
+        let mine = a.get().correlation;
+        a.set(prev);
+        mine
+    })
 }
 
 /// Installs the call's key, moved out of `key`, until the guard drops; the guard gives the key

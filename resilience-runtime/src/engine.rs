@@ -15,13 +15,17 @@
 //!               the attempt    the body of the annotated fn
 //! ```
 //!
-//! `#[resilient]` generates a loop that drives a [`Call`]: [`Call::begin`] passes the deadline,
-//! breaker, rate limit and bulkhead; [`Call::run`] runs one attempt under its timeout with the
+//! A [`Call`] is driven attempt by attempt: [`Call::begin`] passes the deadline, breaker, rate
+//! limit and bulkhead; [`Call::run`] runs one attempt under its timeout with the
 //! [`CallContext`](crate::CallContext) installed; [`Call::end`] records the outcome and decides:
 //! return, wait and retry, or refresh credentials first. The same machine serves plain `fn`s
-//! through the `_blocking` methods. (The generated code calls the synchronous halves of `begin`
-//! and `end`, and awaits only when there is a wait: on the happy path the only await is the
-//! attempt's.)
+//! through the `_blocking` methods.
+//!
+//! `#[resilient]` generates a loop over the same machine with one future per attempt (gate,
+//! attempt and decision together) and awaits nothing else unless it must wait. The first poll of
+//! a call's first attempt keeps the call's state in locals and writes it into the caller's
+//! future only if the attempt is pending or failed; the site, its policy and its hooks are
+//! known by type, so that what a site leaves out costs nothing.
 //!
 //! Without the macro, [`execute`] and [`execute_blocking`] take a closure that makes one attempt.
 //!
@@ -52,6 +56,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -66,6 +71,11 @@ use crate::context::{self, CorrelationId};
 use crate::events::{self, GiveUpReason, RuntimeEvent};
 use crate::metrics;
 use crate::registry::{self, SiteState};
+
+mod slot;
+
+#[doc(hidden)]
+pub use self::slot::{Attempt, AttemptTimer, NoTimer, SiteDef, Slot, Timer};
 
 /// A call site's policy: what `#[resilient(...)]` says, as a `const`.
 ///
@@ -227,6 +237,13 @@ impl Site {
         self.policy
     }
 
+    /// The site's state in the global registry.
+    #[inline(always)]
+    fn global_state(&'static self) -> &'static SiteState {
+        self.global
+            .get_or_init(|| crate::Registry::global().site_state(self))
+    }
+
     #[inline(always)]
     fn state(&'static self) -> StateRef {
         if let Some(r) = registry::scoped_registry()
@@ -317,6 +334,14 @@ impl<T, E> Hooks<T, E> {
     }
 }
 
+impl<T, E> Clone for Hooks<T, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T, E> Copy for Hooks<T, E> {}
+
 impl<T, E> Default for Hooks<T, E> {
     fn default() -> Self {
         Hooks::new()
@@ -334,6 +359,233 @@ impl<T, E> fmt::Debug for Hooks<T, E> {
     }
 }
 
+/// The site's hooks as the engine calls them: [`Hooks`] (fn pointers, for hand-written calls) or
+/// [`StaticHooks`] (zero-sized, what `#[resilient]` generates).
+pub trait HookSet<T, E>: Copy {
+    /// Whether the runtime may reject: breakers, timeouts, deadlines and limits apply.
+    fn rejects(&self) -> bool;
+    /// The rejection as the site's error; `None` when the site takes none.
+    fn rejected(&self, r: Rejected) -> Option<E>;
+    /// The per-site override of the classification of `e`.
+    fn override_class(&self, e: &E) -> Option<Override>;
+    /// Whether the site has a fallback.
+    fn has_fallback(&self) -> bool;
+    /// The fallback's result for the last error (`Err(e)` without one).
+    fn fallback(&self, e: E) -> Result<T, E>;
+    /// Whether the caller refreshes credentials on [`Step::Refresh`].
+    fn refresh(&self) -> bool;
+}
+
+impl<T, E> HookSet<T, E> for Hooks<T, E> {
+    #[inline(always)]
+    fn rejects(&self) -> bool {
+        self.from_rejected.is_some()
+    }
+    #[inline]
+    fn rejected(&self, r: Rejected) -> Option<E> {
+        self.from_rejected.map(|f| f(r))
+    }
+    #[inline]
+    fn override_class(&self, e: &E) -> Option<Override> {
+        self.override_class.and_then(|f| f(e))
+    }
+    #[inline(always)]
+    fn has_fallback(&self) -> bool {
+        self.fallback.is_some()
+    }
+    #[inline]
+    fn fallback(&self, e: E) -> Result<T, E> {
+        match self.fallback {
+            Some(f) => f(e),
+            None => Err(e),
+        }
+    }
+    #[inline(always)]
+    fn refresh(&self) -> bool {
+        self.refresh
+    }
+}
+
+/// A hook the site does not have.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct NoHook;
+
+/// A hook the site has: a fn item or a closure that captures nothing, so zero-sized.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Hook<F>(F);
+
+/// The hooks `#[resilient]` generates: known by type, so a hook the site does not have costs
+/// nothing, and the future holds none of them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct StaticHooks<R, O, F, const REFRESH: bool> {
+    rejected: R,
+    over: O,
+    fallback: F,
+}
+
+impl StaticHooks<NoHook, NoHook, NoHook, false> {
+    /// No hooks.
+    #[inline(always)]
+    pub const fn new() -> Self {
+        StaticHooks {
+            rejected: NoHook,
+            over: NoHook,
+            fallback: NoHook,
+        }
+    }
+}
+
+impl Default for StaticHooks<NoHook, NoHook, NoHook, false> {
+    fn default() -> Self {
+        StaticHooks::new()
+    }
+}
+
+impl<R, O, F, const REFRESH: bool> StaticHooks<R, O, F, REFRESH> {
+    /// How a [`Rejected`] becomes the site's error (see [`Hooks::with_from_rejected`]).
+    #[inline(always)]
+    pub fn with_from_rejected<C>(self, c: C) -> StaticHooks<Hook<C>, O, F, REFRESH> {
+        StaticHooks {
+            rejected: Hook(c),
+            over: self.over,
+            fallback: self.fallback,
+        }
+    }
+    /// The per-site override of the classification.
+    #[inline(always)]
+    pub fn with_override<C>(self, c: C) -> StaticHooks<R, Hook<C>, F, REFRESH> {
+        StaticHooks {
+            rejected: self.rejected,
+            over: Hook(c),
+            fallback: self.fallback,
+        }
+    }
+    /// Called with the last error; its result is the call's.
+    #[inline(always)]
+    pub fn with_fallback<C>(self, c: C) -> StaticHooks<R, O, Hook<C>, REFRESH> {
+        StaticHooks {
+            rejected: self.rejected,
+            over: self.over,
+            fallback: Hook(c),
+        }
+    }
+    /// The caller refreshes credentials on [`Step::Refresh`].
+    #[inline(always)]
+    pub fn with_refresh(self) -> StaticHooks<R, O, F, true> {
+        StaticHooks {
+            rejected: self.rejected,
+            over: self.over,
+            fallback: self.fallback,
+        }
+    }
+}
+
+/// A `from_rejected` hook, or none.
+#[doc(hidden)]
+pub trait RejectedHook<E>: Copy {
+    /// Whether there is one.
+    const PRESENT: bool;
+    /// Its result.
+    fn call(&self, r: Rejected) -> Option<E>;
+}
+
+impl<E> RejectedHook<E> for NoHook {
+    const PRESENT: bool = false;
+    #[inline(always)]
+    fn call(&self, _: Rejected) -> Option<E> {
+        None
+    }
+}
+
+impl<E, C: Fn(Rejected) -> E + Copy> RejectedHook<E> for Hook<C> {
+    const PRESENT: bool = true;
+    #[inline(always)]
+    fn call(&self, r: Rejected) -> Option<E> {
+        Some((self.0)(r))
+    }
+}
+
+/// An override hook, or none.
+#[doc(hidden)]
+pub trait OverrideHook<E>: Copy {
+    /// Its verdict on `e`.
+    fn call(&self, e: &E) -> Option<Override>;
+}
+
+impl<E> OverrideHook<E> for NoHook {
+    #[inline(always)]
+    fn call(&self, _: &E) -> Option<Override> {
+        None
+    }
+}
+
+impl<E, C: Fn(&E) -> Option<Override> + Copy> OverrideHook<E> for Hook<C> {
+    #[inline(always)]
+    fn call(&self, e: &E) -> Option<Override> {
+        (self.0)(e)
+    }
+}
+
+/// A fallback hook, or none.
+#[doc(hidden)]
+pub trait FallbackHook<T, E>: Copy {
+    /// Whether there is one.
+    const PRESENT: bool;
+    /// Its result for `e` (`Err(e)` without one).
+    fn call(&self, e: E) -> Result<T, E>;
+}
+
+impl<T, E> FallbackHook<T, E> for NoHook {
+    const PRESENT: bool = false;
+    #[inline(always)]
+    fn call(&self, e: E) -> Result<T, E> {
+        Err(e)
+    }
+}
+
+impl<T, E, C: Fn(E) -> Result<T, E> + Copy> FallbackHook<T, E> for Hook<C> {
+    const PRESENT: bool = true;
+    #[inline(always)]
+    fn call(&self, e: E) -> Result<T, E> {
+        (self.0)(e)
+    }
+}
+
+impl<T, E, R, O, F, const REFRESH: bool> HookSet<T, E> for StaticHooks<R, O, F, REFRESH>
+where
+    R: RejectedHook<E>,
+    O: OverrideHook<E>,
+    F: FallbackHook<T, E>,
+{
+    #[inline(always)]
+    fn rejects(&self) -> bool {
+        R::PRESENT
+    }
+    #[inline(always)]
+    fn rejected(&self, r: Rejected) -> Option<E> {
+        self.rejected.call(r)
+    }
+    #[inline(always)]
+    fn override_class(&self, e: &E) -> Option<Override> {
+        self.over.call(e)
+    }
+    #[inline(always)]
+    fn has_fallback(&self) -> bool {
+        F::PRESENT
+    }
+    #[inline(always)]
+    fn fallback(&self, e: E) -> Result<T, E> {
+        self.fallback.call(e)
+    }
+    #[inline(always)]
+    fn refresh(&self) -> bool {
+        REFRESH
+    }
+}
+
 /// What the caller of [`Call::end`] does next.
 #[derive(Debug)]
 pub enum Next<T, E> {
@@ -345,7 +597,7 @@ pub enum Next<T, E> {
     Refresh,
 }
 
-/// What the caller of [`Call::end_now`] does next: [`Next`], with the wait not yet done.
+/// What comes after an attempt of a [`Slot`]: [`Next`], with the wait not yet done.
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum Step<T, E> {
@@ -357,13 +609,13 @@ pub enum Step<T, E> {
     Refresh,
 }
 
-/// What the caller of [`Call::begin_now`] does next.
+/// What the gate before an attempt decided.
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum Gate<T, E> {
     /// Make the attempt.
     Pass,
-    /// Wait for a rate-limit permit with [`Call::begin_after`].
+    /// Wait this long for a rate-limit permit, then pass the gate again.
     Wait(Duration),
     /// End the call with this result, without an attempt.
     End(Result<T, E>),
@@ -394,11 +646,11 @@ const OWNS: u8 = 8;
 ///
 /// `keyed` and `cold` are `ManuallyDrop`, released by `Drop` when `OWNS` is set, so that the drop
 /// of a call on the happy path is inline: it compares the ticket and one byte.
-pub struct Call<T, E> {
-    site: &'static Site,
+pub struct Call<T, E, H = Hooks<T, E>> {
     state: StateRef,
-    /// The hooks' functions; `with_refresh` is `HOOK_REFRESH` in `clock`.
-    hooks: HookFns<T, E>,
+    /// The hooks; `refresh` is also `HOOK_REFRESH` in `clock`.
+    hooks: H,
+    types: PhantomData<fn() -> (T, E)>,
     /// The per-key breaker chosen by [`Call::set_breaker_key`]; else the site's breaker.
     keyed: ManuallyDrop<Option<Arc<Breaker>>>,
     ticket: Option<Ticket>,
@@ -418,13 +670,6 @@ pub struct Call<T, E> {
     cold: ManuallyDrop<Option<Box<Cold>>>,
 }
 
-/// [`Hooks`] without its `refresh` flag, which a call keeps in `clock`: three words.
-struct HookFns<T, E> {
-    from_rejected: Option<fn(Rejected) -> E>,
-    override_class: Option<fn(&E) -> Option<Override>>,
-    fallback: Option<fn(E) -> Result<T, E>>,
-}
-
 /// What a call needs only off the happy path: allocated when a subscriber wants the call's
 /// span, when the call has an idempotency key, or at its first retry.
 #[derive(Default)]
@@ -440,7 +685,7 @@ struct RetryState {
     rng: Rng,
 }
 
-impl<T, E> fmt::Debug for Call<T, E> {
+impl<T, E, H> fmt::Debug for Call<T, E, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call")
             .field("operation", &self.site().policy.operation)
@@ -454,14 +699,22 @@ impl<T, E: Classify> Call<T, E> {
     /// Starts a call at `site`.
     #[inline(always)]
     pub fn new(site: &'static Site, hooks: Hooks<T, E>) -> Self {
+        Call::with_hooks(site, hooks)
+    }
+}
+
+impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
+    /// Starts a call at `site` with any [`HookSet`].
+    #[inline(always)]
+    pub fn with_hooks(site: &'static Site, hooks: H) -> Self {
         let state = site.state();
         let p = site.policy;
-        let needs_deadline = p.deadline.is_some() && hooks.from_rejected.is_some();
+        let needs_deadline = p.deadline.is_some() && hooks.rejects();
         let latency = metrics::latency_enabled();
         let clock = if latency { CLOCK_LATENCY } else { 0 }
             | if needs_deadline { CLOCK_DEADLINE } else { 0 };
         let started = if clock != 0 { start_clock() } else { 0 };
-        let clock = clock | if hooks.refresh { HOOK_REFRESH } else { 0 };
+        let clock = clock | if hooks.refresh() { HOOK_REFRESH } else { 0 };
         let correlation = std::cell::Cell::new(context::correlation_for_new_call());
         // The level check inline (a load and a compare); the span, and the check of the
         // subscriber's interest in it, out of line.
@@ -474,13 +727,9 @@ impl<T, E: Classify> Call<T, E> {
         };
         let owns = cold.is_some();
         Call {
-            site,
             state,
-            hooks: HookFns {
-                from_rejected: hooks.from_rejected,
-                override_class: hooks.override_class,
-                fallback: hooks.fallback,
-            },
+            hooks,
+            types: PhantomData,
             keyed: ManuallyDrop::new(None),
             ticket: None,
             flags: if owns { OWNS } else { 0 },
@@ -491,6 +740,31 @@ impl<T, E: Classify> Call<T, E> {
             clock,
             started,
             cold: ManuallyDrop::new(cold),
+        }
+    }
+
+    /// The call that [`Slot`]'s fast path ran its first attempt for: at the global registry, not
+    /// traced, timed or nested, its breaker's `ticket` taken, the attempt started.
+    fn started_fast(
+        hooks: H,
+        state: &'static SiteState,
+        ticket: Option<Ticket>,
+        correlation: CorrelationId,
+    ) -> Self {
+        Call {
+            state: StateRef::Static(state),
+            hooks,
+            types: PhantomData,
+            keyed: ManuallyDrop::new(None),
+            ticket,
+            flags: 0,
+            timed_out: None,
+            attempt: 0,
+            retries: 0,
+            correlation: std::cell::Cell::new(correlation),
+            clock: if hooks.refresh() { HOOK_REFRESH } else { 0 },
+            started: 0,
+            cold: ManuallyDrop::new(None),
         }
     }
 
@@ -518,27 +792,10 @@ impl<T, E: Classify> Call<T, E> {
     /// The future resolves to `Err` with the call's final result when the call must end before
     /// the attempt (a rejection, through the fallback if there is one).
     #[inline(always)]
-    pub fn begin(&mut self) -> Begin<'_, T, E> {
+    pub fn begin(&mut self) -> Begin<'_, T, E, H> {
         Begin {
             call: self,
             sleep: None,
-        }
-    }
-
-    /// [`Call::begin`] without a future: passes, ends the call, or asks the caller to wait with
-    /// [`Call::begin_after`]. The generated code awaits only in that last case.
-    #[doc(hidden)]
-    #[inline(always)]
-    pub fn begin_now(&mut self) -> Gate<T, E> {
-        self.gate()
-    }
-
-    /// Waits `wait` for a rate-limit permit, then [`Call::begin`].
-    #[doc(hidden)]
-    pub fn begin_after(&mut self, wait: Duration) -> Begin<'_, T, E> {
-        Begin {
-            call: self,
-            sleep: Some(Box::pin(tokio::time::sleep(wait))),
         }
     }
 
@@ -560,7 +817,7 @@ impl<T, E: Classify> Call<T, E> {
 
     #[inline(always)]
     fn gate(&mut self) -> Gate<T, E> {
-        if self.hooks.from_rejected.is_none() {
+        if !self.hooks.rejects() {
             return Gate::Pass;
         }
         if self.clock & CLOCK_DEADLINE == 0 && self.state.simple_gate {
@@ -580,15 +837,13 @@ impl<T, E: Classify> Call<T, E> {
     #[cold]
     #[inline(never)]
     fn gate_slow(&mut self) -> Gate<T, E> {
-        let Some(from_rejected) = self.hooks.from_rejected else {
+        if !self.hooks.rejects() {
             return Gate::Pass;
-        };
+        }
         let deadline_at = self.deadline_at();
         if deadline_at != 0 && clock::now_nanos() >= deadline_at {
             let d = self.site().policy.deadline.unwrap_or_default();
-            return Gate::End(
-                self.reject(from_rejected, Rejected::DeadlineExceeded { deadline: d }),
-            );
+            return self.reject(Rejected::DeadlineExceeded { deadline: d });
         }
         if let Some(b) = self.breaker() {
             match b.acquire() {
@@ -598,7 +853,7 @@ impl<T, E: Classify> Call<T, E> {
                         breaker: b.name().clone(),
                         retry_in,
                     };
-                    return Gate::End(self.reject(from_rejected, r));
+                    return self.reject(r);
                 }
             }
         }
@@ -619,7 +874,7 @@ impl<T, E: Classify> Call<T, E> {
                     if fits && deadline_at != 0 {
                         return Gate::Wait(wait);
                     }
-                    return Gate::End(self.reject(from_rejected, r));
+                    return self.reject(r);
                 }
             }
         }
@@ -629,14 +884,14 @@ impl<T, E: Classify> Call<T, E> {
                     bulkhead: name.clone(),
                 };
                 self.release_ticket();
-                return Gate::End(self.reject(from_rejected, r));
+                return self.reject(r);
             }
             self.flags |= IN_BULKHEAD;
         }
         Gate::Pass
     }
 
-    fn reject(&mut self, from_rejected: fn(Rejected) -> E, r: Rejected) -> Result<T, E> {
+    fn reject(&mut self, r: Rejected) -> Gate<T, E> {
         self.state.counters.rejected();
         tracing::warn!(
             parent: self.span_id(),
@@ -645,9 +900,14 @@ impl<T, E: Classify> Call<T, E> {
             correlation_id = %self.correlation_or_default(),
             "{r}"
         );
-        let e = from_rejected(r);
-        self.emit_gave_up(&e, GiveUpReason::Rejected);
-        self.finish_err(e)
+        match self.hooks.rejected(r) {
+            Some(e) => {
+                self.emit_gave_up(&e, GiveUpReason::Rejected);
+                Gate::End(self.finish_err(e))
+            }
+            // Only a site that takes rejections is rejected (`Call::gate`).
+            None => Gate::Pass,
+        }
     }
 
     fn release_ticket(&mut self) {
@@ -661,7 +921,7 @@ impl<T, E: Classify> Call<T, E> {
     /// Runs one attempt: under the per-attempt timeout (bounded by the deadline), inside the
     /// call's span, with the [`CallContext`](crate::CallContext) installed.
     #[inline(always)]
-    pub fn run<F: Future<Output = Result<T, E>>>(&mut self, attempt: F) -> Run<'_, T, E, F> {
+    pub fn run<F: Future<Output = Result<T, E>>>(&mut self, attempt: F) -> Run<'_, T, E, F, H> {
         let limit = self.attempt_limit();
         self.start_attempt();
         // Only a timed attempt sets `timed_out`, and `end` takes it: the untimed kinds of attempt
@@ -675,20 +935,6 @@ impl<T, E: Classify> Call<T, E> {
             },
         };
         Run { call: self, inner }
-    }
-
-    /// [`Call::run`] for a site whose policy has neither a timeout nor a deadline: its future
-    /// holds no timer, so the caller's future stays small.
-    #[inline(always)]
-    pub fn run_untimed<F: Future<Output = Result<T, E>>>(
-        &mut self,
-        attempt: F,
-    ) -> RunUntimed<'_, T, E, F> {
-        self.start_attempt();
-        RunUntimed {
-            call: self,
-            fut: attempt,
-        }
     }
 
     /// Runs one blocking attempt with the [`CallContext`](crate::CallContext) installed.
@@ -709,7 +955,9 @@ impl<T, E: Classify> Call<T, E> {
 
     #[inline]
     fn attempt_limit(&self) -> Option<(Instant, TimeoutKind)> {
-        self.hooks.from_rejected?;
+        if !self.hooks.rejects() {
+            return None;
+        }
         let by_timeout = self
             .site()
             .policy
@@ -736,24 +984,10 @@ impl<T, E: Classify> Call<T, E> {
         }
     }
 
-    /// [`Call::end`] without a future: the caller waits out [`Step::Wait`] itself (with
-    /// [`Call::sleep`]) before the next attempt. The generated code awaits only then.
-    #[doc(hidden)]
-    #[inline(always)]
-    pub fn end_now(&mut self, result: Result<T, E>) -> Step<T, E> {
-        self.decide(result)
-    }
-
     /// The wait of [`Step::Wait`], boxed so that it takes one word of the caller's future.
     #[doc(hidden)]
     pub fn sleep(wait: Duration) -> Pin<Box<tokio::time::Sleep>> {
         Box::pin(tokio::time::sleep(wait))
-    }
-
-    /// Waits out [`Step::Wait`] in a blocking call (with the registry's blocking sleep, if set).
-    #[doc(hidden)]
-    pub fn wait_blocking(&self, wait: Duration) {
-        self.sleep_blocking(wait);
     }
 
     /// [`Call::end`] for a blocking call.
@@ -793,14 +1027,8 @@ impl<T, E: Classify> Call<T, E> {
         }
         match result {
             Ok(v) => {
-                if let Some(t) = self.ticket.take()
-                    && let Some(b) = self.breaker()
-                {
-                    b.record(t, Outcome::Success);
-                }
-                let state = &*self.state;
-                state.budget.refund();
-                state.counters.ok(self.retries > 0);
+                let ticket = self.ticket.take();
+                slot::succeeded(&self.state, self.breaker(), ticket, self.retries > 0);
                 self.flags |= ENDED;
                 if self.clock & CLOCK_LATENCY != 0 {
                     self.record_latency();
@@ -839,7 +1067,7 @@ impl<T, E: Classify> Call<T, E> {
             };
             b.record(t, outcome);
         }
-        let over = self.hooks.override_class.and_then(|f| f(&e));
+        let over = self.hooks.override_class(&e);
         let p = self.site().policy;
         self.attempt += 1;
 
@@ -999,13 +1227,10 @@ impl<T, E: Classify> Call<T, E> {
         if self.clock & CLOCK_LATENCY != 0 {
             self.record_latency();
         }
-        match self.hooks.fallback {
-            Some(f) => {
-                self.state.counters.fallback();
-                f(e)
-            }
-            None => Err(e),
+        if self.hooks.has_fallback() {
+            self.state.counters.fallback();
         }
+        self.hooks.fallback(e)
     }
 
     fn correlation_or_default(&self) -> CorrelationId {
@@ -1042,11 +1267,11 @@ fn traced(p: &Policy, correlation: &std::cell::Cell<CorrelationId>) -> Option<Bo
     }))
 }
 
-impl<T, E> Call<T, E> {
+impl<T, E, H> Call<T, E, H> {
     /// The call's site.
     #[inline(always)]
     fn site(&self) -> &'static Site {
-        self.site
+        self.state.site
     }
 
     /// The deadline, in the clock's nanoseconds; 0 for none.
@@ -1089,7 +1314,7 @@ impl<T, E> Call<T, E> {
     #[inline(always)]
     fn entered<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let active = context::Active {
-            site: Some(self.site),
+            site: Some(self.state.site),
             correlation: self.correlation.get(),
             attempt: self.attempt,
             has_key: 0,
@@ -1125,14 +1350,7 @@ impl<T, E> Call<T, E> {
         // breaker ticket was released above rather than recorded as a failure).
         if self.flags & ENDED == 0 && std::thread::panicking() {
             self.flags |= ENDED;
-            self.state.counters.error(ErrorClass::Permanent);
-            tracing::error!(
-                parent: self.span_id(),
-                operation = self.site().policy.operation,
-                attempt = self.attempt,
-                "{} panicked; counted as a permanent error",
-                self.site().policy.operation
-            );
+            count_panic(&self.state, self.attempt, self.span_id());
         }
         if self.flags & OWNS != 0 {
             self.flags &= !OWNS;
@@ -1142,6 +1360,19 @@ impl<T, E> Call<T, E> {
             drop(ManuallyDrop::into_inner(cold));
         }
     }
+}
+
+/// A call unwinding from a panic is counted once, as a permanent error.
+#[cold]
+fn count_panic(state: &SiteState, attempt: u32, span: Option<tracing::Id>) {
+    state.counters.error(ErrorClass::Permanent);
+    let operation = state.site.policy().operation;
+    tracing::error!(
+        parent: span,
+        operation,
+        attempt,
+        "{operation} panicked; counted as a permanent error",
+    );
 }
 
 /// [`Call::entered`] for a call with a span or a key; restores in reverse order: the context,
@@ -1164,7 +1395,7 @@ fn entered_cold<R>(
     f()
 }
 
-impl<T, E> Drop for Call<T, E> {
+impl<T, E, H> Drop for Call<T, E, H> {
     #[inline(always)]
     fn drop(&mut self) {
         // The happy path: nothing held, nothing owned, and the result counted.
@@ -1175,26 +1406,29 @@ impl<T, E> Drop for Call<T, E> {
 }
 
 /// Which limit ended an attempt.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimeoutKind {
+pub enum TimeoutKind {
+    /// The per-attempt timeout.
     Attempt,
+    /// The whole call's deadline.
     Deadline,
 }
 
 /// The future of [`Call::begin`].
 #[must_use = "futures do nothing unless polled"]
-pub struct Begin<'a, T, E> {
-    call: &'a mut Call<T, E>,
+pub struct Begin<'a, T, E, H = Hooks<T, E>> {
+    call: &'a mut Call<T, E, H>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<T, E> fmt::Debug for Begin<'_, T, E> {
+impl<T, E, H> fmt::Debug for Begin<'_, T, E, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Begin").finish_non_exhaustive()
     }
 }
 
-impl<T, E: Classify> Future for Begin<'_, T, E> {
+impl<T, E: Classify, H: HookSet<T, E>> Future for Begin<'_, T, E, H> {
     type Output = Result<(), Result<T, E>>;
 
     #[inline]
@@ -1225,26 +1459,26 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     /// The future of [`Call::run`].
     #[must_use = "futures do nothing unless polled"]
-    pub struct Run<'a, T, E, F> {
-        call: &'a mut Call<T, E>,
+    pub struct Run<'a, T, E, F, H = Hooks<T, E>> {
+        call: &'a mut Call<T, E, H>,
         #[pin]
         inner: RunInner<F>,
     }
 }
 
-impl<T, E, F> fmt::Debug for Run<'_, T, E, F> {
+impl<T, E, F, H> fmt::Debug for Run<'_, T, E, F, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Run").finish_non_exhaustive()
     }
 }
 
-impl<T, E, F: Future<Output = Result<T, E>>> Future for Run<'_, T, E, F> {
+impl<T, E, F: Future<Output = Result<T, E>>, H: HookSet<T, E>> Future for Run<'_, T, E, F, H> {
     type Output = Result<T, E>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T, E>> {
         let this = self.project();
-        let call: &mut Call<T, E> = this.call;
+        let call: &mut Call<T, E, H> = this.call;
         let poll = match this.inner.project() {
             RunInnerProj::Plain { fut } => return call.entered(|| fut.poll(cx)),
             RunInnerProj::Timed { fut, kind } => (call.entered(|| fut.poll(cx)), kind),
@@ -1263,40 +1497,13 @@ impl<T, E, F: Future<Output = Result<T, E>>> Future for Run<'_, T, E, F> {
                         deadline: p.deadline.unwrap_or_default(),
                     },
                 };
-                match call.hooks.from_rejected {
-                    Some(f) => Poll::Ready(Err(f(rejection))),
+                match call.hooks.rejected(rejection) {
+                    Some(e) => Poll::Ready(Err(e)),
                     // `attempt_limit` sets no limit without the hook.
                     None => Poll::Pending,
                 }
             }
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`Call::run_untimed`].
-    #[must_use = "futures do nothing unless polled"]
-    pub struct RunUntimed<'a, T, E, F> {
-        call: &'a mut Call<T, E>,
-        #[pin]
-        fut: F,
-    }
-}
-
-impl<T, E, F> fmt::Debug for RunUntimed<'_, T, E, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunUntimed").finish_non_exhaustive()
-    }
-}
-
-impl<T, E, F: Future<Output = Result<T, E>>> Future for RunUntimed<'_, T, E, F> {
-    type Output = Result<T, E>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T, E>> {
-        let this = self.project();
-        let fut = this.fut;
-        this.call.entered(|| fut.poll(cx))
     }
 }
 

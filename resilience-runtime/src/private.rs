@@ -12,7 +12,9 @@ pub use std::string::{String, ToString};
 
 pub use crate::backoff::{Backoff, Jitter, RetryAfter};
 pub use crate::classify::{CarriesRejected, Classify, ErrorClass, Rejected, TerminalReason};
-pub use crate::engine::{Call, Gate, Hooks, Next, Override, Policy, Site, Step};
+pub use crate::engine::{
+    Call, HookSet, Hooks, NoHook, Override, Policy, Site, SiteDef, Slot, StaticHooks, Step,
+};
 pub use crate::redact::Redacted;
 
 /// The `Ok` and `Err` types of a fn's declared return type, through any alias.
@@ -135,7 +137,7 @@ impl<T: Clone> CloneArg for T {
     }
 }
 
-/// The engine, reached through the site's error type: [`Call`] and its methods when
+/// The engine, reached through the site's error type: [`Slot`] and its methods when
 /// `E: Classify`.
 ///
 /// Generated code calls every engine method as `<E as Engine<T>>::method(..)`, spanned on the
@@ -148,145 +150,98 @@ impl<T: Clone> CloneArg for T {
     note = "or implement `resilience_runtime::Classify` by hand"
 )]
 pub trait Engine<T>: Sized {
-    /// The call in progress.
-    type Call;
-    /// [`Call::new`].
-    fn start(site: &'static Site, hooks: Hooks<T, Self>) -> Self::Call;
+    /// The call in progress at the site `S` with the hooks `H`.
+    type Call<S: SiteDef, H: HookSet<T, Self>>;
+    /// [`Slot::new`].
+    fn start<S: SiteDef, H: HookSet<T, Self>>(hooks: H) -> Self::Call<S, H>;
     /// [`Call::set_idempotency_key`].
-    fn set_idempotency_key(call: &mut Self::Call, key: String);
+    fn set_idempotency_key<S: SiteDef, H: HookSet<T, Self>>(
+        call: &mut Self::Call<S, H>,
+        key: String,
+    );
     /// [`Call::set_breaker_key`].
-    fn set_breaker_key(call: &mut Self::Call, key: &str);
-    /// [`Call::begin`].
-    fn begin(call: &mut Self::Call) -> impl Future<Output = Result<(), Result<T, Self>>>;
-    /// [`Call::begin_now`]: the gate without a future.
-    fn begin_now(call: &mut Self::Call) -> Gate<T, Self>;
-    /// [`Call::begin_after`]: for [`Gate::Wait`].
-    fn begin_after(
-        call: &mut Self::Call,
-        wait: Duration,
-    ) -> impl Future<Output = Result<(), Result<T, Self>>>;
-    /// [`Call::run`].
-    fn run<F: Future<Output = Result<T, Self>>>(
-        call: &mut Self::Call,
+    fn set_breaker_key<S: SiteDef, H: HookSet<T, Self>>(call: &mut Self::Call<S, H>, key: &str);
+    /// [`Slot::attempt`], for sites without `timeout` or `deadline`.
+    fn attempt<S: SiteDef, H: HookSet<T, Self>, F: Future<Output = Result<T, Self>>>(
+        call: &mut Self::Call<S, H>,
         attempt: F,
-    ) -> impl Future<Output = Result<T, Self>>;
-    /// [`Call::run_untimed`], for sites without `timeout` or `deadline`.
-    fn run_untimed<F: Future<Output = Result<T, Self>>>(
-        call: &mut Self::Call,
+    ) -> impl Future<Output = Step<T, Self>>;
+    /// [`Slot::attempt_timed`].
+    fn attempt_timed<S: SiteDef, H: HookSet<T, Self>, F: Future<Output = Result<T, Self>>>(
+        call: &mut Self::Call<S, H>,
         attempt: F,
-    ) -> impl Future<Output = Result<T, Self>>;
-    /// [`Call::end`].
-    fn end(call: &mut Self::Call, result: Result<T, Self>) -> impl Future<Output = Next<T, Self>>;
-    /// [`Call::end_now`]: the decision without a future; the caller waits out
-    /// [`Step::Wait`] with [`Engine::sleep`].
-    fn end_now(call: &mut Self::Call, result: Result<T, Self>) -> Step<T, Self>;
+    ) -> impl Future<Output = Step<T, Self>>;
     /// The wait of [`Step::Wait`].
     fn sleep(wait: Duration) -> impl Future<Output = ()>;
-    /// [`Call::end_now`] for the only attempt of a site that never repeats (no retries, no
-    /// `refresh`), so that the body may move its arguments: such a site always gets
-    /// [`Step::Return`].
-    fn end_once(call: &mut Self::Call, result: Result<T, Self>) -> Result<T, Self>;
-    /// [`Call::begin_blocking`].
-    fn begin_blocking(call: &mut Self::Call) -> Result<(), Result<T, Self>>;
-    /// [`Call::run_blocking`].
-    fn run_blocking(
-        call: &mut Self::Call,
+    /// The result of the only attempt of a site that never repeats (no retries, no `refresh`),
+    /// so that the body may move its arguments: such a site always gets [`Step::Return`].
+    fn once(step: Step<T, Self>) -> Result<T, Self>;
+    /// [`Slot::attempt_blocking`].
+    fn attempt_blocking<S: SiteDef, H: HookSet<T, Self>>(
+        call: &mut Self::Call<S, H>,
         attempt: impl FnOnce() -> Result<T, Self>,
-    ) -> Result<T, Self>;
-    /// [`Call::end_blocking`].
-    fn end_blocking(call: &mut Self::Call, result: Result<T, Self>) -> Next<T, Self>;
+    ) -> Step<T, Self>;
     /// The wait of [`Step::Wait`] for a blocking call.
-    fn sleep_blocking(call: &mut Self::Call, wait: Duration);
-    /// [`Engine::end_once`] for a blocking call.
-    fn end_once_blocking(call: &mut Self::Call, result: Result<T, Self>) -> Result<T, Self>;
+    fn sleep_blocking<S: SiteDef, H: HookSet<T, Self>>(call: &mut Self::Call<S, H>, wait: Duration);
     /// [`Call::fail`].
-    fn fail(call: &mut Self::Call, error: Self) -> Result<T, Self>;
+    fn fail<S: SiteDef, H: HookSet<T, Self>>(
+        call: &mut Self::Call<S, H>,
+        error: Self,
+    ) -> Result<T, Self>;
 }
 
 #[diagnostic::do_not_recommend]
 impl<T, E: Classify> Engine<T> for E {
-    type Call = Call<T, E>;
+    type Call<S: SiteDef, H: HookSet<T, E>> = Slot<T, E, S, H>;
 
     #[inline(always)]
-    fn start(site: &'static Site, hooks: Hooks<T, E>) -> Call<T, E> {
-        Call::new(site, hooks)
+    fn start<S: SiteDef, H: HookSet<T, E>>(hooks: H) -> Slot<T, E, S, H> {
+        Slot::new(hooks)
     }
     #[inline(always)]
-    fn set_idempotency_key(call: &mut Call<T, E>, key: String) {
-        call.set_idempotency_key(key);
+    fn set_idempotency_key<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, S, H>, key: String) {
+        call.call().set_idempotency_key(key);
     }
     #[inline(always)]
-    fn set_breaker_key(call: &mut Call<T, E>, key: &str) {
-        call.set_breaker_key(key);
+    fn set_breaker_key<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, S, H>, key: &str) {
+        call.call().set_breaker_key(key);
     }
     #[inline(always)]
-    fn begin(call: &mut Call<T, E>) -> impl Future<Output = Result<(), Result<T, E>>> {
-        call.begin()
-    }
-    #[inline(always)]
-    fn begin_now(call: &mut Call<T, E>) -> Gate<T, E> {
-        call.begin_now()
-    }
-    #[inline(always)]
-    fn begin_after(
-        call: &mut Call<T, E>,
-        wait: Duration,
-    ) -> impl Future<Output = Result<(), Result<T, E>>> {
-        call.begin_after(wait)
-    }
-    #[inline(always)]
-    fn run<F: Future<Output = Result<T, E>>>(
-        call: &mut Call<T, E>,
+    fn attempt<S: SiteDef, H: HookSet<T, E>, F: Future<Output = Result<T, E>>>(
+        call: &mut Slot<T, E, S, H>,
         attempt: F,
-    ) -> impl Future<Output = Result<T, E>> {
-        call.run(attempt)
+    ) -> impl Future<Output = Step<T, E>> {
+        call.attempt(attempt)
     }
     #[inline(always)]
-    fn run_untimed<F: Future<Output = Result<T, E>>>(
-        call: &mut Call<T, E>,
+    fn attempt_timed<S: SiteDef, H: HookSet<T, E>, F: Future<Output = Result<T, E>>>(
+        call: &mut Slot<T, E, S, H>,
         attempt: F,
-    ) -> impl Future<Output = Result<T, E>> {
-        call.run_untimed(attempt)
-    }
-    #[inline(always)]
-    fn end(call: &mut Call<T, E>, result: Result<T, E>) -> impl Future<Output = Next<T, E>> {
-        call.end(result)
-    }
-    #[inline(always)]
-    fn end_now(call: &mut Call<T, E>, result: Result<T, E>) -> Step<T, E> {
-        call.end_now(result)
+    ) -> impl Future<Output = Step<T, E>> {
+        call.attempt_timed(attempt)
     }
     #[inline(always)]
     fn sleep(wait: Duration) -> impl Future<Output = ()> {
         Call::<T, E>::sleep(wait)
     }
     #[inline(always)]
-    fn end_once(call: &mut Call<T, E>, result: Result<T, E>) -> Result<T, E> {
-        only_return(call.end_now(result))
+    fn once(step: Step<T, E>) -> Result<T, E> {
+        only_return(step)
     }
     #[inline(always)]
-    fn begin_blocking(call: &mut Call<T, E>) -> Result<(), Result<T, E>> {
-        call.begin_blocking()
+    fn attempt_blocking<S: SiteDef, H: HookSet<T, E>>(
+        call: &mut Slot<T, E, S, H>,
+        attempt: impl FnOnce() -> Result<T, E>,
+    ) -> Step<T, E> {
+        call.attempt_blocking(attempt)
     }
     #[inline(always)]
-    fn run_blocking(call: &mut Call<T, E>, attempt: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        call.run_blocking(attempt)
+    fn sleep_blocking<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, S, H>, wait: Duration) {
+        call.sleep_blocking(wait);
     }
     #[inline(always)]
-    fn end_blocking(call: &mut Call<T, E>, result: Result<T, E>) -> Next<T, E> {
-        call.end_blocking(result)
-    }
-    #[inline(always)]
-    fn sleep_blocking(call: &mut Call<T, E>, wait: Duration) {
-        call.wait_blocking(wait);
-    }
-    #[inline(always)]
-    fn end_once_blocking(call: &mut Call<T, E>, result: Result<T, E>) -> Result<T, E> {
-        only_return(call.end_now(result))
-    }
-    #[inline(always)]
-    fn fail(call: &mut Call<T, E>, error: E) -> Result<T, E> {
-        call.fail(error)
+    fn fail<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, S, H>, error: E) -> Result<T, E> {
+        call.call().fail(error)
     }
 }
 
@@ -294,25 +249,37 @@ impl<T, E: Classify> Engine<T> for E {
 fn only_return<T, E>(step: Step<T, E>) -> Result<T, E> {
     match step {
         Step::Return(r) => r,
-        // `Call::end` retries only while the policy's `retries` allow it, and refreshes only when
-        // the site has the refresh hook: a site expanded with `end_once` has neither.
+        // `Call::decide` retries only while the policy's `retries` allow it, and refreshes only
+        // when the site has the refresh hook: a site expanded with `once` has neither.
         Step::Wait(_) | Step::Refresh => {
             unreachable!("a site without retries or refresh was asked to make another attempt")
         }
     }
 }
 
-/// Starts a call; named with the fn's return type so that "not a `Result`" and "does not
-/// classify" are reported once, at the return type.
+/// Starts a call at the site `S`; named with the fn's return type so that "not a `Result`" and
+/// "does not classify" are reported once, at the return type.
 #[inline(always)]
-pub fn start<R: ReturnType>(
-    site: &'static Site,
-    hooks: Hooks<R::Ok, R::Err>,
-) -> <R::Err as Engine<R::Ok>>::Call
+pub fn start<R: ReturnType, S: SiteDef, H: HookSet<R::Ok, R::Err>>(
+    hooks: H,
+) -> <R::Err as Engine<R::Ok>>::Call<S, H>
 where
     R::Err: Engine<R::Ok>,
 {
-    <R::Err as Engine<R::Ok>>::start(site, hooks)
+    <R::Err as Engine<R::Ok>>::start::<S, H>(hooks)
+}
+
+/// A site's fallback, checked where it is named: a fn from the error to the call's result. (A
+/// fn pointer: a fallback of the wrong shape is then one error, at its name.)
+#[inline(always)]
+pub const fn fallback<T, E>(f: fn(E) -> Result<T, E>) -> fn(E) -> Result<T, E> {
+    f
+}
+
+/// The hooks of a site; see [`StaticHooks`].
+#[inline(always)]
+pub const fn hooks() -> StaticHooks<NoHook, NoHook, NoHook, false> {
+    StaticHooks::new()
 }
 
 /// A fresh copy of an owned argument for one attempt; see [`CloneArg`].

@@ -513,6 +513,12 @@ pub(crate) fn scoped_registry() -> Option<Registry> {
     scoped()
 }
 
+/// Whether any registry was ever scoped in this process (when not, the global one is in force).
+#[inline]
+pub(crate) fn scoping_in_use() -> bool {
+    SCOPED_IN_USE.load(Ordering::Relaxed)
+}
+
 struct ScopeGuard {
     prev: Option<Registry>,
 }

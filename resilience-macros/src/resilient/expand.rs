@@ -5,18 +5,16 @@
 //! blocking fn) that the runtime's engine drives:
 //!
 //! ```text
-//! let __resilient_site = { const POLICY: Policy = ...; static SITE: Site = ...; &SITE };
-//! let __resilient_hooks: Hooks<T, E> = Hooks::new()...;
-//! let mut call = start::<Result<T, E>>(__resilient_site, __resilient_hooks);
+//! const POLICY: Policy = ...;
+//! static SITE: Site = Site::new(&POLICY);
+//! struct __ResilientSite;                                      // the site, known by type
+//! impl SiteDef for __ResilientSite { const POLICY = &POLICY; fn site() { &SITE } }
+//! let __resilient_hooks = hooks().with_from_rejected(from_rejected::<E>)...;  // zero-sized
+//! let mut call = start::<Result<T, E>, __ResilientSite, _>(__resilient_hooks);
 //! loop {
-//!     match <E as Engine<T>>::begin_now(&mut call) {            // no await unless waiting
-//!         Gate::Pass => {}
-//!         Gate::End(r) => return r,
-//!         Gate::Wait(w) => if let Err(r) = <E as Engine<T>>::begin_after(&mut call, w).await { return r; }
-//!     }
 //!     let owned_arg = CloneArg::clone_arg(&owned_arg);          // per attempt
-//!     let r = <E as Engine<T>>::run(&mut call, async { <fake return> <body> }).await;
-//!     match <E as Engine<T>>::end_now(&mut call, r) {
+//!     // the gate, the attempt and the decision, in one future
+//!     match <E as Engine<T>>::attempt(&mut call, async { <fake return> <body> }).await {
 //!         Step::Return(r) => return r,
 //!         Step::Wait(w) => <E as Engine<T>>::sleep(w).await,
 //!         Step::Refresh => { /* refresh(self).await, or fail */ }
@@ -54,7 +52,7 @@ fn local(name: &str) -> Ident {
 fn body(config: &Config, block: &syn::Block) -> TokenStream {
     let private = private(config);
     let ret = &config.ret;
-    let site = local("__resilient_site");
+    let site_type = Ident::new("__ResilientSite", Span::mixed_site());
     let hooks = local("__resilient_hooks");
     // Located at the return type: an error about the call's type points there.
     let call = Ident::new(
@@ -75,62 +73,42 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
     let rebinds = rebinds(config, &private);
     let attempt = attempt(config, block);
     let refresh = refresh(config, &private, &engine, &call);
+    // The whole type at one span: an error about it is then the same error as the engine's
+    // calls report, and is reported once.
+    let ret_at_ret = respan(ret.to_token_stream(), ret.span());
     let make_call = quote_spanned! {ret.span()=>
-        #at_ret::start::<#ret>(#site, #hooks)
+        #at_ret::start::<#ret_at_ret, #site_type, _>(#hooks)
     };
 
     let w = local("__resilient_wait");
-    // The gate and the decision are synchronous; an async fn's future awaits only when it must
-    // wait (for a rate-limit permit, or out a backoff).
-    let (begin, run, wait, end_once) = if config.is_async {
+    // One future per attempt: the gate, the attempt and the decision. An async fn's future
+    // awaits nothing else unless it must wait out a backoff.
+    let (step, wait) = if config.is_async {
+        let attempt_fn = if config.timeout.is_some() || config.deadline.is_some() {
+            quote_spanned!(ret.span()=> attempt_timed)
+        } else {
+            // No timer to arm: the attempt's future holds none, so the fn's future stays small.
+            quote_spanned!(ret.span()=> attempt)
+        };
         (
-            // The gate's result is matched to a plain value before any await, so that the
-            // future does not keep the (result-sized) gate across the wait.
-            quote_spanned! {ret.span()=>
-                let #w = match #engine::begin_now(&mut #call) {
-                    #private::Gate::Pass => #private::None,
-                    #private::Gate::End(#r) => return #r,
-                    #private::Gate::Wait(#w) => #private::Some(#w),
-                };
-                if let #private::Some(#w) = #w {
-                    if let #private::Err(#r) = #engine::begin_after(&mut #call, #w).await {
-                        return #r;
-                    }
-                }
-            },
-            if config.timeout.is_some() || config.deadline.is_some() {
-                quote_spanned!(ret.span()=> #engine::run(&mut #call, #attempt).await)
-            } else {
-                // No timer to arm: the attempt's future holds none, so the fn's future stays small.
-                quote_spanned!(ret.span()=> #engine::run_untimed(&mut #call, #attempt).await)
-            },
+            quote_spanned!(ret.span()=> #engine::#attempt_fn(&mut #call, #attempt).await),
             quote_spanned!(ret.span()=> #engine::sleep(#w).await),
-            quote_spanned!(ret.span()=> #engine::end_once(&mut #call, #r)),
         )
     } else {
         (
-            quote_spanned! {ret.span()=>
-                if let #private::Err(#r) = #engine::begin_blocking(&mut #call) {
-                    return #r;
-                }
-            },
-            quote_spanned!(ret.span()=> #engine::run_blocking(&mut #call, #attempt)),
+            quote_spanned!(ret.span()=> #engine::attempt_blocking(&mut #call, #attempt)),
             quote_spanned!(ret.span()=> #engine::sleep_blocking(&mut #call, #w)),
-            quote_spanned!(ret.span()=> #engine::end_once_blocking(&mut #call, #r)),
         )
     };
-    let end = quote_spanned!(ret.span()=> #engine::end_now(&mut #call, #r));
 
     // A site that may run the body again loops; one that never does runs it once, straight, so
     // that the body may move its arguments (`self` by value included).
     let drive = if config.retries > 0 || config.refresh.is_some() {
         quote! {
             loop {
-                #begin
                 #rebinds
-                let #r = #run;
-                // As for the gate: nothing result-sized is kept across the wait.
-                let #w = match #end {
+                // Nothing result-sized is kept across the wait.
+                let #w = match #step {
                     #private::Step::Return(#r) => return #r,
                     #private::Step::Wait(#w) => #private::Some(#w),
                     #private::Step::Refresh => #private::None,
@@ -142,21 +120,25 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
             }
         }
     } else {
-        quote! {
-            #begin
-            let #r = #run;
-            #end_once
+        quote_spanned! {ret.span()=>
+            #engine::once(#step)
         }
     };
 
     quote! {
-        let #site: &'static #private::Site = {
-            const __RESILIENT_POLICY: #private::Policy = #policy;
-            static __RESILIENT_SITE: #private::Site = #private::Site::new(&__RESILIENT_POLICY);
-            // Lists the site at run time (`resilience_runtime::sites`), before its first call.
-            #private::register_site!(__RESILIENT_SITE);
-            &__RESILIENT_SITE
-        };
+        const __RESILIENT_POLICY: #private::Policy = #policy;
+        static __RESILIENT_SITE: #private::Site = #private::Site::new(&__RESILIENT_POLICY);
+        // Lists the site at run time (`resilience_runtime::sites`), before its first call.
+        #private::register_site!(__RESILIENT_SITE);
+        // The site as a type: its policy and its state are constants where calls are driven.
+        struct #site_type;
+        impl #private::SiteDef for #site_type {
+            const POLICY: &'static #private::Policy = &__RESILIENT_POLICY;
+            #[inline(always)]
+            fn site() -> &'static #private::Site {
+                &__RESILIENT_SITE
+            }
+        }
         #hooks_init
         let mut #call = #make_call;
         #keys
@@ -227,16 +209,19 @@ fn policy(config: &Config, private: &TokenStream) -> TokenStream {
     policy
 }
 
-/// `let hooks: Hooks<T, E> = Hooks::new()...;`: the parts of the policy that are code.
+/// `let hooks = hooks()...;`: the parts of the policy that are code, as zero-sized hooks.
 fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStream {
     let ret = &config.ret;
     let at_ret = respan(private.clone(), ret.span());
     let ok = quote_spanned!(ret.span()=> <#ret as #at_ret::ReturnType>::Ok);
     let err = quote_spanned!(ret.span()=> <#ret as #at_ret::ReturnType>::Err);
-    let mut init = quote!(#private::Hooks::new());
+    // Spanned on the return type, as the engine's calls are: a hook that cannot be built for the
+    // error type is reported there, once.
+    let mut init = quote_spanned!(ret.span()=> #at_ret::hooks());
     if config.may_reject() {
-        let from_rejected = quote_spanned!(ret.span()=> #at_ret::from_rejected::<#err>);
-        init.extend(quote!(.with_from_rejected(#from_rejected)));
+        init.extend(
+            quote_spanned!(ret.span()=> .with_from_rejected(#at_ret::from_rejected::<#err>)),
+        );
     }
     let mut pre = TokenStream::new();
     if !config.retry_on.is_empty() || !config.abort_on.is_empty() {
@@ -259,24 +244,26 @@ fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStr
         let retries = check(&config.retry_on, quote!(#private::Override::Retry));
         pre.extend(quote! {
             #[allow(unreachable_patterns, clippy::needless_return)]
-            let #over: fn(&#err) -> #private::Option<#private::Override> = |#e| {
+            let #over = |#e: &#err| -> #private::Option<#private::Override> {
                 #aborts
                 #retries
                 #private::None
             };
         });
-        init.extend(quote!(.with_override(#over)));
+        init.extend(quote_spanned!(ret.span()=> .with_override(#over)));
     }
     if let Some(path) = &config.fallback {
-        let fallback = quote_spanned!(path.span()=> #path);
-        init.extend(quote!(.with_fallback(#fallback)));
+        // Checked at the path: a fallback of the wrong shape is reported on its name.
+        let at_path = respan(private.clone(), path.span());
+        let fallback = quote_spanned!(path.span()=> #at_path::fallback::<#ok, #err>(#path));
+        init.extend(quote_spanned!(ret.span()=> .with_fallback(#fallback)));
     }
     if config.refresh.is_some() {
-        init.extend(quote!(.with_refresh()));
+        init.extend(quote_spanned!(ret.span()=> .with_refresh()));
     }
     quote! {
         #pre
-        let #hooks: #private::Hooks<#ok, #err> = #init;
+        let #hooks = #init;
     }
 }
 
@@ -419,7 +406,7 @@ mod tests {
         assert!(out.contains(". with_retries (2u32)"), "{out}");
         assert!(out.contains(". idempotent ()"), "{out}");
         assert!(
-            out.contains(":: begin_now (& mut __resilient_call)"),
+            out.contains(":: attempt (& mut __resilient_call , async"),
             "{out}"
         );
     }
@@ -435,11 +422,7 @@ mod tests {
             ),
         );
         assert!(
-            out.contains(":: begin_blocking (& mut __resilient_call)"),
-            "{out}"
-        );
-        assert!(
-            out.contains(":: run_blocking (& mut __resilient_call , ||"),
+            out.contains(":: attempt_blocking (& mut __resilient_call , ||"),
             "{out}"
         );
         assert!(!out.contains("await"), "{out}");

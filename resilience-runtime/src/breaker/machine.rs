@@ -295,6 +295,17 @@ impl<L: HasLimits> Machine<L> {
         self.acquire_slow(w, now())
     }
 
+    /// A ticket when the breaker is closed, without touching it; `None` in any other state (the
+    /// caller then goes through [`Machine::acquire`]).
+    #[inline]
+    pub(crate) fn closed_ticket(&self) -> Option<Ticket> {
+        let w = self.load();
+        (w.state() == CLOSED).then(|| Ticket {
+            generation: w.generation(),
+            probe: false,
+        })
+    }
+
     #[cold]
     fn acquire_slow(
         &self,

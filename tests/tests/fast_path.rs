@@ -1,0 +1,212 @@
+//! The first attempt's fast path: a call at the global registry, untraced and not nested, keeps
+//! its state in locals during the first poll of its first attempt, and writes it out only when
+//! the attempt is pending or failed. These calls behave exactly as the full path's.
+//!
+//! Nothing in this test binary scopes a registry, installs a subscriber or exports latency, so
+//! every call here starts on the fast path (a scoped registry anywhere in a process sends every
+//! later call down the full path). Each test has sites of its own in the global registry.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use resilience_runtime::breaker::BreakerState;
+use resilience_runtime::{CallContext, ConnectorError, Registry, Rejected, resilient};
+
+#[derive(Debug, thiserror::Error, ConnectorError)]
+enum ApiError {
+    #[error("busy")]
+    #[connector(transient)]
+    Busy,
+    #[error(transparent)]
+    #[connector(rejected)]
+    Rejected(#[from] Rejected),
+}
+
+fn site(operation: &str) -> resilience_runtime::metrics::SiteMetrics {
+    Registry::global()
+        .metrics()
+        .site(operation)
+        .map(|s| s.metrics.clone())
+        .unwrap_or_default()
+}
+
+#[resilient(retries = 3, idempotent, breaker = "fast_ready")]
+async fn ready_at_once() -> Result<u32, ApiError> {
+    Ok(7)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_first_attempt_that_is_ready_at_once_is_counted_and_leaves_no_context() {
+    for _ in 0..3 {
+        assert_eq!(ready_at_once().await.unwrap(), 7);
+    }
+    let m = site("ready_at_once");
+    assert_eq!((m.ok, m.retries, m.errors.total()), (3, 0, 0));
+    assert_eq!(
+        Registry::global().breaker("fast_ready").state(),
+        BreakerState::Closed
+    );
+    assert!(CallContext::current().is_none());
+}
+
+static PANICS: AtomicU32 = AtomicU32::new(0);
+
+#[resilient(retries = 2, idempotent, breaker = "fast_panics")]
+async fn panics_at_once() -> Result<u32, ApiError> {
+    PANICS.fetch_add(1, Ordering::SeqCst);
+    assert!(CallContext::current().is_some());
+    panic!("the attempt panicked");
+}
+
+#[test]
+fn a_panic_in_the_first_attempt_is_counted_once_and_restores_the_context() {
+    let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut fut = pin!(panics_at_once());
+        let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(PANICS.load(Ordering::SeqCst), 1);
+    // Counted once, as a permanent error, and not retried.
+    let m = site("panics_at_once");
+    assert_eq!((m.ok, m.errors.permanent, m.retries), (0, 1, 0));
+    // The context the attempt installed is gone from this thread.
+    assert!(CallContext::current().is_none());
+    // A panic is no health signal: the breaker is closed and lets the next call through.
+    assert_eq!(
+        Registry::global().breaker("fast_panics").state(),
+        BreakerState::Closed
+    );
+}
+
+static SEEN: Mutex<Vec<(u32, u64)>> = Mutex::new(Vec::new());
+
+#[resilient(retries = 2, idempotent, breaker = "fast_context")]
+async fn fails_once() -> Result<u32, ApiError> {
+    let ctx = CallContext::current().expect("inside a resilient call");
+    let mut seen = SEEN.lock().unwrap();
+    seen.push((ctx.attempt(), ctx.correlation_id().as_u64()));
+    if seen.len() == 1 {
+        return Err(ApiError::Busy);
+    }
+    Ok(seen.len() as u32)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_first_attempts_context_and_correlation_id_carry_to_the_retry() {
+    assert_eq!(fails_once().await.unwrap(), 2);
+    let seen = SEEN.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].0, seen[1].0), (0, 1));
+    // The id the body took in the first attempt is the call's, on every attempt.
+    assert_ne!(seen[0].1, 0);
+    assert_eq!(seen[0].1, seen[1].1);
+    let m = site("fails_once");
+    assert_eq!((m.ok, m.retries, m.retry_successes), (1, 1, 1));
+}
+
+static YIELDED: AtomicU32 = AtomicU32::new(0);
+
+#[resilient(retries = 2, idempotent, breaker = "fast_pending")]
+async fn pending_once() -> Result<u32, ApiError> {
+    YIELDED.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    assert_eq!(CallContext::current().map(|c| c.attempt()), Some(0));
+    Ok(3)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_pending_first_attempt_is_resumed_with_its_context() {
+    assert_eq!(pending_once().await.unwrap(), 3);
+    assert_eq!(YIELDED.load(Ordering::SeqCst), 1);
+    let m = site("pending_once");
+    assert_eq!((m.ok, m.retries), (1, 0));
+    assert!(CallContext::current().is_none());
+}
+
+static SLOW: AtomicU32 = AtomicU32::new(0);
+
+#[resilient(retries = 2, idempotent, breaker = "fast_timeout", timeout = "1s")]
+async fn slow_first() -> Result<u32, ApiError> {
+    if SLOW.fetch_add(1, Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    Ok(4)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_pending_first_attempt_past_its_timeout_is_stopped_and_retried() {
+    let start = tokio::time::Instant::now();
+    assert_eq!(slow_first().await.unwrap(), 4);
+    assert_eq!(SLOW.load(Ordering::SeqCst), 2);
+    // Stopped at its 1 s timeout, not after its 5 s sleep; then one backoff (at most 30 s).
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let m = site("slow_first");
+    assert_eq!((m.ok, m.retries, m.retry_successes), (1, 1, 1));
+}
+
+static NESTED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+#[resilient(retries = 1, idempotent)]
+async fn inner() -> Result<(), ApiError> {
+    let id = CallContext::current().unwrap().correlation_id().as_u64();
+    NESTED.lock().unwrap().push(id);
+    Ok(())
+}
+
+#[resilient(retries = 1, idempotent)]
+async fn outer() -> Result<(), ApiError> {
+    let id = CallContext::current().unwrap().correlation_id().as_u64();
+    NESTED.lock().unwrap().push(id);
+    inner().await
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_nested_call_joins_its_outer_calls_correlation_id() {
+    outer().await.unwrap();
+    let ids = NESTED.lock().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], 0);
+    assert_eq!(ids[0], ids[1]);
+    assert!(CallContext::current().is_none());
+}
+
+static BLOCKING: Mutex<Vec<(u32, u64)>> = Mutex::new(Vec::new());
+
+#[resilient(
+    retries = 2,
+    idempotent,
+    breaker = "fast_blocking",
+    backoff(base = "1ms", max = "1ms")
+)]
+fn blocking_fails_once() -> Result<u32, ApiError> {
+    let ctx = CallContext::current().expect("inside a resilient call");
+    let mut seen = BLOCKING.lock().unwrap();
+    seen.push((ctx.attempt(), ctx.correlation_id().as_u64()));
+    if seen.len() == 1 {
+        return Err(ApiError::Busy);
+    }
+    Ok(seen.len() as u32)
+}
+
+#[test]
+fn a_blocking_first_attempt_that_fails_carries_its_context_to_the_retry() {
+    // The engine's backoff is a real (1 ms) sleep for a blocking call; the test waits for
+    // nothing.
+    assert_eq!(blocking_fails_once().unwrap(), 2);
+    let seen = BLOCKING.lock().unwrap().clone();
+    assert_eq!((seen[0].0, seen[1].0), (0, 1));
+    assert_eq!(seen[0].1, seen[1].1);
+    assert_ne!(seen[0].1, 0);
+    let m = site("blocking_fails_once");
+    assert_eq!((m.ok, m.retries), (1, 1));
+    assert!(CallContext::current().is_none());
+}
