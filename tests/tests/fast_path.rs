@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use resilience_runtime::breaker::BreakerState;
