@@ -601,8 +601,11 @@ pub enum Next<T, E> {
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum Step<T, E> {
-    /// Return this result.
-    Return(Result<T, E>),
+    /// Return `Ok` with this value. (`Ok` and `Err` are apart, not one `Result`, so that the
+    /// caller moves only the value it returns.)
+    Ok(T),
+    /// Return `Err` with this error.
+    Err(E),
     /// Wait this long (e.g. with [`Call::sleep`]), then make another attempt.
     Wait(Duration),
     /// Refresh credentials, then make another attempt; on a refresh error call [`Call::fail`].
@@ -978,7 +981,8 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     #[inline(always)]
     pub fn end(&mut self, result: Result<T, E>) -> End<T, E> {
         match self.decide(result) {
-            Step::Return(r) => End::Ready(Some(Next::Return(r))),
+            Step::Ok(v) => End::Ready(Some(Next::Return(Ok(v)))),
+            Step::Err(e) => End::Ready(Some(Next::Return(Err(e)))),
             Step::Refresh => End::Ready(Some(Next::Refresh)),
             Step::Wait(d) => End::Sleep(Self::sleep(d)),
         }
@@ -994,7 +998,8 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     #[inline(always)]
     pub fn end_blocking(&mut self, result: Result<T, E>) -> Next<T, E> {
         match self.decide(result) {
-            Step::Return(r) => Next::Return(r),
+            Step::Ok(v) => Next::Return(Ok(v)),
+            Step::Err(e) => Next::Return(Err(e)),
             Step::Refresh => Next::Refresh,
             Step::Wait(d) => {
                 self.sleep_blocking(d);
@@ -1033,7 +1038,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                 if self.clock & CLOCK_LATENCY != 0 {
                     self.record_latency();
                 }
-                Step::Return(Ok(v))
+                Step::Ok(v)
             }
             Err(e) => self.decide_err(e),
         }
@@ -1205,7 +1210,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             );
         }
         self.emit_gave_up(&e, reason);
-        Step::Return(self.finish_err(e))
+        Step::ret(self.finish_err(e))
     }
 
     fn emit_gave_up(&self, e: &E, reason: GiveUpReason) {
@@ -1401,6 +1406,17 @@ impl<T, E, H> Drop for Call<T, E, H> {
         // The happy path: nothing held, nothing owned, and the result counted.
         if self.ticket.is_some() || self.flags != ENDED {
             self.drop_slow();
+        }
+    }
+}
+
+impl<T, E> Step<T, E> {
+    /// The step that returns `r`.
+    #[inline(always)]
+    pub fn ret(r: Result<T, E>) -> Self {
+        match r {
+            Ok(v) => Step::Ok(v),
+            Err(e) => Step::Err(e),
         }
     }
 }

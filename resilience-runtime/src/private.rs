@@ -174,7 +174,7 @@ pub trait Engine<T>: Sized {
     /// The wait of [`Step::Wait`].
     fn sleep(wait: Duration) -> impl Future<Output = ()>;
     /// The result of the only attempt of a site that never repeats (no retries, no `refresh`),
-    /// so that the body may move its arguments: such a site always gets [`Step::Return`].
+    /// so that the body may move its arguments: such a site always gets [`Step::Ok`] or [`Step::Err`].
     fn once(step: Step<T, Self>) -> Result<T, Self>;
     /// [`Slot::attempt_blocking`].
     fn attempt_blocking<S: SiteDef, H: HookSet<T, Self>>(
@@ -248,7 +248,8 @@ impl<T, E: Classify> Engine<T> for E {
 #[inline(always)]
 fn only_return<T, E>(step: Step<T, E>) -> Result<T, E> {
     match step {
-        Step::Return(r) => r,
+        Step::Ok(v) => Ok(v),
+        Step::Err(e) => Err(e),
         // `Call::decide` retries only while the policy's `retries` allow it, and refreshes only
         // when the site has the refresh hook: a site expanded with `once` has neither.
         Step::Wait(_) | Step::Refresh => {

@@ -15,7 +15,8 @@
 //!     let owned_arg = CloneArg::clone_arg(&owned_arg);          // per attempt
 //!     // the gate, the attempt and the decision, in one future
 //!     match <E as Engine<T>>::attempt(&mut call, async { <fake return> <body> }).await {
-//!         Step::Return(r) => return r,
+//!         Step::Ok(v) => return Ok(v),
+//!         Step::Err(e) => return Err(e),
 //!         Step::Wait(w) => <E as Engine<T>>::sleep(w).await,
 //!         Step::Refresh => { /* refresh(self).await, or fail */ }
 //!     }
@@ -109,7 +110,8 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
                 #rebinds
                 // Nothing result-sized is kept across the wait.
                 let #w = match #step {
-                    #private::Step::Return(#r) => return #r,
+                    #private::Step::Ok(#r) => return #private::Ok(#r),
+                    #private::Step::Err(#r) => return #private::Err(#r),
                     #private::Step::Wait(#w) => #private::Some(#w),
                     #private::Step::Refresh => #private::None,
                 };

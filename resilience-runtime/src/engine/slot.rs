@@ -130,14 +130,14 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
             return match r {
                 Ok(v) => {
                     succeeded(state, self.breaker_of(state), ticket, false);
-                    Step::Return(Ok(v))
+                    Step::Ok(v)
                 }
                 Err(e) => self.store(state, ticket, correlation).decide(Err(e)),
             };
         }
         let call = self.call();
         if let Err(r) = call.begin_blocking() {
-            return Step::Return(r);
+            return Step::ret(r);
         }
         call.start_attempt();
         let r = call.entered(attempt);
@@ -410,7 +410,7 @@ where
                 return match poll {
                     Poll::Ready(Ok(v)) => {
                         succeeded(state, breaker, ticket, false);
-                        Poll::Ready(Step::Return(Ok(v)))
+                        Poll::Ready(Step::Ok(v))
                     }
                     Poll::Ready(Err(e)) => {
                         Poll::Ready(slot.store(state, ticket, correlation).decide(Err(e)))
@@ -430,7 +430,7 @@ where
                 }
                 match call.gate() {
                     Gate::Pass => break,
-                    Gate::End(r) => return Poll::Ready(Step::Return(r)),
+                    Gate::End(r) => return Poll::Ready(Step::ret(r)),
                     Gate::Wait(d) => *this.wait = Some(Box::pin(tokio::time::sleep(d))),
                 }
             }
