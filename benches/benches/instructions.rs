@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use resilience_benches::{ASYNC_VARIANTS, BLOCKING_VARIANTS, failsafe_breaker, quick, run_variant};
+use resilience_benches::{ASYNC_VARIANTS, BLOCKING_VARIANTS, quick, variant};
 
 const CHILD: &str = "--icount-child";
 
@@ -52,7 +52,7 @@ fn main() {
     println!("|---|---:|---:|");
     for group in [&ASYNC_VARIANTS[..], &BLOCKING_VARIANTS[..]] {
         let mut base = None;
-        for name in group {
+        for &(name, _) in group {
             let per_call = match (count(name, lo), count(name, hi)) {
                 (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / (hi - lo) as f64,
                 _ => {
@@ -72,10 +72,14 @@ fn child(name: &str, n: u64) {
         .build()
         .expect("runtime");
     let _guard = rt.enter();
-    let cb = failsafe_breaker();
-    // Warm up: resolve and cache every site's state before counting.
-    run_variant(name, &cb);
+    let Some(run) = variant(name) else {
+        eprintln!("instructions: no variant named {name}");
+        return;
+    };
+    // Warm up: resolve and cache the site's state (and the shared failsafe breaker) before
+    // counting.
+    run();
     for _ in 0..n {
-        std::hint::black_box(run_variant(name, &cb));
+        std::hint::black_box(run());
     }
 }

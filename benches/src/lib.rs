@@ -147,49 +147,82 @@ pub fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// failsafe's default breaker, as [`failsafe_breaker`] builds it.
+pub type FailsafeBreaker = failsafe::StateMachine<
+    failsafe::failure_policy::OrElse<
+        failsafe::failure_policy::SuccessRateOverTimeWindow<failsafe::backoff::EqualJittered>,
+        failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::EqualJittered>,
+    >,
+    (),
+>;
+
+/// The breaker the failsafe variants share.
+static FAILSAFE: std::sync::LazyLock<FailsafeBreaker> =
+    std::sync::LazyLock::new(|| failsafe::Config::new().build());
+
+/// One call of a variant: polls its future once (or calls its fn) and reports whether it
+/// returned `Ok`. Each variant is its own monomorphic fn, called through this pointer: every row
+/// pays the same indirect call, and nothing dispatches on a name inside a measured loop.
+pub type Run = fn() -> bool;
+
+macro_rules! runs {
+    ($($name:ident => $call:expr;)*) => {
+        $(
+            #[inline(never)]
+            fn $name() -> bool {
+                black_box($call).is_ok()
+            }
+        )*
+    };
+}
+
+runs! {
+    run_plain => ready(plain());
+    run_retries => ready(retries());
+    run_breaker => ready(breaker());
+    run_breaker_timeout => ready(breaker_timeout());
+    run_tokio_timeout => ready(tokio_timeout());
+    run_tokio_retry => ready(tokio_retry());
+    run_backon => ready(backon_retry());
+    run_failsafe => ready(failsafe_call(&*FAILSAFE));
+    run_backon_failsafe => ready(backon_failsafe(&*FAILSAFE));
+    run_plain_blocking => plain_blocking();
+    run_retries_blocking => retries_blocking();
+    run_breaker_blocking => breaker_blocking();
+    run_retry_crate_blocking => retry_crate_blocking();
+}
+
 /// The async variants, by name, in report order.
-pub const ASYNC_VARIANTS: [&str; 9] = [
-    "plain",
-    "resilient_retries",
-    "resilient_breaker",
-    "resilient_breaker_timeout",
-    "tokio_timeout",
-    "tokio_retry",
-    "backon",
-    "failsafe",
-    "backon_failsafe",
+pub const ASYNC_VARIANTS: [(&str, Run); 9] = [
+    ("plain", run_plain),
+    ("resilient_retries", run_retries),
+    ("resilient_breaker", run_breaker),
+    ("resilient_breaker_timeout", run_breaker_timeout),
+    ("tokio_timeout", run_tokio_timeout),
+    ("tokio_retry", run_tokio_retry),
+    ("backon", run_backon),
+    ("failsafe", run_failsafe),
+    ("backon_failsafe", run_backon_failsafe),
 ];
 
 /// The blocking variants, by name.
-pub const BLOCKING_VARIANTS: [&str; 4] = [
-    "plain_blocking",
-    "resilient_retries_blocking",
-    "resilient_breaker_blocking",
-    "retry_crate_blocking",
+pub const BLOCKING_VARIANTS: [(&str, Run); 4] = [
+    ("plain_blocking", run_plain_blocking),
+    ("resilient_retries_blocking", run_retries_blocking),
+    ("resilient_breaker_blocking", run_breaker_blocking),
+    ("retry_crate_blocking", run_retry_crate_blocking),
 ];
 
-/// Runs one call of the named variant; false for an unknown name.
+/// The variant named `name`.
 ///
-/// Must run inside a tokio runtime context (`Runtime::enter`) for the timeout variants.
-#[inline(never)]
-pub fn run_variant(name: &str, cb: &impl Failsafe) -> bool {
-    let r = match name {
-        "plain" => ready(plain()),
-        "resilient_retries" => ready(retries()),
-        "resilient_breaker" => ready(breaker()),
-        "resilient_breaker_timeout" => ready(breaker_timeout()),
-        "tokio_timeout" => ready(tokio_timeout()),
-        "tokio_retry" => ready(tokio_retry()),
-        "backon" => ready(backon_retry()),
-        "failsafe" => ready(failsafe_call(cb)),
-        "backon_failsafe" => ready(backon_failsafe(cb)),
-        "plain_blocking" => plain_blocking(),
-        "resilient_retries_blocking" => retries_blocking(),
-        "resilient_breaker_blocking" => breaker_blocking(),
-        "retry_crate_blocking" => retry_crate_blocking(),
-        _ => return false,
-    };
-    black_box(r).is_ok()
+/// Its calls must run inside a tokio runtime context (`Runtime::enter`) for the timeout
+/// variants.
+pub fn variant(name: &str) -> Option<Run> {
+    ASYNC_VARIANTS
+        .iter()
+        .chain(BLOCKING_VARIANTS.iter())
+        .find(|(n, _)| *n == name)
+        .map(|(_, run)| *run)
 }
 
 /// Whether benchmarks should run in their quick, CI-sized mode (`RESILIENCE_BENCH_QUICK=1`).

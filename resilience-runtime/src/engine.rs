@@ -76,6 +76,7 @@ mod slot;
 
 #[doc(hidden)]
 pub use self::slot::{Attempt, AttemptTimer, NoTimer, SiteDef, Slot, Timer};
+pub(crate) use self::slot::{FULL_PATH_LATENCY, FULL_PATH_SCOPED, set_full_path};
 
 /// A call site's policy: what `#[resilient(...)]` says, as a `const`.
 ///
@@ -674,12 +675,14 @@ pub struct Call<T, E, H = Hooks<T, E>> {
 }
 
 /// What a call needs only off the happy path: allocated when a subscriber wants the call's
-/// span, when the call has an idempotency key, or at its first retry.
+/// span, when the call has an idempotency key, at its first retry, or when it waits for a
+/// rate-limit permit.
 #[derive(Default)]
 struct Cold {
     span: Option<tracing::Span>,
     key: Option<Arc<str>>,
     retry: Option<RetryState>,
+    gate_wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// What only a call that retries needs.
@@ -1032,8 +1035,11 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
         match result {
             Ok(v) => {
-                let ticket = self.ticket.take();
-                slot::succeeded(&self.state, self.breaker(), ticket, self.retries > 0);
+                let admitted = self
+                    .ticket
+                    .take()
+                    .and_then(|t| self.breaker().map(|b| (b, t)));
+                slot::succeeded(&self.state, admitted, self.retries > 0);
                 self.flags |= ENDED;
                 if self.clock & CLOCK_LATENCY != 0 {
                     self.record_latency();
@@ -1296,6 +1302,23 @@ impl<T, E, H> Call<T, E, H> {
     fn cold(&mut self) -> &mut Cold {
         self.flags |= OWNS;
         self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// The wait for a rate-limit permit in progress, if any.
+    fn gate_wait(&mut self) -> Option<&mut Pin<Box<tokio::time::Sleep>>> {
+        self.cold.as_mut()?.gate_wait.as_mut()
+    }
+
+    /// Starts waiting `d` for a rate-limit permit.
+    fn start_gate_wait(&mut self, d: Duration) {
+        self.cold().gate_wait = Some(Box::pin(tokio::time::sleep(d)));
+    }
+
+    /// The wait for a permit is over.
+    fn end_gate_wait(&mut self) {
+        if let Some(c) = self.cold.as_mut() {
+            c.gate_wait = None;
+        }
     }
 
     /// The breaker of this call: its key's, or the site's.

@@ -26,6 +26,7 @@ static LATENCY: AtomicBool = AtomicBool::new(false);
 /// per call). Exporters turn it on.
 pub fn set_latency_enabled(enabled: bool) {
     LATENCY.store(enabled, Ordering::Relaxed);
+    crate::engine::set_full_path(crate::engine::FULL_PATH_LATENCY, enabled);
 }
 
 #[inline]
@@ -50,31 +51,36 @@ const STRIPES: usize = 8;
 struct Padded(AtomicU64);
 
 impl Striped {
-    #[inline]
+    #[inline(always)]
     fn inc(&self) {
-        thread_local! {
-            static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-        }
-        let i = STRIPE.with(|s| {
-            let mut i = s.get();
-            // Unset (`usize::MAX`) is out of range: one compare both assigns the stripe and
-            // proves the index in bounds.
-            if i >= STRIPES {
-                static NEXT: std::sync::atomic::AtomicUsize =
-                    std::sync::atomic::AtomicUsize::new(0);
-                i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-                s.set(i);
-            }
-            i
-        });
-        if let Some(p) = self.0.get(i) {
-            p.0.fetch_add(1, Ordering::Relaxed);
-        }
+        let i = STRIPE.with(std::cell::Cell::get);
+        // Unset (`usize::MAX`) is out of range: one compare both finds a thread without a
+        // stripe and proves the index in bounds.
+        let stripe = match self.0.get(i) {
+            Some(p) => p,
+            None => &self.0[assign_stripe()],
+        };
+        stripe.0.fetch_add(1, Ordering::Relaxed);
     }
 
     fn sum(&self) -> u64 {
         self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
     }
+}
+
+thread_local! {
+    /// This thread's stripe of every [`Striped`] counter (`usize::MAX` until it takes one).
+    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// This thread counts for the first time: it takes the next stripe, round robin.
+#[cold]
+#[inline(never)]
+fn assign_stripe() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    STRIPE.with(|s| s.set(i));
+    i
 }
 
 #[derive(Debug, Default)]
@@ -98,7 +104,7 @@ fn inc(c: &AtomicU64) {
 }
 
 impl Counters {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ok(&self, retried: bool) {
         self.ok.inc();
         if retried {

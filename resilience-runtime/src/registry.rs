@@ -162,6 +162,7 @@ impl Registry {
     /// ```
     pub fn scope<F: Future>(&self, fut: F) -> Scoped<F> {
         SCOPED_IN_USE.store(true, Ordering::Release);
+        crate::engine::set_full_path(crate::engine::FULL_PATH_SCOPED, true);
         Scoped {
             registry: self.clone(),
             fut: Box::pin(fut),
@@ -171,6 +172,7 @@ impl Registry {
     /// Runs `f` with this registry in force on this thread.
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         SCOPED_IN_USE.store(true, Ordering::Release);
+        crate::engine::set_full_path(crate::engine::FULL_PATH_SCOPED, true);
         let _guard = ScopeGuard::install(self.clone());
         f()
     }
@@ -511,12 +513,6 @@ pub(crate) fn scoped_registry() -> Option<Registry> {
         return None;
     }
     scoped()
-}
-
-/// Whether any registry was ever scoped in this process (when not, the global one is in force).
-#[inline]
-pub(crate) fn scoping_in_use() -> bool {
-    SCOPED_IN_USE.load(Ordering::Relaxed)
 }
 
 struct ScopeGuard {

@@ -1,12 +1,14 @@
 //! The happy path through a closed breaker allocates nothing: proved by counting every
-//! allocation the process makes while the calls run.
+//! allocation the process makes while the calls run, for the code `#[resilient]` generates and
+//! for hand-written calls through `execute`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use resilience_runtime::engine::{Hooks, Policy, Site, execute};
-use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Rejected};
+use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Rejected, resilient};
 
 struct Counting;
 
@@ -91,8 +93,62 @@ async fn allocations_per_1000_calls(site: &'static Site) -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed) - before
 }
 
+#[resilient(retries = 3, idempotent)]
+async fn gen_retries() -> Result<u32, E> {
+    Ok(1)
+}
+
+#[resilient(retries = 3, idempotent, breaker = "graph")]
+async fn gen_breaker() -> Result<u32, E> {
+    Ok(1)
+}
+
+#[resilient(retries = 3, idempotent, breaker = "graph", timeout = "10s")]
+async fn gen_timeout() -> Result<u32, E> {
+    Ok(1)
+}
+
+#[resilient(retries = 3, idempotent, breaker = "graph")]
+fn gen_blocking() -> Result<u32, E> {
+    Ok(1)
+}
+
+/// Allocations made by 1,000 calls of `call`, after one call that may resolve the site's state.
+async fn allocations_per_1000<F: Future<Output = Result<u32, E>>>(call: impl Fn() -> F) -> u64 {
+    call().await.unwrap();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..1000 {
+        std::hint::black_box(call().await.unwrap());
+    }
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+/// One test, so that no other test thread allocates while the calls are counted.
 #[test]
 fn the_happy_path_allocates_nothing() {
+    generated_calls_allocate_nothing();
+    hand_written_calls_allocate_nothing();
+}
+
+fn generated_calls_allocate_nothing() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(allocations_per_1000(gen_retries).await, 0, "retries");
+        assert_eq!(allocations_per_1000(gen_breaker).await, 0, "breaker");
+        assert_eq!(allocations_per_1000(gen_timeout).await, 0, "timeout");
+    });
+    gen_blocking().unwrap();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..1000 {
+        std::hint::black_box(gen_blocking().unwrap());
+    }
+    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0, "blocking");
+}
+
+fn hand_written_calls_allocate_nothing() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -22,6 +22,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
@@ -29,10 +30,27 @@ use crate::breaker::{Breaker, Outcome, Ticket};
 use crate::classify::{Classify, Rejected};
 use crate::clock::Instant;
 use crate::context::{self, Active, CorrelationId};
-use crate::metrics;
-use crate::registry::{self, SiteState};
+use crate::registry::SiteState;
 
 use super::{Call, Gate, HookSet, Policy, Site, Step, TimeoutKind};
+
+/// Why calls take the full path from their start, process-wide: bits of [`FULL_PATH`].
+pub(crate) const FULL_PATH_SCOPED: u8 = 1;
+/// The latency histogram is exported: every call reads the clock at its start and end.
+pub(crate) const FULL_PATH_LATENCY: u8 = 2;
+
+/// Whether anything process-wide sends every call down the full path: one load on the fast
+/// path for both reasons.
+static FULL_PATH: AtomicU8 = AtomicU8::new(0);
+
+/// Sets or clears one reason for the full path.
+pub(crate) fn set_full_path(reason: u8, on: bool) {
+    if on {
+        FULL_PATH.fetch_or(reason, Ordering::Release);
+    } else {
+        FULL_PATH.fetch_and(!reason, Ordering::Release);
+    }
+}
 
 /// A call site known by type: `#[resilient]` generates one zero-sized type per site, so that
 /// the site and its policy are constants in the code that drives its calls.
@@ -92,7 +110,6 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
         Attempt {
             slot: self,
             started: false,
-            wait: None,
             timer: NoTimer,
             fut: attempt,
         }
@@ -107,7 +124,6 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
         Attempt {
             slot: self,
             started: false,
-            wait: None,
             timer: Timer {
                 sleep: None,
                 kind: TimeoutKind::Attempt,
@@ -123,16 +139,16 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
         if self.call.is_none()
             && let Some(fast) = self.fast_start()
         {
-            let FastStart { state, ticket } = fast;
-            let mut guard = FastGuard::install(S::site(), state, self.breaker_of(state), ticket);
+            let FastStart { state, admitted } = fast;
+            let mut guard = FastGuard::<S>::install();
             let r = attempt();
             let correlation = guard.finish();
             return match r {
                 Ok(v) => {
-                    succeeded(state, self.breaker_of(state), ticket, false);
+                    succeeded(state, admitted, false);
                     Step::Ok(v)
                 }
-                Err(e) => self.store(state, ticket, correlation).decide(Err(e)),
+                Err(e) => self.store(state, admitted, correlation).decide(Err(e)),
             };
         }
         let call = self.call();
@@ -155,9 +171,8 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
     fn fast_start(&self) -> Option<FastStart> {
         let p = S::POLICY;
         let rejects = self.hooks.rejects();
-        if registry::scoping_in_use()
+        if FULL_PATH.load(Ordering::Relaxed) != 0
             || (rejects && p.deadline.is_some())
-            || metrics::latency_enabled()
             || span_wanted()
         {
             return None;
@@ -166,21 +181,12 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
         if context::active().site.is_some() || (rejects && !state.simple_gate) {
             return None;
         }
-        let ticket = match self.breaker_of(state) {
-            Some(b) => Some(b.closed_ticket()?),
-            None => None,
+        // The gate consults the site's breaker when the runtime may reject.
+        let admitted = match state.breaker.as_deref() {
+            Some(b) if rejects => Some((b, b.closed_ticket()?)),
+            _ => None,
         };
-        Some(FastStart { state, ticket })
-    }
-
-    /// The breaker the gate consults: the site's, when the runtime may reject.
-    #[inline(always)]
-    fn breaker_of(&self, state: &'static SiteState) -> Option<&'static Breaker> {
-        if self.hooks.rejects() {
-            state.breaker.as_deref()
-        } else {
-            None
-        }
+        Some(FastStart { state, admitted })
     }
 
     /// Writes the fast path's call into the slot, for an attempt that is pending or failed.
@@ -189,19 +195,23 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
     fn store(
         &mut self,
         state: &'static SiteState,
-        ticket: Option<Ticket>,
+        admitted: Admitted<'_>,
         correlation: CorrelationId,
     ) -> &mut Call<T, E, H> {
+        let ticket = admitted.map(|(_, t)| t);
         self.call
             .insert(Call::started_fast(self.hooks, state, ticket, correlation))
     }
 }
 
+/// The breaker that admitted the attempt, and its ticket.
+pub(super) type Admitted<'a> = Option<(&'a Breaker, Ticket)>;
+
 /// What the fast path starts with.
 #[derive(Clone, Copy)]
 struct FastStart {
     state: &'static SiteState,
-    ticket: Option<Ticket>,
+    admitted: Admitted<'static>,
 }
 
 /// Whether a subscriber may want the call's span: the level check alone (a load and a
@@ -214,13 +224,8 @@ fn span_wanted() -> bool {
 
 /// A success: the breaker's record, the budget's refund and the site's counter.
 #[inline(always)]
-pub(super) fn succeeded(
-    state: &SiteState,
-    breaker: Option<&Breaker>,
-    ticket: Option<Ticket>,
-    retried: bool,
-) {
-    if let (Some(t), Some(b)) = (ticket, breaker) {
+pub(super) fn succeeded(state: &SiteState, admitted: Admitted<'_>, retried: bool) {
+    if let Some((b, t)) = admitted {
         b.record(t, Outcome::Success);
     }
     state.budget.refund();
@@ -228,34 +233,26 @@ pub(super) fn succeeded(
 }
 
 /// The fast path's context, installed over an empty one; it restores the empty context when it
-/// drops, and when it drops unwinding (the attempt panicked) it gives back the breaker's ticket
-/// and counts the call as a permanent error, as a [`Call`] does.
-struct FastGuard {
-    state: &'static SiteState,
-    breaker: Option<&'static Breaker>,
-    ticket: Option<Ticket>,
+/// drops, and when it drops unwinding (the attempt panicked) it counts the call as a permanent
+/// error, as a [`Call`] does. (The fast path's ticket is a closed breaker's, never a probe's:
+/// giving it back would record nothing, so the guard does not hold it.)
+struct FastGuard<S: SiteDef> {
     armed: bool,
+    site: PhantomData<S>,
 }
 
-impl FastGuard {
+impl<S: SiteDef> FastGuard<S> {
     #[inline(always)]
-    fn install(
-        site: &'static Site,
-        state: &'static SiteState,
-        breaker: Option<&'static Breaker>,
-        ticket: Option<Ticket>,
-    ) -> FastGuard {
+    fn install() -> Self {
         context::replace_active(Active {
-            site: Some(site),
+            site: Some(S::site()),
             correlation: CorrelationId::UNSET,
             attempt: 0,
             has_key: 0,
         });
         FastGuard {
-            state,
-            breaker,
-            ticket,
             armed: true,
+            site: PhantomData,
         }
     }
 
@@ -268,11 +265,11 @@ impl FastGuard {
     }
 }
 
-impl Drop for FastGuard {
+impl<S: SiteDef> Drop for FastGuard<S> {
     #[inline(always)]
     fn drop(&mut self) {
         if self.armed {
-            unwound(self.state, self.breaker, self.ticket);
+            unwound(S::site());
         }
     }
 }
@@ -280,12 +277,9 @@ impl Drop for FastGuard {
 /// The fast path's attempt panicked.
 #[cold]
 #[inline(never)]
-fn unwound(state: &SiteState, breaker: Option<&Breaker>, ticket: Option<Ticket>) {
+fn unwound(site: &'static Site) {
     context::restore_active(Active::NONE);
-    if let (Some(t), Some(b)) = (ticket, breaker) {
-        b.release(t);
-    }
-    super::count_panic(state, 0, None);
+    super::count_panic(site.global_state(), 0, None);
 }
 
 /// A timer for the attempt: [`NoTimer`] or [`Timer`].
@@ -364,8 +358,6 @@ pin_project_lite::pin_project! {
         slot: &'a mut Slot<T, E, S, H>,
         // The gate passed and the attempt is running (its call is in the slot).
         started: bool,
-        // A wait for a rate-limit permit before the attempt.
-        wait: Option<Pin<Box<tokio::time::Sleep>>>,
         #[pin]
         timer: L,
         #[pin]
@@ -398,25 +390,24 @@ where
             if this.slot.call.is_none()
                 && let Some(fast) = this.slot.fast_start()
             {
-                let FastStart { state, ticket } = fast;
+                let FastStart { state, admitted } = fast;
                 let slot = &mut **this.slot;
-                let breaker = slot.breaker_of(state);
                 this.timer
                     .as_mut()
                     .arm_fast(S::POLICY, slot.hooks.rejects());
-                let mut guard = FastGuard::install(S::site(), state, breaker, ticket);
+                let mut guard = FastGuard::<S>::install();
                 let poll = this.fut.as_mut().poll(cx);
                 let correlation = guard.finish();
                 return match poll {
                     Poll::Ready(Ok(v)) => {
-                        succeeded(state, breaker, ticket, false);
+                        succeeded(state, admitted, false);
                         Poll::Ready(Step::Ok(v))
                     }
                     Poll::Ready(Err(e)) => {
-                        Poll::Ready(slot.store(state, ticket, correlation).decide(Err(e)))
+                        Poll::Ready(slot.store(state, admitted, correlation).decide(Err(e)))
                     }
                     Poll::Pending => {
-                        slot.store(state, ticket, correlation);
+                        slot.store(state, admitted, correlation);
                         *this.started = true;
                         poll_timer(slot, this.timer, cx)
                     }
@@ -424,14 +415,16 @@ where
             }
             let call = this.slot.call();
             loop {
-                if let Some(w) = this.wait.as_mut() {
+                // A wait for a rate-limit permit before the attempt, kept with the call's cold
+                // state (the future of an attempt holds none).
+                if let Some(w) = call.gate_wait() {
                     ready!(w.as_mut().poll(cx));
-                    *this.wait = None;
+                    call.end_gate_wait();
                 }
                 match call.gate() {
                     Gate::Pass => break,
                     Gate::End(r) => return Poll::Ready(Step::ret(r)),
-                    Gate::Wait(d) => *this.wait = Some(Box::pin(tokio::time::sleep(d))),
+                    Gate::Wait(d) => call.start_gate_wait(d),
                 }
             }
             call.start_attempt();
