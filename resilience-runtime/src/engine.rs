@@ -611,6 +611,9 @@ pub enum Step<T, E> {
     Wait(Duration),
     /// Refresh credentials, then make another attempt; on a refresh error call [`Call::fail`].
     Refresh,
+    /// Make another attempt: the backoff is already waited out ([`Slot`]'s attempts wait it
+    /// out themselves).
+    Retry,
 }
 
 /// What the gate before an attempt decided.
@@ -675,14 +678,14 @@ pub struct Call<T, E, H = Hooks<T, E>> {
 }
 
 /// What a call needs only off the happy path: allocated when a subscriber wants the call's
-/// span, when the call has an idempotency key, at its first retry, or when it waits for a
-/// rate-limit permit.
+/// span, when the call has an idempotency key, at its first retry, or when it waits (for a
+/// rate-limit permit, or out a backoff).
 #[derive(Default)]
 struct Cold {
     span: Option<tracing::Span>,
     key: Option<Arc<str>>,
     retry: Option<RetryState>,
-    gate_wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// What only a call that retries needs.
@@ -988,12 +991,12 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             Step::Err(e) => End::Ready(Some(Next::Return(Err(e)))),
             Step::Refresh => End::Ready(Some(Next::Refresh)),
             Step::Wait(d) => End::Sleep(Self::sleep(d)),
+            Step::Retry => End::Ready(Some(Next::Retry)),
         }
     }
 
     /// The wait of [`Step::Wait`], boxed so that it takes one word of the caller's future.
-    #[doc(hidden)]
-    pub fn sleep(wait: Duration) -> Pin<Box<tokio::time::Sleep>> {
+    fn sleep(wait: Duration) -> Pin<Box<tokio::time::Sleep>> {
         Box::pin(tokio::time::sleep(wait))
     }
 
@@ -1004,6 +1007,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             Step::Ok(v) => Next::Return(Ok(v)),
             Step::Err(e) => Next::Return(Err(e)),
             Step::Refresh => Next::Refresh,
+            Step::Retry => Next::Retry,
             Step::Wait(d) => {
                 self.sleep_blocking(d);
                 Next::Retry
@@ -1304,20 +1308,20 @@ impl<T, E, H> Call<T, E, H> {
         self.cold.get_or_insert_with(Box::default)
     }
 
-    /// The wait for a rate-limit permit in progress, if any.
-    fn gate_wait(&mut self) -> Option<&mut Pin<Box<tokio::time::Sleep>>> {
-        self.cold.as_mut()?.gate_wait.as_mut()
+    /// The wait in progress (for a rate-limit permit, or out a backoff), if any.
+    fn wait(&mut self) -> Option<&mut Pin<Box<tokio::time::Sleep>>> {
+        self.cold.as_mut()?.wait.as_mut()
     }
 
-    /// Starts waiting `d` for a rate-limit permit.
-    fn start_gate_wait(&mut self, d: Duration) {
-        self.cold().gate_wait = Some(Box::pin(tokio::time::sleep(d)));
+    /// Starts waiting `d`.
+    fn start_wait(&mut self, d: Duration) {
+        self.cold().wait = Some(Box::pin(tokio::time::sleep(d)));
     }
 
-    /// The wait for a permit is over.
-    fn end_gate_wait(&mut self) {
+    /// The wait is over.
+    fn end_wait(&mut self) {
         if let Some(c) = self.cold.as_mut() {
-            c.gate_wait = None;
+            c.wait = None;
         }
     }
 

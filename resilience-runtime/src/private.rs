@@ -171,8 +171,6 @@ pub trait Engine<T>: Sized {
         call: &mut Self::Call<S, H>,
         attempt: F,
     ) -> impl Future<Output = Step<T, Self>>;
-    /// The wait of [`Step::Wait`].
-    fn sleep(wait: Duration) -> impl Future<Output = ()>;
     /// The result of the only attempt of a site that never repeats (no retries, no `refresh`),
     /// so that the body may move its arguments: such a site always gets [`Step::Ok`] or [`Step::Err`].
     fn once(step: Step<T, Self>) -> Result<T, Self>;
@@ -181,8 +179,6 @@ pub trait Engine<T>: Sized {
         call: &mut Self::Call<S, H>,
         attempt: impl FnOnce() -> Result<T, Self>,
     ) -> Step<T, Self>;
-    /// The wait of [`Step::Wait`] for a blocking call.
-    fn sleep_blocking<S: SiteDef, H: HookSet<T, Self>>(call: &mut Self::Call<S, H>, wait: Duration);
     /// [`Call::fail`].
     fn fail<S: SiteDef, H: HookSet<T, Self>>(
         call: &mut Self::Call<S, H>,
@@ -221,10 +217,6 @@ impl<T, E: Classify> Engine<T> for E {
         call.attempt_timed(attempt)
     }
     #[inline(always)]
-    fn sleep(wait: Duration) -> impl Future<Output = ()> {
-        Call::<T, E>::sleep(wait)
-    }
-    #[inline(always)]
     fn once(step: Step<T, E>) -> Result<T, E> {
         only_return(step)
     }
@@ -234,10 +226,6 @@ impl<T, E: Classify> Engine<T> for E {
         attempt: impl FnOnce() -> Result<T, E>,
     ) -> Step<T, E> {
         call.attempt_blocking(attempt)
-    }
-    #[inline(always)]
-    fn sleep_blocking<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, S, H>, wait: Duration) {
-        call.sleep_blocking(wait);
     }
     #[inline(always)]
     fn fail<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, S, H>, error: E) -> Result<T, E> {
@@ -252,7 +240,7 @@ fn only_return<T, E>(step: Step<T, E>) -> Result<T, E> {
         Step::Err(e) => Err(e),
         // `Call::decide` retries only while the policy's `retries` allow it, and refreshes only
         // when the site has the refresh hook: a site expanded with `once` has neither.
-        Step::Wait(_) | Step::Refresh => {
+        Step::Wait(_) | Step::Refresh | Step::Retry => {
             unreachable!("a site without retries or refresh was asked to make another attempt")
         }
     }

@@ -13,12 +13,12 @@
 //! let mut call = start::<Result<T, E>, __ResilientSite, _>(__resilient_hooks);
 //! loop {
 //!     let owned_arg = CloneArg::clone_arg(&owned_arg);          // per attempt
-//!     // the gate, the attempt and the decision, in one future
+//!     // the gate, the attempt, the decision and the backoff, in one future
 //!     match <E as Engine<T>>::attempt(&mut call, async { <fake return> <body> }).await {
 //!         Step::Ok(v) => return Ok(v),
 //!         Step::Err(e) => return Err(e),
-//!         Step::Wait(w) => <E as Engine<T>>::sleep(w).await,
 //!         Step::Refresh => { /* refresh(self).await, or fail */ }
+//!         Step::Retry | Step::Wait(_) => {}                      // the backoff is waited out
 //!     }
 //! }
 //! ```
@@ -81,25 +81,18 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
         #at_ret::start::<#ret_at_ret, #site_type, _>(#hooks)
     };
 
-    let w = local("__resilient_wait");
-    // One future per attempt: the gate, the attempt and the decision. An async fn's future
-    // awaits nothing else unless it must wait out a backoff.
-    let (step, wait) = if config.is_async {
+    // One future per attempt: the gate, the attempt, the decision and the backoff before a
+    // retry. An async fn's future awaits nothing else (but a credential refresh).
+    let step = if config.is_async {
         let attempt_fn = if config.timeout.is_some() || config.deadline.is_some() {
             quote_spanned!(ret.span()=> attempt_timed)
         } else {
             // No timer to arm: the attempt's future holds none, so the fn's future stays small.
             quote_spanned!(ret.span()=> attempt)
         };
-        (
-            quote_spanned!(ret.span()=> #engine::#attempt_fn(&mut #call, #attempt).await),
-            quote_spanned!(ret.span()=> #engine::sleep(#w).await),
-        )
+        quote_spanned!(ret.span()=> #engine::#attempt_fn(&mut #call, #attempt).await)
     } else {
-        (
-            quote_spanned!(ret.span()=> #engine::attempt_blocking(&mut #call, #attempt)),
-            quote_spanned!(ret.span()=> #engine::sleep_blocking(&mut #call, #w)),
-        )
+        quote_spanned!(ret.span()=> #engine::attempt_blocking(&mut #call, #attempt))
     };
 
     // A site that may run the body again loops; one that never does runs it once, straight, so
@@ -108,16 +101,11 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
         quote! {
             loop {
                 #rebinds
-                // Nothing result-sized is kept across the wait.
-                let #w = match #step {
+                match #step {
                     #private::Step::Ok(#r) => return #private::Ok(#r),
                     #private::Step::Err(#r) => return #private::Err(#r),
-                    #private::Step::Wait(#w) => #private::Some(#w),
-                    #private::Step::Refresh => #private::None,
-                };
-                match #w {
-                    #private::Some(#w) => #wait,
-                    #private::None => { #refresh }
+                    #private::Step::Refresh => { #refresh }
+                    #private::Step::Retry | #private::Step::Wait(_) => {}
                 }
             }
         }

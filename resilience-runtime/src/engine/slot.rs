@@ -24,7 +24,6 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context as TaskContext, Poll, ready};
-use std::time::Duration;
 
 use crate::breaker::{Breaker, Outcome, Ticket};
 use crate::classify::{Classify, Rejected};
@@ -51,6 +50,13 @@ pub(crate) fn set_full_path(reason: u8, on: bool) {
         FULL_PATH.fetch_and(!reason, Ordering::Release);
     }
 }
+
+/// [`Attempt::phase`]: the gate has not passed yet.
+const BEFORE: u8 = 0;
+/// [`Attempt::phase`]: the attempt is running (its call is in the slot).
+const RUNNING: u8 = 1;
+/// [`Attempt::phase`]: the attempt failed and the call waits out its backoff.
+const BACKOFF: u8 = 2;
 
 /// A call site known by type: `#[resilient]` generates one zero-sized type per site, so that
 /// the site and its policy are constants in the code that drives its calls.
@@ -109,7 +115,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
     ) -> Attempt<'_, T, E, S, H, F, NoTimer> {
         Attempt {
             slot: self,
-            started: false,
+            phase: BEFORE,
             timer: NoTimer,
             fut: attempt,
         }
@@ -123,7 +129,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
     ) -> Attempt<'_, T, E, S, H, F, Timer> {
         Attempt {
             slot: self,
-            started: false,
+            phase: BEFORE,
             timer: Timer {
                 sleep: None,
                 kind: TimeoutKind::Attempt,
@@ -133,7 +139,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
     }
 
     /// One attempt of a blocking `attempt`: the gate (waiting for a rate-limit permit with the
-    /// registry's blocking sleep), the attempt, and the decision.
+    /// registry's blocking sleep), the attempt, the decision, and the backoff before a retry.
     #[inline(always)]
     pub fn attempt_blocking(&mut self, attempt: impl FnOnce() -> Result<T, E>) -> Step<T, E> {
         if self.call.is_none()
@@ -148,7 +154,11 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
                     succeeded(state, admitted, false);
                     Step::Ok(v)
                 }
-                Err(e) => self.store(state, admitted, correlation).decide(Err(e)),
+                Err(e) => {
+                    let call = self.store(state, admitted, correlation);
+                    let step = call.decide(Err(e));
+                    settle_blocking(call, step)
+                }
             };
         }
         let call = self.call();
@@ -157,12 +167,8 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
         }
         call.start_attempt();
         let r = call.entered(attempt);
-        call.decide(r)
-    }
-
-    /// Waits out [`Step::Wait`] in a blocking call (with the registry's blocking sleep, if set).
-    pub fn sleep_blocking(&mut self, wait: Duration) {
-        self.call().sleep_blocking(wait);
+        let step = call.decide(r);
+        settle_blocking(call, step)
     }
 
     /// Whether the first attempt may take the fast path (see the [module docs](self)), and what
@@ -356,8 +362,8 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct Attempt<'a, T, E, S, H, F, L> {
         slot: &'a mut Slot<T, E, S, H>,
-        // The gate passed and the attempt is running (its call is in the slot).
-        started: bool,
+        // `BEFORE`, `RUNNING` or `BACKOFF`.
+        phase: u8,
         #[pin]
         timer: L,
         #[pin]
@@ -368,7 +374,7 @@ pin_project_lite::pin_project! {
 impl<T, E, S, H, F, L> std::fmt::Debug for Attempt<'_, T, E, S, H, F, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Attempt")
-            .field("started", &self.started)
+            .field("phase", &self.phase)
             .finish_non_exhaustive()
     }
 }
@@ -386,7 +392,7 @@ where
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Step<T, E>> {
         let mut this = self.project();
-        if !*this.started {
+        if *this.phase == BEFORE {
             if this.slot.call.is_none()
                 && let Some(fast) = this.slot.fast_start()
             {
@@ -404,12 +410,14 @@ where
                         Poll::Ready(Step::Ok(v))
                     }
                     Poll::Ready(Err(e)) => {
-                        Poll::Ready(slot.store(state, admitted, correlation).decide(Err(e)))
+                        let call = slot.store(state, admitted, correlation);
+                        let step = call.decide(Err(e));
+                        settle(call, this.phase, step, cx)
                     }
                     Poll::Pending => {
                         slot.store(state, admitted, correlation);
-                        *this.started = true;
-                        poll_timer(slot, this.timer, cx)
+                        *this.phase = RUNNING;
+                        poll_timer(slot.call(), this.phase, this.timer, cx)
                     }
                 };
             }
@@ -417,50 +425,108 @@ where
             loop {
                 // A wait for a rate-limit permit before the attempt, kept with the call's cold
                 // state (the future of an attempt holds none).
-                if let Some(w) = call.gate_wait() {
+                if let Some(w) = call.wait() {
                     ready!(w.as_mut().poll(cx));
-                    call.end_gate_wait();
+                    call.end_wait();
                 }
                 match call.gate() {
                     Gate::Pass => break,
                     Gate::End(r) => return Poll::Ready(Step::ret(r)),
-                    Gate::Wait(d) => call.start_gate_wait(d),
+                    Gate::Wait(d) => call.start_wait(d),
                 }
             }
             call.start_attempt();
             call.timed_out = None;
             this.timer.as_mut().arm(call);
-            *this.started = true;
+            *this.phase = RUNNING;
         }
         let call = this.slot.call();
+        if *this.phase == BACKOFF {
+            return backoff(call, cx);
+        }
         let fut = this.fut;
         match call.entered(|| fut.poll(cx)) {
-            Poll::Ready(r) => Poll::Ready(call.decide(r)),
-            Poll::Pending => poll_timer(this.slot, this.timer, cx),
+            Poll::Ready(r) => {
+                let step = call.decide(r);
+                settle(call, this.phase, step, cx)
+            }
+            Poll::Pending => poll_timer(call, this.phase, this.timer, cx),
         }
+    }
+}
+
+/// What the attempt's decision means for its future: a backoff is waited out here (in the call's
+/// cold state), and the future resolves to [`Step::Retry`] when it is over.
+#[inline(always)]
+fn settle<T, E: Classify, H: HookSet<T, E>>(
+    call: &mut Call<T, E, H>,
+    phase: &mut u8,
+    step: Step<T, E>,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Step<T, E>> {
+    match step {
+        Step::Wait(d) => {
+            call.start_wait(d);
+            *phase = BACKOFF;
+            backoff(call, cx)
+        }
+        other => Poll::Ready(other),
+    }
+}
+
+/// Waits out the backoff before the next attempt.
+#[inline(never)]
+fn backoff<T, E: Classify, H: HookSet<T, E>>(
+    call: &mut Call<T, E, H>,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Step<T, E>> {
+    if let Some(w) = call.wait() {
+        ready!(w.as_mut().poll(cx));
+        call.end_wait();
+    }
+    Poll::Ready(Step::Retry)
+}
+
+/// [`settle`] for a blocking call: the backoff is slept with the registry's blocking sleep.
+#[inline(always)]
+fn settle_blocking<T, E: Classify, H: HookSet<T, E>>(
+    call: &mut Call<T, E, H>,
+    step: Step<T, E>,
+) -> Step<T, E> {
+    match step {
+        Step::Wait(d) => {
+            call.sleep_blocking(d);
+            Step::Retry
+        }
+        other => other,
     }
 }
 
 /// The attempt is pending: whether its timer has fired, which ends it with the timeout's error.
 #[inline(always)]
-fn poll_timer<T, E: Classify, S: SiteDef, H: HookSet<T, E>, L: AttemptTimer>(
-    slot: &mut Slot<T, E, S, H>,
+fn poll_timer<T, E: Classify, H: HookSet<T, E>, L: AttemptTimer>(
+    call: &mut Call<T, E, H>,
+    phase: &mut u8,
     timer: Pin<&mut L>,
     cx: &mut TaskContext<'_>,
 ) -> Poll<Step<T, E>> {
     match timer.poll_expired(cx) {
         None => Poll::Pending,
-        Some(kind) => timed_out(slot.call(), kind),
+        Some(kind) => match timed_out(call, kind) {
+            Some(step) => settle(call, phase, step, cx),
+            // A timer is armed only when the runtime may reject (`Call::attempt_limit`).
+            None => Poll::Pending,
+        },
     }
 }
 
-/// Ends an attempt that its timer stopped.
+/// Ends an attempt that its timer stopped; `None` if the site takes no rejections.
 #[cold]
 #[inline(never)]
 fn timed_out<T, E: Classify, H: HookSet<T, E>>(
     call: &mut Call<T, E, H>,
     kind: TimeoutKind,
-) -> Poll<Step<T, E>> {
+) -> Option<Step<T, E>> {
     let p = call.site().policy;
     let rejection = match kind {
         TimeoutKind::Attempt => Rejected::AttemptTimeout {
@@ -473,9 +539,8 @@ fn timed_out<T, E: Classify, H: HookSet<T, E>>(
     match call.hooks.rejected(rejection) {
         Some(e) => {
             call.timed_out = Some(kind);
-            Poll::Ready(call.decide(Err(e)))
+            Some(call.decide(Err(e)))
         }
-        // A timer is armed only when the runtime may reject (`Call::attempt_limit`).
-        None => Poll::Pending,
+        None => None,
     }
 }
