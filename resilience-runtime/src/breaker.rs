@@ -444,7 +444,7 @@ impl Breaker {
 
     /// [`Breaker::acquire`] when the breaker is closed: a pure read. `None` when it is not
     /// closed, and then nothing was taken (no probe slot, no transition).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn closed_ticket(&self) -> Option<Ticket> {
         self.machine.closed_ticket()
     }
@@ -463,7 +463,7 @@ impl Breaker {
     }
 
     /// Records the outcome of an admitted call. Results from an older generation are ignored.
-    #[inline]
+    #[inline(always)]
     pub fn record(&self, ticket: Ticket, outcome: Outcome) {
         if let Some(tr) = self.machine.record(ticket, outcome, clock::now_nanos) {
             self.transitioned(tr);

@@ -154,7 +154,7 @@ impl RetryBudget {
     }
 
     /// Puts tokens back after a success. A full bucket costs one load.
-    #[inline]
+    #[inline(always)]
     pub fn refund(&self) {
         if self.bucket.is_full(self.refund_cap) {
             return;

@@ -238,6 +238,7 @@ impl<L: HasLimits> Machine<L> {
         &self.limits
     }
 
+    #[inline(always)]
     fn load(&self) -> Word {
         Word(self.word.load(Ordering::Acquire))
     }
@@ -297,7 +298,7 @@ impl<L: HasLimits> Machine<L> {
 
     /// A ticket when the breaker is closed, without touching it; `None` in any other state (the
     /// caller then goes through [`Machine::acquire`]).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn closed_ticket(&self) -> Option<Ticket> {
         let w = self.load();
         (w.state() == CLOSED).then(|| Ticket {
@@ -371,7 +372,7 @@ impl<L: HasLimits> Machine<L> {
     }
 
     /// Records the outcome of an admitted call. Results from an older generation are ignored.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(
         &self,
         ticket: Ticket,
@@ -387,6 +388,8 @@ impl<L: HasLimits> Machine<L> {
         self.record_slow(ticket, outcome, now)
     }
 
+    #[cold]
+    #[inline(never)]
     fn record_slow(
         &self,
         ticket: Ticket,

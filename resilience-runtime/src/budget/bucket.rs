@@ -44,7 +44,7 @@ impl Bucket {
     }
 
     /// Whether the bucket holds `cap` tokens or more: one load.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_full(&self, cap: u64) -> bool {
         self.tokens.load(Ordering::Relaxed) >= cap
     }
