@@ -21,6 +21,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context as TaskContext, Poll, ready};
@@ -74,8 +75,26 @@ pub trait SiteDef: 'static {
 #[doc(hidden)]
 pub struct Slot<T, E, S, H> {
     hooks: H,
-    call: Option<Call<T, E, H>>,
+    /// Dropped by `Slot`'s own `Drop`, out of line: dropping a slot whose call never started
+    /// (every call the fast path ended) is then one compare, small enough to inline into the
+    /// caller's future's drop.
+    call: ManuallyDrop<Option<Call<T, E, H>>>,
     site: PhantomData<S>,
+}
+
+impl<T, E, S, H> Drop for Slot<T, E, S, H> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.call.is_some() {
+            drop_call(&mut self.call);
+        }
+    }
+}
+
+/// Drops a started call (see [`Slot::call`]'s field).
+#[inline(never)]
+fn drop_call<C>(call: &mut ManuallyDrop<Option<C>>) {
+    drop(std::mem::take(&mut **call));
 }
 
 impl<T, E, S: SiteDef, H> std::fmt::Debug for Slot<T, E, S, H> {
@@ -93,7 +112,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
     pub fn new(hooks: H) -> Self {
         Slot {
             hooks,
-            call: None,
+            call: ManuallyDrop::new(None),
             site: PhantomData,
         }
     }
@@ -187,10 +206,14 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
         if context::active().site.is_some() || (rejects && !state.simple_gate) {
             return None;
         }
-        // The gate consults the site's breaker when the runtime may reject.
-        let admitted = match state.breaker.as_deref() {
-            Some(b) if rejects => Some((b, b.closed_ticket()?)),
-            _ => None,
+        // The gate consults the site's breaker when the runtime may reject. Whether the site has
+        // one is its policy's, a constant: the registry gives a breaker to every site whose
+        // policy names one.
+        let admitted = if rejects && p.breaker.is_some() {
+            let b = state.breaker.as_deref()?;
+            Some((b, b.closed_ticket()?))
+        } else {
+            None
         };
         Some(FastStart { state, admitted })
     }
