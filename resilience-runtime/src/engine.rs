@@ -607,7 +607,7 @@ pub enum Step<T, E> {
     Ok(T),
     /// Return `Err` with this error.
     Err(E),
-    /// Wait this long (e.g. with [`Call::sleep`]), then make another attempt.
+    /// Wait this long, then make another attempt.
     Wait(Duration),
     /// Refresh credentials, then make another attempt; on a refresh error call [`Call::fail`].
     Refresh,
@@ -1458,6 +1458,20 @@ pub enum TimeoutKind {
     Deadline,
 }
 
+impl TimeoutKind {
+    /// The rejection for an attempt this limit stopped.
+    fn rejection(self, p: &Policy) -> Rejected {
+        match self {
+            TimeoutKind::Attempt => Rejected::AttemptTimeout {
+                timeout: p.timeout.unwrap_or_default(),
+            },
+            TimeoutKind::Deadline => Rejected::DeadlineExceeded {
+                deadline: p.deadline.unwrap_or_default(),
+            },
+        }
+    }
+}
+
 /// The future of [`Call::begin`].
 #[must_use = "futures do nothing unless polled"]
 pub struct Begin<'a, T, E, H = Hooks<T, E>> {
@@ -1531,16 +1545,7 @@ impl<T, E, F: Future<Output = Result<T, E>>, H: HookSet<T, E>> Future for Run<'_
             (Poll::Ready(Ok(r)), _) => Poll::Ready(r),
             (Poll::Ready(Err(_)), kind) => {
                 call.timed_out = Some(*kind);
-                let p = call.site().policy;
-                let rejection = match kind {
-                    TimeoutKind::Attempt => Rejected::AttemptTimeout {
-                        timeout: p.timeout.unwrap_or_default(),
-                    },
-                    TimeoutKind::Deadline => Rejected::DeadlineExceeded {
-                        deadline: p.deadline.unwrap_or_default(),
-                    },
-                };
-                match call.hooks.rejected(rejection) {
+                match call.hooks.rejected(kind.rejection(call.site().policy)) {
                     Some(e) => Poll::Ready(Err(e)),
                     // `attempt_limit` sets no limit without the hook.
                     None => Poll::Pending,

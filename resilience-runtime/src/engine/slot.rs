@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context as TaskContext, Poll, ready};
 
 use crate::breaker::{Breaker, Outcome, Ticket};
-use crate::classify::{Classify, Rejected};
+use crate::classify::Classify;
 use crate::clock::Instant;
 use crate::context::{self, Active, CorrelationId};
 use crate::registry::SiteState;
@@ -550,16 +550,7 @@ fn timed_out<T, E: Classify, H: HookSet<T, E>>(
     call: &mut Call<T, E, H>,
     kind: TimeoutKind,
 ) -> Option<Step<T, E>> {
-    let p = call.site().policy;
-    let rejection = match kind {
-        TimeoutKind::Attempt => Rejected::AttemptTimeout {
-            timeout: p.timeout.unwrap_or_default(),
-        },
-        TimeoutKind::Deadline => Rejected::DeadlineExceeded {
-            deadline: p.deadline.unwrap_or_default(),
-        },
-    };
-    match call.hooks.rejected(rejection) {
+    match call.hooks.rejected(kind.rejection(call.site().policy)) {
         Some(e) => {
             call.timed_out = Some(kind);
             Some(call.decide(Err(e)))
