@@ -106,6 +106,61 @@ pub async fn tokio_retry() -> Result<u64, BenchError> {
     Retry::start(ExponentialBackoff::from_millis(10).take(3), plain).await
 }
 
+/// A future that is pending once (waking itself), then ready: an attempt that waits once, as
+/// one that does I/O does.
+#[derive(Debug, Default)]
+pub struct PendingOnce(bool);
+
+impl Future for PendingOnce {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The plain call, pending once.
+#[inline(never)]
+pub async fn plain_pending() -> Result<u64, BenchError> {
+    PendingOnce::default().await;
+    Ok(black_box(1))
+}
+
+/// With a named breaker, pending once.
+#[inline(never)]
+#[resilient(retries = 3, idempotent, breaker = "graph")]
+pub async fn breaker_pending() -> Result<u64, BenchError> {
+    PendingOnce::default().await;
+    Ok(black_box(1))
+}
+
+/// backon's `Retryable` around the pending-once call.
+#[inline(never)]
+pub async fn backon_pending() -> Result<u64, BenchError> {
+    use backon::{ExponentialBuilder, Retryable};
+    plain_pending
+        .retry(ExponentialBuilder::default().with_max_times(3))
+        .await
+}
+
+/// backon around failsafe around the pending-once call.
+#[inline(never)]
+pub async fn backon_failsafe_pending(cb: &impl Failsafe) -> Result<u64, BenchError> {
+    use backon::{ExponentialBuilder, Retryable};
+    (|| async {
+        cb.call(plain_pending())
+            .await
+            .map_err(|_| BenchError::Transient)
+    })
+    .retry(ExponentialBuilder::default().with_max_times(3))
+    .await
+}
+
 /// The plain blocking call.
 #[inline(never)]
 pub fn plain_blocking() -> Result<u64, BenchError> {
@@ -186,14 +241,30 @@ runs! {
     run_backon => ready(backon_retry());
     run_failsafe => ready(failsafe_call(&*FAILSAFE));
     run_backon_failsafe => ready(backon_failsafe(&*FAILSAFE));
+    run_plain_pending => until_ready(plain_pending());
+    run_breaker_pending => until_ready(breaker_pending());
+    run_backon_pending => until_ready(backon_pending());
+    run_backon_failsafe_pending => until_ready(backon_failsafe_pending(&*FAILSAFE));
     run_plain_blocking => plain_blocking();
     run_retries_blocking => retries_blocking();
     run_breaker_blocking => breaker_blocking();
     run_retry_crate_blocking => retry_crate_blocking();
 }
 
+/// Polls a future with a no-op waker until it is ready (the pending-once variants).
+#[inline]
+pub fn until_ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
 /// The async variants, by name, in report order.
-pub const ASYNC_VARIANTS: [(&str, Run); 9] = [
+pub const ASYNC_VARIANTS: [(&str, Run); 13] = [
     ("plain", run_plain),
     ("resilient_retries", run_retries),
     ("resilient_breaker", run_breaker),
@@ -203,6 +274,10 @@ pub const ASYNC_VARIANTS: [(&str, Run); 9] = [
     ("backon", run_backon),
     ("failsafe", run_failsafe),
     ("backon_failsafe", run_backon_failsafe),
+    ("plain_pending_once", run_plain_pending),
+    ("resilient_breaker_pending_once", run_breaker_pending),
+    ("backon_pending_once", run_backon_pending),
+    ("backon_failsafe_pending_once", run_backon_failsafe_pending),
 ];
 
 /// The blocking variants, by name.

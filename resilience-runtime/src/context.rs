@@ -93,11 +93,10 @@ pub struct CallContext {
 }
 
 /// What is installed while an attempt is polled: plain data, three words, so the thread-local
-/// that holds it needs no destructor and installing it is a couple of moves. The operation and
-/// the largest number of attempts are read from the site's policy when asked for.
+/// that holds it needs no destructor and installing it is a few moves. The operation and the
+/// largest number of attempts are read from the site's policy when asked for.
 ///
-/// No `Option` and no padding: `site` is `None` outside any call, and saving and restoring the
-/// context is three plain words each way.
+/// `site` is `None` outside any call, and then every other field is zero.
 #[derive(Clone, Copy)]
 pub(crate) struct Active {
     pub(crate) site: Option<&'static Site>,
@@ -105,15 +104,6 @@ pub(crate) struct Active {
     pub(crate) attempt: u32,
     /// 1 when the call's idempotency key is installed in `KEY`, else 0.
     pub(crate) has_key: u32,
-}
-
-impl Active {
-    pub(crate) const NONE: Active = Active {
-        site: None,
-        correlation: CorrelationId(0),
-        attempt: 0,
-        has_key: 0,
-    };
 }
 
 #[inline]
@@ -138,10 +128,54 @@ fn new_prefix() -> u64 {
     THREADS.fetch_add(1, Ordering::Relaxed) << 40
 }
 
+/// [`Active`] as one cell per field, so that the first attempt's fast path writes the one field
+/// that differs from an empty context. Outside any call every field is zero: whatever installs a
+/// context with a site restores the whole of what it replaced.
+struct ActiveCells {
+    site: Cell<Option<&'static Site>>,
+    correlation: Cell<CorrelationId>,
+    attempt: Cell<u32>,
+    has_key: Cell<u32>,
+}
+
+impl ActiveCells {
+    #[inline(always)]
+    fn get(&self) -> Active {
+        Active {
+            site: self.site.get(),
+            correlation: self.correlation.get(),
+            attempt: self.attempt.get(),
+            has_key: self.has_key.get(),
+        }
+    }
+
+    #[inline(always)]
+    fn set(&self, a: Active) {
+        self.site.set(a.site);
+        self.correlation.set(a.correlation);
+        self.attempt.set(a.attempt);
+        self.has_key.set(a.has_key);
+    }
+
+    #[inline(always)]
+    fn replace(&self, a: Active) -> Active {
+        let prev = self.get();
+        self.set(a);
+        prev
+    }
+}
+
 thread_local! {
     /// This thread's view of the innermost resilient call: its context while an attempt is
     /// being polled.
-    static ACTIVE: Cell<Active> = const { Cell::new(Active::NONE) };
+    static ACTIVE: ActiveCells = const {
+        ActiveCells {
+            site: Cell::new(None),
+            correlation: Cell::new(CorrelationId::UNSET),
+            attempt: Cell::new(0),
+            has_key: Cell::new(0),
+        }
+    };
     /// The counter for fresh correlation ids.
     static NEXT_ID: Cell<u64> = const { Cell::new(0) };
     /// The idempotency key of the installed call, for calls that have one.
@@ -207,7 +241,7 @@ impl CallContext {
 /// [`CorrelationId::UNSET`]: a call outside any other takes its id on first use ([`assigned`]).
 #[inline]
 pub(crate) fn correlation_for_new_call() -> CorrelationId {
-    let a = ACTIVE.with(Cell::get);
+    let a = ACTIVE.with(ActiveCells::get);
     match a.site {
         None => CorrelationId::UNSET,
         Some(_) => outer_correlation(),
@@ -267,26 +301,27 @@ impl Drop for Installed<'_> {
     }
 }
 
-/// The context installed now (`Active::site` is `None` outside any call).
+/// Whether a resilient call's context is installed on this thread.
 #[inline(always)]
-pub(crate) fn active() -> Active {
-    ACTIVE.with(Cell::get)
+pub(crate) fn in_call() -> bool {
+    ACTIVE.with(|a| a.site.get().is_some())
 }
 
-/// Installs `active` over a `prev` read with [`active`] just before (nothing ran in between).
+/// Installs the context of a call's first attempt at `site` over an empty one (checked with
+/// [`in_call`] just before): the other fields of an empty context are already the attempt's
+/// (no correlation id yet, attempt 0, no key).
 #[inline(always)]
-pub(crate) fn replace_active(active: Active) {
-    ACTIVE.with(|a| a.set(active));
+pub(crate) fn enter_first(site: &'static Site) {
+    ACTIVE.with(|a| a.site.set(Some(site)));
 }
 
-/// Restores `prev` and returns the correlation id the call installed over it holds now (one
-/// taken by the body, or the one it was installed with).
+/// Undoes [`enter_first`]: the context is empty again. Returns the correlation id the call took
+/// meanwhile, if it took one.
 #[inline(always)]
-pub(crate) fn restore_active(prev: Active) -> CorrelationId {
+pub(crate) fn leave_first() -> CorrelationId {
     ACTIVE.with(|a| {
-        let mine = a.get().correlation;
-        a.set(prev);
-        mine
+        a.site.set(None);
+        a.correlation.replace(CorrelationId::UNSET)
     })
 }
 

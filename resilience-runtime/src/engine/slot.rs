@@ -29,7 +29,7 @@ use std::task::{Context as TaskContext, Poll, ready};
 use crate::breaker::{Breaker, Outcome, Ticket};
 use crate::classify::Classify;
 use crate::clock::Instant;
-use crate::context::{self, Active, CorrelationId};
+use crate::context::{self, CorrelationId};
 use crate::registry::SiteState;
 
 use super::{Call, Gate, HookSet, Policy, Site, Step, TimeoutKind};
@@ -91,10 +91,10 @@ impl<T, E, S, H> Drop for Slot<T, E, S, H> {
     }
 }
 
-/// Drops a started call (see [`Slot::call`]'s field).
+/// Drops a started call in place (see [`Slot`]'s `call` field).
 #[inline(never)]
 fn drop_call<C>(call: &mut ManuallyDrop<Option<C>>) {
-    drop(std::mem::take(&mut **call));
+    **call = None;
 }
 
 impl<T, E, S: SiteDef, H> std::fmt::Debug for Slot<T, E, S, H> {
@@ -118,11 +118,11 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
     }
 
     /// The call, started now if it was not.
-    #[inline]
+    #[inline(always)]
     pub fn call(&mut self) -> &mut Call<T, E, H> {
         let hooks = self.hooks;
         self.call
-            .get_or_insert_with(|| Call::with_hooks(S::site(), hooks))
+            .get_or_insert_with(|| start_call::<T, E, S, H>(hooks))
     }
 
     /// One attempt of `attempt`, run without a timer (the policy has no `timeout` or
@@ -203,7 +203,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
             return None;
         }
         let state = S::site().global_state();
-        if context::active().site.is_some() || (rejects && !state.simple_gate) {
+        if context::in_call() || (rejects && !state.simple_gate) {
             return None;
         }
         // The gate consults the site's breaker when the runtime may reject. Whether the site has
@@ -231,6 +231,13 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
         self.call
             .insert(Call::started_fast(self.hooks, state, ticket, correlation))
     }
+}
+
+/// Starts a call at `S` (out of line: a started call is the common case where it is asked for).
+#[cold]
+#[inline(never)]
+fn start_call<T, E: Classify, S: SiteDef, H: HookSet<T, E>>(hooks: H) -> Call<T, E, H> {
+    Call::with_hooks(S::site(), hooks)
 }
 
 /// The breaker that admitted the attempt, and its ticket.
@@ -273,12 +280,7 @@ struct FastGuard<S: SiteDef> {
 impl<S: SiteDef> FastGuard<S> {
     #[inline(always)]
     fn install() -> Self {
-        context::replace_active(Active {
-            site: Some(S::site()),
-            correlation: CorrelationId::UNSET,
-            attempt: 0,
-            has_key: 0,
-        });
+        context::enter_first(S::site());
         FastGuard {
             armed: true,
             site: PhantomData,
@@ -290,7 +292,7 @@ impl<S: SiteDef> FastGuard<S> {
     #[inline(always)]
     fn finish(&mut self) -> CorrelationId {
         self.armed = false;
-        context::restore_active(Active::NONE)
+        context::leave_first()
     }
 }
 
@@ -307,7 +309,7 @@ impl<S: SiteDef> Drop for FastGuard<S> {
 #[cold]
 #[inline(never)]
 fn unwound(site: &'static Site) {
-    context::restore_active(Active::NONE);
+    context::leave_first();
     super::count_panic(site.global_state(), 0, None);
 }
 
