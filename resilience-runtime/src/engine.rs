@@ -76,7 +76,7 @@ mod slot;
 
 #[doc(hidden)]
 pub use self::slot::{Attempt, AttemptTimer, NoTimer, SiteDef, Slot, Timer};
-pub(crate) use self::slot::{FULL_PATH_LATENCY, FULL_PATH_SCOPED, set_full_path};
+pub(crate) use self::slot::{FULL_PATH_LATENCY, FULL_PATH_SCOPED, full_path, set_full_path};
 
 /// A call site's policy: what `#[resilient(...)]` says, as a `const`.
 ///
@@ -1394,17 +1394,25 @@ impl<T, E, H> Call<T, E, H> {
     }
 }
 
-/// A call unwinding from a panic is counted once, as a permanent error.
+/// A call unwinding from a panic is counted once, as a permanent error. The log's parent is the
+/// call's span when given, else the span current where it unwinds.
 #[cold]
 fn count_panic(state: &SiteState, attempt: u32, span: Option<tracing::Id>) {
     state.counters.error(ErrorClass::Permanent);
     let operation = state.site.policy().operation;
-    tracing::error!(
-        parent: span,
-        operation,
-        attempt,
-        "{operation} panicked; counted as a permanent error",
-    );
+    match span {
+        Some(span) => tracing::error!(
+            parent: span,
+            operation,
+            attempt,
+            "{operation} panicked; counted as a permanent error",
+        ),
+        None => tracing::error!(
+            operation,
+            attempt,
+            "{operation} panicked; counted as a permanent error",
+        ),
+    }
 }
 
 /// [`Call::entered`] for a call with a span or a key; restores in reverse order: the context,

@@ -15,23 +15,22 @@
 //! | `retry_success_total` | connector, operation | [`SiteMetrics::retry_successes`] |
 //! | `rate_limit_total` | connector, result | [`SiteMetrics::rate_limit_allowed`], [`SiteMetrics::rate_limit_blocked`] |
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::ErrorClass;
 
-static LATENCY: AtomicBool = AtomicBool::new(false);
-
 /// Turns latency measurement on or off for every site (off by default: it costs two clock reads
 /// per call). Exporters turn it on.
 pub fn set_latency_enabled(enabled: bool) {
-    LATENCY.store(enabled, Ordering::Relaxed);
     crate::engine::set_full_path(crate::engine::FULL_PATH_LATENCY, enabled);
 }
 
+/// Whether latency is measured: one bit of the engine's full-path flag, so the two never
+/// disagree.
 #[inline]
 pub(crate) fn latency_enabled() -> bool {
-    LATENCY.load(Ordering::Relaxed)
+    crate::engine::full_path(crate::engine::FULL_PATH_LATENCY)
 }
 
 /// Upper bounds of the latency histogram's buckets, in seconds (the last bucket is `+Inf`).

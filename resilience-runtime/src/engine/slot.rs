@@ -43,6 +43,12 @@ pub(crate) const FULL_PATH_LATENCY: u8 = 2;
 /// path for both reasons.
 static FULL_PATH: AtomicU8 = AtomicU8::new(0);
 
+/// Whether `reason` is set.
+#[inline]
+pub(crate) fn full_path(reason: u8) -> bool {
+    FULL_PATH.load(Ordering::Relaxed) & reason != 0
+}
+
 /// Sets or clears one reason for the full path.
 pub(crate) fn set_full_path(reason: u8, on: bool) {
     if on {
@@ -136,7 +142,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
             slot: self,
             phase: BEFORE,
             timer: NoTimer,
-            fut: attempt,
+            fut: Some(attempt),
         }
     }
 
@@ -153,7 +159,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
                 sleep: None,
                 kind: TimeoutKind::Attempt,
             },
-            fut: attempt,
+            fut: Some(attempt),
         }
     }
 
@@ -343,12 +349,27 @@ impl AttemptTimer for NoTimer {
 pin_project_lite::pin_project! {
     /// The per-attempt timeout or the deadline, whichever comes first.
     #[doc(hidden)]
-    #[derive(Debug)]
     pub struct Timer {
+        // Polled outside the task's coop budget, as tokio's own `Timeout` polls its delay: an
+        // attempt that spends the budget (a busy channel or socket) must still time out.
         #[pin]
-        sleep: Option<tokio::time::Sleep>,
+        sleep: Option<tokio::task::Unconstrained<tokio::time::Sleep>>,
         kind: TimeoutKind,
     }
+}
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timer")
+            .field("armed", &self.sleep.is_some())
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// The timer's sleep until `at`, outside the coop budget.
+fn limit_at(at: Instant) -> tokio::task::Unconstrained<tokio::time::Sleep> {
+    tokio::task::unconstrained(tokio::time::sleep_until(at))
 }
 
 impl AttemptTimer for Timer {
@@ -357,7 +378,7 @@ impl AttemptTimer for Timer {
         let mut this = self.project();
         match call.attempt_limit() {
             Some((at, kind)) => {
-                this.sleep.set(Some(tokio::time::sleep_until(at)));
+                this.sleep.set(Some(limit_at(at)));
                 *this.kind = kind;
             }
             None => this.sleep.set(None),
@@ -368,7 +389,7 @@ impl AttemptTimer for Timer {
     fn arm_fast(self: Pin<&mut Self>, policy: &Policy, rejects: bool) {
         if rejects && let Some(at) = policy.timeout.and_then(|t| Instant::now().checked_add(t)) {
             let mut this = self.project();
-            this.sleep.set(Some(tokio::time::sleep_until(at)));
+            this.sleep.set(Some(limit_at(at)));
             *this.kind = TimeoutKind::Attempt;
         }
     }
@@ -391,8 +412,10 @@ pin_project_lite::pin_project! {
         phase: u8,
         #[pin]
         timer: L,
+        // The attempt; `None` once it ended and the call waits out its backoff, so that what
+        // the attempt held (a connection, a permit, a lock) is released before the wait.
         #[pin]
-        fut: F,
+        fut: Option<F>,
     }
 }
 
@@ -426,8 +449,12 @@ where
                 this.timer
                     .as_mut()
                     .arm_fast(S::POLICY, slot.hooks.rejects());
+                let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+                    // Only a backoff clears the attempt, and a backoff comes after `BEFORE`.
+                    return Poll::Pending;
+                };
                 let mut guard = FastGuard::<S>::install();
-                let poll = this.fut.as_mut().poll(cx);
+                let poll = fut.poll(cx);
                 let correlation = guard.finish();
                 return match poll {
                     Poll::Ready(Ok(v)) => {
@@ -437,12 +464,12 @@ where
                     Poll::Ready(Err(e)) => {
                         let call = slot.store(state, admitted, correlation);
                         let step = call.decide(Err(e));
-                        settle(call, this.phase, step, cx)
+                        settle(call, this.phase, this.fut, step, cx)
                     }
                     Poll::Pending => {
                         slot.store(state, admitted, correlation);
                         *this.phase = RUNNING;
-                        poll_timer(slot.call(), this.phase, this.timer, cx)
+                        poll_timer(slot.call(), this.phase, this.fut, this.timer, cx)
                     }
                 };
             }
@@ -469,28 +496,34 @@ where
         if *this.phase == BACKOFF {
             return backoff(call, cx);
         }
-        let fut = this.fut;
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            // Only a backoff clears the attempt, and it returned above.
+            return Poll::Pending;
+        };
         match call.entered(|| fut.poll(cx)) {
             Poll::Ready(r) => {
                 let step = call.decide(r);
-                settle(call, this.phase, step, cx)
+                settle(call, this.phase, this.fut, step, cx)
             }
-            Poll::Pending => poll_timer(call, this.phase, this.timer, cx),
+            Poll::Pending => poll_timer(call, this.phase, this.fut, this.timer, cx),
         }
     }
 }
 
 /// What the attempt's decision means for its future: a backoff is waited out here (in the call's
-/// cold state), and the future resolves to [`Step::Retry`] when it is over.
+/// cold state), after the attempt is dropped, and the future resolves to [`Step::Retry`] when
+/// it is over.
 #[inline(always)]
-fn settle<T, E: Classify, H: HookSet<T, E>>(
+fn settle<T, E: Classify, H: HookSet<T, E>, F>(
     call: &mut Call<T, E, H>,
     phase: &mut u8,
+    mut fut: Pin<&mut Option<F>>,
     step: Step<T, E>,
     cx: &mut TaskContext<'_>,
 ) -> Poll<Step<T, E>> {
     match step {
         Step::Wait(d) => {
+            fut.set(None);
             call.start_wait(d);
             *phase = BACKOFF;
             backoff(call, cx)
@@ -529,16 +562,17 @@ fn settle_blocking<T, E: Classify, H: HookSet<T, E>>(
 
 /// The attempt is pending: whether its timer has fired, which ends it with the timeout's error.
 #[inline(always)]
-fn poll_timer<T, E: Classify, H: HookSet<T, E>, L: AttemptTimer>(
+fn poll_timer<T, E: Classify, H: HookSet<T, E>, F, L: AttemptTimer>(
     call: &mut Call<T, E, H>,
     phase: &mut u8,
+    fut: Pin<&mut Option<F>>,
     timer: Pin<&mut L>,
     cx: &mut TaskContext<'_>,
 ) -> Poll<Step<T, E>> {
     match timer.poll_expired(cx) {
         None => Poll::Pending,
         Some(kind) => match timed_out(call, kind) {
-            Some(step) => settle(call, phase, step, cx),
+            Some(step) => settle(call, phase, fut, step, cx),
             // A timer is armed only when the runtime may reject (`Call::attempt_limit`).
             None => Poll::Pending,
         },
