@@ -1,6 +1,12 @@
+//! The future of one attempt.
+//!
 //! The first attempt's fast path: a call at the global registry, untraced and not nested, keeps
 //! its state in locals during the first poll of its first attempt, and writes it out only when
 //! the attempt is pending or failed. These calls behave exactly as the full path's.
+//!
+//! Then what every attempt's future does: its timer fires whatever the attempt does with tokio's
+//! task budget, the attempt is dropped before its backoff, and a panic is counted once, on
+//! either path, when the caller catches it around a poll and drops the call afterwards.
 //!
 //! Nothing in this test binary scopes a registry, installs a subscriber or exports latency, so
 //! every call here starts on the fast path (a scoped registry anywhere in a process sends every
@@ -8,9 +14,8 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -65,11 +70,13 @@ async fn panics_at_once() -> Result<u32, ApiError> {
 
 #[test]
 fn a_panic_in_the_first_attempt_is_counted_once_and_restores_the_context() {
+    // Caught around the poll; the future is dropped afterwards, when nothing unwinds any more.
+    let mut fut = Box::pin(panics_at_once());
     let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut fut = pin!(panics_at_once());
         let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
     }));
     assert!(unwound.is_err());
+    drop(fut);
     assert_eq!(PANICS.load(Ordering::SeqCst), 1);
     // Counted once, as a permanent error, and not retried.
     let m = site("panics_at_once");
@@ -209,4 +216,103 @@ fn a_blocking_first_attempt_that_fails_carries_its_context_to_the_retry() {
     let m = site("blocking_fails_once");
     assert_eq!((m.ok, m.retries), (1, 1));
     assert!(CallContext::current().is_none());
+}
+
+/// Never ready: spends tokio's coop budget on every poll, as a body draining a busy channel does.
+#[resilient(timeout = "1s", breaker = "budget_spender")]
+async fn spends_its_budget() -> Result<(), ApiError> {
+    loop {
+        tokio::task::consume_budget().await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_timeout_fires_while_the_attempt_spends_the_task_budget() {
+    // The body is always runnable, so the paused clock never advances by itself: move it.
+    let clock = tokio::spawn(async { tokio::time::advance(Duration::from_secs(30)).await });
+    // tokio's own timeout polls its delay outside the budget: if ours did not fire, this one
+    // would, and the test would fail on its `Elapsed` rather than hang.
+    let r = tokio::time::timeout(Duration::from_secs(20), spends_its_budget()).await;
+    clock.await.unwrap();
+    let r = r.expect("the attempt's own 1 s timeout fired first");
+    assert!(
+        matches!(r, Err(ApiError::Rejected(Rejected::AttemptTimeout { .. }))),
+        "{r:?}"
+    );
+}
+
+static HELD: AtomicBool = AtomicBool::new(false);
+static RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// Marks `HELD` while the attempt holds it (a connection, a permit, a lock).
+struct Held;
+
+impl Held {
+    fn take() -> Held {
+        HELD.store(true, Ordering::SeqCst);
+        Held
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.store(false, Ordering::SeqCst);
+    }
+}
+
+#[resilient(
+    retries = 1,
+    idempotent,
+    timeout = "1s",
+    breaker = "holder",
+    backoff(base = "10s", max = "10s")
+)]
+async fn holds_then_times_out() -> Result<u32, ApiError> {
+    let run = RUNS.fetch_add(1, Ordering::SeqCst);
+    if run == 0 {
+        let _held = Held::take();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    Ok(run)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_timed_out_attempt_is_dropped_before_its_backoff() {
+    let call = tokio::spawn(holds_then_times_out());
+    // The attempt times out at 1 s; the backoff (10 s, jittered) has started by 1.5 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(RUNS.load(Ordering::SeqCst), 1, "still in the first backoff");
+    assert!(
+        !HELD.load(Ordering::SeqCst),
+        "what the timed-out attempt held is released before the wait"
+    );
+    assert_eq!(call.await.unwrap().unwrap(), 1);
+}
+
+static FAILED_ONCE: AtomicBool = AtomicBool::new(false);
+
+#[resilient(retries = 1, idempotent, breaker = "retry_panics")]
+async fn panics_on_its_retry() -> Result<u32, ApiError> {
+    if !FAILED_ONCE.swap(true, Ordering::SeqCst) {
+        return Err(ApiError::Busy);
+    }
+    panic!("the retry panicked");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retry_that_panics_under_catch_unwind_is_counted_once() {
+    let mut fut = Box::pin(panics_on_its_retry());
+    let mut cx = Context::from_waker(Waker::noop());
+    // The first attempt fails and the call waits out its backoff on the paused clock.
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // The retry runs on the full path (the call is started) and panics; the caller catches the
+    // panic around the poll and drops the future afterwards, when nothing unwinds any more. The
+    // call was counted as the panic unwound out of the fn (which drops the call), not at the
+    // drop.
+    let caught = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+    assert!(caught.is_err());
+    drop(fut);
+    let m = site("panics_on_its_retry");
+    assert_eq!((m.ok, m.errors.permanent, m.retries), (0, 1, 1));
 }
