@@ -355,19 +355,39 @@ impl MetricsSnapshot {
 mod tests {
     use super::*;
 
+    /// Counts once when the thread exits, from a thread-local destructor, which may run before
+    /// or after the one that gives the thread's stripe back.
+    struct CountOnExit(std::sync::Arc<Striped>);
+
+    impl Drop for CountOnExit {
+        fn drop(&mut self) {
+            self.0.inc();
+        }
+    }
+
+    thread_local! {
+        static ON_EXIT: std::cell::RefCell<Option<CountOnExit>> = const { std::cell::RefCell::new(None) };
+    }
+
     /// Threads that own a stripe add without `lock`; the count must still be exact when more
-    /// threads than owned stripes count at once (the rest share one stripe atomically) and when
-    /// threads exit and new ones take their stripes over.
+    /// threads than owned stripes count at once (the rest share one stripe atomically), when
+    /// threads exit and new ones take their stripes over, and when a thread counts while it
+    /// exits.
     #[test]
     fn a_striped_count_is_exact_across_owners_sharers_and_exits() {
         let counter = std::sync::Arc::new(Striped::default());
-        let per_thread = 20_000;
+        let threads_per_wave = OWNED + 4;
+        let per_thread = 200_000;
         let mut total = 0;
         for wave in 0..4 {
-            let threads: Vec<_> = (0..(OWNED + 4))
+            // Every thread of a wave counts at the same time.
+            let start = std::sync::Arc::new(std::sync::Barrier::new(threads_per_wave));
+            let threads: Vec<_> = (0..threads_per_wave)
                 .map(|_| {
-                    let c = counter.clone();
+                    let (c, start) = (counter.clone(), start.clone());
                     std::thread::spawn(move || {
+                        ON_EXIT.with(|e| *e.borrow_mut() = Some(CountOnExit(c.clone())));
+                        start.wait();
                         for _ in 0..per_thread {
                             c.inc();
                         }
@@ -377,7 +397,7 @@ mod tests {
             for t in threads {
                 t.join().unwrap();
             }
-            total += (OWNED + 4) * per_thread;
+            total += threads_per_wave * (per_thread + 1);
             assert_eq!(counter.sum(), total as u64, "after wave {wave}");
         }
     }
