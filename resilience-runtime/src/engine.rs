@@ -1435,6 +1435,15 @@ fn entered_cold<R>(
     f()
 }
 
+impl<T, E, H> Call<T, E, H> {
+    /// Whether dropping the call would do nothing: it ended, holds no ticket, owns nothing on
+    /// the heap, and its state is the global registry's (no `Arc` to give back).
+    #[inline(always)]
+    pub(crate) fn drops_to_nothing(&self) -> bool {
+        self.ticket.is_none() && self.flags == ENDED && matches!(self.state, StateRef::Static(_))
+    }
+}
+
 impl<T, E, H> Drop for Call<T, E, H> {
     #[inline(always)]
     fn drop(&mut self) {

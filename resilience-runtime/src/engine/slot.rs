@@ -91,8 +91,12 @@ pub struct Slot<T, E, S, H> {
 impl<T, E, S, H> Drop for Slot<T, E, S, H> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.call.is_some() {
-            drop_call(&mut self.call);
+        match &*self.call {
+            None => {}
+            // An ended call that holds and owns nothing: its drop would do nothing, and
+            // `ManuallyDrop` lets it go without running it.
+            Some(call) if call.drops_to_nothing() => {}
+            Some(_) => drop_call(&mut self.call),
         }
     }
 }
