@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -113,8 +113,6 @@ impl fmt::Debug for Registry {
     }
 }
 
-static SCOPED_IN_USE: AtomicBool = AtomicBool::new(false);
-
 thread_local! {
     static SCOPED: std::cell::RefCell<Option<Registry>> = const { std::cell::RefCell::new(None) };
 }
@@ -161,7 +159,7 @@ impl Registry {
     /// # }
     /// ```
     pub fn scope<F: Future>(&self, fut: F) -> Scoped<F> {
-        SCOPED_IN_USE.store(true, Ordering::Release);
+        // From now on calls look for a scoped registry (and take the engine's full path).
         crate::engine::set_full_path(crate::engine::FULL_PATH_SCOPED, true);
         Scoped {
             registry: self.clone(),
@@ -171,7 +169,7 @@ impl Registry {
 
     /// Runs `f` with this registry in force on this thread.
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        SCOPED_IN_USE.store(true, Ordering::Release);
+        // From now on calls look for a scoped registry (and take the engine's full path).
         crate::engine::set_full_path(crate::engine::FULL_PATH_SCOPED, true);
         let _guard = ScopeGuard::install(self.clone());
         f()
@@ -499,7 +497,7 @@ impl Registry {
 }
 
 fn scoped() -> Option<Registry> {
-    if !SCOPED_IN_USE.load(Ordering::Acquire) {
+    if !crate::engine::full_path(crate::engine::FULL_PATH_SCOPED) {
         return None;
     }
     SCOPED.with(|s| s.try_borrow().ok().and_then(|s| s.clone()))
@@ -509,7 +507,7 @@ fn scoped() -> Option<Registry> {
 /// ever scoped a registry).
 #[inline]
 pub(crate) fn scoped_registry() -> Option<Registry> {
-    if !SCOPED_IN_USE.load(Ordering::Relaxed) {
+    if !crate::engine::full_path(crate::engine::FULL_PATH_SCOPED) {
         return None;
     }
     scoped()

@@ -34,7 +34,8 @@ use crate::registry::SiteState;
 
 use super::{Call, Gate, HookSet, Policy, Site, Step, TimeoutKind};
 
-/// Why calls take the full path from their start, process-wide: bits of [`FULL_PATH`].
+/// Why calls take the full path from their start, process-wide: bits of [`FULL_PATH`]. A registry
+/// was scoped somewhere (`Registry::scope`, `Registry::enter`): calls look for one first.
 pub(crate) const FULL_PATH_SCOPED: u8 = 1;
 /// The latency histogram is exported: every call reads the clock at its start and end.
 pub(crate) const FULL_PATH_LATENCY: u8 = 2;
