@@ -802,9 +802,22 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// the attempt (a rejection, through the fallback if there is one).
     #[inline(always)]
     pub fn begin(&mut self) -> Begin<'_, T, E, H> {
-        Begin {
-            call: self,
-            sleep: None,
+        Begin { call: self }
+    }
+
+    /// The gate, waiting (in the call's cold state) for a rate-limit permit when it must:
+    /// `Err` with the call's final result when the call ends before the attempt.
+    fn poll_gate(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Result<T, E>>> {
+        loop {
+            if let Some(w) = self.wait() {
+                std::task::ready!(w.as_mut().poll(cx));
+                self.end_wait();
+            }
+            match self.gate() {
+                Gate::Pass => return Poll::Ready(Ok(())),
+                Gate::End(r) => return Poll::Ready(Err(r)),
+                Gate::Wait(d) => self.start_wait(d),
+            }
         }
     }
 
@@ -1493,7 +1506,6 @@ impl TimeoutKind {
 #[must_use = "futures do nothing unless polled"]
 pub struct Begin<'a, T, E, H = Hooks<T, E>> {
     call: &'a mut Call<T, E, H>,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T, E, H> fmt::Debug for Begin<'_, T, E, H> {
@@ -1507,18 +1519,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Future for Begin<'_, T, E, H> {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        loop {
-            if let Some(sleep) = &mut this.sleep {
-                std::task::ready!(sleep.as_mut().poll(cx));
-                this.sleep = None;
-            }
-            match this.call.gate() {
-                Gate::Pass => return Poll::Ready(Ok(())),
-                Gate::End(r) => return Poll::Ready(Err(r)),
-                Gate::Wait(d) => this.sleep = Some(Box::pin(tokio::time::sleep(d))),
-            }
-        }
+        self.call.poll_gate(cx)
     }
 }
 

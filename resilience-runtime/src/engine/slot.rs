@@ -32,7 +32,7 @@ use crate::clock::Instant;
 use crate::context::{self, CorrelationId};
 use crate::registry::SiteState;
 
-use super::{Call, Gate, HookSet, Policy, Site, Step, TimeoutKind};
+use super::{Call, HookSet, Policy, Site, Step, TimeoutKind};
 
 /// Why calls take the full path from their start, process-wide: bits of [`FULL_PATH`]. A registry
 /// was scoped somewhere (`Registry::scope`, `Registry::enter`): calls look for one first.
@@ -479,18 +479,10 @@ where
                 };
             }
             let call = this.slot.call();
-            loop {
-                // A wait for a rate-limit permit before the attempt, kept with the call's cold
-                // state (the future of an attempt holds none).
-                if let Some(w) = call.wait() {
-                    ready!(w.as_mut().poll(cx));
-                    call.end_wait();
-                }
-                match call.gate() {
-                    Gate::Pass => break,
-                    Gate::End(r) => return Poll::Ready(Step::ret(r)),
-                    Gate::Wait(d) => call.start_wait(d),
-                }
+            // A wait for a rate-limit permit is kept with the call's cold state: the future of
+            // an attempt holds none.
+            if let Err(r) = ready!(call.poll_gate(cx)) {
+                return Poll::Ready(Step::ret(r));
             }
             call.start_attempt();
             call.timed_out = None;
