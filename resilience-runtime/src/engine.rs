@@ -716,39 +716,46 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// Starts a call at `site` with any [`HookSet`].
     #[inline(always)]
     pub fn with_hooks(site: &'static Site, hooks: H) -> Self {
-        let state = site.state();
         let p = site.policy;
+        let mut call = Call::bare(site.state(), hooks, context::correlation_for_new_call());
         let needs_deadline = p.deadline.is_some() && hooks.rejects();
-        let latency = metrics::latency_enabled();
-        let clock = if latency { CLOCK_LATENCY } else { 0 }
-            | if needs_deadline { CLOCK_DEADLINE } else { 0 };
-        let started = if clock != 0 { start_clock() } else { 0 };
-        let clock = clock | if hooks.refresh() { HOOK_REFRESH } else { 0 };
-        let correlation = std::cell::Cell::new(context::correlation_for_new_call());
+        let clock = if metrics::latency_enabled() {
+            CLOCK_LATENCY
+        } else {
+            0
+        } | if needs_deadline { CLOCK_DEADLINE } else { 0 };
+        if clock != 0 {
+            call.clock |= clock;
+            call.started = start_clock();
+        }
         // The level check inline (a load and a compare); the span, and the check of the
         // subscriber's interest in it, out of line.
-        let cold = if tracing::Level::INFO <= tracing::level_filters::STATIC_MAX_LEVEL
-            && tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
+        if slot::span_wanted()
+            && let Some(cold) = traced(p, &call.correlation)
         {
-            traced(p, &correlation)
-        } else {
-            None
-        };
-        let owns = cold.is_some();
+            *call.cold = Some(cold);
+            call.flags |= OWNS;
+        }
+        call
+    }
+
+    /// A call at `state` before anything: no ticket, no clock, no span, nothing owned.
+    #[inline(always)]
+    fn bare(state: StateRef, hooks: H, correlation: CorrelationId) -> Self {
         Call {
             state,
             hooks,
             types: PhantomData,
             keyed: ManuallyDrop::new(None),
             ticket: None,
-            flags: if owns { OWNS } else { 0 },
+            flags: 0,
             timed_out: None,
             attempt: 0,
             retries: 0,
-            correlation,
-            clock,
-            started,
-            cold: ManuallyDrop::new(cold),
+            correlation: std::cell::Cell::new(correlation),
+            clock: if hooks.refresh() { HOOK_REFRESH } else { 0 },
+            started: 0,
+            cold: ManuallyDrop::new(None),
         }
     }
 
@@ -760,21 +767,9 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         ticket: Option<Ticket>,
         correlation: CorrelationId,
     ) -> Self {
-        Call {
-            state: StateRef::Static(state),
-            hooks,
-            types: PhantomData,
-            keyed: ManuallyDrop::new(None),
-            ticket,
-            flags: 0,
-            timed_out: None,
-            attempt: 0,
-            retries: 0,
-            correlation: std::cell::Cell::new(correlation),
-            clock: if hooks.refresh() { HOOK_REFRESH } else { 0 },
-            started: 0,
-            cold: ManuallyDrop::new(None),
-        }
+        let mut call = Call::bare(StateRef::Static(state), hooks, correlation);
+        call.ticket = ticket;
+        call
     }
 
     /// Sets the call's idempotency key: the same on every attempt, readable in the body.

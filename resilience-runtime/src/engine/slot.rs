@@ -264,7 +264,7 @@ struct FastStart {
 /// Whether a subscriber may want the call's span: the level check alone (a load and a
 /// compare); the subscriber's own interest is asked when the span is built.
 #[inline(always)]
-fn span_wanted() -> bool {
+pub(super) fn span_wanted() -> bool {
     tracing::Level::INFO <= tracing::level_filters::STATIC_MAX_LEVEL
         && tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
 }
