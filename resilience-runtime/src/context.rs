@@ -325,6 +325,34 @@ pub(crate) fn leave_first() -> CorrelationId {
     })
 }
 
+/// Installs the context of a call's first attempt, keyless, over an empty one (checked with
+/// [`in_call`] just before): of an empty context, only the site and the correlation id differ
+/// (attempt 0, no key). The guard empties the context again when it drops, unwinding too, and
+/// gives the call back the correlation id it took meanwhile, if it took one.
+#[inline(always)]
+pub(crate) fn enter_first_again<'a>(
+    site: &'static Site,
+    correlation: &'a Cell<CorrelationId>,
+) -> FirstInstalled<'a> {
+    ACTIVE.with(|a| {
+        a.site.set(Some(site));
+        a.correlation.set(correlation.get());
+    });
+    FirstInstalled { correlation }
+}
+
+/// The guard of [`enter_first_again`].
+pub(crate) struct FirstInstalled<'a> {
+    correlation: &'a Cell<CorrelationId>,
+}
+
+impl Drop for FirstInstalled<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.correlation.set(leave_first());
+    }
+}
+
 /// Installs the call's key, moved out of `key`, until the guard drops; the guard gives the key
 /// back and restores the key that was installed before.
 pub(crate) struct KeyInstalled<'a> {

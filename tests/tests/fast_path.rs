@@ -135,6 +135,28 @@ async fn a_pending_first_attempt_is_resumed_with_its_context() {
     assert!(CallContext::current().is_none());
 }
 
+/// The correlation ids the body of `takes_its_id_then_waits` saw: before and after its wait.
+static IDS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+#[resilient(retries = 2, idempotent, breaker = "fast_pending_id")]
+async fn takes_its_id_then_waits() -> Result<u64, ApiError> {
+    let before = CallContext::current().unwrap().correlation_id().as_u64();
+    tokio::task::yield_now().await;
+    let after = CallContext::current().unwrap().correlation_id().as_u64();
+    IDS.lock().unwrap().extend([before, after]);
+    Ok(after)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_correlation_id_taken_before_a_wait_is_the_same_after_it() {
+    let returned = takes_its_id_then_waits().await.unwrap();
+    let ids = IDS.lock().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1], "the resumed attempt saw a different id");
+    assert_eq!(returned, ids[0]);
+    assert!(CallContext::current().is_none());
+}
+
 static SLOW: AtomicU32 = AtomicU32::new(0);
 
 #[resilient(retries = 2, idempotent, breaker = "fast_timeout", timeout = "1s")]
