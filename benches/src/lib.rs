@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use resilience_runtime::{ConnectorError, Rejected, resilient};
 
+pub mod floor;
+
 /// The error of every benchmarked operation.
 #[derive(Debug, ConnectorError)]
 pub enum BenchError {
@@ -236,6 +238,7 @@ runs! {
     run_retries => ready(retries());
     run_breaker => ready(breaker());
     run_breaker_timeout => ready(breaker_timeout());
+    run_floor => ready(floor::floor());
     run_tokio_timeout => ready(tokio_timeout());
     run_tokio_retry => ready(tokio_retry());
     run_backon => ready(backon_retry());
@@ -264,11 +267,12 @@ pub fn until_ready<F: Future>(f: F) -> F::Output {
 }
 
 /// The async variants, by name, in report order.
-pub const ASYNC_VARIANTS: [(&str, Run); 13] = [
+pub const ASYNC_VARIANTS: [(&str, Run); 14] = [
     ("plain", run_plain),
     ("resilient_retries", run_retries),
     ("resilient_breaker", run_breaker),
     ("resilient_breaker_timeout", run_breaker_timeout),
+    ("floor_hand_written", run_floor),
     ("tokio_timeout", run_tokio_timeout),
     ("tokio_retry", run_tokio_retry),
     ("backon", run_backon),

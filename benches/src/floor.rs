@@ -1,0 +1,150 @@
+//! A yardstick, not a product: a hand-written future that does the loads and stores of
+//! `#[resilient]`'s fast path with a breaker, and nothing else. Its state is a model of the
+//! runtime's (the runtime's own is private), laid out the same way: the site's state behind a
+//! `OnceLock`, the breaker and the budget behind pointers, the success counter striped per
+//! thread.
+//!
+//! In order, as the fast path does them: the site's state; the process-wide full-path flag;
+//! the `tracing` level check; whether a call's context is installed (nesting); whether the gate
+//! is the breaker alone; the breaker's state word. Then a context word installed around the
+//! poll, and on success: the breaker's word read again (a success with failures on record must
+//! reset them), the budget's tokens against its cap, and the thread's stripe of the counter.
+//!
+//! What it leaves out that ours does: the caller's future and the attempt's (their states,
+//! stored and reloaded), the call's slot, the correlation id's cell, and the step that carries
+//! the result out of the engine.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use crate::BenchError;
+
+/// The process-wide full-path flag.
+static FULL_PATH: AtomicU8 = AtomicU8::new(0);
+
+/// A breaker: a state word, and a sliding window when it counts by rate (none here).
+struct Breaker {
+    window: Option<Box<u64>>,
+    word: AtomicU64,
+}
+
+/// A retry budget: tokens, refunded up to a cap.
+struct Budget {
+    tokens: AtomicU64,
+    cap: u64,
+}
+
+/// A site's state.
+struct State {
+    simple_gate: bool,
+    breaker: Option<Box<Breaker>>,
+    budget: Box<Budget>,
+    /// Eight owned stripes and a shared one, a cache line (16 words) apart.
+    ok: [AtomicU64; 9 * 16],
+}
+
+static SITE: OnceLock<&'static State> = OnceLock::new();
+
+thread_local! {
+    /// The installed context's site (non-zero inside a call).
+    static ACTIVE: Cell<usize> = const { Cell::new(0) };
+    /// This thread's stripe.
+    static STRIPE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The breaker's state bits (open, half-open) in its word.
+const NOT_CLOSED: u64 = 0x3_0000_0000;
+
+#[cold]
+#[inline(never)]
+fn state() -> &'static State {
+    SITE.get_or_init(|| {
+        Box::leak(Box::new(State {
+            simple_gate: true,
+            breaker: Some(Box::new(Breaker {
+                window: None,
+                word: AtomicU64::new(0),
+            })),
+            budget: Box::new(Budget {
+                tokens: AtomicU64::new(10),
+                cap: 10,
+            }),
+            ok: std::array::from_fn(|_| AtomicU64::new(0)),
+        }))
+    })
+}
+
+/// Off the fast path (never taken in the benchmark).
+#[cold]
+#[inline(never)]
+fn full_path<T>(_: T) -> Poll<Result<u64, BenchError>> {
+    Poll::Ready(Err(BenchError::Transient))
+}
+
+pin_project_lite::pin_project! {
+    /// The hand-written future around one attempt.
+    pub struct Floor<F> {
+        #[pin]
+        attempt: F,
+    }
+}
+
+impl<F: Future<Output = Result<u64, BenchError>>> Future for Floor<F> {
+    type Output = Result<u64, BenchError>;
+
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let st = match SITE.get() {
+            Some(s) => *s,
+            None => state(),
+        };
+        if FULL_PATH.load(Relaxed) != 0
+            || tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
+            || ACTIVE.with(|a| a.get() != 0)
+            || !st.simple_gate
+        {
+            return full_path(());
+        }
+        let Some(b) = st.breaker.as_deref() else {
+            return full_path(());
+        };
+        let word = b.word.load(Relaxed);
+        if word & NOT_CLOSED != 0 {
+            return full_path(());
+        }
+        ACTIVE.with(|a| a.set(1));
+        let poll = self.project().attempt.poll(cx);
+        ACTIVE.with(|a| a.set(0));
+        match poll {
+            Poll::Ready(Ok(v)) => {
+                if b.window.is_some() || b.word.load(Relaxed) != word {
+                    return full_path(v);
+                }
+                if st.budget.tokens.load(Relaxed) < st.budget.cap {
+                    return full_path(v);
+                }
+                let i = STRIPE.with(|s| s.get());
+                if i >= 8 {
+                    return full_path(v);
+                }
+                let c = &st.ok[(i + 1) * 16];
+                c.store(c.load(Relaxed) + 1, Relaxed);
+                Poll::Ready(Ok(v))
+            }
+            other => full_path(other),
+        }
+    }
+}
+
+/// The same operation as every variant's, in the hand-written future; `#[inline(never)]` as
+/// the annotated variants are.
+#[inline(never)]
+pub fn floor() -> Floor<impl Future<Output = Result<u64, BenchError>>> {
+    Floor {
+        attempt: async { Ok(std::hint::black_box(1)) },
+    }
+}
