@@ -2,10 +2,10 @@
 //! run. `cargo bench -p resilience-benches --bench happy_path`.
 //!
 //! Two passes. Criterion times each variant on its own (ns/call with its confidence interval).
-//! Then the ratio pass times every variant against the plain call in alternating rounds (plain,
-//! variant, plain, variant, ...) and reports the median of the per-round ratios with their
-//! range: a slow spell of this shared machine then slows both sides of a round alike, where two
-//! criterion runs minutes apart can differ by a third.
+//! Then the ratio pass times every variant against the plain call in alternating rounds (plain
+//! then variant, variant then plain, ...) and reports the median of the per-round ratios with
+//! their quartiles: a slow spell of this shared machine then slows both sides of a round alike,
+//! where two criterion runs minutes apart can differ by a third.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -57,58 +57,69 @@ fn ns_per_call(run: Run, n: u32) -> f64 {
     start.elapsed().as_secs_f64() * 1e9 / f64::from(n)
 }
 
-/// The ratio pass: each variant against the first of its group (the plain call), round by round.
+/// The ratio pass: each variant against the first of its group (the plain call), round by round,
+/// which side goes first alternating between rounds.
 fn ratios() {
     let rt = runtime();
     let _guard = rt.enter();
     let (rounds, n) = if quick() {
-        (7, 200_000)
+        (8, 200_000)
     } else {
-        (31, 2_000_000)
+        (32, 2_000_000)
     };
     println!("\nratio pass: {rounds} alternating rounds of {n} calls per side");
-    println!("| variant | ns/call (median) | ratio to plain: median | lowest | highest |");
+    println!(
+        "| variant | ns/call (median) | ratio to plain: median | lower quartile | upper quartile |"
+    );
     println!("|---|---:|---:|---:|---:|");
+    let mut baselines = Vec::new();
     for group in [&ASYNC_VARIANTS[..], &BLOCKING_VARIANTS[..]] {
         let Some(&(base_name, base)) = group.first() else {
             continue;
         };
         base();
-        let mut base_ns = Vec::with_capacity(rounds);
+        let mut base_ns = Vec::with_capacity(rounds * group.len());
         for &(name, run) in group {
             run();
             let mut ratios = Vec::with_capacity(rounds);
             let mut ns = Vec::with_capacity(rounds);
-            for _ in 0..rounds {
-                let b = ns_per_call(base, n);
-                let v = ns_per_call(run, n);
+            for round in 0..rounds {
+                let (b, v) = if round % 2 == 0 {
+                    let b = ns_per_call(base, n);
+                    (b, ns_per_call(run, n))
+                } else {
+                    let v = ns_per_call(run, n);
+                    (ns_per_call(base, n), v)
+                };
                 base_ns.push(b);
                 ns.push(v);
                 ratios.push(v / b);
             }
-            let (r, lo, hi) = median_range(&mut ratios);
-            let (t, _, _) = median_range(&mut ns);
+            let (lo, r, hi) = quartiles(&mut ratios);
+            let (_, t, _) = quartiles(&mut ns);
             println!("| {name} | {t:.2} | {r:.2}x | {lo:.2}x | {hi:.2}x |");
         }
-        let (t, lo, hi) = median_range(&mut base_ns);
-        println!("| ({base_name} over all rounds) | {t:.2} | | {lo:.2} ns | {hi:.2} ns |");
+        baselines.push((base_name, quartiles(&mut base_ns)));
+    }
+    for (name, (lo, mid, hi)) in baselines {
+        println!("{name} over all rounds: median {mid:.2} ns, quartiles {lo:.2}-{hi:.2} ns");
     }
 }
 
-/// The median, lowest and highest of `v`.
-fn median_range(v: &mut [f64]) -> (f64, f64, f64) {
+/// The lower quartile, median and upper quartile of `v` (sorted in place).
+fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    match (v.first(), v.get(v.len() / 2), v.last()) {
-        (Some(&lo), Some(&mid), Some(&hi)) => (mid, lo, hi),
-        _ => (f64::NAN, f64::NAN, f64::NAN),
-    }
+    let at = |q: usize| v.get(v.len() * q / 4).copied().unwrap_or(f64::NAN);
+    (at(1), at(2), at(3))
 }
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    // `cargo test --benches` runs each bench once in test mode: the ratio pass is for `cargo bench`.
-    if std::env::args().any(|a| a == "--bench") {
+    // `cargo test --benches` runs each bench once in test mode, and `--list` lists: the ratio
+    // pass is for `cargo bench` alone. It times every variant whatever criterion's filter.
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list") {
         ratios();
     }
 }

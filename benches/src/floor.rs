@@ -7,12 +7,14 @@
 //! In order, as the fast path does them: the site's state; the process-wide full-path flag;
 //! the `tracing` level check; whether a call's context is installed (nesting); whether the gate
 //! is the breaker alone; the breaker's state word. Then a context word installed around the
-//! poll, and on success: the breaker's word read again (a success with failures on record must
-//! reset them), the budget's tokens against its cap, and the thread's stripe of the counter.
+//! poll, and on success: the breaker's word read again and compared with the closed word of the
+//! generation it admitted the call in (a success with failures on record must reset them), the
+//! budget's tokens against its cap, and the thread's stripe of the counter.
 //!
 //! What it leaves out that ours does: the caller's future and the attempt's (their states,
-//! stored and reloaded), the call's slot, the correlation id's cell, and the step that carries
-//! the result out of the engine.
+//! stored and reloaded), the call's slot, the correlation id's cell (swapped back to unset when
+//! the attempt returns), the guard that restores the context and counts a panic when the attempt
+//! unwinds, and the step that carries the result out of the engine.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -56,6 +58,9 @@ thread_local! {
     static STRIPE: Cell<usize> = const { Cell::new(0) };
 }
 
+/// The breaker's generation bits in its word; a closed word with no failures is its generation
+/// alone.
+const GENERATION: u64 = 0xFFFF_FFFF;
 /// The breaker's state bits (open, half-open) in its word.
 const NOT_CLOSED: u64 = 0x3_0000_0000;
 
@@ -121,7 +126,7 @@ impl<F: Future<Output = Result<u64, BenchError>>> Future for Floor<F> {
         ACTIVE.with(|a| a.set(0));
         match poll {
             Poll::Ready(Ok(v)) => {
-                if b.window.is_some() || b.word.load(Relaxed) != word {
+                if b.window.is_some() || b.word.load(Relaxed) != word & GENERATION {
                     return full_path(v);
                 }
                 if st.budget.tokens.load(Relaxed) < st.budget.cap {

@@ -106,6 +106,17 @@ pub(crate) struct Active {
     pub(crate) has_key: u32,
 }
 
+impl Active {
+    /// Whether this is the context outside any call: every field zero.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    fn is_empty(&self) -> bool {
+        self.site.is_none()
+            && self.correlation == CorrelationId::UNSET
+            && self.attempt == 0
+            && self.has_key == 0
+    }
+}
+
 #[inline]
 fn next_id() -> CorrelationId {
     // `with` and the cell's own methods: `LocalKey::set` goes through a slower lazy-init path.
@@ -128,9 +139,10 @@ fn new_prefix() -> u64 {
     THREADS.fetch_add(1, Ordering::Relaxed) << 40
 }
 
-/// [`Active`] as one cell per field, so that the first attempt's fast path writes the one field
-/// that differs from an empty context. Outside any call every field is zero: whatever installs a
-/// context with a site restores the whole of what it replaced.
+/// [`Active`] as one cell per field, so that a first attempt writes only the fields that differ
+/// from an empty context (its site, and its correlation id when it has one). Outside any call
+/// every field is zero: whatever installs a context with a site restores the whole of what it
+/// replaced, or empties the fields it wrote over an empty one.
 struct ActiveCells {
     site: Cell<Option<&'static Site>>,
     correlation: Cell<CorrelationId>,
@@ -335,6 +347,7 @@ pub(crate) fn enter_first_again<'a>(
     correlation: &'a Cell<CorrelationId>,
 ) -> FirstInstalled<'a> {
     ACTIVE.with(|a| {
+        debug_assert!(a.get().is_empty(), "installed over a non-empty context");
         a.site.set(Some(site));
         a.correlation.set(correlation.get());
     });
@@ -350,6 +363,10 @@ impl Drop for FirstInstalled<'_> {
     #[inline(always)]
     fn drop(&mut self) {
         self.correlation.set(leave_first());
+        debug_assert!(
+            ACTIVE.with(|a| a.get().is_empty()),
+            "left a non-empty context"
+        );
     }
 }
 

@@ -1353,8 +1353,9 @@ impl<T, E, H> Call<T, E, H> {
     /// installed, if it has them).
     #[inline(always)]
     fn entered<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        // A first attempt with no span and no key, not nested (an attempt pending at its first
-        // poll, resumed): its context differs from an empty one in two fields.
+        // A first attempt with no span and no key, not nested (a fast-path attempt resumed after
+        // a pending first poll; the first poll of an `execute`, tower or blocking call): its
+        // context differs from an empty one in two fields.
         if self.attempt == 0 && self.cold.is_none() && !context::in_call() {
             let _ctx = context::enter_first_again(self.state.site, &self.correlation);
             return f();

@@ -90,6 +90,39 @@ fn a_panic_in_the_first_attempt_is_counted_once_and_restores_the_context() {
     );
 }
 
+static RESUMED_PANICS: AtomicU32 = AtomicU32::new(0);
+
+#[resilient(retries = 2, idempotent, breaker = "fast_resumed_panics")]
+async fn waits_then_panics() -> Result<u32, ApiError> {
+    let id = CallContext::current().unwrap().correlation_id();
+    tokio::task::yield_now().await;
+    RESUMED_PANICS.fetch_add(1, Ordering::SeqCst);
+    assert_eq!(CallContext::current().map(|c| c.correlation_id()), Some(id));
+    panic!("the resumed attempt panicked");
+}
+
+#[test]
+fn a_panic_in_a_resumed_first_attempt_is_counted_once_and_restores_the_context() {
+    let mut fut = Box::pin(waits_then_panics());
+    let mut cx = Context::from_waker(Waker::noop());
+    // Pending at its first poll: the call is written out, the context emptied.
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    assert!(CallContext::current().is_none());
+    // Resumed with the first attempt's context, and panics; caught around the poll, the future
+    // dropped afterwards.
+    let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+    assert!(unwound.is_err());
+    drop(fut);
+    assert_eq!(RESUMED_PANICS.load(Ordering::SeqCst), 1);
+    let m = site("waits_then_panics");
+    assert_eq!((m.ok, m.errors.permanent, m.retries), (0, 1, 0));
+    assert!(CallContext::current().is_none());
+    assert_eq!(
+        Registry::global().breaker("fast_resumed_panics").state(),
+        BreakerState::Closed
+    );
+}
+
 static SEEN: Mutex<Vec<(u32, u64)>> = Mutex::new(Vec::new());
 
 #[resilient(retries = 2, idempotent, breaker = "fast_context")]
