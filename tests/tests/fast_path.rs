@@ -78,14 +78,18 @@ fn a_panic_in_the_first_attempt_is_counted_once_and_restores_the_context() {
     assert!(unwound.is_err());
     drop(fut);
     assert_eq!(PANICS.load(Ordering::SeqCst), 1);
-    // Counted once, as a permanent error, and not retried.
-    let m = site("panics_at_once");
+    assert_one_panic_counted("panics_at_once", "fast_panics");
+}
+
+/// After a call at `operation` whose first attempt panicked: counted once, as a permanent error,
+/// and not retried; the context the attempt installed is gone from this thread; and the breaker
+/// is closed, since a panic is no health signal.
+fn assert_one_panic_counted(operation: &str, breaker: &str) {
+    let m = site(operation);
     assert_eq!((m.ok, m.errors.permanent, m.retries), (0, 1, 0));
-    // The context the attempt installed is gone from this thread.
     assert!(CallContext::current().is_none());
-    // A panic is no health signal: the breaker is closed and lets the next call through.
     assert_eq!(
-        Registry::global().breaker("fast_panics").state(),
+        Registry::global().breaker(breaker).state(),
         BreakerState::Closed
     );
 }
@@ -114,13 +118,7 @@ fn a_panic_in_a_resumed_first_attempt_is_counted_once_and_restores_the_context()
     assert!(unwound.is_err());
     drop(fut);
     assert_eq!(RESUMED_PANICS.load(Ordering::SeqCst), 1);
-    let m = site("waits_then_panics");
-    assert_eq!((m.ok, m.errors.permanent, m.retries), (0, 1, 0));
-    assert!(CallContext::current().is_none());
-    assert_eq!(
-        Registry::global().breaker("fast_resumed_panics").state(),
-        BreakerState::Closed
-    );
+    assert_one_panic_counted("waits_then_panics", "fast_resumed_panics");
 }
 
 static SEEN: Mutex<Vec<(u32, u64)>> = Mutex::new(Vec::new());
