@@ -1,4 +1,4 @@
-//! An open breaker rejects a call without running the body.
+//! An open breaker rejects a call without running the body (or cloning its arguments).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -42,4 +42,47 @@ async fn an_open_breaker_rejects_without_running_the_body() {
         "{r:?}"
     );
     assert_eq!(RUNS.load(Ordering::SeqCst), 3);
+}
+
+static CLONES: AtomicU32 = AtomicU32::new(0);
+static UPLOADS: AtomicU32 = AtomicU32::new(0);
+
+/// An owned argument that counts its clones: each attempt gets a fresh clone.
+#[derive(Debug)]
+struct Payload(u32);
+
+impl Clone for Payload {
+    fn clone(&self) -> Self {
+        CLONES.fetch_add(1, Ordering::SeqCst);
+        Payload(self.0)
+    }
+}
+
+#[resilient(retries = 2, idempotent, breaker = "uploads", jitter = "none")]
+async fn upload(payload: Payload) -> Result<u32, ApiError> {
+    UPLOADS.fetch_add(1, Ordering::SeqCst);
+    drop(payload);
+    Err(ApiError::Unavailable)
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_attempt_clones_its_arguments_and_a_refused_one_clones_nothing() {
+    let registry = Registry::new();
+    registry
+        .configure_breaker("uploads", BreakerConfig::new().with_failure_threshold(3))
+        .unwrap();
+    let r = registry.scope(upload(Payload(1))).await;
+    assert!(matches!(r, Err(ApiError::Unavailable)), "{r:?}");
+    // Three attempts, a clone each; the third failure opens the breaker.
+    assert_eq!(UPLOADS.load(Ordering::SeqCst), 3);
+    assert_eq!(CLONES.load(Ordering::SeqCst), 3);
+    assert_eq!(registry.breaker("uploads").state(), BreakerState::Open);
+    let r = registry.scope(upload(Payload(2))).await;
+    assert!(
+        matches!(r, Err(ApiError::Rejected(Rejected::CircuitOpen { .. }))),
+        "{r:?}"
+    );
+    // The gate refused the attempt before it started: its arguments were not cloned.
+    assert_eq!(UPLOADS.load(Ordering::SeqCst), 3);
+    assert_eq!(CLONES.load(Ordering::SeqCst), 3);
 }

@@ -12,9 +12,10 @@
 //! let __resilient_hooks = hooks().with_from_rejected(from_rejected::<E>)...;  // zero-sized
 //! let mut call = start::<Result<T, E>, __ResilientSite, _>(__resilient_hooks);
 //! loop {
-//!     let owned_arg = CloneArg::clone_arg(&owned_arg);          // per attempt
-//!     // the gate, the attempt, the decision and the backoff, in one future
-//!     match <E as Engine<T>>::attempt(&mut call, async { <fake return> <body> }).await {
+//!     // the gate, the attempt, the decision and the backoff, in one future; each attempt
+//!     // clones the owned arguments it uses when it starts, after the gate
+//!     let attempt = async { let owned_arg = clone_arg(&owned_arg); <fake return> <body> };
+//!     match <E as Engine<T>>::attempt(&mut call, attempt).await {
 //!         Step::Ok(v) => return Ok(v),
 //!         Step::Err(e) => return Err(e),
 //!         Step::Refresh => { /* refresh(self).await, or fail */ }
@@ -72,7 +73,7 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
     let hooks_init = hooks_init(config, &private, &hooks);
     let keys = keys(config, &private, &engine, &call);
     let rebinds = rebinds(config, &private);
-    let attempt = attempt(config, block);
+    let attempt = attempt(config, block, &rebinds);
     let refresh = refresh(config, &private, &engine, &call);
     // The whole type at one span: an error about it is then the same error as the engine's
     // calls report, and is reported once.
@@ -100,7 +101,6 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
     let drive = if config.retries > 0 || config.refresh.is_some() {
         quote! {
             loop {
-                #rebinds
                 match #step {
                     #private::Step::Ok(#r) => return #private::Ok(#r),
                     #private::Step::Err(#r) => return #private::Err(#r),
@@ -304,8 +304,11 @@ fn rebinds(config: &Config, private: &TokenStream) -> TokenStream {
 }
 
 /// One attempt: the user's body behind a fake return edge that pins `?` and type errors to the
-/// declared return type (the way `tracing::instrument` does).
-fn attempt(config: &Config, block: &syn::Block) -> TokenStream {
+/// declared return type (the way `tracing::instrument` does), after the rebinds of its
+/// arguments. The rebinds sit inside the attempt so that an async attempt borrows each argument
+/// (8 bytes in the fn's future) instead of holding a clone of it next to the original, and
+/// clones it only once the gate has let it run.
+fn attempt(config: &Config, block: &syn::Block, rebinds: &TokenStream) -> TokenStream {
     let ret = &config.ret;
     let fake = local("__resilient_ret");
     let anchor = quote_spanned! {ret.span()=>
@@ -325,9 +328,9 @@ fn attempt(config: &Config, block: &syn::Block) -> TokenStream {
         }
     };
     if config.is_async {
-        quote_spanned!(block.span()=> async { #anchor #block })
+        quote_spanned!(block.span()=> async { #rebinds #anchor #block })
     } else {
-        quote_spanned!(block.span()=> || { #anchor #block })
+        quote_spanned!(block.span()=> || { #rebinds #anchor #block })
     }
 }
 
