@@ -11,13 +11,13 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
-use resilience_benches::{ASYNC_VARIANTS, BLOCKING_VARIANTS, Run, quick};
+use resilience_benches::{GROUPS, Run, quick};
 
 fn happy_path(c: &mut Criterion) {
     let rt = runtime();
     let _guard = rt.enter();
     let mut group = c.benchmark_group("happy_path");
-    for &(name, run) in ASYNC_VARIANTS.iter().chain(BLOCKING_VARIANTS.iter()) {
+    for &(name, run) in GROUPS.iter().flat_map(|g| g.iter()) {
         // Warm up: resolve and cache the site's state before measuring.
         run();
         group.bench_function(name, |b| b.iter(run));
@@ -73,7 +73,7 @@ fn ratios() {
     );
     println!("|---|---:|---:|---:|---:|");
     let mut baselines = Vec::new();
-    for group in [&ASYNC_VARIANTS[..], &BLOCKING_VARIANTS[..]] {
+    for group in GROUPS {
         let Some(&(base_name, base)) = group.first() else {
             continue;
         };

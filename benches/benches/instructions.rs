@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use resilience_benches::{ASYNC_VARIANTS, BLOCKING_VARIANTS, quick, variant};
+use resilience_benches::{GROUPS, quick, variant};
 
 const CHILD: &str = "--icount-child";
 
@@ -50,7 +50,7 @@ fn main() {
     };
     println!("| variant | instructions/call | ratio to plain |");
     println!("|---|---:|---:|");
-    for group in [&ASYNC_VARIANTS[..], &BLOCKING_VARIANTS[..]] {
+    for group in GROUPS {
         let mut base = None;
         for &(name, _) in group {
             let per_call = match (count(name, lo), count(name, hi)) {

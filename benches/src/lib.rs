@@ -163,6 +163,88 @@ pub async fn backon_failsafe_pending(cb: &impl Failsafe) -> Result<u64, BenchErr
     .await
 }
 
+/// A request, as connectors' operations take one: an id and a path.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    /// The resource's id.
+    pub id: u64,
+    /// The resource's path.
+    pub path: &'static str,
+}
+
+/// The request every `_by_ref` and `_by_value` variant is called with.
+pub static REQUEST: Request = Request {
+    id: 7,
+    path: "/v1.0/users",
+};
+
+/// The plain call, taking the request by reference (`&self` and `&Request` are the usual shape
+/// of a connector's operation).
+#[inline(never)]
+pub async fn plain_by_ref(req: &Request) -> Result<u64, BenchError> {
+    Ok(black_box(req.id))
+}
+
+/// With a named breaker, taking the request by reference.
+#[inline(never)]
+#[resilient(retries = 3, idempotent, breaker = "graph")]
+pub async fn breaker_by_ref(req: &Request) -> Result<u64, BenchError> {
+    Ok(black_box(req.id))
+}
+
+/// backon's `Retryable` with 3 retries, taking the request by reference.
+#[inline(never)]
+pub async fn backon_by_ref(req: &Request) -> Result<u64, BenchError> {
+    use backon::{ExponentialBuilder, Retryable};
+    (|| plain_by_ref(req))
+        .retry(ExponentialBuilder::default().with_max_times(3))
+        .await
+}
+
+/// tokio-retry with 3 retries, taking the request by reference.
+#[inline(never)]
+pub async fn tokio_retry_by_ref(req: &Request) -> Result<u64, BenchError> {
+    use tokio_retry::Retry;
+    use tokio_retry::strategy::ExponentialBackoff;
+    Retry::start(ExponentialBackoff::from_millis(10).take(3), || {
+        plain_by_ref(req)
+    })
+    .await
+}
+
+/// The plain call, taking the request by value (24 bytes, passed through memory).
+#[inline(never)]
+pub async fn plain_by_value(req: Request) -> Result<u64, BenchError> {
+    Ok(black_box(req.id))
+}
+
+/// With a named breaker, taking the request by value (cloned for each attempt).
+#[inline(never)]
+#[resilient(retries = 3, idempotent, breaker = "graph")]
+pub async fn breaker_by_value(req: Request) -> Result<u64, BenchError> {
+    Ok(black_box(req.id))
+}
+
+/// backon's `Retryable` with 3 retries, taking the request by value.
+#[inline(never)]
+pub async fn backon_by_value(req: Request) -> Result<u64, BenchError> {
+    use backon::{ExponentialBuilder, Retryable};
+    (|| plain_by_value(req))
+        .retry(ExponentialBuilder::default().with_max_times(3))
+        .await
+}
+
+/// tokio-retry with 3 retries, taking the request by value.
+#[inline(never)]
+pub async fn tokio_retry_by_value(req: Request) -> Result<u64, BenchError> {
+    use tokio_retry::Retry;
+    use tokio_retry::strategy::ExponentialBackoff;
+    Retry::start(ExponentialBackoff::from_millis(10).take(3), || {
+        plain_by_value(req)
+    })
+    .await
+}
+
 /// The plain blocking call.
 #[inline(never)]
 pub fn plain_blocking() -> Result<u64, BenchError> {
@@ -239,6 +321,15 @@ runs! {
     run_breaker => ready(breaker());
     run_breaker_timeout => ready(breaker_timeout());
     run_floor => ready(floor::floor());
+    run_fewest => ready(floor::fewest::fewest());
+    run_plain_by_ref => ready(plain_by_ref(black_box(&REQUEST)));
+    run_breaker_by_ref => ready(breaker_by_ref(black_box(&REQUEST)));
+    run_backon_by_ref => ready(backon_by_ref(black_box(&REQUEST)));
+    run_tokio_retry_by_ref => ready(tokio_retry_by_ref(black_box(&REQUEST)));
+    run_plain_by_value => ready(plain_by_value(black_box(REQUEST)));
+    run_breaker_by_value => ready(breaker_by_value(black_box(REQUEST)));
+    run_backon_by_value => ready(backon_by_value(black_box(REQUEST)));
+    run_tokio_retry_by_value => ready(tokio_retry_by_value(black_box(REQUEST)));
     run_tokio_timeout => ready(tokio_timeout());
     run_tokio_retry => ready(tokio_retry());
     run_backon => ready(backon_retry());
@@ -267,12 +358,13 @@ pub fn until_ready<F: Future>(f: F) -> F::Output {
 }
 
 /// The async variants, by name, in report order.
-pub const ASYNC_VARIANTS: [(&str, Run); 14] = [
+pub const ASYNC_VARIANTS: [(&str, Run); 15] = [
     ("plain", run_plain),
     ("resilient_retries", run_retries),
     ("resilient_breaker", run_breaker),
     ("resilient_breaker_timeout", run_breaker_timeout),
     ("floor_hand_written", run_floor),
+    ("floor_fewest_checks", run_fewest),
     ("tokio_timeout", run_tokio_timeout),
     ("tokio_retry", run_tokio_retry),
     ("backon", run_backon),
@@ -284,6 +376,23 @@ pub const ASYNC_VARIANTS: [(&str, Run); 14] = [
     ("backon_failsafe_pending_once", run_backon_failsafe_pending),
 ];
 
+/// The async variants that take a request by reference, by name; the first is their plain
+/// call.
+pub const BY_REF_VARIANTS: [(&str, Run); 4] = [
+    ("plain_by_ref", run_plain_by_ref),
+    ("resilient_breaker_by_ref", run_breaker_by_ref),
+    ("backon_by_ref", run_backon_by_ref),
+    ("tokio_retry_by_ref", run_tokio_retry_by_ref),
+];
+
+/// The async variants that take a request by value, by name; the first is their plain call.
+pub const BY_VALUE_VARIANTS: [(&str, Run); 4] = [
+    ("plain_by_value", run_plain_by_value),
+    ("resilient_breaker_by_value", run_breaker_by_value),
+    ("backon_by_value", run_backon_by_value),
+    ("tokio_retry_by_value", run_tokio_retry_by_value),
+];
+
 /// The blocking variants, by name.
 pub const BLOCKING_VARIANTS: [(&str, Run); 4] = [
     ("plain_blocking", run_plain_blocking),
@@ -292,14 +401,23 @@ pub const BLOCKING_VARIANTS: [(&str, Run); 4] = [
     ("retry_crate_blocking", run_retry_crate_blocking),
 ];
 
+/// Every group of variants, in report order; each group's first variant is the plain call its
+/// ratios are taken to.
+pub const GROUPS: [&[(&str, Run)]; 4] = [
+    &ASYNC_VARIANTS,
+    &BY_REF_VARIANTS,
+    &BY_VALUE_VARIANTS,
+    &BLOCKING_VARIANTS,
+];
+
 /// The variant named `name`.
 ///
 /// Its calls must run inside a tokio runtime context (`Runtime::enter`) for the timeout
 /// variants.
 pub fn variant(name: &str) -> Option<Run> {
-    ASYNC_VARIANTS
+    GROUPS
         .iter()
-        .chain(BLOCKING_VARIANTS.iter())
+        .flat_map(|g| g.iter())
         .find(|(n, _)| *n == name)
         .map(|(_, run)| *run)
 }
@@ -334,5 +452,18 @@ mod sizes {
             retries <= 128 && breaker <= 128,
             "retries {retries} B, breaker {breaker} B"
         );
+    }
+}
+
+#[cfg(test)]
+mod floors {
+    /// The first call of each floor builds its state, the second takes its fast path; both
+    /// return the operation's value.
+    #[test]
+    fn the_floors_return_the_operations_value() {
+        for _ in 0..2 {
+            assert_eq!(super::ready(super::floor::floor()).ok(), Some(1));
+            assert_eq!(super::ready(super::floor::fewest::fewest()).ok(), Some(1));
+        }
     }
 }
