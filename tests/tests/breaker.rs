@@ -60,8 +60,9 @@ impl Clone for Payload {
 
 #[resilient(retries = 2, idempotent, breaker = "uploads", jitter = "none")]
 async fn upload(payload: Payload) -> Result<u32, ApiError> {
+    // Consumes the argument: the next attempt needs a fresh one.
+    let Payload(_body) = payload;
     UPLOADS.fetch_add(1, Ordering::SeqCst);
-    drop(payload);
     Err(ApiError::Unavailable)
 }
 
