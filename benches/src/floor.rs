@@ -175,6 +175,7 @@ pub mod fewest {
     use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
     use std::task::{Context, Poll};
 
+    use super::full_path;
     use crate::BenchError;
 
     /// A site's state.
@@ -205,13 +206,6 @@ pub mod fewest {
         // Release: a thread that loads the pointer (Acquire) sees the state it points to.
         SITE.store(std::ptr::from_ref(s).cast_mut(), Release);
         s
-    }
-
-    /// Off the fast path (never taken in the benchmark).
-    #[cold]
-    #[inline(never)]
-    fn full_path<T>(_: T) -> Poll<Result<u64, BenchError>> {
-        Poll::Ready(Err(BenchError::Transient))
     }
 
     pin_project_lite::pin_project! {
