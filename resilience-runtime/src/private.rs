@@ -277,6 +277,20 @@ pub fn clone_arg<T: CloneArg>(arg: &T) -> T {
     arg.clone_arg()
 }
 
+/// An attempt's own argument, moved into the attempt: a use of an argument of a `Copy` type
+/// would be captured by reference, and `Owned::into_inner` takes the whole wrapper by value, so
+/// the attempt owns it whatever its type (and is `Send` when it is, without asking `Sync`).
+#[derive(Debug)]
+pub struct Owned<T>(pub T);
+
+impl<T> Owned<T> {
+    /// The argument.
+    #[inline(always)]
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
 #[cfg(feature = "sites")]
 pub use linkme;
 

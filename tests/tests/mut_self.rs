@@ -1,5 +1,5 @@
 //! `&mut self` methods are retried with a fresh reborrow per attempt (backon issue 49), and owned
-//! arguments are cloned per attempt.
+//! arguments are cloned per attempt, each attempt owning its clones.
 
 use std::sync::Arc;
 
@@ -55,4 +55,37 @@ async fn mut_self_is_reborrowed_per_attempt() {
 
     let session = Arc::new(session);
     assert_eq!(registry.scope(session.shared()).await.ok(), Some(1));
+}
+
+/// `Send` but not `Sync`, as a request that holds a `Cell` is.
+#[derive(Clone, Debug, Default)]
+struct Draft {
+    edits: std::cell::Cell<u32>,
+}
+
+#[resilient(retries = 2, idempotent, jitter = "none")]
+async fn save(draft: Draft, notes: &mut Vec<u32>) -> Result<u32, ApiError> {
+    // Borrows its clone of the draft, across an await.
+    draft.edits.set(draft.edits.get() + 1);
+    tokio::task::yield_now().await;
+    notes.push(draft.edits.get());
+    if notes.len() < 2 {
+        return Err(ApiError::Unavailable);
+    }
+    Ok(draft.edits.get())
+}
+
+fn send<F: Send>(f: F) -> F {
+    f
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_is_send_when_its_arguments_are_even_if_they_are_not_sync() {
+    let mut notes = Vec::new();
+    // Compiles only if the call's future is `Send`: an attempt that borrowed the draft would need
+    // `Draft: Sync`.
+    let call = send(save(Draft::default(), &mut notes));
+    assert_eq!(Registry::new().scope(call).await.ok(), Some(1));
+    // Each attempt edited its own clone of the untouched original.
+    assert_eq!(notes, [1, 1]);
 }

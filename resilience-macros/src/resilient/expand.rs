@@ -12,9 +12,12 @@
 //! let __resilient_hooks = hooks().with_from_rejected(from_rejected::<E>)...;  // zero-sized
 //! let mut call = start::<Result<T, E>, __ResilientSite, _>(__resilient_hooks);
 //! loop {
-//!     // the gate, the attempt, the decision and the backoff, in one future; each attempt
-//!     // clones the owned arguments it uses when it starts, after the gate
-//!     let attempt = async { let owned_arg = clone_arg(&owned_arg); <fake return> <body> };
+//!     // the gate, the attempt, the decision and the backoff, in one future; the attempt owns
+//!     // its clones of the owned arguments (moved in), so it is `Send` when they are
+//!     let attempt = {
+//!         let owned_arg = Owned(CloneArg::clone_arg(&owned_arg)); // per attempt
+//!         async { let owned_arg = owned_arg.into_inner(); <fake return> <body> }
+//!     };
 //!     match <E as Engine<T>>::attempt(&mut call, attempt).await {
 //!         Step::Ok(v) => return Ok(v),
 //!         Step::Err(e) => return Err(e),
@@ -73,7 +76,7 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
     let hooks_init = hooks_init(config, &private, &hooks);
     let keys = keys(config, &private, &engine, &call);
     let rebinds = rebinds(config, &private);
-    let attempt = attempt(config, block, &rebinds);
+    let attempt = attempt(config, block, &rebinds, &moves(config, &private));
     let refresh = refresh(config, &private, &engine, &call);
     // The whole type at one span: an error about it is then the same error as the engine's
     // calls report, and is reported once.
@@ -283,32 +286,53 @@ fn rebinds(config: &Config, private: &TokenStream) -> TokenStream {
         .rebinds
         .iter()
         .map(|rebind| match rebind {
-            Rebind::Clone {
-                ident,
-                mutability,
-                span,
-            } => {
+            Rebind::Clone { ident, span, .. } => {
                 let private = respan(private.clone(), *span);
                 let clone = quote_spanned!(*span=> #private::clone_arg(&#ident));
                 quote! {
-                    #[allow(unused_variables, unused_mut, clippy::clone_on_copy, clippy::redundant_clone)]
-                    let #mutability #ident = #clone;
+                    #[allow(unused_variables, clippy::clone_on_copy, clippy::redundant_clone)]
+                    let #ident = #private::Owned(#clone);
                 }
             }
             Rebind::Reborrow { ident } => quote! {
                 #[allow(unused_variables)]
-                let #ident = &mut *#ident;
+                let #ident = #private::Owned(&mut *#ident);
             },
         })
         .collect()
 }
 
+/// The rebinds moved into the attempt: each attempt's future owns its arguments, so it is `Send`
+/// when they are (a borrow of them would ask `Sync` too), and the caller's future keeps no copy
+/// of them across the attempt.
+fn moves(config: &Config, private: &TokenStream) -> TokenStream {
+    config
+        .rebinds
+        .iter()
+        .map(|rebind| {
+            let (ident, mutability) = match rebind {
+                Rebind::Clone {
+                    ident, mutability, ..
+                } => (ident, mutability.as_ref()),
+                Rebind::Reborrow { ident } => (ident, None),
+            };
+            quote! {
+                #[allow(unused_variables, unused_mut)]
+                let #mutability #ident = #private::Owned::into_inner(#ident);
+            }
+        })
+        .collect()
+}
+
 /// One attempt: the user's body behind a fake return edge that pins `?` and type errors to the
-/// declared return type (the way `tracing::instrument` does), after the rebinds of its
-/// arguments. The rebinds sit inside the attempt so that an async attempt borrows each argument
-/// (8 bytes in the fn's future) instead of holding a clone of it next to the original, and
-/// clones it only once the gate has let it run.
-fn attempt(config: &Config, block: &syn::Block, rebinds: &TokenStream) -> TokenStream {
+/// declared return type (the way `tracing::instrument` does), after `moves`: the attempt's own
+/// arguments, made by `rebinds` just before it and moved in.
+fn attempt(
+    config: &Config,
+    block: &syn::Block,
+    rebinds: &TokenStream,
+    moves: &TokenStream,
+) -> TokenStream {
     let ret = &config.ret;
     let fake = local("__resilient_ret");
     let anchor = quote_spanned! {ret.span()=>
@@ -327,10 +351,17 @@ fn attempt(config: &Config, block: &syn::Block, rebinds: &TokenStream) -> TokenS
             return #fake;
         }
     };
-    if config.is_async {
-        quote_spanned!(block.span()=> async { #rebinds #anchor #block })
+    let attempt = if config.is_async {
+        quote_spanned!(block.span()=> async { #moves #anchor #block })
     } else {
-        quote_spanned!(block.span()=> || { #rebinds #anchor #block })
+        quote_spanned!(block.span()=> || { #moves #anchor #block })
+    };
+    if rebinds.is_empty() {
+        attempt
+    } else {
+        // The clones are locals of this block alone, moved into the attempt: the caller's future
+        // keeps no storage for them across the attempt.
+        quote!({ #rebinds #attempt })
     }
 }
 
