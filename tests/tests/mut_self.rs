@@ -75,6 +75,30 @@ async fn save(draft: Draft, notes: &mut Vec<u32>) -> Result<u32, ApiError> {
     Ok(draft.edits.get())
 }
 
+/// The same draft, used only in a format string across an await.
+#[resilient(retries = 2, idempotent)]
+async fn describe(draft: Draft) -> Result<String, ApiError> {
+    tokio::task::yield_now().await;
+    Ok(format!("{draft:?}"))
+}
+
+/// `Send`, not `Sync`, with a `&mut self` method that only reads through `self`.
+struct Counter {
+    hits: std::cell::Cell<u32>,
+}
+
+impl Counter {
+    #[resilient(retries = 2, idempotent)]
+    async fn tick(&mut self) -> Result<u32, ApiError> {
+        self.hits.set(self.hits.get() + 1);
+        tokio::task::yield_now().await;
+        if self.hits.get() < 2 {
+            return Err(ApiError::Unavailable);
+        }
+        Ok(self.hits.get())
+    }
+}
+
 fn send<F: Send>(f: F) -> F {
     f
 }
@@ -88,4 +112,17 @@ async fn a_call_is_send_when_its_arguments_are_even_if_they_are_not_sync() {
     assert_eq!(Registry::new().scope(call).await.ok(), Some(1));
     // Each attempt edited its own clone of the untouched original.
     assert_eq!(notes, [1, 1]);
+    // A format string's `{draft:?}` is a use like any other: the attempt owns a clone.
+    let call = send(describe(Draft::default()));
+    let described = Registry::new().scope(call).await.ok();
+    assert_eq!(
+        described.as_deref(),
+        Some("Draft { edits: Cell { value: 0 } }")
+    );
+    // `&mut self` on a `Send`, not `Sync`, type: the call is `Send`, as the plain method is.
+    let mut counter = Counter {
+        hits: std::cell::Cell::new(0),
+    };
+    let call = send(counter.tick());
+    assert_eq!(Registry::new().scope(call).await.ok(), Some(2));
 }

@@ -15,8 +15,8 @@
 //!     // the gate, the attempt, the decision and the backoff, in one future; the attempt owns
 //!     // its clones of the owned arguments (moved in), so it is `Send` when they are
 //!     let attempt = {
-//!         let owned_arg = Owned(CloneArg::clone_arg(&owned_arg)); // per attempt
-//!         async { let owned_arg = owned_arg.into_inner(); <fake return> <body> }
+//!         let owned_arg = CloneArg::clone_arg(&owned_arg);      // per attempt
+//!         async move { <fake return> <body> }      // `Owned` and `async` with `&mut self`
 //!     };
 //!     match <E as Engine<T>>::attempt(&mut call, attempt).await {
 //!         Step::Ok(v) => return Ok(v),
@@ -42,6 +42,7 @@ use crate::duration;
 /// The fn with its body replaced.
 pub(crate) fn expand(config: &Config, mut item: syn::ItemFn) -> TokenStream {
     let body = body(config, &item.block);
+    strip_rebound_mut(config, &mut item.sig);
     item.block = Box::new(syn::Block {
         brace_token: item.block.brace_token,
         stmts: vec![syn::Stmt::Expr(syn::Expr::Verbatim(body), None)],
@@ -280,48 +281,106 @@ fn keys(config: &Config, private: &TokenStream, engine: &TokenStream, call: &Ide
     out
 }
 
-/// Fresh arguments for every attempt.
+/// Fresh arguments for every attempt, made just before it and moved into it, so that the
+/// attempt owns them: its future is `Send` when they are (a borrow would ask `Sync` too), and
+/// the caller's future keeps no storage for them across the attempt.
+///
+/// An attempt that may capture by move (`Config::move_attempt`) is an `async move` block (or a
+/// `move` closure) and takes them as they are. Otherwise (`&mut self`, `self: Arc<Self>`, which
+/// must stay with the loop) it captures by reference, and each argument is wrapped in
+/// `Owned`, which the attempt unwraps by value (`moves`): a use of a `Copy` argument alone would
+/// be captured by reference.
 fn rebinds(config: &Config, private: &TokenStream) -> TokenStream {
     config
         .rebinds
         .iter()
-        .map(|rebind| match rebind {
-            Rebind::Clone { ident, span, .. } => {
-                let private = respan(private.clone(), *span);
-                let clone = quote_spanned!(*span=> #private::clone_arg(&#ident));
+        .map(|rebind| {
+            let (ident, mutability) = rebind.binding();
+            let value = match rebind {
+                Rebind::Clone { span, .. } => {
+                    let private = respan(private.clone(), *span);
+                    quote_spanned!(*span=> #private::clone_arg(&#ident))
+                }
+                Rebind::Reborrow { .. } => quote!(&mut *#ident),
+            };
+            if config.move_attempt {
+                quote! {
+                    #[allow(unused_variables, unused_mut, clippy::clone_on_copy, clippy::redundant_clone)]
+                    let #mutability #ident = #value;
+                }
+            } else {
                 quote! {
                     #[allow(unused_variables, clippy::clone_on_copy, clippy::redundant_clone)]
-                    let #ident = #private::Owned(#clone);
+                    let #ident = #private::Owned(#value);
                 }
             }
-            Rebind::Reborrow { ident } => quote! {
-                #[allow(unused_variables)]
-                let #ident = #private::Owned(&mut *#ident);
-            },
         })
         .collect()
 }
 
-/// The rebinds moved into the attempt: each attempt's future owns its arguments, so it is `Send`
-/// when they are (a borrow of them would ask `Sync` too), and the caller's future keeps no copy
-/// of them across the attempt.
+/// The attempt's first statements when it captures by reference: its arguments, unwrapped from
+/// their `Owned` by value (see `rebinds`).
+///
+/// With `&mut self`, the attempt also borrows `*self` mutably whatever the body does with it: a
+/// body that only reads through `self` would otherwise borrow it shared, and the call would be
+/// `Send` only if `Self` were `Sync`, where the plain method asks `Send` alone.
 fn moves(config: &Config, private: &TokenStream) -> TokenStream {
-    config
+    if config.move_attempt {
+        return TokenStream::new();
+    }
+    let mut out: TokenStream = config
         .rebinds
         .iter()
         .map(|rebind| {
-            let (ident, mutability) = match rebind {
-                Rebind::Clone {
-                    ident, mutability, ..
-                } => (ident, mutability.as_ref()),
-                Rebind::Reborrow { ident } => (ident, None),
-            };
+            let (ident, mutability) = rebind.binding();
             quote! {
                 #[allow(unused_variables, unused_mut)]
                 let #mutability #ident = #private::Owned::into_inner(#ident);
             }
         })
-        .collect()
+        .collect();
+    if config.mut_self {
+        out.extend(quote! {
+            #[allow(clippy::let_underscore_untyped)]
+            let _ = &mut *self;
+        });
+    }
+    out
+}
+
+/// The fn's parameters as the caller sees them: a rebound parameter loses its `mut`, which
+/// belongs to each attempt's own binding (the parameter itself is only ever cloned or
+/// reborrowed, and would otherwise be an unused `mut`).
+fn strip_rebound_mut(config: &Config, sig: &mut syn::Signature) {
+    for arg in &mut sig.inputs {
+        if let syn::FnArg::Typed(pat_type) = arg {
+            strip_mut(&mut pat_type.pat, &config.rebinds);
+        }
+    }
+}
+
+fn strip_mut(pat: &mut syn::Pat, rebinds: &[Rebind]) {
+    match pat {
+        syn::Pat::Ident(p) => {
+            if rebinds.iter().any(|r| *r.binding().0 == p.ident) {
+                p.mutability = None;
+            }
+            if let Some((_, sub)) = &mut p.subpat {
+                strip_mut(sub, rebinds);
+            }
+        }
+        syn::Pat::Tuple(t) => t.elems.iter_mut().for_each(|p| strip_mut(p, rebinds)),
+        syn::Pat::TupleStruct(t) => t.elems.iter_mut().for_each(|p| strip_mut(p, rebinds)),
+        syn::Pat::Struct(s) => s
+            .fields
+            .iter_mut()
+            .for_each(|f| strip_mut(&mut f.pat, rebinds)),
+        syn::Pat::Slice(s) => s.elems.iter_mut().for_each(|p| strip_mut(p, rebinds)),
+        syn::Pat::Reference(r) => strip_mut(&mut r.pat, rebinds),
+        syn::Pat::Paren(p) => strip_mut(&mut p.pat, rebinds),
+        syn::Pat::Type(t) => strip_mut(&mut t.pat, rebinds),
+        _ => {}
+    }
 }
 
 /// One attempt: the user's body behind a fake return edge that pins `?` and type errors to the
@@ -351,10 +410,12 @@ fn attempt(
             return #fake;
         }
     };
-    let attempt = if config.is_async {
-        quote_spanned!(block.span()=> async { #moves #anchor #block })
-    } else {
-        quote_spanned!(block.span()=> || { #moves #anchor #block })
+    let attempt = match (config.is_async, config.move_attempt && !rebinds.is_empty()) {
+        // (`moves` is empty when the attempt moves its captures.)
+        (true, true) => quote_spanned!(block.span()=> async move { #anchor #block }),
+        (true, false) => quote_spanned!(block.span()=> async { #moves #anchor #block }),
+        (false, true) => quote_spanned!(block.span()=> move || { #anchor #block }),
+        (false, false) => quote_spanned!(block.span()=> || { #moves #anchor #block }),
     };
     if rebinds.is_empty() {
         attempt

@@ -47,6 +47,11 @@ pub(crate) struct Config {
     pub(crate) receiver: Receiver,
     /// Per-attempt rebinds of the arguments; empty when the body runs at most once.
     pub(crate) rebinds: Vec<Rebind>,
+    /// Whether an attempt may capture by move (`async move`): the fn has no `self`, or takes
+    /// `&self` (a `Copy` reference). `&mut self` and `self: Arc<Self>` must stay with the loop.
+    pub(crate) move_attempt: bool,
+    /// The fn takes `&mut self`.
+    pub(crate) mut_self: bool,
 }
 
 impl Config {
@@ -127,16 +132,32 @@ pub(crate) enum Receiver {
     Value,
 }
 
-/// A per-attempt rebinding of an argument, so that every attempt gets a fresh value.
+/// A per-attempt rebinding of an argument, so that every attempt gets a fresh value that it
+/// owns (moved into the attempt).
 pub(crate) enum Rebind {
-    /// `let x = Clone::clone(&x);`, spanned on the argument.
+    /// A clone (`CloneArg::clone_arg(&x)`), spanned on the argument.
     Clone {
         ident: syn::Ident,
         mutability: Option<syn::Token![mut]>,
         span: Span,
     },
-    /// `let x = &mut *x;`: a fresh reborrow of a `&mut T` argument.
-    Reborrow { ident: syn::Ident },
+    /// A fresh reborrow (`&mut *x`) of a `&mut T` argument.
+    Reborrow {
+        ident: syn::Ident,
+        mutability: Option<syn::Token![mut]>,
+    },
+}
+
+impl Rebind {
+    /// The argument's name, and its `mut` as the user wrote it.
+    pub(crate) fn binding(&self) -> (&syn::Ident, Option<&syn::Token![mut]>) {
+        match self {
+            Rebind::Clone {
+                ident, mutability, ..
+            }
+            | Rebind::Reborrow { ident, mutability } => (ident, mutability.as_ref()),
+        }
+    }
 }
 
 /// Turns the raw arguments and the fn into a finished config, or every error found.
@@ -168,6 +189,12 @@ pub(crate) fn validate(
     let repeats = retries > 0 || args.refresh.is_some();
     let receiver = check_receiver(sig, &args, retries, repeats, &mut errors);
     let rebinds = if repeats { rebinds(item) } else { Vec::new() };
+    let move_attempt = sig
+        .receiver()
+        .is_none_or(|r| matches!(r.kind, syn::ReceiverKind::Reference(_, _, None)));
+    let mut_self = sig
+        .receiver()
+        .is_some_and(|r| matches!(r.kind, syn::ReceiverKind::Reference(_, _, Some(_))));
 
     let krate = match &args.krate {
         Some(path) => path.to_token_stream(),
@@ -196,6 +223,8 @@ pub(crate) fn validate(
             ret,
             receiver,
             rebinds,
+            move_attempt,
+            mut_self,
         }),
         _ => Err(errors),
     }
@@ -606,6 +635,7 @@ fn rebinds(item: &syn::ItemFn) -> Vec<Rebind> {
             {
                 out.push(Rebind::Reborrow {
                     ident: p.ident.clone(),
+                    mutability: p.mutability,
                 });
             }
             (_, syn::Type::Reference(_)) => {}
@@ -659,8 +689,43 @@ fn mentions(tokens: &TokenStream, ident: &syn::Ident) -> bool {
     tokens.clone().into_iter().any(|tt| match tt {
         TokenTree::Ident(i) => i == *ident,
         TokenTree::Group(g) => mentions(&g.stream(), ident),
-        _ => false,
+        TokenTree::Literal(l) => captured_by_format(&l.to_string(), &ident.to_string()),
+        TokenTree::Punct(_) => false,
     })
+}
+
+/// Whether a string literal, as a format string, captures `name` from the scope: `{name}`,
+/// `{name:?}`, or a `name$` width or precision.
+fn captured_by_format(literal: &str, name: &str) -> bool {
+    if !literal.starts_with(['"', 'r']) {
+        return false;
+    }
+    let mut rest = literal;
+    while let Some(i) = rest.find(['{', '}']) {
+        let (brace, after) = rest[i..].split_at(1);
+        if after.starts_with(brace) {
+            // `{{` or `}}`: a brace, not a placeholder.
+            rest = &after[1..];
+            continue;
+        }
+        rest = after;
+        if brace == "}" {
+            continue;
+        }
+        let end = after.find('}').unwrap_or(after.len());
+        let (arg, spec) = after[..end].split_once(':').unwrap_or((&after[..end], ""));
+        let counts = spec.split('$').rev().skip(1).any(|piece| {
+            let start = piece
+                .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(0, |j| j + 1);
+            &piece[start..] == name
+        });
+        if arg.trim() == name || counts {
+            return true;
+        }
+        rest = &after[end..];
+    }
+    false
 }
 
 #[cfg(test)]
@@ -868,11 +933,35 @@ mod tests {
                     .iter()
                     .map(|r| match r {
                         Rebind::Clone { ident, .. } => format!("clone {ident}"),
-                        Rebind::Reborrow { ident } => format!("reborrow {ident}"),
+                        Rebind::Reborrow { ident, .. } => format!("reborrow {ident}"),
                     })
                     .collect()
             })
             .unwrap_or_default();
         assert_eq!(names, ["clone a", "reborrow c", "clone d", "clone e"]);
+    }
+
+    #[test]
+    fn a_format_string_that_captures_an_argument_uses_it() {
+        let config = run(
+            quote!(retries = 1, idempotent),
+            quote!(
+                fn f(name: String, width: usize, pad: String, unused: String) -> Result<(), E> {
+                    let _ = format!("{name:>width$} {pad}");
+                    let _ = format!("{{unused}} unused");
+                    Ok(())
+                }
+            ),
+        )
+        .ok();
+        let names: Vec<String> = config
+            .map(|c| {
+                c.rebinds
+                    .iter()
+                    .map(|r| r.binding().0.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(names, ["name", "width", "pad"]);
     }
 }

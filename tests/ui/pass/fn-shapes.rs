@@ -32,6 +32,39 @@ pub async fn free_async(name: String, n: u32) -> Result<String, ApiError> {
     Ok(format!("{name}{n}"))
 }
 
+/// `mut` owned, destructured and `&mut` arguments at a retrying site, one `&mut` binding
+/// reassigned: each attempt owns its `mut` bindings, and no parameter is an unused `mut`.
+#[resilient(retries = 2, idempotent)]
+pub async fn mut_arguments(
+    mut buf: Vec<u8>,
+    (mut a, b): (u32, u32),
+    mut out: &mut Vec<u32>,
+    spare: &mut Vec<u32>,
+) -> ApiResult<usize> {
+    buf.push(1);
+    a += b;
+    out.push(a);
+    out = spare;
+    out.push(a);
+    Ok(buf.len())
+}
+
+/// The same, blocking.
+#[resilient(retries = 2, idempotent)]
+pub fn mut_arguments_blocking(mut buf: Vec<u8>, mut out: &mut Vec<u32>, spare: &mut Vec<u32>) -> ApiResult<usize> {
+    buf.push(1);
+    out.push(1);
+    out = spare;
+    out.push(2);
+    Ok(buf.len())
+}
+
+/// An owned argument used only in a format string: it is cloned per attempt like any other.
+#[resilient(retries = 2, idempotent)]
+pub async fn format_only(name: String, width: usize) -> ApiResult<String> {
+    Ok(format!("{name:>width$}"))
+}
+
 /// A free blocking fn.
 #[resilient(retries = 2, idempotent)]
 pub fn free_blocking(name: &str) -> Result<usize, ApiError> {
@@ -88,7 +121,8 @@ impl Client {
     }
 
     #[resilient(retries = 3, idempotent)]
-    pub async fn by_mut(&mut self, out: &mut Vec<u32>) -> Result<u32, ApiError> {
+    pub async fn by_mut(&mut self, out: &mut Vec<u32>, mut tag: String) -> Result<u32, ApiError> {
+        tag.push('!');
         self.calls += 1;
         out.push(self.calls);
         Ok(self.calls)
