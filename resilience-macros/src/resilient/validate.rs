@@ -908,26 +908,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rebinds_owned_arguments_the_body_uses() {
-        let config = run(
-            quote!(retries = 1, idempotent),
-            quote!(
-                fn f(
-                    a: String,
-                    b: &str,
-                    c: &mut Vec<u8>,
-                    (d, e): (u8, u8),
-                    unused: String,
-                ) -> Result<(), E> {
-                    c.push(d);
-                    drop((a, b, e));
-                    Ok(())
-                }
-            ),
-        )
-        .ok();
-        let names: Vec<String> = config
+    /// The rebinds of `item` at a retrying site, as `clone x` or `reborrow x`.
+    fn rebinds_of(item: TokenStream) -> Vec<String> {
+        run(quote!(retries = 1, idempotent), item)
             .map(|c| {
                 c.rebinds
                     .iter()
@@ -937,31 +920,36 @@ mod tests {
                     })
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn rebinds_owned_arguments_the_body_uses() {
+        let names = rebinds_of(quote!(
+            fn f(
+                a: String,
+                b: &str,
+                c: &mut Vec<u8>,
+                (d, e): (u8, u8),
+                unused: String,
+            ) -> Result<(), E> {
+                c.push(d);
+                drop((a, b, e));
+                Ok(())
+            }
+        ));
         assert_eq!(names, ["clone a", "reborrow c", "clone d", "clone e"]);
     }
 
     #[test]
     fn a_format_string_that_captures_an_argument_uses_it() {
-        let config = run(
-            quote!(retries = 1, idempotent),
-            quote!(
-                fn f(name: String, width: usize, pad: String, unused: String) -> Result<(), E> {
-                    let _ = format!("{name:>width$} {pad}");
-                    let _ = format!("{{unused}} unused");
-                    Ok(())
-                }
-            ),
-        )
-        .ok();
-        let names: Vec<String> = config
-            .map(|c| {
-                c.rebinds
-                    .iter()
-                    .map(|r| r.binding().0.to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(names, ["name", "width", "pad"]);
+        let names = rebinds_of(quote!(
+            fn f(name: String, width: usize, pad: String, unused: String) -> Result<(), E> {
+                let _ = format!("{name:>width$} {pad}");
+                let _ = format!("{{unused}} unused");
+                Ok(())
+            }
+        ));
+        assert_eq!(names, ["clone name", "clone width", "clone pad"]);
     }
 }
