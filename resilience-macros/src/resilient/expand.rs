@@ -303,7 +303,7 @@ fn rebinds(config: &Config, private: &TokenStream) -> TokenStream {
                 }
                 Rebind::Reborrow { .. } => quote!(&mut *#ident),
             };
-            if config.move_attempt {
+            if config.move_attempt() {
                 quote! {
                     #[allow(unused_variables, unused_mut, clippy::clone_on_copy, clippy::redundant_clone)]
                     let #mutability #ident = #value;
@@ -325,7 +325,7 @@ fn rebinds(config: &Config, private: &TokenStream) -> TokenStream {
 /// body that only reads through `self` would otherwise borrow it shared, and the call would be
 /// `Send` only if `Self` were `Sync`, where the plain method asks `Send` alone.
 fn moves(config: &Config, private: &TokenStream) -> TokenStream {
-    if config.move_attempt {
+    if config.move_attempt() {
         return TokenStream::new();
     }
     let mut out: TokenStream = config
@@ -339,7 +339,7 @@ fn moves(config: &Config, private: &TokenStream) -> TokenStream {
             }
         })
         .collect();
-    if config.mut_self {
+    if config.receiver == Receiver::Unique {
         out.extend(quote! {
             #[allow(clippy::let_underscore_untyped)]
             let _ = &mut *self;
@@ -410,7 +410,10 @@ fn attempt(
             return #fake;
         }
     };
-    let attempt = match (config.is_async, config.move_attempt && !rebinds.is_empty()) {
+    let attempt = match (
+        config.is_async,
+        config.move_attempt() && !rebinds.is_empty(),
+    ) {
         // (`moves` is empty when the attempt moves its captures.)
         (true, true) => quote_spanned!(block.span()=> async move { #anchor #block }),
         (true, false) => quote_spanned!(block.span()=> async { #moves #anchor #block }),
@@ -442,7 +445,7 @@ fn refresh(
     let err = quote_spanned!(ret.span()=> <#ret as #at_ret::ReturnType>::Err);
     let arg = match config.receiver {
         Receiver::None => TokenStream::new(),
-        Receiver::Reference | Receiver::Value => quote!(self),
+        Receiver::Shared | Receiver::Unique | Receiver::Value => quote!(self),
         Receiver::Typed => quote!(&self),
     };
     let refreshed = local("__resilient_refreshed");

@@ -47,14 +47,15 @@ pub(crate) struct Config {
     pub(crate) receiver: Receiver,
     /// Per-attempt rebinds of the arguments; empty when the body runs at most once.
     pub(crate) rebinds: Vec<Rebind>,
-    /// Whether an attempt may capture by move (`async move`): the fn has no `self`, or takes
-    /// `&self` (a `Copy` reference). `&mut self` and `self: Arc<Self>` must stay with the loop.
-    pub(crate) move_attempt: bool,
-    /// The fn takes `&mut self`.
-    pub(crate) mut_self: bool,
 }
 
 impl Config {
+    /// Whether an attempt may capture by move (`async move`): the fn has no `self`, or takes
+    /// `&self` (a `Copy` reference). `&mut self` and `self: Arc<Self>` must stay with the loop.
+    pub(crate) fn move_attempt(&self) -> bool {
+        matches!(self.receiver, Receiver::None | Receiver::Shared)
+    }
+
     /// Whether the runtime may reject a call (and so the error type must carry `Rejected`).
     pub(crate) fn may_reject(&self) -> bool {
         self.breaker.is_some()
@@ -119,13 +120,15 @@ pub(crate) enum Jitter {
     Proportional,
 }
 
-/// How the fn takes `self`, for the call to `refresh`.
+/// How the fn takes `self`: for the call to `refresh`, and for how an attempt captures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Receiver {
     /// A free fn or an associated fn without `self`.
     None,
-    /// `&self` or `&mut self`: passed on as is (reborrowed).
-    Reference,
+    /// `&self`: passed on as is.
+    Shared,
+    /// `&mut self`: passed on as is (reborrowed).
+    Unique,
     /// `self: Arc<Self>` and other smart pointers: passed on as `&self`.
     Typed,
     /// `self` by value: only legal when the body runs once.
@@ -189,12 +192,6 @@ pub(crate) fn validate(
     let repeats = retries > 0 || args.refresh.is_some();
     let receiver = check_receiver(sig, &args, retries, repeats, &mut errors);
     let rebinds = if repeats { rebinds(item) } else { Vec::new() };
-    let move_attempt = sig
-        .receiver()
-        .is_none_or(|r| matches!(r.kind, syn::ReceiverKind::Reference(_, _, None)));
-    let mut_self = sig
-        .receiver()
-        .is_some_and(|r| matches!(r.kind, syn::ReceiverKind::Reference(_, _, Some(_))));
 
     let krate = match &args.krate {
         Some(path) => path.to_token_stream(),
@@ -223,8 +220,6 @@ pub(crate) fn validate(
             ret,
             receiver,
             rebinds,
-            move_attempt,
-            mut_self,
         }),
         _ => Err(errors),
     }
@@ -591,7 +586,8 @@ fn check_receiver(
         return Receiver::None;
     };
     let kind = match &receiver.kind {
-        syn::ReceiverKind::Reference(..) => Receiver::Reference,
+        syn::ReceiverKind::Reference(_, _, None) => Receiver::Shared,
+        syn::ReceiverKind::Reference(_, _, Some(_)) => Receiver::Unique,
         syn::ReceiverKind::Typed(_, ty) if is_self_type(ty) => Receiver::Value,
         syn::ReceiverKind::Typed(..) => Receiver::Typed,
         _ => Receiver::Value,
