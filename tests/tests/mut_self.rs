@@ -82,6 +82,14 @@ async fn describe(draft: Draft) -> Result<String, ApiError> {
     Ok(format!("{draft:?}"))
 }
 
+/// The same draft at a site that runs its body once.
+#[resilient]
+async fn proofread(draft: Draft) -> Result<u32, ApiError> {
+    draft.edits.set(draft.edits.get() + 1);
+    tokio::task::yield_now().await;
+    Ok(draft.edits.get())
+}
+
 /// `Send`, not `Sync`, with a `&mut self` method that only reads through `self`.
 struct Counter {
     hits: std::cell::Cell<u32>,
@@ -119,6 +127,9 @@ async fn a_call_is_send_when_its_arguments_are_even_if_they_are_not_sync() {
         described.as_deref(),
         Some("Draft { edits: Cell { value: 0 } }")
     );
+    // A site without retries moves its arguments into its one attempt as well.
+    let call = send(proofread(Draft::default()));
+    assert_eq!(Registry::new().scope(call).await.ok(), Some(1));
     // `&mut self` on a `Send`, not `Sync`, type: the call is `Send`, as the plain method is.
     let mut counter = Counter {
         hits: std::cell::Cell::new(0),

@@ -102,7 +102,7 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
 
     // A site that may run the body again loops; one that never does runs it once, straight, so
     // that the body may move its arguments (`self` by value included).
-    let drive = if config.retries > 0 || config.refresh.is_some() {
+    let drive = if config.repeats() {
         quote! {
             loop {
                 match #step {
@@ -410,10 +410,7 @@ fn attempt(
             return #fake;
         }
     };
-    let attempt = match (
-        config.is_async,
-        config.move_attempt() && !rebinds.is_empty(),
-    ) {
+    let attempt = match (config.is_async, config.move_attempt()) {
         // (`moves` is empty when the attempt moves its captures.)
         (true, true) => quote_spanned!(block.span()=> async move { #anchor #block }),
         (true, false) => quote_spanned!(block.span()=> async { #moves #anchor #block }),
@@ -510,7 +507,7 @@ mod tests {
             ),
         );
         assert!(
-            out.contains(":: attempt_blocking (& mut __resilient_call , ||"),
+            out.contains(":: attempt_blocking (& mut __resilient_call , move ||"),
             "{out}"
         );
         assert!(!out.contains("await"), "{out}");

@@ -50,10 +50,16 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// Whether an attempt may capture by move (`async move`): the fn has no `self`, or takes
-    /// `&self` (a `Copy` reference). `&mut self` and `self: Arc<Self>` must stay with the loop.
+    /// Whether the body may run more than once (retries, or a credential refresh).
+    pub(crate) fn repeats(&self) -> bool {
+        self.retries > 0 || self.refresh.is_some()
+    }
+
+    /// Whether an attempt may capture by move (`async move`): always when the body runs once;
+    /// when it repeats, if the fn has no `self` or takes `&self` (a `Copy` reference), since
+    /// `&mut self` and `self: Arc<Self>` must stay with the loop.
     pub(crate) fn move_attempt(&self) -> bool {
-        matches!(self.receiver, Receiver::None | Receiver::Shared)
+        !self.repeats() || matches!(self.receiver, Receiver::None | Receiver::Shared)
     }
 
     /// Whether the runtime may reject a call (and so the error type must carry `Rejected`).
