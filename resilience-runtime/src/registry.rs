@@ -51,6 +51,8 @@ pub(crate) struct SiteState {
     pub(crate) counters: Counters,
     /// Neither a rate limiter nor a bulkhead: the gate before an attempt is the breaker only.
     pub(crate) simple_gate: bool,
+    /// `breaker`, when it is the whole gate (`simple_gate`): the fast path checks both at once.
+    pub(crate) gate_breaker: Option<Arc<Breaker>>,
     pub(crate) seed: Option<u64>,
     pub(crate) calls: AtomicU64,
     pub(crate) sleep: Option<BlockingSleep>,
@@ -424,13 +426,15 @@ impl Registry {
             });
             (Arc::from(name), b)
         });
+        let simple_gate = limiter.is_none() && bulkhead.is_none();
         let state = Arc::new(SiteState {
             site,
             connector: p.breaker.unwrap_or(p.module).into(),
+            gate_breaker: breaker.clone().filter(|_| simple_gate),
             breaker,
             keyed,
             budget,
-            simple_gate: limiter.is_none() && bulkhead.is_none(),
+            simple_gate,
             limiter,
             bulkhead,
             counters: Counters::default(),

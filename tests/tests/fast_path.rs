@@ -369,3 +369,48 @@ async fn a_retry_that_panics_under_catch_unwind_is_counted_once() {
     let m = site("panics_on_its_retry");
     assert_eq!((m.ok, m.errors.permanent, m.retries), (0, 1, 1));
 }
+
+/// Set once the first call of `holds_the_bulkhead` is inside its attempt.
+static HOLDING: AtomicBool = AtomicBool::new(false);
+
+#[resilient(
+    retries = 2,
+    idempotent,
+    breaker = "fast_gate",
+    bulkhead = "fast_gate_bh"
+)]
+async fn holds_the_bulkhead(wait: bool) -> Result<u32, ApiError> {
+    if wait {
+        HOLDING.store(true, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
+    Ok(5)
+}
+
+/// A site whose gate has a bulkhead beside its breaker is not the breaker alone: its calls take
+/// the full path, and the bulkhead is honoured.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_breaker_beside_a_bulkhead_leaves_the_gate_to_the_full_path() {
+    use resilience_runtime::limit::{Bulkhead, ConcurrencyLimit};
+
+    let bulkhead = std::sync::Arc::new(ConcurrencyLimit::new(1));
+    Registry::global().set_bulkhead("fast_gate_bh", bulkhead.clone());
+
+    let mut held = Box::pin(holds_the_bulkhead(true));
+    assert!(
+        held.as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    );
+    assert!(HOLDING.load(Ordering::SeqCst));
+    assert_eq!(bulkhead.in_use(), 1, "the first call took no bulkhead slot");
+
+    match holds_the_bulkhead(false).await {
+        Err(ApiError::Rejected(r)) => assert_eq!(r.kind(), "bulkhead_full"),
+        other => panic!("expected the full bulkhead to reject the call, got {other:?}"),
+    }
+
+    drop(held);
+    assert_eq!(bulkhead.in_use(), 0);
+    assert_eq!(holds_the_bulkhead(false).await.unwrap(), 5);
+}

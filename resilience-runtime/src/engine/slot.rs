@@ -214,16 +214,20 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
             return None;
         }
         let state = S::site().global_state();
-        if context::in_call() || (rejects && !state.simple_gate) {
+        if context::in_call() {
             return None;
         }
         // The gate consults the site's breaker when the runtime may reject. Whether the site has
         // one is its policy's, a constant: the registry gives a breaker to every site whose
-        // policy names one.
+        // policy names one (a keyed one aside, which the fast path leaves to the full path).
         let admitted = if rejects && p.breaker.is_some() {
-            let b = state.breaker.as_deref()?;
+            // Set only when the breaker is the whole gate: one check for both.
+            let b = state.gate_breaker.as_deref()?;
             Some((b, b.closed_ticket()?))
         } else {
+            if rejects && !state.simple_gate {
+                return None;
+            }
             None
         };
         Some(FastStart { state, admitted })
