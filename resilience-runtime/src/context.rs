@@ -148,6 +148,9 @@ struct ActiveCells {
     correlation: Cell<CorrelationId>,
     attempt: Cell<u32>,
     has_key: Cell<u32>,
+    /// This thread's stripe of the striped counters (`metrics`): kept here, not in a
+    /// thread-local of its own, so that a call finds it at the address it found its context.
+    stripe: Cell<usize>,
 }
 
 impl ActiveCells {
@@ -186,6 +189,7 @@ thread_local! {
             correlation: Cell::new(CorrelationId::UNSET),
             attempt: Cell::new(0),
             has_key: Cell::new(0),
+            stripe: Cell::new(crate::metrics::NO_STRIPE),
         }
     };
     /// The counter for fresh correlation ids.
@@ -311,6 +315,18 @@ impl Drop for Installed<'_> {
         });
         self.correlation.set(mine);
     }
+}
+
+/// This thread's stripe of the striped counters; see `metrics`.
+#[inline(always)]
+pub(crate) fn stripe() -> usize {
+    ACTIVE.with(|a| a.stripe.get())
+}
+
+/// Records this thread's stripe, returning the one it had; `None` once the thread-local is gone
+/// (the thread is exiting).
+pub(crate) fn set_stripe(i: usize) -> Option<usize> {
+    ACTIVE.try_with(|a| a.stripe.replace(i)).ok()
 }
 
 /// Whether a resilient call's context is installed on this thread.

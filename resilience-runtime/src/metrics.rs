@@ -53,8 +53,9 @@ struct Striped([Padded; STRIPES]);
 const OWNED: usize = 8;
 /// `OWNED` owned stripes and one shared by the threads that own none.
 const STRIPES: usize = OWNED + 1;
-/// `STRIPE`: this thread has not counted yet.
-const UNSET: usize = usize::MAX;
+/// The stripe of a thread that has not counted yet.
+pub(crate) const NO_STRIPE: usize = usize::MAX;
+const UNSET: usize = NO_STRIPE;
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -63,7 +64,7 @@ struct Padded(AtomicU64);
 impl Striped {
     #[inline(always)]
     fn inc(&self) {
-        let i = STRIPE.with(std::cell::Cell::get);
+        let i = crate::context::stripe();
         match self.0.get(i) {
             // Owned: this thread is the stripe's only writer, so a load and a store are exact.
             Some(p) if i < OWNED => {
@@ -98,10 +99,10 @@ impl Striped {
 /// Which owned stripes are taken: bit `i` for stripe `i`.
 static OWNERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+// This thread's stripe of every [`Striped`] counter, an owned one (`< OWNED`), the shared one
+// (`OWNED`) or `UNSET`, is kept with the thread's call context (`context::stripe`): one
+// thread-local for both on the fast path.
 thread_local! {
-    /// This thread's stripe of every [`Striped`] counter: an owned one (`< OWNED`), the shared
-    /// one (`OWNED`), or `UNSET`.
-    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(UNSET) };
     /// Gives the owned stripe back when the thread exits.
     static OWNERSHIP: StripeOwnership = const { StripeOwnership };
 }
@@ -113,7 +114,7 @@ impl Drop for StripeOwnership {
     fn drop(&mut self) {
         // Anything this thread still counts from here on (other thread-locals' destructors)
         // goes to the shared stripe, before the owned one is given back.
-        let i = STRIPE.try_with(|s| s.replace(OWNED)).unwrap_or(UNSET);
+        let i = crate::context::set_stripe(OWNED).unwrap_or(UNSET);
         if i < OWNED {
             OWNERS.fetch_and(!(1 << i), Ordering::Release);
         }
@@ -149,8 +150,8 @@ fn take_stripe() -> usize {
     } else {
         i
     };
-    // A thread whose `STRIPE` is gone (exiting) counts on the shared stripe without recording.
-    let _ = STRIPE.try_with(|s| s.set(i));
+    // A thread whose context is gone (exiting) counts on the shared stripe without recording.
+    let _ = crate::context::set_stripe(i);
     i
 }
 
