@@ -55,7 +55,6 @@ const OWNED: usize = 8;
 const STRIPES: usize = OWNED + 1;
 /// The stripe of a thread that has not counted yet.
 pub(crate) const NO_STRIPE: usize = usize::MAX;
-const UNSET: usize = NO_STRIPE;
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -78,7 +77,7 @@ impl Striped {
     #[cold]
     #[inline(never)]
     fn inc_slow(&self, i: usize) {
-        let i = if i == UNSET { take_stripe() } else { i };
+        let i = if i == NO_STRIPE { take_stripe() } else { i };
         match self.0.get(i) {
             Some(p) if i < OWNED => {
                 p.0.store(p.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
@@ -100,7 +99,7 @@ impl Striped {
 static OWNERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 // This thread's stripe of every [`Striped`] counter, an owned one (`< OWNED`), the shared one
-// (`OWNED`) or `UNSET`, is kept with the thread's call context (`context::stripe`): one
+// (`OWNED`) or `NO_STRIPE`, is kept with the thread's call context (`context::stripe`): one
 // thread-local for both on the fast path.
 thread_local! {
     /// Gives the owned stripe back when the thread exits.
@@ -114,7 +113,7 @@ impl Drop for StripeOwnership {
     fn drop(&mut self) {
         // Anything this thread still counts from here on (other thread-locals' destructors)
         // goes to the shared stripe, before the owned one is given back.
-        let i = crate::context::set_stripe(OWNED).unwrap_or(UNSET);
+        let i = crate::context::set_stripe(OWNED).unwrap_or(NO_STRIPE);
         if i < OWNED {
             OWNERS.fetch_and(!(1 << i), Ordering::Release);
         }
