@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
-use resilience_benches::{GROUPS, Run, quick};
+use resilience_benches::{GROUPS, Run, alternate, quartiles, quick};
 
 fn happy_path(c: &mut Criterion) {
     let rt = runtime();
@@ -81,20 +81,10 @@ fn ratios() {
         let mut base_ns = Vec::with_capacity(rounds * group.len());
         for &(name, run) in group {
             run();
-            let mut ratios = Vec::with_capacity(rounds);
-            let mut ns = Vec::with_capacity(rounds);
-            for round in 0..rounds {
-                let (b, v) = if round % 2 == 0 {
-                    let b = ns_per_call(base, n);
-                    (b, ns_per_call(run, n))
-                } else {
-                    let v = ns_per_call(run, n);
-                    (ns_per_call(base, n), v)
-                };
-                base_ns.push(b);
-                ns.push(v);
-                ratios.push(v / b);
-            }
+            let pairs = alternate(rounds, || ns_per_call(base, n), || ns_per_call(run, n));
+            base_ns.extend(pairs.iter().map(|&(b, _)| b));
+            let mut ns: Vec<f64> = pairs.iter().map(|&(_, v)| v).collect();
+            let mut ratios: Vec<f64> = pairs.iter().map(|&(b, v)| v / b).collect();
             let (lo, r, hi) = quartiles(&mut ratios);
             let (_, t, _) = quartiles(&mut ns);
             println!("| {name} | {t:.2} | {r:.2}x | {lo:.2}x | {hi:.2}x |");
@@ -104,13 +94,6 @@ fn ratios() {
     for (name, (lo, mid, hi)) in baselines {
         println!("{name} over all rounds: median {mid:.2} ns, quartiles {lo:.2}-{hi:.2} ns");
     }
-}
-
-/// The lower quartile, median and upper quartile of `v` (sorted in place).
-fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |q: usize| v.get(v.len() * q / 4).copied().unwrap_or(f64::NAN);
-    (at(1), at(2), at(3))
 }
 
 fn main() {

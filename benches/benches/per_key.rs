@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
-use resilience_benches::quick;
+use resilience_benches::{alternate, quartiles, quick};
 use resilience_runtime::Registry;
 use resilience_runtime::registry::RegistryConfig;
 
@@ -93,27 +93,13 @@ fn main() {
             }
             t.elapsed().as_nanos() as f64 / calls as f64
         };
-        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
-            let (o, m) = if round % 2 == 0 {
-                let o = time_ours();
-                (o, time_map())
-            } else {
-                let m = time_map();
-                (time_ours(), m)
-            };
-            ours.push(o);
-            theirs.push(m);
-            ratios.push(o / m);
-        }
-        let (ours, theirs) = (median(&mut ours), median(&mut theirs));
-        let ratio = median(&mut ratios);
+        let pairs = alternate(rounds, time_ours, time_map);
+        let median = |f: &dyn Fn(&(f64, f64)) -> f64| {
+            let mut v: Vec<f64> = pairs.iter().map(f).collect();
+            quartiles(&mut v).1
+        };
+        let (ours, theirs) = (median(&|&(o, _)| o), median(&|&(_, m)| m));
+        let ratio = median(&|&(o, m)| o / m);
         println!("| {n} | {per_key:.0} | {ours:.1} ns | {theirs:.1} ns | {ratio:.2}x |");
     }
-}
-
-/// The median of `v` (sorted in place).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }

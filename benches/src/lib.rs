@@ -422,6 +422,34 @@ pub fn variant(name: &str) -> Option<Run> {
         .map(|(_, run)| *run)
 }
 
+/// Times two sides in `rounds` alternating rounds, `a` first in even rounds and `b` first in odd
+/// ones, and returns each round's `(a, b)`: a slow spell of this shared machine then slows both
+/// sides of a round alike, and neither side always finds the caches the other left.
+pub fn alternate(
+    rounds: usize,
+    mut a: impl FnMut() -> f64,
+    mut b: impl FnMut() -> f64,
+) -> Vec<(f64, f64)> {
+    (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let x = a();
+                (x, b())
+            } else {
+                let y = b();
+                (a(), y)
+            }
+        })
+        .collect()
+}
+
+/// The lower quartile, median and upper quartile of `v` (sorted in place).
+pub fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: usize| v.get(v.len() * q / 4).copied().unwrap_or(f64::NAN);
+    (at(1), at(2), at(3))
+}
+
 /// Whether benchmarks should run in their quick, CI-sized mode (`RESILIENCE_BENCH_QUICK=1`).
 pub fn quick() -> bool {
     std::env::var_os("RESILIENCE_BENCH_QUICK").is_some_and(|v| v != "0")
@@ -465,5 +493,31 @@ mod floors {
             assert_eq!(super::ready(super::floor::floor()).ok(), Some(1));
             assert_eq!(super::ready(super::floor::fewest::fewest()).ok(), Some(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod alternation {
+    use std::cell::RefCell;
+
+    /// `a` goes first in even rounds and `b` in odd ones; each round's pair is `(a, b)`.
+    #[test]
+    fn the_side_that_goes_first_alternates_and_pairs_keep_their_order() {
+        let order = RefCell::new(Vec::new());
+        let pairs = super::alternate(
+            3,
+            || {
+                order.borrow_mut().push('a');
+                1.0
+            },
+            || {
+                order.borrow_mut().push('b');
+                2.0
+            },
+        );
+        assert_eq!(order.into_inner(), ['a', 'b', 'b', 'a', 'a', 'b']);
+        assert_eq!(pairs, [(1.0, 2.0); 3]);
+        let mut v = [4.0, 1.0, 3.0, 2.0];
+        assert_eq!(super::quartiles(&mut v), (2.0, 3.0, 4.0));
     }
 }
