@@ -524,6 +524,11 @@ struct Shared {
     base_url: String,
     started: Instant,
     outage: AtomicBool,
+    /// `true` while [`GraphServer::hold_tokens`] holds the token endpoint's answers back.
+    token_hold: watch::Sender<bool>,
+    /// Bumped whenever a request is recorded or its status is set, for
+    /// [`GraphServer::wait_until`].
+    changed: watch::Sender<u64>,
     inner: Mutex<Inner>,
 }
 
@@ -532,6 +537,11 @@ impl Shared {
         // A panic while holding the lock leaves consistent records: every update is one push or
         // one insert, so a poisoned lock is still good to read.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the waiters of [`GraphServer::wait_until`] that the records changed.
+    fn touch(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn token_expired(&self, t: &TokenState, now: Instant) -> bool {
@@ -596,6 +606,8 @@ impl GraphServer {
             base_url: format!("http://{addr}"),
             started: Instant::now(),
             outage: AtomicBool::new(false),
+            token_hold: watch::Sender::new(false),
+            changed: watch::Sender::new(0),
             inner: Mutex::new(Inner::default()),
         });
         let router = router(shared.clone());
@@ -633,9 +645,30 @@ impl GraphServer {
         self.shared.outage.store(on, Ordering::Relaxed);
     }
 
+    /// Holds back (`true`) or releases the answers of `POST /oauth2/token`: while held, a token
+    /// request is recorded on arrival and answered once released. A test uses it to make a
+    /// refresh wait until every call it races has met the expired token.
+    pub fn hold_tokens(&self, on: bool) {
+        self.shared.token_hold.send_replace(on);
+    }
+
     /// A snapshot of the records.
     pub fn records(&self) -> Records {
         self.shared.lock().records.clone()
+    }
+
+    /// Waits until `done` holds of the records. It is checked now and again each time a request
+    /// is recorded or answered, so nothing polls and nothing waits on the clock.
+    pub async fn wait_until(&self, mut done: impl FnMut(&Records) -> bool) {
+        let mut changed = self.shared.changed.subscribe();
+        loop {
+            if done(&self.shared.lock().records) {
+                return;
+            }
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Stops accepting and closes every connection.
@@ -865,12 +898,16 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
         });
         (idx, verdict, client_id)
     };
+    shared.touch();
 
     let set_status = |resp: &Response| {
-        let mut g = shared.lock();
-        if let Some(r) = g.records.requests.get_mut(idx) {
-            r.status = Some(resp.status().as_u16());
+        {
+            let mut g = shared.lock();
+            if let Some(r) = g.records.requests.get_mut(idx) {
+                r.status = Some(resp.status().as_u16());
+            }
         }
+        shared.touch();
     };
 
     let resp = match verdict {
@@ -977,6 +1014,8 @@ async fn token(State(shared): State<Arc<Shared>>, body: String) -> Response {
         .map(|(_, v)| v.to_owned())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "default".to_owned());
+    // Never fails: `shared` owns the sender.
+    let _ = shared.token_hold.subscribe().wait_for(|held| !held).await;
     let now = Instant::now();
     let mut g = shared.lock();
     let inner = &mut *g;

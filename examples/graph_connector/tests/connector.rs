@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use graph_connector::connector::{GraphClient, GraphError};
-use graph_connector::server::{FaultKind, GraphServer, ServerConfig, TokenExpiry};
+use graph_connector::server::{FaultKind, GraphServer, Records, ServerConfig, TokenExpiry};
 use resilience_runtime::breaker::{BreakerConfig, BreakerState};
 use resilience_runtime::{Classify, ErrorClass, Registry, Rejected};
 
@@ -20,37 +20,63 @@ fn only(kind: FaultKind) -> ServerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_meeting_one_expired_token_refresh_it_once() {
-    let server =
-        GraphServer::start(ServerConfig::new().with_token_expiry(TokenExpiry::after_requests(20)))
-            .await
-            .unwrap();
+    const CALLS: usize = 16;
+    const USES: u64 = 20;
+    let server = GraphServer::start(
+        ServerConfig::new().with_token_expiry(TokenExpiry::after_requests(USES)),
+    )
+    .await
+    .unwrap();
     let client = Arc::new(GraphClient::new(server.base_url(), "sf").unwrap());
     let registry = Registry::new();
     let url = format!("{}/v1.0/devices?$top=1", server.base_url());
-    for _ in 0..20 {
+    for _ in 0..USES {
         registry.scope(client.list_page(&url)).await.unwrap();
     }
-    // The token is used up: 16 calls at once all meet 401.
+    // The token is used up. The token endpoint holds its answers until every call has met the
+    // expired token, so all of them race the one refresh whatever the scheduling.
+    server.hold_tokens(true);
     let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..16 {
+    for _ in 0..CALLS {
         let (client, url) = (client.clone(), url.clone());
         calls.spawn(registry.scope(async move { client.list_page(&url).await.map(|_| ()) }));
     }
+    let refused = |rec: &Records| {
+        rec.requests
+            .iter()
+            .filter(|r| r.status == Some(401))
+            .count()
+    };
+    server.wait_until(|rec| refused(rec) == CALLS).await;
+    server.hold_tokens(false);
     while let Some(r) = calls.join_next().await {
         r.unwrap().unwrap();
     }
+
     let rec = server.records();
+    assert_eq!(
+        refused(&rec),
+        CALLS,
+        "every call met the expired token once"
+    );
     assert_eq!(rec.token_issues.len(), 2, "the first token and one refresh");
     assert!(rec.needless_token_issues().is_empty());
     assert_eq!(client.refreshes(), 1);
-    let refused = rec
+    let token_requests = rec
         .requests
         .iter()
-        .filter(|r| r.status == Some(401))
+        .filter(|r| r.path == "/oauth2/token")
         .count();
-    assert!(
-        refused >= 2,
-        "several calls met the expired token: {refused}"
+    assert_eq!(token_requests, 2, "one request per token issued");
+    let listed = rec
+        .requests
+        .iter()
+        .filter(|r| r.path.starts_with("/v1.0/devices") && r.status == Some(200))
+        .count();
+    assert_eq!(
+        listed,
+        USES as usize + CALLS,
+        "each call retried once, with the new token"
     );
 }
 
