@@ -356,18 +356,23 @@ impl ErrorEvents {
         self
     }
 
-    /// Sends one event to the sinks and the hooks its class routes to.
+    /// Sends one event to the sinks and the hooks its class routes to. A sink that panics is
+    /// logged and skipped: the others still get the event.
     pub fn dispatch(&self, event: &ConnectorErrorEvent) {
-        for s in &self.sinks {
-            s.send(event);
-        }
-        let hooks = match event.event_data.error_classification {
+        let hooks: &[Arc<dyn ErrorEventSink>] = match event.event_data.error_classification {
             ErrorClass::Permanent => &self.owner,
             ErrorClass::PolicyViolation => &self.security,
-            _ => return,
+            _ => &[],
         };
-        for h in hooks {
-            h.send(event);
+        for s in self.sinks.iter().chain(hooks) {
+            let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.send(event)));
+            if sent.is_err() {
+                tracing::error!(
+                    sink = ?s,
+                    operation = %event.event_data.operation,
+                    "an error event sink panicked; the event was skipped for it"
+                );
+            }
         }
     }
 }
@@ -392,5 +397,41 @@ impl EventSink for ErrorEvents {
             e.actor.clone_from(a);
         }
         self.dispatch(&e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn a_panicking_sink_does_not_stop_the_others() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (a, b) = (seen.clone(), seen.clone());
+        let errors = ErrorEvents::new()
+            .with_sink(sink_fn(|_| panic!("sink down")))
+            .with_sink(sink_fn(move |e| {
+                a.lock()
+                    .unwrap()
+                    .push(("sink", e.event_data.operation.clone()))
+            }))
+            .on_permanent(sink_fn(|_| panic!("owner hook down")))
+            .on_permanent(sink_fn(move |e| {
+                b.lock()
+                    .unwrap()
+                    .push(("owner", e.event_data.operation.clone()))
+            }));
+        errors.dispatch(&ConnectorErrorEvent::new(
+            "graph",
+            "list",
+            ErrorClass::Permanent,
+            "gone",
+        ));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [("sink", "list".to_owned()), ("owner", "list".to_owned())]
+        );
     }
 }

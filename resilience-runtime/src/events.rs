@@ -140,6 +140,11 @@ impl GiveUpReason {
 }
 
 /// Receives [`RuntimeEvent`]s.
+///
+/// A sink only observes: the runtime has finished the state change an event reports (a breaker's
+/// transition, a call's counting) before any sink sees it. A sink that panics is caught, logged
+/// at ERROR and skipped for that event; the call, the breaker and the other sinks go on as if
+/// it had returned.
 pub trait EventSink: std::fmt::Debug + Send + Sync {
     /// Called for every event, on the thread that caused it. Keep it quick.
     fn on_event(&self, event: &RuntimeEvent<'_>);
@@ -173,8 +178,28 @@ pub(crate) fn emit(event: RuntimeEvent<'_>) {
         Err(_) => return,
     };
     for s in sinks {
-        s.on_event(&event);
+        let delivered =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.on_event(&event)));
+        if delivered.is_err() {
+            sink_panicked(&s, &event);
+        }
     }
+}
+
+/// A sink panicked on `event`: logged, and nothing else changes.
+#[cold]
+#[inline(never)]
+fn sink_panicked(sink: &Arc<dyn EventSink>, event: &RuntimeEvent<'_>) {
+    let kind = match event {
+        RuntimeEvent::Retry { .. } => "retry",
+        RuntimeEvent::GaveUp { .. } => "gave_up",
+        RuntimeEvent::BreakerTransition { .. } => "breaker_transition",
+    };
+    tracing::error!(
+        sink = ?sink,
+        event = kind,
+        "an event sink panicked; the event was skipped for it"
+    );
 }
 
 pub(crate) fn breaker_transition(
