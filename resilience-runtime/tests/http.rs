@@ -110,6 +110,7 @@ fn retry_after_in_both_forms() {
 #[tokio::test]
 async fn retry_after_read_from_a_real_response_in_both_forms() {
     let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+    let date2 = date.clone();
     let url = serve(move |n| {
         Some(match n {
             0 => response(
@@ -134,27 +135,37 @@ async fn retry_after_read_from_a_real_response_in_both_forms() {
     assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
 
     let r = client.get(&url).send().await.unwrap();
+    let before = SystemTime::now();
     let e = StatusError::from_parts(r.status(), r.headers()).unwrap();
+    let after = SystemTime::now();
     let wait = e.retry_after().unwrap();
-    // HTTP-dates have a one-second resolution.
+    // The wait is the date less the time it was read, between `before` and `after`.
+    let at = httpdate::parse_http_date(&date2).unwrap();
+    let (most, least) = (
+        at.duration_since(before).unwrap(),
+        at.duration_since(after).unwrap(),
+    );
     assert!(
-        wait > Duration::from_secs(28) && wait <= Duration::from_secs(30),
-        "{wait:?}"
+        wait >= least && wait <= most,
+        "{least:?} <= {wait:?} <= {most:?}"
     );
 }
 
 #[tokio::test]
 async fn reqwest_errors_are_classified_by_what_failed() {
-    let client = reqwest::Client::builder()
+    // Only the silent server's client has a short timeout: the others must not time out on a
+    // loaded machine.
+    let client = reqwest::Client::new();
+    let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
 
-    // Connection refused: a port nobody listens on any more.
-    let closed = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap()
-    };
+    // Connection refused: a port bound but not listening, held until the connect is refused, so
+    // nothing else can take it meanwhile.
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = refusing.local_addr().unwrap();
     let e = client
         .get(format!("http://{closed}/"))
         .send()
@@ -165,6 +176,7 @@ async fn reqwest_errors_are_classified_by_what_failed() {
         (e.class(), e.code()),
         (ErrorClass::Transient, Some("connect"))
     );
+    drop(refusing);
 
     // Timeout: the server accepts and never answers.
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -173,7 +185,7 @@ async fn reqwest_errors_are_classified_by_what_failed() {
         let (_s, _) = silent.accept().await.unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
     });
-    let e = client
+    let e = impatient
         .get(format!("http://{addr}/"))
         .send()
         .await

@@ -162,9 +162,10 @@ async fn an_open_breaker_stops_calls_until_its_cooldown_has_passed() {
     let server = GraphServer::start(ServerConfig::new()).await.unwrap();
     let client = GraphClient::new(server.base_url(), "breaker").unwrap();
     let registry = Registry::new();
-    // Longer than the backoff before the fourth attempt (400 ms), so that attempt meets the open
-    // breaker rather than a half-open one.
-    let cooldown = Duration::from_secs(1);
+    // Far longer than the backoff before the fourth attempt (400 ms), so that attempt meets the
+    // open breaker rather than a half-open one however slowly the machine runs; the test skips
+    // the cooldown on a paused clock below.
+    let cooldown = Duration::from_secs(60);
     registry
         .configure_breaker(
             "graph",

@@ -217,6 +217,7 @@ struct Phase {
     records: Records,
     sent: Vec<Sent>,
     transitions: Vec<(Instant, BreakerState, BreakerState)>,
+    stamps: Vec<(u32, Duration, BreakerState)>,
     probes_allowed: u32,
     cooldown: Duration,
     gave_up: BTreeMap<String, usize>,
@@ -304,6 +305,7 @@ async fn run_phase(
         records,
         sent: shared.log.snapshot(),
         transitions: ev.transitions,
+        stamps: ev.stamps,
         probes_allowed,
         cooldown,
         gave_up: ev.gave_up,
@@ -485,6 +487,8 @@ struct EventLog(Mutex<Events>);
 #[derive(Debug, Default)]
 struct Events {
     transitions: Vec<(Instant, BreakerState, BreakerState)>,
+    /// Each transition's generation and the time the breaker itself gave it.
+    stamps: Vec<(u32, Duration, BreakerState)>,
     gave_up: BTreeMap<String, usize>,
     retries: usize,
     retry_after_waits: usize,
@@ -511,11 +515,13 @@ impl EventSink for EventLog {
                 breaker: "graph",
                 from,
                 to,
-                ..
+                generation,
+                at,
             } => {
                 let mut e = self.lock();
                 // Stamped under the lock, so the stamps are in the order of the list.
                 e.transitions.push((Instant::now(), from, to));
+                e.stamps.push((generation, at, to));
             }
             RuntimeEvent::GaveUp { reason, .. } => {
                 *self
@@ -780,11 +786,13 @@ fn breaker_checks(p: &Phase, c: &mut Check) {
             c.closed_again += 1;
         }
     }
-    for iv in &timeline {
-        if iv.state == BreakerState::Open
-            && let Some(to) = iv.to
-            && to.duration_since(iv.from) + RACE < p.cooldown
-        {
+    // Cooldowns by the breaker's own times and generations, which no scheduling can reorder: an
+    // open epoch of generation g ends with the transition of generation g + 1.
+    let mut stamps = p.stamps.clone();
+    stamps.sort_by_key(|&(generation, ..)| generation);
+    for pair in stamps.windows(2) {
+        let ((g, opened, to), (next_g, ended, _)) = (pair[0], pair[1]);
+        if to == BreakerState::Open && next_g == g + 1 && ended < opened + p.cooldown {
             c.short_cooldowns += 1;
         }
     }
