@@ -43,7 +43,7 @@ pub enum ErrorClass {
     Permanent,
     /// A policy forbids the operation: never retried, blocked and escalated.
     PolicyViolation,
-    /// Credentials were refused: refresh them and retry once.
+    /// Credentials were refused: refresh them (with the site's `refresh` hook) and try again.
     Auth,
 }
 

@@ -632,8 +632,6 @@ pub enum Gate<T, E> {
 const IN_BULKHEAD: u8 = 1;
 /// `Call::flags`: the call has produced its result (counted in the metrics).
 const ENDED: u8 = 2;
-/// `Call::flags`: the call has refreshed its credentials once.
-const REFRESHED: u8 = 4;
 /// `Call::clock`: the call's latency is recorded.
 const CLOCK_LATENCY: u8 = 1;
 /// `Call::clock`: the call has a deadline, `policy.deadline` after `started`.
@@ -661,11 +659,13 @@ pub struct Call<T, E, H = Hooks<T, E>> {
     /// The per-key breaker chosen by [`Call::set_breaker_key`]; else the site's breaker.
     keyed: ManuallyDrop<Option<Arc<Breaker>>>,
     ticket: Option<Ticket>,
-    /// `IN_BULKHEAD`, `ENDED`, `REFRESHED`, `OWNS`.
+    /// `IN_BULKHEAD`, `ENDED`, `OWNS`.
     flags: u8,
     timed_out: Option<TimeoutKind>,
     attempt: u32,
     retries: u32,
+    /// Credential refreshes made: at most `retries + 1` in one call.
+    refreshes: u32,
     /// The correlation id, assigned on first use (`CorrelationId::UNSET` until then): a call
     /// that nobody traces, asks about or logs never takes one.
     correlation: std::cell::Cell<CorrelationId>,
@@ -686,12 +686,33 @@ struct Cold {
     key: Option<Arc<str>>,
     retry: Option<RetryState>,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Waits for capacity so far (a rate limit or a bulkhead refused the gate), and their sum.
+    capacity_waits: u32,
+    capacity_waited: Duration,
 }
 
 /// What only a call that retries needs.
 struct RetryState {
     prev_wait: Option<Duration>,
     rng: Rng,
+}
+
+impl RetryState {
+    /// Jitter seeded from the registry's seed when it has one (tests), else from entropy.
+    fn new(state: &SiteState) -> RetryState {
+        let rng = match state.seed {
+            Some(s) => Rng::seeded(
+                s ^ state
+                    .calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ),
+            None => Rng::from_entropy(),
+        };
+        RetryState {
+            prev_wait: None,
+            rng,
+        }
+    }
 }
 
 impl<T, E, H> fmt::Debug for Call<T, E, H> {
@@ -752,6 +773,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             timed_out: None,
             attempt: 0,
             retries: 0,
+            refreshes: 0,
             correlation: std::cell::Cell::new(correlation),
             clock: if hooks.refresh() { HOOK_REFRESH } else { 0 },
             started: 0,
@@ -870,7 +892,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                         breaker: b.name().clone(),
                         retry_in,
                     };
-                    return self.reject(r);
+                    return self.circuit_open(r, retry_in);
                 }
             }
         }
@@ -881,17 +903,12 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                 Ok(()) => self.state.counters.rate(true),
                 Err(wait) => {
                     self.state.counters.rate(false);
-                    let fits = deadline_at == 0
-                        || clock::now_nanos().saturating_add(clock::nanos(wait)) < deadline_at;
                     let r = Rejected::RateLimited {
                         limiter: name.clone(),
                         retry_in: wait,
                     };
                     self.release_ticket();
-                    if fits && deadline_at != 0 {
-                        return Gate::Wait(wait);
-                    }
-                    return self.reject(r);
+                    return self.wait_for_capacity(r, Some(wait));
                 }
             }
         }
@@ -901,11 +918,70 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                     bulkhead: name.clone(),
                 };
                 self.release_ticket();
-                return self.reject(r);
+                return self.wait_for_capacity(r, None);
             }
             self.flags |= IN_BULKHEAD;
         }
         Gate::Pass
+    }
+
+    /// The breaker refused the call. An open circuit is not retried, unless the site lists the
+    /// rejection in `retry_on`: then it is retried like a failure (a retry spent, the budget
+    /// asked), after at least the breaker's remaining cooldown.
+    fn circuit_open(&mut self, r: Rejected, retry_in: Duration) -> Gate<T, E> {
+        let retried = self
+            .hooks
+            .rejected(r.clone())
+            .filter(|e| self.hooks.override_class(e) == Some(Override::Retry));
+        let Some(e) = retried else {
+            return self.reject(r);
+        };
+        match self.decide_failure(e, retry_in) {
+            Step::Wait(d) => Gate::Wait(d),
+            Step::Retry | Step::Refresh => Gate::Wait(Duration::ZERO),
+            Step::Ok(v) => Gate::End(Ok(v)),
+            Step::Err(e) => Gate::End(Err(e)),
+        }
+    }
+
+    /// A rate limit or a bulkhead refused the call: nothing was sent, so it is no attempt. The
+    /// call waits for capacity (the limiter's `hint`, else the backoff schedule) within its
+    /// deadline, or without one within the site's worst-case retry schedule, then passes the
+    /// gate again; when capacity cannot come in time it ends with the rejection. A wait spends
+    /// no retry and no budget, records nothing on the breaker and needs no `idempotent`.
+    fn wait_for_capacity(&mut self, r: Rejected, hint: Option<Duration>) -> Gate<T, E> {
+        let p = self.site().policy;
+        let deadline_at = self.deadline_at();
+        self.flags |= OWNS;
+        let state = &self.state;
+        let cold = self.cold.get_or_insert_with(Box::default);
+        let wait = match hint {
+            Some(w) => w,
+            None => {
+                let n = cold.capacity_waits;
+                let retry = cold.retry.get_or_insert_with(|| RetryState::new(state));
+                p.backoff.delay(n, retry.prev_wait, &mut retry.rng)
+            }
+        };
+        let fits = if deadline_at != 0 {
+            clock::now_nanos().saturating_add(clock::nanos(wait)) < deadline_at
+        } else {
+            cold.capacity_waited.saturating_add(wait) <= p.backoff.worst_case_total(p.retries)
+        };
+        if !fits {
+            return self.reject(r);
+        }
+        cold.capacity_waits = cold.capacity_waits.saturating_add(1);
+        cold.capacity_waited = cold.capacity_waited.saturating_add(wait);
+        self.state.counters.capacity_wait();
+        tracing::debug!(
+            parent: self.span_id(),
+            operation = p.operation,
+            rejected = r.kind(),
+            wait_ms = wait.as_millis() as u64,
+            "waiting for capacity before the attempt"
+        );
+        Gate::Wait(wait)
     }
 
     fn reject(&mut self, r: Rejected) -> Gate<T, E> {
@@ -1023,6 +1099,50 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
     }
 
+    /// Runs the credential refresh that [`Next::Refresh`] asked for, under the call's deadline:
+    /// the deadline bounds everything inside the call, a hook that hangs included.
+    ///
+    /// # Errors
+    ///
+    /// The call's final result, when the refresh failed (see [`Call::fail`]) or the deadline
+    /// passed during it (the deadline's rejection, through the fallback if there is one).
+    pub async fn refresh<F: Future<Output = Result<(), E>>>(
+        &mut self,
+        refresh: F,
+    ) -> Result<(), Result<T, E>> {
+        let deadline_at = self.deadline_at();
+        let refreshed = if deadline_at == 0 {
+            refresh.await
+        } else {
+            match tokio::time::timeout_at(clock::instant_at(deadline_at), refresh).await {
+                Ok(r) => r,
+                Err(_) => return self.deadline_passed(),
+            }
+        };
+        self.refreshed(refreshed)
+    }
+
+    /// [`Call::refresh`] for a blocking call: the hook has returned `refreshed` (a blocking hook
+    /// cannot be stopped; a deadline it overran ends the call at the next gate).
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::refresh`].
+    pub fn refreshed(&mut self, refreshed: Result<(), E>) -> Result<(), Result<T, E>> {
+        refreshed.map_err(|e| self.fail(e))
+    }
+
+    /// The deadline passed outside an attempt: the call ends with its rejection.
+    #[cold]
+    fn deadline_passed(&mut self) -> Result<(), Result<T, E>> {
+        let deadline = self.site().policy.deadline.unwrap_or_default();
+        match self.hooks.rejected(Rejected::DeadlineExceeded { deadline }) {
+            Some(e) => Err(self.end_with(e, ErrorClass::Transient, GiveUpReason::Deadline)),
+            // A call has a deadline only when its site takes rejections (`CLOCK_DEADLINE`).
+            None => Ok(()),
+        }
+    }
+
     /// Ends the call with an error that came from outside an attempt (a failed refresh).
     pub fn fail(&mut self, error: E) -> Result<T, E> {
         self.emit_gave_up(&error, GiveUpReason::RefreshFailed);
@@ -1090,6 +1210,25 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             };
             b.record(t, outcome);
         }
+        let deadline = timed_out == Some(TimeoutKind::Deadline);
+        self.decide_failure_as(e, class, deadline, Duration::ZERO)
+    }
+
+    /// What follows a failure that is not an attempt's (an open circuit the site retries): as
+    /// after a failed attempt, waiting at least `floor`.
+    fn decide_failure(&mut self, e: E, floor: Duration) -> Step<T, E> {
+        let class = e.class();
+        self.decide_failure_as(e, class, false, floor)
+    }
+
+    /// The decision after a failure of class `class`; `deadline` when the deadline stopped it.
+    fn decide_failure_as(
+        &mut self,
+        e: E,
+        class: ErrorClass,
+        deadline: bool,
+        floor: Duration,
+    ) -> Step<T, E> {
         let over = self.hooks.override_class(&e);
         let p = self.site().policy;
         self.attempt += 1;
@@ -1097,23 +1236,29 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         if over == Some(Override::Abort) {
             return self.give_up(e, class, GiveUpReason::Aborted);
         }
+        // A refused credential is refreshed, and the attempt made again, without spending a
+        // retry: the request was refused, not applied, so it needs no `idempotent`. The hook
+        // itself decides whether the credentials the attempt used are already stale (a
+        // single-flight refresher refreshes each generation once); the engine bounds the
+        // refreshes of one call by its attempts, `retries + 1`.
         if class == ErrorClass::Auth
             && self.clock & HOOK_REFRESH != 0
-            && self.flags & REFRESHED == 0
+            && self.refreshes <= p.retries
             && over.is_none()
         {
-            self.flags |= REFRESHED;
+            self.refreshes += 1;
             self.state.counters.refresh();
             tracing::info!(
                 parent: self.span_id(),
                 operation = p.operation,
                 attempt = self.attempt,
+                refresh = self.refreshes,
                 correlation_id = %self.correlation_or_default(),
-                "credentials refused; refreshing and retrying once"
+                "credentials refused; refreshing them and trying again"
             );
             return Step::Refresh;
         }
-        if timed_out == Some(TimeoutKind::Deadline) {
+        if deadline {
             return self.give_up(e, class, GiveUpReason::Deadline);
         }
         let retryable = over == Some(Override::Retry) || class.is_retryable();
@@ -1127,20 +1272,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         self.flags |= OWNS;
         let state = &self.state;
         let cold = self.cold.get_or_insert_with(Box::default);
-        let retry = cold.retry.get_or_insert_with(|| {
-            let rng = match state.seed {
-                Some(s) => Rng::seeded(
-                    s ^ state
-                        .calls
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                ),
-                None => Rng::from_entropy(),
-            };
-            RetryState {
-                prev_wait: None,
-                rng,
-            }
-        });
+        let retry = cold.retry.get_or_insert_with(|| RetryState::new(state));
         let backoff = p
             .backoff
             .delay(self.retries, retry.prev_wait, &mut retry.rng);
@@ -1148,6 +1280,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         let Some(wait) = p.retry_after.wait(backoff, hint) else {
             return self.give_up(e, class, GiveUpReason::RetryAfterTooLong);
         };
+        let wait = wait.max(floor);
         if deadline_at != 0 && clock::now_nanos().saturating_add(clock::nanos(wait)) >= deadline_at
         {
             return self.give_up(e, class, GiveUpReason::Deadline);
@@ -1174,7 +1307,8 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             "{} failed (attempt {}/{}); retrying in {:?}",
             p.operation,
             self.attempt,
-            p.retries.saturating_add(1),
+            // Refreshed attempts come on top of the retries.
+            p.retries.saturating_add(1).saturating_add(self.refreshes),
             wait
         );
         events::emit(RuntimeEvent::Retry {
@@ -1191,6 +1325,11 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     }
 
     fn give_up(&mut self, e: E, class: ErrorClass, reason: GiveUpReason) -> Step<T, E> {
+        Step::ret(self.end_with(e, class, reason))
+    }
+
+    /// Ends the call with `e`: counted, logged, reported, and through the fallback.
+    fn end_with(&mut self, e: E, class: ErrorClass, reason: GiveUpReason) -> Result<T, E> {
         self.state.counters.error(class);
         let p = self.site().policy;
         // WARN when the engine stopped a failing call, or when a policy refused it (to be
@@ -1228,7 +1367,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             );
         }
         self.emit_gave_up(&e, reason);
-        Step::ret(self.finish_err(e))
+        self.finish_err(e)
     }
 
     fn emit_gave_up(&self, e: &E, reason: GiveUpReason) {

@@ -166,6 +166,7 @@ pub(crate) struct Counters {
     refreshes: AtomicU64,
     rate_allowed: AtomicU64,
     rate_blocked: AtomicU64,
+    capacity_waits: AtomicU64,
     latency_buckets: [AtomicU64; 12],
     latency_sum_nanos: AtomicU64,
 }
@@ -209,6 +210,9 @@ impl Counters {
             &self.rate_blocked
         });
     }
+    pub(crate) fn capacity_wait(&self) {
+        inc(&self.capacity_waits);
+    }
     pub(crate) fn latency(&self, d: Duration) {
         let s = d.as_secs_f64();
         let i = LATENCY_BUCKETS
@@ -240,6 +244,7 @@ impl Counters {
             refreshes: l(&self.refreshes),
             rate_limit_allowed: l(&self.rate_allowed),
             rate_limit_blocked: l(&self.rate_blocked),
+            capacity_waits: l(&self.capacity_waits),
             latency: LatencySnapshot {
                 buckets: self.latency_buckets.iter().map(l).collect(),
                 sum_seconds: Duration::from_nanos(l(&self.latency_sum_nanos)).as_secs_f64(),
@@ -311,6 +316,9 @@ pub struct SiteMetrics {
     pub rate_limit_allowed: u64,
     /// Permits the rate limiter refused.
     pub rate_limit_blocked: u64,
+    /// Waits for capacity: a rate limit or a bulkhead refused the call before an attempt, and
+    /// the call waited to try the gate again (no attempt, no retry spent).
+    pub capacity_waits: u64,
     /// Latency histogram (empty counts unless [`set_latency_enabled`] is on).
     pub latency: LatencySnapshot,
 }

@@ -35,6 +35,47 @@ impl<T, E> ReturnType for core::result::Result<T, E> {
     type Err = E;
 }
 
+/// The future of an async site's `refresh` hook.
+#[diagnostic::on_unimplemented(
+    message = "the `refresh` hook returns `{Self}`, not a future of `Result<(), {E}>`",
+    label = "this hook must be an async fn returning `Result<(), {E}>`",
+    note = "write the hook as `async fn refresh(&self) -> Result<(), {E}>`, with the site's error type"
+)]
+pub trait RefreshFuture<E> {
+    /// The future.
+    type Fut: Future<Output = Result<(), E>>;
+    /// The future, as the engine awaits it.
+    fn into_refresh(self) -> Self::Fut;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E, F: Future<Output = Result<(), E>>> RefreshFuture<E> for F {
+    type Fut = F;
+    #[inline(always)]
+    fn into_refresh(self) -> F {
+        self
+    }
+}
+
+/// [`Call::refresh`]: the `refresh` hook's future under the call's deadline. A free fn with one
+/// bound on the hook, so that a hook of the wrong shape is reported once, at its path.
+#[inline(always)]
+pub fn refresh<T, E: Classify, S: SiteDef, H: HookSet<T, E>, F: Future<Output = Result<(), E>>>(
+    call: &mut Slot<T, E, S, H>,
+    hook: F,
+) -> impl Future<Output = Result<(), Result<T, E>>> {
+    call.refresh(hook)
+}
+
+/// [`Call::refreshed`]: a blocking `refresh` hook's result.
+#[inline(always)]
+pub fn refreshed<T, E: Classify, S: SiteDef, H: HookSet<T, E>>(
+    call: &mut Slot<T, E, S, H>,
+    hook: Result<(), E>,
+) -> Result<(), Result<T, E>> {
+    call.refreshed(hook)
+}
+
 /// Wraps a rejection in the site's error type.
 #[inline]
 pub fn from_rejected<E: CarriesRejected>(r: Rejected) -> E {

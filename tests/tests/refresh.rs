@@ -95,3 +95,120 @@ async fn a_failed_refresh_ends_the_call_with_the_refresh_error() {
     let s = &m.site("whoami").unwrap().metrics;
     assert_eq!((s.refreshes, s.errors.permanent, s.ok), (1, 1, 0));
 }
+
+#[derive(Debug, ConnectorError)]
+enum GraphError {
+    #[connector(auth)]
+    Unauthorized,
+    #[connector(transient)]
+    Throttled,
+    #[connector(rejected)]
+    Rejected(resilience_runtime::Rejected),
+}
+
+/// Answers each attempt from a script, and counts refreshes.
+struct Scripted {
+    script: std::sync::Mutex<std::collections::VecDeque<Result<u32, GraphError>>>,
+    runs: AtomicU32,
+    refreshes: AtomicU32,
+    hang_in_refresh: bool,
+}
+
+impl Scripted {
+    fn new(script: Vec<Result<u32, GraphError>>) -> Scripted {
+        Scripted {
+            script: std::sync::Mutex::new(script.into()),
+            runs: AtomicU32::new(0),
+            refreshes: AtomicU32::new(0),
+            hang_in_refresh: false,
+        }
+    }
+
+    async fn refresh_token(&self) -> Result<(), GraphError> {
+        self.refreshes.fetch_add(1, Ordering::SeqCst);
+        if self.hang_in_refresh {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    fn next(&self) -> Result<u32, GraphError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Err(GraphError::Unauthorized))
+    }
+
+    #[resilient(retries = 5, idempotent, jitter = "none", refresh = Self::refresh_token)]
+    async fn list(&self) -> Result<u32, GraphError> {
+        self.next()
+    }
+
+    #[resilient(retries = 2, idempotent, jitter = "none", refresh = Self::refresh_token)]
+    async fn list_twice(&self) -> Result<u32, GraphError> {
+        self.next()
+    }
+
+    #[resilient(deadline = "5s", refresh = Self::refresh_token)]
+    async fn list_by_deadline(&self) -> Result<u32, GraphError> {
+        self.next()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_that_expires_twice_within_one_call_is_refreshed_twice() {
+    use GraphError::*;
+    // 401, refresh, 429, 401 on the refreshed token once it expired too, refresh, 200.
+    let client = Scripted::new(vec![
+        Err(Unauthorized),
+        Err(Throttled),
+        Err(Unauthorized),
+        Ok(3),
+    ]);
+    let registry = Registry::new();
+    assert_eq!(registry.scope(client.list()).await.unwrap(), 3);
+    assert_eq!(client.refreshes.load(Ordering::SeqCst), 2);
+    assert_eq!(client.runs.load(Ordering::SeqCst), 4);
+    let m = registry.metrics();
+    let s = &m.site("list").unwrap().metrics;
+    assert_eq!(
+        (s.ok, s.refreshes, s.retries),
+        (1, 2, 1),
+        "a refresh spends no retry"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_stop_after_one_per_attempt_the_policy_allows() {
+    // Every attempt refused: `retries = 2` allows three attempts' worth of refreshes.
+    let client = Scripted::new(vec![]);
+    let registry = Registry::new();
+    let r = registry.scope(client.list_twice()).await;
+    assert!(matches!(r, Err(GraphError::Unauthorized)), "{r:?}");
+    assert_eq!(client.refreshes.load(Ordering::SeqCst), 3);
+    assert_eq!(client.runs.load(Ordering::SeqCst), 4);
+    let m = registry.metrics();
+    let s = &m.site("list_twice").unwrap().metrics;
+    assert_eq!((s.errors.auth, s.refreshes, s.retries), (1, 3, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_a_refresh_that_hangs() {
+    let mut client = Scripted::new(vec![Err(GraphError::Unauthorized)]);
+    client.hang_in_refresh = true;
+    let start = tokio::time::Instant::now();
+    let r = Registry::new().scope(client.list_by_deadline()).await;
+    assert!(
+        matches!(
+            r,
+            Err(GraphError::Rejected(
+                resilience_runtime::Rejected::DeadlineExceeded { .. }
+            ))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
+    assert_eq!(client.runs.load(Ordering::SeqCst), 1);
+}

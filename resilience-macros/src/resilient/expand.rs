@@ -78,7 +78,7 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
     let keys = keys(config, &private, &engine, &call);
     let rebinds = rebinds(config, &private);
     let attempt = attempt(config, block, &rebinds, &moves(config, &private));
-    let refresh = refresh(config, &private, &engine, &call);
+    let refresh = refresh(config, &private, &call);
     // The whole type at one span: an error about it is then the same error as the engine's
     // calls report, and is reported once.
     let ret_at_ret = respan(ret.to_token_stream(), ret.span());
@@ -152,6 +152,10 @@ fn policy(config: &Config, private: &TokenStream) -> TokenStream {
     let mut policy = quote!(#private::Policy::new(#operation, #private::module_path!()));
     if config.retries > 0 {
         let retries = config.retries;
+        policy.extend(quote!(.with_retries(#retries)));
+    }
+    // The schedule of retries, and of the waits for a bulkhead slot.
+    if config.retries > 0 || config.bulkhead.is_some() {
         let b = &config.backoff;
         let base = duration::tokens(private, b.base);
         let max = duration::tokens(private, b.max);
@@ -164,7 +168,6 @@ fn policy(config: &Config, private: &TokenStream) -> TokenStream {
             Jitter::Proportional => quote!(#private::Jitter::Proportional(0.1)),
         };
         policy.extend(quote! {
-            .with_retries(#retries)
             .with_backoff(
                 #private::Backoff::new()
                     .with_base(#base)
@@ -428,12 +431,7 @@ fn attempt(
 
 /// What `Step::Refresh` does: refresh the credentials once, or fail the call with the refresh's
 /// error.
-fn refresh(
-    config: &Config,
-    private: &TokenStream,
-    engine: &TokenStream,
-    call: &Ident,
-) -> TokenStream {
+fn refresh(config: &Config, private: &TokenStream, call: &Ident) -> TokenStream {
     let Some(path) = &config.refresh else {
         return TokenStream::new();
     };
@@ -445,17 +443,24 @@ fn refresh(
         Receiver::Shared | Receiver::Unique | Receiver::Value => quote!(self),
         Receiver::Typed => quote!(&self),
     };
-    let refreshed = local("__resilient_refreshed");
-    let e = local("__resilient_e");
-    let invoke = if config.is_async {
-        quote_spanned!(path.span()=> #path(#arg).await)
+    let r = local("__resilient_r");
+    let at_path = respan(private.clone(), path.span());
+    // Spanned on the hook's path: a hook of the wrong shape is reported there, once.
+    let end = if config.is_async {
+        quote_spanned!(path.span()=>
+            #at_path::refresh(
+                &mut #call,
+                <_ as #at_path::RefreshFuture<#err>>::into_refresh(#path(#arg)),
+            )
+            .await
+        )
     } else {
-        quote_spanned!(path.span()=> #path(#arg))
+        quote_spanned!(path.span()=> #at_path::refreshed(&mut #call, #path(#arg)))
     };
     quote! {
-        let #refreshed: #private::Result<(), #err> = #invoke;
-        if let #private::Err(#e) = #refreshed {
-            return #engine::fail(&mut #call, #e);
+        // The deadline bounds the refresh too.
+        if let #private::Err(#r) = #end {
+            return #r;
         }
     }
 }

@@ -201,6 +201,22 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
         settle_blocking(call, step)
     }
 
+    /// The credential refresh of [`Step::Refresh`] under the call's deadline (see
+    /// [`Call::refresh`]).
+    #[inline]
+    pub fn refresh<F: Future<Output = Result<(), E>>>(
+        &mut self,
+        refresh: F,
+    ) -> impl Future<Output = Result<(), Result<T, E>>> {
+        self.call().refresh(refresh)
+    }
+
+    /// A blocking refresh's result (see [`Call::refreshed`]).
+    #[inline]
+    pub fn refreshed(&mut self, refreshed: Result<(), E>) -> Result<(), Result<T, E>> {
+        self.call().refreshed(refreshed)
+    }
+
     /// Whether the first attempt may take the fast path (see the [module docs](self)), and what
     /// it starts with if so. Reads only; takes nothing.
     #[inline(always)]
