@@ -4,14 +4,23 @@
 //! refresh bumps. A call reads the value with [`SingleFlight::get`] and remembers its
 //! generation; when the server refuses it, the call asks for a refresh *of that generation* with
 //! [`SingleFlight::refresh`]. If another call has already refreshed past it, the new value is
-//! returned at once; if a refresh is running, the call waits for it; otherwise this call runs the
+//! returned at once; if a refresh is running, the call waits for it; otherwise this call starts the
 //! refresh and everyone waiting gets its result. [`SingleFlight::get_or_refresh`] does the same
 //! for a value that is missing or that the caller's check finds expired.
 //!
+//! The refresh runs in a task of its own (`tokio::spawn`), detached from the call that started
+//! it: cancelling any caller, the one that started it included (a dropped future, a
+//! `tokio::time::timeout` that fired), neither cancels nor restarts it. It runs to completion and
+//! its value is kept for later calls, so callers that time out on a slow token endpoint cause one
+//! request, and the next call after it answers finds the token. This is why the refresh future
+//! must be `Send + 'static`: build it from owned handles (an `Arc` of the client), not from a
+//! borrow of the caller.
+//!
 //! A failed refresh fails every call that waited on it (with a clone of the error) and leaves the
 //! value stale, so the next call tries again: a down token endpoint sees one request per wave of
-//! callers, not one per caller. A refresh whose caller is cancelled hands the job to one of the
-//! waiters.
+//! callers, not one per caller. A refresh that panics panics every call that waited on it, once,
+//! with a copy of its message (see [`SingleFlight::refresh`]), and leaves the value stale; it is
+//! not run again for them, and the next call starts a new one.
 //!
 //! # Example
 //!
@@ -24,25 +33,34 @@
 //! #[derive(Debug, Clone)]
 //! struct TokenError;
 //!
-//! struct Client {
-//!     token: SingleFlight<String, TokenError>,
+//! /// The token endpoint; shared, so a refresh can own a handle to it.
+//! struct Endpoint {
 //!     fetches: AtomicU32,
 //! }
 //!
-//! impl Client {
+//! impl Endpoint {
 //!     /// One request to the token endpoint.
-//!     async fn fetch_token(&self) -> Result<String, TokenError> {
+//!     async fn fetch_token(self: Arc<Self>) -> Result<String, TokenError> {
 //!         let n = self.fetches.fetch_add(1, Ordering::Relaxed) + 1;
 //!         tokio::time::sleep(Duration::from_millis(100)).await;
 //!         Ok(format!("token-{n}"))
 //!     }
+//! }
 //!
+//! struct Client {
+//!     token: SingleFlight<String, TokenError>,
+//!     endpoint: Arc<Endpoint>,
+//! }
+//!
+//! impl Client {
 //!     /// One attempt of an API call: the server refuses the first token.
 //!     async fn list_devices(&self) -> Result<String, TokenError> {
-//!         let token = self.token.get_or_refresh(|_| true, || self.fetch_token()).await?;
+//!         // The refresh future owns its `Arc<Endpoint>`: it is `Send + 'static`.
+//!         let fetch = || self.endpoint.clone().fetch_token();
+//!         let token = self.token.get_or_refresh(|_| true, fetch).await?;
 //!         if token.value == "token-1" {
 //!             // 401: refresh the token this call used, unless someone already has.
-//!             let fresh = self.token.refresh(token.generation, || self.fetch_token()).await?;
+//!             let fresh = self.token.refresh(token.generation, fetch).await?;
 //!             return Ok(format!("devices with {}", fresh.value));
 //!         }
 //!         Ok(format!("devices with {}", token.value))
@@ -51,7 +69,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! let client = Arc::new(Client { token: SingleFlight::new(), fetches: AtomicU32::new(0) });
+//! let endpoint = Arc::new(Endpoint { fetches: AtomicU32::new(0) });
+//! let client = Arc::new(Client { token: SingleFlight::new(), endpoint: endpoint.clone() });
 //! let calls: Vec<_> = (0..100)
 //!     .map(|_| {
 //!         let c = client.clone();
@@ -62,7 +81,7 @@
 //!     assert_eq!(call.await.unwrap().unwrap(), "devices with token-2");
 //! }
 //! // A hundred calls: one fetch for the missing token, one refresh after the 401.
-//! assert_eq!(client.fetches.load(Ordering::Relaxed), 2);
+//! assert_eq!(endpoint.fetches.load(Ordering::Relaxed), 2);
 //! assert_eq!(client.token.refreshes(), 2);
 //! # }
 //! ```
@@ -72,11 +91,16 @@
 //! error, and the hook calls [`SingleFlight::get_or_refresh`], which refreshes once for all the
 //! calls that were refused together.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::sync::Mutex;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 /// A value and the generation that produced it.
@@ -88,7 +112,48 @@ pub struct Versioned<T> {
     pub generation: u64,
 }
 
-type Flight<T, E> = watch::Receiver<Option<Result<Versioned<T>, E>>>;
+/// What a panicking refresh left for its waiters: a payload cannot be cloned, its text can.
+#[derive(Debug, Clone)]
+enum PanicPayload {
+    Static(&'static str),
+    Owned(String),
+    Other,
+}
+
+/// The payload every waiter of a refresh whose panic payload was neither a `&'static str` nor a
+/// `String` panics with.
+const OPAQUE_PANIC: &str = "the refresh panicked (with a payload that is not a string)";
+
+impl PanicPayload {
+    fn of(payload: &(dyn Any + Send)) -> PanicPayload {
+        if let Some(s) = payload.downcast_ref::<&'static str>() {
+            PanicPayload::Static(s)
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            PanicPayload::Owned(s.clone())
+        } else {
+            PanicPayload::Other
+        }
+    }
+
+    /// A payload of the same type and text, for one waiter.
+    fn copy(&self) -> Box<dyn Any + Send> {
+        match self {
+            PanicPayload::Static(s) => Box::new(*s),
+            PanicPayload::Owned(s) => Box::new(s.clone()),
+            PanicPayload::Other => Box::new(OPAQUE_PANIC),
+        }
+    }
+}
+
+/// How a refresh ended.
+enum Outcome<T, E> {
+    Done(Result<Versioned<T>, E>),
+    Panicked(PanicPayload),
+}
+
+/// The end of the refresh in flight, `None` until it ends; closed unsent if its task was dropped
+/// unfinished (its runtime shut down).
+type Flight<T, E> = watch::Receiver<Option<Outcome<T, E>>>;
 
 struct State<T, E> {
     current: Option<Versioned<T>>,
@@ -97,15 +162,59 @@ struct State<T, E> {
     flight: Option<Flight<T, E>>,
 }
 
-/// A value refreshed by at most one caller at a time. See the [module docs](self).
-pub struct SingleFlight<T, E> {
+struct Inner<T, E> {
     state: Mutex<State<T, E>>,
     refreshes: AtomicU64,
 }
 
+impl<T, E> Inner<T, E> {
+    fn lock(&self) -> MutexGuard<'_, State<T, E>> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+/// A value refreshed by at most one refresh at a time, which no caller's cancellation stops. See
+/// the [module docs](self).
+///
+/// The refresh runs in a Tokio task, so [`SingleFlight::refresh`] and
+/// [`SingleFlight::get_or_refresh`] need a Tokio runtime when they start one, and a refresh
+/// future that is `Send + 'static`.
+///
+/// # Example
+///
+/// Callers that give up before a slow refresh ends do not stop it; a later call finds its value.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_runtime::refresh::SingleFlight;
+///
+/// async fn slow_token_endpoint() -> Result<String, ()> {
+///     tokio::time::sleep(Duration::from_secs(5)).await;
+///     Ok("token".to_string())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let cell = SingleFlight::<String, ()>::new();
+/// let call = cell.get_or_refresh(|_| true, slow_token_endpoint);
+/// assert!(tokio::time::timeout(Duration::from_secs(2), call).await.is_err());
+///
+/// tokio::time::sleep(Duration::from_secs(4)).await;
+/// let token = cell.get().expect("the refresh finished without its caller");
+/// assert_eq!((token.value.as_str(), token.generation), ("token", 1));
+/// assert_eq!(cell.refreshes(), 1);
+/// # }
+/// ```
+pub struct SingleFlight<T, E> {
+    inner: Arc<Inner<T, E>>,
+}
+
 impl<T, E> fmt::Debug for SingleFlight<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (generation, stale, in_flight) = match self.state.lock() {
+        let (generation, stale, in_flight) = match self.inner.state.lock() {
             Ok(s) => (
                 s.generation,
                 s.stale || s.current.is_none(),
@@ -130,22 +239,25 @@ impl<T, E> Default for SingleFlight<T, E> {
 
 impl<T, E> SingleFlight<T, E> {
     /// An empty cell: the first [`SingleFlight::get_or_refresh`] fills it.
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         SingleFlight {
-            state: Mutex::new(State {
-                current: None,
-                stale: false,
-                generation: 0,
-                flight: None,
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    current: None,
+                    stale: false,
+                    generation: 0,
+                    flight: None,
+                }),
+                refreshes: AtomicU64::new(0),
             }),
-            refreshes: AtomicU64::new(0),
         }
     }
 
     /// A cell holding `value` as generation 1 (a token obtained at start-up).
     pub fn with_value(value: T) -> Self {
         let cell = SingleFlight::new();
-        if let Ok(mut s) = cell.state.lock() {
+        {
+            let mut s = cell.lock();
             s.generation = 1;
             s.current = Some(Versioned {
                 value,
@@ -162,7 +274,7 @@ impl<T, E> SingleFlight<T, E> {
 
     /// How many refreshes have been started.
     pub fn refreshes(&self) -> u64 {
-        self.refreshes.load(Ordering::Relaxed)
+        self.inner.refreshes.load(Ordering::Relaxed)
     }
 
     /// Marks the value of generation `seen` stale (the server refused it), so the next
@@ -178,15 +290,12 @@ impl<T, E> SingleFlight<T, E> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<T, E>> {
-        match self.state.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        }
+    fn lock(&self) -> MutexGuard<'_, State<T, E>> {
+        self.inner.lock()
     }
 }
 
-impl<T: Clone, E: Clone> SingleFlight<T, E> {
+impl<T: Clone, E> SingleFlight<T, E> {
     /// The current value, unless there is none or it was invalidated.
     pub fn get(&self) -> Option<Versioned<T>> {
         let s = self.lock();
@@ -195,13 +304,25 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
         }
         s.current.clone()
     }
+}
 
+impl<T, E> SingleFlight<T, E>
+where
+    T: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+{
     /// The current value if there is one, it was not invalidated and `is_fresh` accepts it (a
-    /// token's expiry check); otherwise a refresh shared with every concurrent caller.
+    /// token's expiry check); otherwise a refresh shared with every concurrent caller, as
+    /// [`SingleFlight::refresh`].
     ///
     /// # Errors
     ///
     /// The refresh's error, cloned to every caller that waited on it.
+    ///
+    /// # Panics
+    ///
+    /// As [`SingleFlight::refresh`]: when the refresh panics, and when a refresh must be started
+    /// outside a Tokio runtime.
     pub async fn get_or_refresh<F, Fut>(
         &self,
         is_fresh: impl FnOnce(&T) -> bool,
@@ -209,7 +330,7 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
     ) -> Result<Versioned<T>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let seen = {
             let s = self.lock();
@@ -222,17 +343,33 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
     }
 
     /// Refreshes the value of generation `seen`: returns a newer value at once if there is one,
-    /// joins a refresh in flight, or runs `refresh` and shares its result.
+    /// joins a refresh in flight, or starts one with the future `refresh` returns and shares its
+    /// result.
+    ///
+    /// `refresh` is called in this call; the future it returns is spawned on the current Tokio
+    /// runtime and runs to its end even if every caller waiting on it is cancelled. Its value is
+    /// then kept as the next generation; its error leaves the value stale.
     ///
     /// # Errors
     ///
     /// The refresh's error, cloned to every caller that waited on it.
+    ///
+    /// # Panics
+    ///
+    /// - When the refresh panics (the future, or the `refresh` closure itself): every caller that
+    ///   waited on it panics once, by [`std::panic::resume_unwind`] (the panic hook reports the
+    ///   panic once, where it happened, not once per caller), with a copy of the payload: a
+    ///   `&'static str` or a `String` keeps its type and text, any other payload becomes a
+    ///   `&'static str` saying the refresh panicked. The refresh is not run again for them; the
+    ///   value is left stale and the next call starts a new refresh.
+    /// - When a refresh must be started and there is no current Tokio runtime.
     pub async fn refresh<F, Fut>(&self, seen: u64, refresh: F) -> Result<Versioned<T>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let tx = loop {
+        let mut refresh = Some(refresh);
+        loop {
             let mut flight = {
                 let mut s = self.lock();
                 if s.generation > seen
@@ -244,53 +381,95 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
                 match &s.flight {
                     Some(rx) => rx.clone(),
                     None => {
+                        let Some(refresh) = refresh.take() else {
+                            drop(s);
+                            // Only after a runtime shut down under the refresh this call started.
+                            panic!("the refresh was dropped unfinished: its runtime shut down");
+                        };
+                        let Ok(runtime) = Handle::try_current() else {
+                            drop(s);
+                            panic!("SingleFlight must start its refresh within a Tokio runtime");
+                        };
                         let (tx, rx) = watch::channel(None);
-                        s.flight = Some(rx);
-                        break tx;
+                        s.flight = Some(rx.clone());
+                        self.inner.refreshes.fetch_add(1, Ordering::Relaxed);
+                        drop(s);
+                        self.start(&runtime, tx, &rx, refresh);
+                        rx
                     }
                 }
             };
             // The receiver keeps the last value: a refresh that ended before this wait is seen.
             match flight.wait_for(Option::is_some).await {
-                Ok(r) => {
-                    if let Some(r) = r.as_ref() {
-                        return r.clone();
+                Ok(outcome) => match outcome.as_ref() {
+                    Some(Outcome::Done(r)) => return r.clone(),
+                    Some(Outcome::Panicked(p)) => {
+                        let payload = p.copy();
+                        drop(outcome);
+                        resume_unwind(payload);
                     }
-                }
-                // The refresh's caller was cancelled: look again, and maybe take over.
+                    None => continue,
+                },
+                // The refresh's task was dropped unfinished (its runtime shut down; the flight is
+                // already cleared): look again, and maybe start one here.
                 Err(_) => continue,
             }
-        };
-        self.lead(tx, refresh).await
+        }
     }
 
-    async fn lead<F, Fut>(
+    /// Spawns the refresh, detached from this call; its task stores and publishes the outcome.
+    fn start<F, Fut>(
         &self,
-        tx: watch::Sender<Option<Result<Versioned<T>, E>>>,
+        runtime: &Handle,
+        tx: watch::Sender<Option<Outcome<T, E>>>,
+        rx: &Flight<T, E>,
         refresh: F,
-    ) -> Result<Versioned<T>, E>
-    where
+    ) where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        /// Clears the flight if the leader is dropped before it finishes, so a waiter takes over.
-        struct Abandon<'a, T, E>(&'a SingleFlight<T, E>, bool);
-        impl<T, E> Drop for Abandon<'_, T, E> {
-            fn drop(&mut self) {
-                if self.1 {
-                    self.0.lock().flight = None;
-                }
+        let landing = Landing {
+            inner: self.inner.clone(),
+            flight: rx.clone(),
+            tx: Some(tx),
+        };
+        let future = match catch_unwind(AssertUnwindSafe(refresh)) {
+            Ok(future) => future,
+            Err(payload) => {
+                landing.land(Err(PanicPayload::of(&*payload)));
+                resume_unwind(payload);
             }
-        }
-        let mut guard = Abandon(self, true);
-        self.refreshes.fetch_add(1, Ordering::Relaxed);
-        let result = refresh().await;
-        let shared = {
-            let mut s = self.lock();
-            s.flight = None;
-            guard.1 = false;
-            match result {
-                Ok(value) => {
+        };
+        runtime.spawn(async move {
+            let mut future = pin!(future);
+            let outcome = std::future::poll_fn(|cx| {
+                match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                    Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Err(payload) => Poll::Ready(Err(PanicPayload::of(&*payload))),
+                }
+            })
+            .await;
+            landing.land(outcome);
+        });
+    }
+}
+
+/// Stores a refresh's outcome and hands it to its waiters; dropped unused (the refresh's task
+/// dropped unfinished), clears the flight so that a later call starts a new refresh.
+struct Landing<T, E> {
+    inner: Arc<Inner<T, E>>,
+    flight: Flight<T, E>,
+    tx: Option<watch::Sender<Option<Outcome<T, E>>>>,
+}
+
+impl<T: Clone, E> Landing<T, E> {
+    fn land(mut self, outcome: Result<Result<T, E>, PanicPayload>) {
+        let outcome = {
+            let mut s = self.inner.lock();
+            self.clear(&mut s);
+            match outcome {
+                Ok(Ok(value)) => {
                     s.generation += 1;
                     s.stale = false;
                     let v = Versioned {
@@ -298,15 +477,41 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
                         generation: s.generation,
                     };
                     s.current = Some(v.clone());
-                    Ok(v)
+                    Outcome::Done(Ok(v))
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     s.stale = true;
-                    Err(e)
+                    Outcome::Done(Err(e))
+                }
+                Err(panic) => {
+                    s.stale = true;
+                    Outcome::Panicked(panic)
                 }
             }
         };
-        tx.send_replace(Some(shared.clone()));
-        shared
+        if let Some(tx) = self.tx.take() {
+            tx.send_replace(Some(outcome));
+        }
+    }
+}
+
+impl<T, E> Landing<T, E> {
+    fn clear(&self, s: &mut State<T, E>) {
+        if s.flight
+            .as_ref()
+            .is_some_and(|f| f.same_channel(&self.flight))
+        {
+            s.flight = None;
+        }
+    }
+}
+
+impl<T, E> Drop for Landing<T, E> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            // Cleared before the sender closes, so the waiters it wakes find no flight.
+            let mut s = self.inner.lock();
+            self.clear(&mut s);
+        }
     }
 }
