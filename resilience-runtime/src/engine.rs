@@ -329,8 +329,15 @@ impl<T, E> Hooks<T, E> {
     }
 
     /// The caller refreshes credentials when [`Call::end`] returns [`Next::Refresh`].
+    /// [`execute_with_refresh`] sets it; [`execute`], which has no refresh to run, clears it.
     pub const fn with_refresh(mut self) -> Self {
         self.refresh = true;
+        self
+    }
+
+    /// No refresh: an `auth` error ends the call.
+    const fn without_refresh(mut self) -> Self {
+        self.refresh = false;
         self
     }
 }
@@ -1754,18 +1761,91 @@ impl<T, E> Future for End<T, E> {
 /// Runs `attempt` under `site`'s policy until it succeeds or the policy gives up.
 ///
 /// `attempt` is called once per attempt; the future it returns is one attempt. This is what
-/// `#[resilient]` does, for code that cannot use the macro (see the [module docs](self)).
+/// `#[resilient]` does, for code that cannot use the macro (see the [module docs](self)). An
+/// `auth` error ends the call: [`execute_with_refresh`] refreshes credentials first.
 pub async fn execute<T, E, F, Fut>(
     site: &'static Site,
     hooks: Hooks<T, E>,
-    mut attempt: F,
+    attempt: F,
 ) -> Result<T, E>
 where
     E: Classify,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut call = Call::new(site, hooks);
+    drive(
+        Call::new(site, hooks.without_refresh()),
+        attempt,
+        || async { Ok(()) },
+    )
+    .await
+}
+
+/// [`execute`] with a credential refresh: an attempt that fails with an `auth` error runs
+/// `refresh`, then the attempt again, as `#[resilient(refresh = ...)]` does (once per attempt,
+/// at most `retries + 1` times a call, under the deadline).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use resilience_runtime::engine::{execute_with_refresh, Hooks, Policy, Site};
+/// use resilience_runtime::{Classify, ErrorClass};
+///
+/// #[derive(Debug)]
+/// struct Expired;
+/// impl Classify for Expired {
+///     fn class(&self) -> ErrorClass { ErrorClass::Auth }
+/// }
+///
+/// static SITE: Site = Site::new(&Policy::new("whoami", module_path!()));
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let token = AtomicU32::new(1);
+/// let r: Result<u32, Expired> = execute_with_refresh(
+///     &SITE,
+///     Hooks::new(),
+///     || {
+///         let t = token.load(Ordering::SeqCst);
+///         async move { if t == 1 { Err(Expired) } else { Ok(t) } }
+///     },
+///     || async {
+///         token.store(2, Ordering::SeqCst);
+///         Ok(())
+///     },
+/// )
+/// .await;
+/// assert_eq!(r.unwrap(), 2);
+/// # }
+/// ```
+pub async fn execute_with_refresh<T, E, F, Fut, R, RFut>(
+    site: &'static Site,
+    hooks: Hooks<T, E>,
+    attempt: F,
+    refresh: R,
+) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    R: FnMut() -> RFut,
+    RFut: Future<Output = Result<(), E>>,
+{
+    drive(Call::new(site, hooks.with_refresh()), attempt, refresh).await
+}
+
+/// The loop of [`execute`] and [`execute_with_refresh`].
+async fn drive<T, E, F, Fut, R, RFut>(
+    mut call: Call<T, E>,
+    mut attempt: F,
+    mut refresh: R,
+) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    R: FnMut() -> RFut,
+    RFut: Future<Output = Result<(), E>>,
+{
     loop {
         if let Err(r) = call.begin().await {
             return r;
@@ -1773,7 +1853,12 @@ where
         let r = call.run(attempt()).await;
         match call.end(r).await {
             Next::Return(r) => return r,
-            Next::Retry | Next::Refresh => {}
+            Next::Retry => {}
+            Next::Refresh => {
+                if let Err(r) = call.refresh(refresh()).await {
+                    return r;
+                }
+            }
         }
     }
 }
@@ -1801,13 +1886,59 @@ where
 pub fn execute_blocking<T, E, F>(
     site: &'static Site,
     hooks: Hooks<T, E>,
-    mut attempt: F,
+    attempt: F,
 ) -> Result<T, E>
 where
     E: Classify,
     F: FnMut() -> Result<T, E>,
 {
-    let mut call = Call::new(site, hooks);
+    drive_blocking(Call::new(site, hooks.without_refresh()), attempt, || Ok(()))
+}
+
+/// The blocking counterpart of [`execute_with_refresh`].
+///
+/// ```
+/// use std::cell::Cell;
+/// use resilience_runtime::engine::{execute_blocking_with_refresh, Hooks, Policy, Site};
+/// use resilience_runtime::{Classify, ErrorClass, Registry};
+///
+/// #[derive(Debug)]
+/// struct Expired;
+/// impl Classify for Expired {
+///     fn class(&self) -> ErrorClass { ErrorClass::Auth }
+/// }
+/// static SITE: Site = Site::new(&Policy::new("whoami_blocking", module_path!()));
+///
+/// let token = Cell::new(1);
+/// let r: Result<u32, Expired> = execute_blocking_with_refresh(
+///     &SITE,
+///     Hooks::new(),
+///     || if token.get() == 1 { Err(Expired) } else { Ok(token.get()) },
+///     || { token.set(2); Ok(()) },
+/// );
+/// assert_eq!(r.unwrap(), 2);
+/// ```
+pub fn execute_blocking_with_refresh<T, E, F, R>(
+    site: &'static Site,
+    hooks: Hooks<T, E>,
+    attempt: F,
+    refresh: R,
+) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut() -> Result<T, E>,
+    R: FnMut() -> Result<(), E>,
+{
+    drive_blocking(Call::new(site, hooks.with_refresh()), attempt, refresh)
+}
+
+/// The loop of [`execute_blocking`] and [`execute_blocking_with_refresh`].
+fn drive_blocking<T, E, F, R>(mut call: Call<T, E>, mut attempt: F, mut refresh: R) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut() -> Result<T, E>,
+    R: FnMut() -> Result<(), E>,
+{
     loop {
         if let Err(r) = call.begin_blocking() {
             return r;
@@ -1815,7 +1946,12 @@ where
         let r = call.run_blocking(&mut attempt);
         match call.end_blocking(r) {
             Next::Return(r) => return r,
-            Next::Retry | Next::Refresh => {}
+            Next::Retry => {}
+            Next::Refresh => {
+                if let Err(r) = call.refreshed(refresh()) {
+                    return r;
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use resilience_runtime::breaker::{BreakerConfig, BreakerState};
 use resilience_runtime::budget::BudgetConfig;
 use resilience_runtime::engine::{
     Call, Hooks, Next, Override, Policy, Site, execute, execute_blocking,
+    execute_blocking_with_refresh, execute_with_refresh,
 };
 use resilience_runtime::limit::ConcurrencyLimit;
 use resilience_runtime::{CallContext, CarriesRejected, Classify, ErrorClass, Registry, Rejected};
@@ -686,4 +687,57 @@ async fn a_retry_after_above_the_cap_ends_the_call_at_once() {
             );
         })
         .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn execute_ends_on_auth_and_execute_with_refresh_refreshes() {
+    static SITE: Site = Site::new(
+        &Policy::new("exec_auth", module_path!())
+            .with_retries(2)
+            .idempotent(),
+    );
+    let registry = Registry::new();
+    registry
+        .scope(async {
+            // No refresh to run: the auth error is the call's result, after one attempt (it was
+            // taken for a plain retry).
+            let attempts = AtomicU32::new(0);
+            let r: Result<u32, E> = execute(&SITE, hooks().with_refresh(), || {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                async { Err(E::Auth) }
+            })
+            .await;
+            assert_eq!((r, attempts.load(Ordering::Relaxed)), (Err(E::Auth), 1));
+
+            // With one: refused twice, refreshed twice, then served.
+            let (attempts, refreshes) = (AtomicU32::new(0), AtomicU32::new(0));
+            let r: Result<u32, E> = execute_with_refresh(
+                &SITE,
+                hooks(),
+                || {
+                    let n = attempts.fetch_add(1, Ordering::Relaxed);
+                    async move { if n < 2 { Err(E::Auth) } else { Ok(n) } }
+                },
+                || {
+                    refreshes.fetch_add(1, Ordering::Relaxed);
+                    async { Ok(()) }
+                },
+            )
+            .await;
+            assert_eq!(r, Ok(2));
+            assert_eq!(refreshes.load(Ordering::Relaxed), 2);
+
+            // Its blocking twin, and a refresh that fails ends the call with its error.
+            let r: Result<u32, E> = execute_blocking_with_refresh(
+                &SITE,
+                hooks(),
+                || Err(E::Auth),
+                || Err(E::Permanent),
+            );
+            assert_eq!(r, Err(E::Permanent));
+        })
+        .await;
+    let m = registry.metrics();
+    let s = &m.site("exec_auth").unwrap().metrics;
+    assert_eq!((s.refreshes, s.retries), (3, 0));
 }
