@@ -222,6 +222,8 @@ impl Policy {
 pub struct Site {
     policy: &'static Policy,
     global: OnceLock<Arc<SiteState>>,
+    /// Whether the warning of [`Site::check_hooks`] was given.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl Site {
@@ -230,7 +232,27 @@ impl Site {
         Site {
             policy,
             global: OnceLock::new(),
+            warned: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Warns once per site when its policy names a breaker, a timeout, a deadline, a rate limit
+    /// or a bulkhead and the hooks of a hand-written call cannot carry the [`Rejected`] they
+    /// produce: none of them is applied then. (`#[resilient]` refuses this at compile time.)
+    fn check_hooks(&'static self, rejects: bool) {
+        if rejects
+            || !self.policy.needs_rejected()
+            || self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        tracing::error!(
+            operation = self.policy.operation,
+            module = self.policy.module,
+            "the policy names a breaker, timeout, deadline, rate limit or bulkhead, but the hooks \
+             have no `with_from_rejected`, so none of them is applied; add \
+             `Hooks::new().with_from_rejected(E::from_rejected)`"
+        );
     }
 
     /// The site's policy.
@@ -310,7 +332,8 @@ impl<T, E> Hooks<T, E> {
     }
 
     /// How a [`Rejected`] becomes the site's error. Without it, the runtime makes no rejection:
-    /// breakers, timeouts, deadlines and limits are not applied.
+    /// breakers, timeouts, deadlines and limits are not applied, and [`execute`] logs an ERROR
+    /// once per site whose policy names one of them.
     pub const fn with_from_rejected(mut self, f: fn(Rejected) -> E) -> Self {
         self.from_rejected = Some(f);
         self
@@ -1773,6 +1796,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    site.check_hooks(hooks.rejects());
     drive(
         Call::new(site, hooks.without_refresh()),
         attempt,
@@ -1830,6 +1854,7 @@ where
     R: FnMut() -> RFut,
     RFut: Future<Output = Result<(), E>>,
 {
+    site.check_hooks(hooks.rejects());
     drive(Call::new(site, hooks.with_refresh()), attempt, refresh).await
 }
 
@@ -1892,6 +1917,7 @@ where
     E: Classify,
     F: FnMut() -> Result<T, E>,
 {
+    site.check_hooks(hooks.rejects());
     drive_blocking(Call::new(site, hooks.without_refresh()), attempt, || Ok(()))
 }
 
@@ -1929,6 +1955,7 @@ where
     F: FnMut() -> Result<T, E>,
     R: FnMut() -> Result<(), E>,
 {
+    site.check_hooks(hooks.rejects());
     drive_blocking(Call::new(site, hooks.with_refresh()), attempt, refresh)
 }
 

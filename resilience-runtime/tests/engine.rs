@@ -741,3 +741,43 @@ async fn execute_ends_on_auth_and_execute_with_refresh_refreshes() {
     let s = &m.site("exec_auth").unwrap().metrics;
     assert_eq!((s.refreshes, s.retries), (3, 0));
 }
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[test]
+fn a_breaker_without_from_rejected_is_reported_once_not_silently_dropped() {
+    static SITE: Site = Site::new(&Policy::new("no_hook", module_path!()).with_breaker("no_hook"));
+    let out = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_ansi(false)
+        .finish();
+    let registry = Registry::new();
+    tracing::subscriber::with_default(subscriber, || {
+        registry.enter(|| {
+            for _ in 0..3 {
+                let r: Result<u32, E> = execute_blocking(&SITE, Hooks::new(), || Ok(1));
+                assert_eq!(r, Ok(1));
+            }
+        })
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("none of them is applied").count(), 1, "{text}");
+    assert!(text.contains("ERROR") && text.contains("no_hook"), "{text}");
+}
