@@ -47,7 +47,8 @@ pub enum TripMode {
         threshold: u32,
     },
     /// Open when the failure ratio over the last `window` calls reaches `ratio`; only once the
-    /// window is full (as MicroProfile Fault Tolerance's `requestVolumeThreshold`).
+    /// window is full (as MicroProfile Fault Tolerance's `requestVolumeThreshold`), and then after
+    /// every recorded outcome: a success that fills the window at the ratio opens it too.
     Ratio {
         /// Number of recent calls considered.
         window: u32,
@@ -717,11 +718,67 @@ mod tests {
         fail(&b);
         // 3 of 3 failed, but the window of 4 is not full yet.
         assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.failures(), 3);
+        // The success fills the window: [F F F S], 3 of 4 failed >= 50%.
         b.try_acquire().unwrap().record(Outcome::Success);
-        assert_eq!(b.state(), BreakerState::Closed);
-        // Window now [F F F S]; the next failure overwrites the oldest F: 3 of 4 failed >= 50%.
-        fail(&b);
         assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_that_fills_a_window_at_the_ratio_opens_it() {
+        let sequences = [
+            [
+                Outcome::Success,
+                Outcome::Failure,
+                Outcome::Failure,
+                Outcome::Success,
+            ],
+            [
+                Outcome::Failure,
+                Outcome::Failure,
+                Outcome::Failure,
+                Outcome::Success,
+            ],
+        ];
+        for outcomes in sequences {
+            let b = Breaker::new(
+                "r",
+                BreakerConfig::new().with_trip(TripMode::Ratio {
+                    window: 4,
+                    ratio: 0.5,
+                }),
+            );
+            let (last, first) = outcomes.split_last().unwrap();
+            for &o in first {
+                b.try_acquire().unwrap().record(o);
+                assert_eq!(b.state(), BreakerState::Closed, "{outcomes:?}");
+            }
+            b.try_acquire().unwrap().record(*last);
+            assert_eq!(b.state(), BreakerState::Open, "{outcomes:?}");
+            assert_eq!(b.opened_total(), 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_below_the_ratio_stays_closed_on_success() {
+        let b = Breaker::new(
+            "r",
+            BreakerConfig::new().with_trip(TripMode::Ratio {
+                window: 4,
+                ratio: 0.5,
+            }),
+        );
+        for o in [
+            Outcome::Failure,
+            Outcome::Success,
+            Outcome::Success,
+            Outcome::Success,
+            Outcome::Success,
+        ] {
+            b.try_acquire().unwrap().record(o);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.failures(), 0);
     }
 
     #[tokio::test(start_paused = true)]

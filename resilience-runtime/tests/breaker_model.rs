@@ -181,7 +181,8 @@ impl Model {
                 self.window_calls += 1;
                 let threshold = ((size as f64) * ratio).ceil().max(1.0) as u64;
                 let in_window = self.window.iter().filter(|f| **f).count() as u64;
-                if failed && self.window_calls >= size && in_window >= threshold {
+                // Once full, the window is judged after every outcome, a success included.
+                if self.window_calls >= size && in_window >= threshold {
                     self.transition(BreakerState::Open);
                 }
             }

@@ -159,7 +159,9 @@ impl Window {
         }
     }
 
-    /// Records one call; returns the failures in the window once it is full.
+    /// Records one call; returns the failures in the window once it is full, whatever the
+    /// outcome: a success that completes a full window at the ratio opens the breaker as a
+    /// failure would.
     fn record(&self, failed: bool) -> Option<u64> {
         let pos = self.calls.fetch_add(1, Ordering::AcqRel);
         let slot = pos % self.size;
@@ -170,7 +172,7 @@ impl Window {
         } else {
             word.fetch_and(!(1 << b), Ordering::AcqRel);
         }
-        (failed && pos + 1 >= self.size).then(|| self.failures_with(Ordering::Acquire))
+        (pos + 1 >= self.size).then(|| self.failures_with(Ordering::Acquire))
     }
 
     fn reset(&self) {
