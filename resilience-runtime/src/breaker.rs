@@ -52,7 +52,9 @@ pub enum TripMode {
     Ratio {
         /// Number of recent calls considered.
         window: u32,
-        /// Failure ratio, in `(0, 1]`, that opens the breaker.
+        /// Failure ratio, in `(0, 1]`, that opens the breaker: it opens at the fewest failures
+        /// `n` in the window with `n / window >= ratio`, the decimal compared as written (7 of
+        /// 50 calls reach `0.14`).
         ratio: f64,
     },
 }
@@ -567,6 +569,7 @@ impl Drop for Permit<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{Strategy, prop_assert_eq, prop_oneof, proptest};
 
     fn consecutive(threshold: u32) -> Breaker {
         Breaker::new(
@@ -813,6 +816,92 @@ mod tests {
         b.try_acquire().unwrap().record(Outcome::Success);
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.failures(), 0);
+    }
+
+    #[test]
+    fn the_ratio_threshold_is_exact_for_decimal_ratios() {
+        let cases = [
+            // window * ratio rounds up past the integer here: 50 * 0.14 = 7.000000000000001.
+            (50, 0.14, 7),
+            (100, 0.07, 7),
+            (25, 0.28, 7),
+            (200, 0.55, 110),
+            (10, 0.3, 3),
+            (3, 1.0 / 3.0, 1),
+            (3, 2.0 / 3.0, 2),
+            (7, 0.29, 3),
+            (4, 0.5, 2),
+            (1, 1.0, 1),
+            (1, 0.01, 1),
+            (1000, 0.001, 1),
+            (65_536, 1.0, 65_536),
+        ];
+        for (window, ratio, expected) in cases {
+            assert_eq!(
+                machine::ratio_threshold(window, ratio),
+                expected,
+                "window {window}, ratio {ratio}"
+            );
+        }
+    }
+
+    /// The threshold's definition, by brute force: the fewest failures whose share of the window
+    /// reaches the ratio (the whole window when none does).
+    fn smallest_reaching(window: u64, ratio: f64) -> u64 {
+        (1..=window)
+            .find(|&n| n as f64 / window as f64 >= ratio)
+            .unwrap_or(window)
+    }
+
+    proptest! {
+        #[test]
+        fn the_ratio_threshold_is_the_fewest_failures_that_reach_the_ratio(
+            window in prop_oneof![1u64..=200, 1u64..=65_536],
+            ratio in prop_oneof![
+                (1u32..=100).prop_map(|k| f64::from(k) / 100.0),
+                (1u32..=1000).prop_map(|k| f64::from(k) / 1000.0),
+                (1u32..=100, 1u32..=100)
+                    .prop_map(|(a, b)| f64::from(a.min(b)) / f64::from(a.max(b))),
+                f64::MIN_POSITIVE..=1.0,
+            ],
+        ) {
+            prop_assert_eq!(
+                machine::ratio_threshold(window, ratio),
+                smallest_reaching(window, ratio)
+            );
+        }
+
+        #[test]
+        fn a_ratio_of_n_in_the_window_needs_exactly_n_failures(
+            window in 1u64..=65_536,
+            seed in 0u64..=u64::MAX,
+        ) {
+            let n = 1 + seed % window;
+            let ratio = n as f64 / window as f64;
+            prop_assert_eq!(machine::ratio_threshold(window, ratio), n);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ratio_breaker_opens_at_the_exact_share_of_failures() {
+        // 7 of 50 is 14%: the seventh failure in a full window opens it, not an eighth.
+        let b = Breaker::new(
+            "r",
+            BreakerConfig::new().with_trip(TripMode::Ratio {
+                window: 50,
+                ratio: 0.14,
+            }),
+        );
+        for _ in 0..44 {
+            b.try_acquire().unwrap().record(Outcome::Success);
+        }
+        for _ in 0..6 {
+            fail(&b);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.failures(), 6);
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     #[test]

@@ -179,7 +179,10 @@ impl Model {
                     self.window.pop_front();
                 }
                 self.window_calls += 1;
-                let threshold = ((size as f64) * ratio).ceil().max(1.0) as u64;
+                // The fewest failures whose share of the window reaches the ratio.
+                let threshold = (1..=size)
+                    .find(|&n| n as f64 / size as f64 >= ratio)
+                    .unwrap_or(size);
                 let in_window = self.window.iter().filter(|f| **f).count() as u64;
                 // Once full, the window is judged after every outcome, a success included.
                 if self.window_calls >= size && in_window >= threshold {

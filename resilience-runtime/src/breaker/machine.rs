@@ -150,7 +150,7 @@ impl Window {
     pub(crate) fn new(size: u32, ratio: f64) -> Window {
         let size = u64::from(size.max(1));
         let words = size.div_ceil(64) as usize;
-        let threshold = ((size as f64) * ratio).ceil().max(1.0) as u64;
+        let threshold = ratio_threshold(size, ratio);
         Window {
             size,
             threshold,
@@ -188,6 +188,28 @@ impl Window {
             .map(|x| u64::from(x.load(order).count_ones()))
             .sum()
     }
+}
+
+/// The fewest failures in a full window of `size` calls whose share reaches `ratio`: the smallest
+/// `n` in `1..=size` with `n / size >= ratio`, or `size` when none does (a ratio above 1).
+///
+/// `size * ratio` rounded up is only an estimate: 50 * 0.14 is 7.000000000000001 in floating
+/// point, and its ceiling would ask for 8 failures where 7 of 50 is exactly 14%. The quotient
+/// `n / size` is correctly rounded, so for a ratio written as a decimal it equals the double
+/// nearest that decimal exactly when `n / size` is that decimal; the estimate is moved down, then
+/// up, until that comparison says it is the smallest.
+pub(crate) fn ratio_threshold(size: u64, ratio: f64) -> u64 {
+    let size = size.max(1);
+    let reaches = |n: u64| n as f64 / size as f64 >= ratio;
+    // `max` also turns a NaN estimate into 1.
+    let mut n = ((size as f64) * ratio).ceil().max(1.0).min(size as f64) as u64;
+    while n > 1 && reaches(n - 1) {
+        n -= 1;
+    }
+    while n < size && !reaches(n) {
+        n += 1;
+    }
+    n
 }
 
 /// The caller's clock, read at most once and only when a transition needs the time.
