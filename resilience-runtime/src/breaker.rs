@@ -2,10 +2,17 @@
 //!
 //! ```text
 //! CLOSED --(threshold failures, or failure ratio over a full window)--> OPEN
-//! OPEN   --(cooldown elapsed)--> HALF-OPEN (at most `half_open_probes` calls at once)
+//! OPEN   --(cooldown elapsed, a probe slot free)--> HALF-OPEN
 //! HALF-OPEN --(success_threshold successes)--> CLOSED
 //! HALF-OPEN --(one failure)--> OPEN
 //! ```
+//!
+//! At most `half_open_probes` probes are in flight at once, counted across half-open periods: a
+//! probe that outlives its period (a sibling failed and reopened the breaker, or it closed, or an
+//! operator reset it) keeps its slot until it is recorded or released, though its outcome no
+//! longer counts. Once the cooldown has elapsed, an open breaker whose slots are all held by such
+//! probes turns half-open only when one comes back; until then it refuses with a zero wait, as a
+//! full half-open breaker does.
 //!
 //! Only transient failures and timeouts count. Permanent, policy and auth errors say nothing about
 //! the dependency's health: they count as neither success nor failure.
@@ -79,7 +86,8 @@ pub struct BreakerConfig {
     pub trip: TripMode,
     /// How long the breaker stays open before it lets probes through (default 60s).
     pub cooldown: Duration,
-    /// Calls let through at once while half-open (default 1).
+    /// Probes in flight at once (default 1), including probes of an earlier half-open period
+    /// that have not come back yet.
     pub half_open_probes: u32,
     /// Successful probes needed to close (default 1).
     pub success_threshold: u32,
@@ -379,7 +387,8 @@ impl Breaker {
         self.machine.failures()
     }
 
-    /// Half-open probes in flight.
+    /// Half-open probes in flight: every probe admitted and not yet recorded or released,
+    /// including those of an earlier half-open period, whatever the state now.
     pub fn probes_in_flight(&self) -> u64 {
         self.machine.probes()
     }
@@ -431,7 +440,8 @@ impl Breaker {
     }
 
     /// Asks to call through. A closed breaker admits with one atomic load; an open one whose
-    /// cooldown has elapsed turns half-open and admits a probe.
+    /// cooldown has elapsed turns half-open and admits a probe, if fewer than
+    /// `half_open_probes` are in flight.
     ///
     /// # Errors
     ///
@@ -465,7 +475,8 @@ impl Breaker {
         })
     }
 
-    /// Records the outcome of an admitted call. Results from an older generation are ignored.
+    /// Records the outcome of an admitted call. Results from an older generation are ignored,
+    /// but a probe's still gives its slot back.
     #[inline(always)]
     pub fn record(&self, ticket: Ticket, outcome: Outcome) {
         if let Some(tr) = self.machine.record(ticket, outcome, clock::now_nanos) {
@@ -688,6 +699,107 @@ mod tests {
         }));
         assert!(r.is_err());
         assert_eq!(b.probes_in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_outliving_its_half_open_period_keeps_its_slot() {
+        let b = Breaker::new(
+            "t",
+            BreakerConfig::new()
+                .with_failure_threshold(1)
+                .with_half_open_probes(2),
+        );
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let a = b.acquire().unwrap();
+        let p = b.acquire().unwrap();
+        assert!(a.is_probe() && p.is_probe());
+        // p fails and reopens the breaker while a is still in flight.
+        b.record(p, Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.probes_in_flight(), 1);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let c = b.acquire().unwrap();
+        assert!(c.is_probe());
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.probes_in_flight(), 2);
+        // a still holds the second slot: no third probe in flight.
+        assert_eq!(b.acquire().unwrap_err(), Duration::ZERO);
+        // a's late success belongs to the last period: it frees the slot and nothing else.
+        let generation = b.generation();
+        b.record(a, Outcome::Success);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.generation(), generation);
+        assert_eq!(b.probes_in_flight(), 1);
+        let d = b.acquire().unwrap();
+        assert!(d.is_probe());
+        assert_eq!(b.probes_in_flight(), 2);
+        b.record(c, Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // d outlives its period too: counted until it is given back, then nothing is left.
+        assert_eq!(b.probes_in_flight(), 1);
+        b.release(d);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.probes_in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_whose_stale_probes_fill_the_limit_waits_for_them() {
+        let b = consecutive(1);
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let a = b.acquire().unwrap();
+        assert!(a.is_probe());
+        b.reset();
+        assert_eq!(b.probes_in_flight(), 1);
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        // The cooldown is over, but the one probe slot is a's: refused as a full half-open is.
+        assert_eq!(b.acquire().unwrap_err(), Duration::ZERO);
+        assert_eq!(b.state(), BreakerState::Open);
+        // a's failure is stale: it gives the slot back and does not reopen anything.
+        b.record(a, Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.opened_total(), 2);
+        assert_eq!(b.probes_in_flight(), 0);
+        let p = b.try_acquire().unwrap();
+        assert!(p.is_probe());
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        p.record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_breaker_counts_failures_as_usual_beside_a_stale_probe() {
+        let b = consecutive(2);
+        fail(&b);
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let a = b.acquire().unwrap();
+        assert!(a.is_probe());
+        b.reset();
+        assert_eq!(b.probes_in_flight(), 1);
+        let generation = b.generation();
+        // Admission in the closed state is unchanged.
+        assert!(b.closed_ticket().is_some());
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.failures(), 0);
+        fail(&b);
+        assert_eq!(b.failures(), 1);
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.failures(), 0);
+        fail(&b);
+        // The stale probe's failure is not counted.
+        b.record(a, Outcome::Failure);
+        assert_eq!(b.failures(), 1);
+        assert_eq!(b.probes_in_flight(), 0);
+        assert_eq!(
+            (b.state(), b.generation()),
+            (BreakerState::Closed, generation)
+        );
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     #[tokio::test(start_paused = true)]
