@@ -2,10 +2,17 @@
 //!
 //! ```text
 //! CLOSED --(threshold failures, or failure ratio over a full window)--> OPEN
-//! OPEN   --(cooldown elapsed)--> HALF-OPEN (at most `half_open_probes` calls at once)
+//! OPEN   --(cooldown elapsed, a probe slot free)--> HALF-OPEN
 //! HALF-OPEN --(success_threshold successes)--> CLOSED
 //! HALF-OPEN --(one failure)--> OPEN
 //! ```
+//!
+//! At most `half_open_probes` probes are in flight at once, counted across half-open periods: a
+//! probe that outlives its period (a sibling failed and reopened the breaker, or it closed, or an
+//! operator reset it) keeps its slot until it is recorded or released, though its outcome no
+//! longer counts. Once the cooldown has elapsed, an open breaker whose slots are all held by such
+//! probes turns half-open only when one comes back; until then it refuses with a zero wait, as a
+//! full half-open breaker does.
 //!
 //! Only transient failures and timeouts count. Permanent, policy and auth errors say nothing about
 //! the dependency's health: they count as neither success nor failure.
@@ -47,11 +54,14 @@ pub enum TripMode {
         threshold: u32,
     },
     /// Open when the failure ratio over the last `window` calls reaches `ratio`; only once the
-    /// window is full (as MicroProfile Fault Tolerance's `requestVolumeThreshold`).
+    /// window is full (as MicroProfile Fault Tolerance's `requestVolumeThreshold`), and then after
+    /// every recorded outcome: a success that fills the window at the ratio opens it too.
     Ratio {
         /// Number of recent calls considered.
         window: u32,
-        /// Failure ratio, in `(0, 1]`, that opens the breaker.
+        /// Failure ratio, in `(0, 1]`, that opens the breaker: it opens at the fewest failures
+        /// `n` in the window with `n / window >= ratio`, the decimal compared as written (7 of
+        /// 50 calls reach `0.14`).
         ratio: f64,
     },
 }
@@ -76,7 +86,8 @@ pub struct BreakerConfig {
     pub trip: TripMode,
     /// How long the breaker stays open before it lets probes through (default 60s).
     pub cooldown: Duration,
-    /// Calls let through at once while half-open (default 1).
+    /// Probes in flight at once (default 1), including probes of an earlier half-open period
+    /// that have not come back yet.
     pub half_open_probes: u32,
     /// Successful probes needed to close (default 1).
     pub success_threshold: u32,
@@ -376,7 +387,8 @@ impl Breaker {
         self.machine.failures()
     }
 
-    /// Half-open probes in flight.
+    /// Half-open probes in flight: every probe admitted and not yet recorded or released,
+    /// including those of an earlier half-open period, whatever the state now.
     pub fn probes_in_flight(&self) -> u64 {
         self.machine.probes()
     }
@@ -428,7 +440,8 @@ impl Breaker {
     }
 
     /// Asks to call through. A closed breaker admits with one atomic load; an open one whose
-    /// cooldown has elapsed turns half-open and admits a probe.
+    /// cooldown has elapsed turns half-open and admits a probe, if fewer than
+    /// `half_open_probes` are in flight.
     ///
     /// # Errors
     ///
@@ -462,7 +475,8 @@ impl Breaker {
         })
     }
 
-    /// Records the outcome of an admitted call. Results from an older generation are ignored.
+    /// Records the outcome of an admitted call. Results from an older generation are ignored,
+    /// but a probe's still gives its slot back.
     #[inline(always)]
     pub fn record(&self, ticket: Ticket, outcome: Outcome) {
         if let Some(tr) = self.machine.record(ticket, outcome, clock::now_nanos) {
@@ -566,6 +580,7 @@ impl Drop for Permit<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{Strategy, prop_assert_eq, prop_oneof, proptest};
 
     fn consecutive(threshold: u32) -> Breaker {
         Breaker::new(
@@ -687,6 +702,107 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_probe_outliving_its_half_open_period_keeps_its_slot() {
+        let b = Breaker::new(
+            "t",
+            BreakerConfig::new()
+                .with_failure_threshold(1)
+                .with_half_open_probes(2),
+        );
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let a = b.acquire().unwrap();
+        let p = b.acquire().unwrap();
+        assert!(a.is_probe() && p.is_probe());
+        // p fails and reopens the breaker while a is still in flight.
+        b.record(p, Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.probes_in_flight(), 1);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let c = b.acquire().unwrap();
+        assert!(c.is_probe());
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.probes_in_flight(), 2);
+        // a still holds the second slot: no third probe in flight.
+        assert_eq!(b.acquire().unwrap_err(), Duration::ZERO);
+        // a's late success belongs to the last period: it frees the slot and nothing else.
+        let generation = b.generation();
+        b.record(a, Outcome::Success);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.generation(), generation);
+        assert_eq!(b.probes_in_flight(), 1);
+        let d = b.acquire().unwrap();
+        assert!(d.is_probe());
+        assert_eq!(b.probes_in_flight(), 2);
+        b.record(c, Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // d outlives its period too: counted until it is given back, then nothing is left.
+        assert_eq!(b.probes_in_flight(), 1);
+        b.release(d);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.probes_in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_whose_stale_probes_fill_the_limit_waits_for_them() {
+        let b = consecutive(1);
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let a = b.acquire().unwrap();
+        assert!(a.is_probe());
+        b.reset();
+        assert_eq!(b.probes_in_flight(), 1);
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        // The cooldown is over, but the one probe slot is a's: refused as a full half-open is.
+        assert_eq!(b.acquire().unwrap_err(), Duration::ZERO);
+        assert_eq!(b.state(), BreakerState::Open);
+        // a's failure is stale: it gives the slot back and does not reopen anything.
+        b.record(a, Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.opened_total(), 2);
+        assert_eq!(b.probes_in_flight(), 0);
+        let p = b.try_acquire().unwrap();
+        assert!(p.is_probe());
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        p.record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_breaker_counts_failures_as_usual_beside_a_stale_probe() {
+        let b = consecutive(2);
+        fail(&b);
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let a = b.acquire().unwrap();
+        assert!(a.is_probe());
+        b.reset();
+        assert_eq!(b.probes_in_flight(), 1);
+        let generation = b.generation();
+        // Admission in the closed state is unchanged.
+        assert!(b.closed_ticket().is_some());
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.failures(), 0);
+        fail(&b);
+        assert_eq!(b.failures(), 1);
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.failures(), 0);
+        fail(&b);
+        // The stale probe's failure is not counted.
+        b.record(a, Outcome::Failure);
+        assert_eq!(b.failures(), 1);
+        assert_eq!(b.probes_in_flight(), 0);
+        assert_eq!(
+            (b.state(), b.generation()),
+            (BreakerState::Closed, generation)
+        );
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_late_result_from_an_old_generation_is_ignored() {
         let b = consecutive(2);
         let slow = b.acquire().unwrap();
@@ -717,11 +833,67 @@ mod tests {
         fail(&b);
         // 3 of 3 failed, but the window of 4 is not full yet.
         assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.failures(), 3);
+        // The success fills the window: [F F F S], 3 of 4 failed >= 50%.
         b.try_acquire().unwrap().record(Outcome::Success);
-        assert_eq!(b.state(), BreakerState::Closed);
-        // Window now [F F F S]; the next failure overwrites the oldest F: 3 of 4 failed >= 50%.
-        fail(&b);
         assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_that_fills_a_window_at_the_ratio_opens_it() {
+        let sequences = [
+            [
+                Outcome::Success,
+                Outcome::Failure,
+                Outcome::Failure,
+                Outcome::Success,
+            ],
+            [
+                Outcome::Failure,
+                Outcome::Failure,
+                Outcome::Failure,
+                Outcome::Success,
+            ],
+        ];
+        for outcomes in sequences {
+            let b = Breaker::new(
+                "r",
+                BreakerConfig::new().with_trip(TripMode::Ratio {
+                    window: 4,
+                    ratio: 0.5,
+                }),
+            );
+            let (last, first) = outcomes.split_last().unwrap();
+            for &o in first {
+                b.try_acquire().unwrap().record(o);
+                assert_eq!(b.state(), BreakerState::Closed, "{outcomes:?}");
+            }
+            b.try_acquire().unwrap().record(*last);
+            assert_eq!(b.state(), BreakerState::Open, "{outcomes:?}");
+            assert_eq!(b.opened_total(), 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_below_the_ratio_stays_closed_on_success() {
+        let b = Breaker::new(
+            "r",
+            BreakerConfig::new().with_trip(TripMode::Ratio {
+                window: 4,
+                ratio: 0.5,
+            }),
+        );
+        for o in [
+            Outcome::Failure,
+            Outcome::Success,
+            Outcome::Success,
+            Outcome::Success,
+            Outcome::Success,
+        ] {
+            b.try_acquire().unwrap().record(o);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.failures(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -756,6 +928,92 @@ mod tests {
         b.try_acquire().unwrap().record(Outcome::Success);
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.failures(), 0);
+    }
+
+    #[test]
+    fn the_ratio_threshold_is_exact_for_decimal_ratios() {
+        let cases = [
+            // window * ratio rounds up past the integer here: 50 * 0.14 = 7.000000000000001.
+            (50, 0.14, 7),
+            (100, 0.07, 7),
+            (25, 0.28, 7),
+            (200, 0.55, 110),
+            (10, 0.3, 3),
+            (3, 1.0 / 3.0, 1),
+            (3, 2.0 / 3.0, 2),
+            (7, 0.29, 3),
+            (4, 0.5, 2),
+            (1, 1.0, 1),
+            (1, 0.01, 1),
+            (1000, 0.001, 1),
+            (65_536, 1.0, 65_536),
+        ];
+        for (window, ratio, expected) in cases {
+            assert_eq!(
+                machine::ratio_threshold(window, ratio),
+                expected,
+                "window {window}, ratio {ratio}"
+            );
+        }
+    }
+
+    /// The threshold's definition, by brute force: the fewest failures whose share of the window
+    /// reaches the ratio (the whole window when none does).
+    fn smallest_reaching(window: u64, ratio: f64) -> u64 {
+        (1..=window)
+            .find(|&n| n as f64 / window as f64 >= ratio)
+            .unwrap_or(window)
+    }
+
+    proptest! {
+        #[test]
+        fn the_ratio_threshold_is_the_fewest_failures_that_reach_the_ratio(
+            window in prop_oneof![1u64..=200, 1u64..=65_536],
+            ratio in prop_oneof![
+                (1u32..=100).prop_map(|k| f64::from(k) / 100.0),
+                (1u32..=1000).prop_map(|k| f64::from(k) / 1000.0),
+                (1u32..=100, 1u32..=100)
+                    .prop_map(|(a, b)| f64::from(a.min(b)) / f64::from(a.max(b))),
+                f64::MIN_POSITIVE..=1.0,
+            ],
+        ) {
+            prop_assert_eq!(
+                machine::ratio_threshold(window, ratio),
+                smallest_reaching(window, ratio)
+            );
+        }
+
+        #[test]
+        fn a_ratio_of_n_in_the_window_needs_exactly_n_failures(
+            window in 1u64..=65_536,
+            seed in 0u64..=u64::MAX,
+        ) {
+            let n = 1 + seed % window;
+            let ratio = n as f64 / window as f64;
+            prop_assert_eq!(machine::ratio_threshold(window, ratio), n);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ratio_breaker_opens_at_the_exact_share_of_failures() {
+        // 7 of 50 is 14%: the seventh failure in a full window opens it, not an eighth.
+        let b = Breaker::new(
+            "r",
+            BreakerConfig::new().with_trip(TripMode::Ratio {
+                window: 50,
+                ratio: 0.14,
+            }),
+        );
+        for _ in 0..44 {
+            b.try_acquire().unwrap().record(Outcome::Success);
+        }
+        for _ in 0..6 {
+            fail(&b);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.failures(), 6);
+        fail(&b);
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     #[test]

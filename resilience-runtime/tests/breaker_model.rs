@@ -2,7 +2,8 @@
 //! over random sequences of operations (acquire, record a success / failure / ignored outcome,
 //! drop a ticket, advance the paused clock, reset), in both trip modes. After every operation the
 //! state, generation, failure count and probes in flight must agree, and so must every admission
-//! decision and the wait it reports.
+//! decision and the wait it reports. Probes in flight count every probe ticket not yet given
+//! back, whatever half-open period admitted it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -59,6 +60,7 @@ struct Model {
     state: BreakerState,
     generation: u32,
     failures: u64,
+    /// Probe tickets not yet recorded or released, of this half-open period or an earlier one.
     probes: u64,
     successes: u64,
     opened_at: Duration,
@@ -93,7 +95,6 @@ impl Model {
         self.state = to;
         self.generation = self.generation.wrapping_add(1);
         self.failures = 0;
-        self.probes = 0;
         self.successes = 0;
         if to == BreakerState::Open {
             self.opened_at = self.now;
@@ -115,8 +116,11 @@ impl Model {
                 if elapsed < COOLDOWN {
                     return Err(COOLDOWN - elapsed);
                 }
+                if self.probes >= u64::from(self.config.half_open_probes) {
+                    return Err(Duration::ZERO);
+                }
                 self.transition(BreakerState::HalfOpen);
-                self.probes = 1;
+                self.probes += 1;
                 Ok(ModelTicket {
                     generation: self.generation,
                     probe: true,
@@ -136,22 +140,21 @@ impl Model {
     }
 
     fn record(&mut self, t: ModelTicket, outcome: Outcome) {
+        if t.probe {
+            // A probe gives its slot back whatever its generation.
+            self.probes -= 1;
+        }
         if t.generation != self.generation {
             return;
         }
         if t.probe {
-            if self.state != BreakerState::HalfOpen {
-                return;
-            }
             match outcome {
                 Outcome::Failure => self.transition(BreakerState::Open),
-                Outcome::Ignored => self.probes -= 1,
+                Outcome::Ignored => {}
                 Outcome::Success => {
                     self.successes += 1;
                     if self.successes >= u64::from(self.config.success_threshold) {
                         self.transition(BreakerState::Closed);
-                    } else {
-                        self.probes -= 1;
                     }
                 }
             }
@@ -179,9 +182,13 @@ impl Model {
                     self.window.pop_front();
                 }
                 self.window_calls += 1;
-                let threshold = ((size as f64) * ratio).ceil().max(1.0) as u64;
+                // The fewest failures whose share of the window reaches the ratio.
+                let threshold = (1..=size)
+                    .find(|&n| n as f64 / size as f64 >= ratio)
+                    .unwrap_or(size);
                 let in_window = self.window.iter().filter(|f| **f).count() as u64;
-                if failed && self.window_calls >= size && in_window >= threshold {
+                // Once full, the window is judged after every outcome, a success included.
+                if self.window_calls >= size && in_window >= threshold {
                     self.transition(BreakerState::Open);
                 }
             }
@@ -201,12 +208,12 @@ fn check(real: &Breaker, model: &Model, step: usize, op: &Op) -> Result<(), Test
     prop_assert_eq!(real.state(), model.state, "{}", ctx());
     prop_assert_eq!(real.generation(), model.generation, "{}", ctx());
     prop_assert_eq!(real.failures(), model.window_failures(), "{}", ctx());
-    let probes = if model.state == BreakerState::HalfOpen {
-        model.probes
-    } else {
-        0
-    };
-    prop_assert_eq!(real.probes_in_flight(), probes, "{}", ctx());
+    prop_assert_eq!(real.probes_in_flight(), model.probes, "{}", ctx());
+    prop_assert!(
+        model.probes <= u64::from(model.config.half_open_probes),
+        "{}",
+        ctx()
+    );
     Ok(())
 }
 

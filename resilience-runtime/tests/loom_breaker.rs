@@ -1,4 +1,5 @@
-//! Loom models of the breaker's state machine: trip, probe admission, close, stale generations.
+//! Loom models of the breaker's state machine: trip, probe admission, close, stale generations,
+//! and probes that outlive their half-open period.
 //!
 //! The machine's source (`src/breaker/machine.rs`) is compiled here a second time with loom's
 //! atomics in place of std's (it imports them from `super::sync`), so loom explores every
@@ -9,6 +10,7 @@
 use std::time::Duration;
 
 use loom::sync::Arc;
+use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
 
 mod sync {
@@ -19,7 +21,7 @@ mod sync {
 #[path = "../src/breaker/machine.rs"]
 mod machine;
 
-use machine::{CLOSED, HALF_OPEN, Limits, Machine, OPEN, Outcome, Transition};
+use machine::{CLOSED, HALF_OPEN, Limits, Machine, OPEN, Outcome, Transition, Window};
 
 const COOLDOWN: u64 = 100;
 
@@ -195,13 +197,103 @@ fn probe_admission_is_bounded_and_every_slot_comes_back() {
             "{transitions:?}"
         );
         assert!(reopened_from_closed <= 1);
-        if m.state() == HALF_OPEN {
-            assert_eq!(m.probes(), 0, "a probe slot leaked");
-        }
+        // Every ticket was recorded: whatever the state, no probe slot is left taken.
+        assert_eq!(m.probes(), 0, "a probe slot leaked");
         if m.state() == OPEN {
             assert_eq!(m.opened_at(), Some(COOLDOWN));
         }
         assert!(results.iter().filter(|r| r.1).count() <= 3);
+    });
+}
+
+/// Two probes are out when one of them fails and reopens the breaker; the other, now stale, is
+/// given back while a caller asks for two probes after the next cooldown. The stale probe keeps
+/// its slot until it is given back, so probes in flight never exceed the limit across the two
+/// half-open periods, and every slot comes back.
+#[test]
+fn a_stale_probe_keeps_its_slot_across_a_reopen() {
+    model(|| {
+        let m = Arc::new(machine(1, 2, 1));
+        open_at(&m, 0);
+        let (a, _) = m.acquire(|| COOLDOWN).unwrap();
+        let (b, _) = m.acquire(|| COOLDOWN).unwrap();
+        assert!(a.is_probe() && b.is_probe());
+        // Probe tickets surely out: counted once admitted, uncounted before they go back, so
+        // never more than are truly in flight.
+        let out = Arc::new(AtomicU64::new(2));
+        let reopener = {
+            let (m, out) = (m.clone(), out.clone());
+            thread::spawn(move || {
+                out.fetch_sub(1, Ordering::SeqCst);
+                m.record(b, Outcome::Failure, || COOLDOWN)
+            })
+        };
+        let stale = {
+            let (m, out) = (m.clone(), out.clone());
+            thread::spawn(move || {
+                out.fetch_sub(1, Ordering::SeqCst);
+                m.record(a, Outcome::Ignored, || COOLDOWN)
+            })
+        };
+        let caller = {
+            let (m, out) = (m.clone(), out.clone());
+            thread::spawn(move || {
+                let mut held = Vec::new();
+                for _ in 0..2 {
+                    if let Ok((t, _)) = m.acquire(|| 2 * COOLDOWN) {
+                        assert!(t.is_probe());
+                        let n = out.fetch_add(1, Ordering::SeqCst) + 1;
+                        assert!(n <= 2, "{n} probes in flight");
+                        held.push(t);
+                    }
+                }
+                held
+            })
+        };
+        let reopened = reopener.join().unwrap();
+        assert_eq!(reopened.map(|t| (t.from, t.to)), Some((HALF_OPEN, OPEN)));
+        assert_eq!(stale.join().unwrap(), None);
+        let held = caller.join().unwrap();
+        assert_eq!(m.probes(), held.len() as u64, "a probe slot leaked");
+        for t in held {
+            m.record(t, Outcome::Ignored, || 2 * COOLDOWN);
+        }
+        assert_eq!(m.probes(), 0, "a probe slot leaked");
+    });
+}
+
+/// In ratio mode, a failure that fills the window at the ratio races a stale probe giving its
+/// slot back (the probe was out when an operator reset the breaker). The slot changes the word
+/// the failure's opening expected, but the breaker still opens, and the slot still comes back.
+#[test]
+fn a_stale_probe_given_back_does_not_lose_a_ratio_trip() {
+    model(|| {
+        let limits = Limits {
+            threshold: u64::MAX,
+            cooldown: COOLDOWN,
+            probes: 1,
+            successes: 1,
+        };
+        let m = Arc::new(Machine::new(limits, Some(Window::new(1, 1.0))));
+        open_at(&m, 0);
+        let (probe, _) = m.acquire(|| COOLDOWN).unwrap();
+        assert!(probe.is_probe());
+        m.reset();
+        assert_eq!((m.state(), m.probes()), (CLOSED, 1));
+        let (t, _) = m.acquire(|| COOLDOWN).unwrap();
+        let tripper = {
+            let m = m.clone();
+            thread::spawn(move || m.record(t, Outcome::Failure, || COOLDOWN + 1))
+        };
+        let stale = {
+            let m = m.clone();
+            thread::spawn(move || m.record(probe, Outcome::Success, || COOLDOWN + 1))
+        };
+        let tripped = tripper.join().unwrap();
+        assert_eq!(stale.join().unwrap(), None);
+        assert_eq!(tripped.map(|t| (t.from, t.to)), Some((CLOSED, OPEN)));
+        assert_eq!((m.state(), m.probes()), (OPEN, 0));
+        assert_eq!(m.opened_at(), Some(COOLDOWN + 1));
     });
 }
 

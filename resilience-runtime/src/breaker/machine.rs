@@ -49,11 +49,17 @@ impl Ticket {
 }
 
 // Word layout: | successes 8 | probes 8 | failures 14 | state 2 | generation 32 |
+//
+// `probes` counts every probe ticket not yet recorded or released, whatever its generation: a
+// probe that outlives its half-open period (the breaker reopened, closed or was reset meanwhile)
+// keeps its slot until it comes back, so probes in flight stay bounded across periods. Every
+// transition carries the count over; only `successes` and `failures` start afresh.
 const GEN_MASK: u64 = 0xFFFF_FFFF;
 const STATE_SHIFT: u32 = 32;
 const FAIL_SHIFT: u32 = 34;
 const PROBE_SHIFT: u32 = 48;
 const SUCC_SHIFT: u32 = 56;
+const PROBE_BITS: u64 = 0xFF << PROBE_SHIFT;
 pub(crate) const MAX_FAILURES: u64 = (1 << 14) - 1;
 
 pub(crate) const CLOSED: u64 = 0;
@@ -89,13 +95,14 @@ impl Word {
         Word((self.0 & !(MAX_FAILURES << FAIL_SHIFT)) | (n.min(MAX_FAILURES) << FAIL_SHIFT))
     }
     fn with_probes(self, n: u64) -> Word {
-        Word((self.0 & !(0xFF << PROBE_SHIFT)) | ((n & 0xFF) << PROBE_SHIFT))
+        Word((self.0 & !PROBE_BITS) | ((n & 0xFF) << PROBE_SHIFT))
     }
     fn with_successes(self, n: u64) -> Word {
         Word((self.0 & !(0xFF << SUCC_SHIFT)) | ((n & 0xFF) << SUCC_SHIFT))
     }
+    /// The next generation in `state`, with the probes in flight carried over.
     fn next(self, state: u64) -> Word {
-        Word::new(self.generation().wrapping_add(1), state)
+        Word::new(self.generation().wrapping_add(1), state).with_probes(self.probes())
     }
 }
 
@@ -119,7 +126,7 @@ pub(crate) struct Limits {
     pub(crate) threshold: u64,
     /// The cooldown, in nanoseconds.
     pub(crate) cooldown: u64,
-    /// Probes admitted at once while half-open.
+    /// Probes in flight at once, whatever half-open period admitted them.
     pub(crate) probes: u64,
     /// Successful probes that close.
     pub(crate) successes: u64,
@@ -150,7 +157,7 @@ impl Window {
     pub(crate) fn new(size: u32, ratio: f64) -> Window {
         let size = u64::from(size.max(1));
         let words = size.div_ceil(64) as usize;
-        let threshold = ((size as f64) * ratio).ceil().max(1.0) as u64;
+        let threshold = ratio_threshold(size, ratio);
         Window {
             size,
             threshold,
@@ -159,7 +166,9 @@ impl Window {
         }
     }
 
-    /// Records one call; returns the failures in the window once it is full.
+    /// Records one call; returns the failures in the window once it is full, whatever the
+    /// outcome: a success that completes a full window at the ratio opens the breaker as a
+    /// failure would.
     fn record(&self, failed: bool) -> Option<u64> {
         let pos = self.calls.fetch_add(1, Ordering::AcqRel);
         let slot = pos % self.size;
@@ -170,7 +179,7 @@ impl Window {
         } else {
             word.fetch_and(!(1 << b), Ordering::AcqRel);
         }
-        (failed && pos + 1 >= self.size).then(|| self.failures_with(Ordering::Acquire))
+        (pos + 1 >= self.size).then(|| self.failures_with(Ordering::Acquire))
     }
 
     fn reset(&self) {
@@ -186,6 +195,28 @@ impl Window {
             .map(|x| u64::from(x.load(order).count_ones()))
             .sum()
     }
+}
+
+/// The fewest failures in a full window of `size` calls whose share reaches `ratio`: the smallest
+/// `n` in `1..=size` with `n / size >= ratio`, or `size` when none does (a ratio above 1).
+///
+/// `size * ratio` rounded up is only an estimate: 50 * 0.14 is 7.000000000000001 in floating
+/// point, and its ceiling would ask for 8 failures where 7 of 50 is exactly 14%. The quotient
+/// `n / size` is correctly rounded, so for a ratio written as a decimal it equals the double
+/// nearest that decimal exactly when `n / size` is that decimal; the estimate is moved down, then
+/// up, until that comparison says it is the smallest.
+pub(crate) fn ratio_threshold(size: u64, ratio: f64) -> u64 {
+    let size = size.max(1);
+    let reaches = |n: u64| n as f64 / size as f64 >= ratio;
+    // `max` also turns a NaN estimate into 1.
+    let mut n = ((size as f64) * ratio).ceil().max(1.0).min(size as f64) as u64;
+    while n > 1 && reaches(n - 1) {
+        n -= 1;
+    }
+    while n < size && !reaches(n) {
+        n += 1;
+    }
+    n
 }
 
 /// The caller's clock, read at most once and only when a transition needs the time.
@@ -334,7 +365,12 @@ impl<L: HasLimits> Machine<L> {
                     if elapsed < cooldown {
                         return Err(Duration::from_nanos(cooldown - elapsed));
                     }
-                    let next = w.next(HALF_OPEN).with_probes(1);
+                    // Probes of earlier periods still in flight hold their slots: with all of
+                    // them taken, the breaker waits for one to come back, as a full half-open.
+                    if w.probes() >= self.limits.limits().probes {
+                        return Err(Duration::ZERO);
+                    }
+                    let next = w.next(HALF_OPEN).with_probes(w.probes() + 1);
                     match self.cas(w, next) {
                         Ok(()) => {
                             let t = Ticket {
@@ -371,7 +407,8 @@ impl<L: HasLimits> Machine<L> {
         }
     }
 
-    /// Records the outcome of an admitted call. Results from an older generation are ignored.
+    /// Records the outcome of an admitted call. Results from an older generation are ignored,
+    /// except that a probe's gives its slot back.
     #[inline(always)]
     pub(crate) fn record(
         &self,
@@ -380,8 +417,9 @@ impl<L: HasLimits> Machine<L> {
         now: impl FnOnce() -> u64,
     ) -> Option<Transition> {
         if !ticket.probe && outcome == Outcome::Success && self.window.is_none() {
-            // Hot path: a success through a closed breaker with no failures recorded.
-            if self.load().0 == Word::new(ticket.generation, CLOSED).0 {
+            // Hot path: a success through a closed breaker with no failures recorded (probes of
+            // an earlier half-open period may still be in flight: they change nothing here).
+            if self.load().0 & !PROBE_BITS == Word::new(ticket.generation, CLOSED).0 {
                 return None;
             }
         }
@@ -403,18 +441,27 @@ impl<L: HasLimits> Machine<L> {
         if outcome == Outcome::Ignored {
             return None;
         }
+        let mut w = self.load();
         if let Some(window) = &self.window {
-            let w = self.load();
             if w.generation() != ticket.generation || w.state() != CLOSED {
                 return None;
             }
             let failures = window.record(outcome == Outcome::Failure)?;
-            if failures >= window.threshold {
-                return self.trip(w, now.get());
+            if failures < window.threshold {
+                return None;
             }
-            return None;
+            loop {
+                if let Some(tr) = self.trip(w, w.probes(), now.get()) {
+                    return Some(tr);
+                }
+                // The word moved: another thread opened or reset the breaker (this ticket is now
+                // stale), or a stale probe gave its slot back (the breaker is still to open).
+                w = self.load();
+                if w.generation() != ticket.generation || w.state() != CLOSED {
+                    return None;
+                }
+            }
         }
-        let mut w = self.load();
         loop {
             if w.generation() != ticket.generation || w.state() != CLOSED {
                 return None;
@@ -425,11 +472,12 @@ impl<L: HasLimits> Machine<L> {
                 _ => w.with_failures(w.failures() + 1),
             };
             if next.failures() >= self.limits.limits().threshold {
-                if let Some(tr) = self.trip(w, now.get()) {
+                if let Some(tr) = self.trip(w, w.probes(), now.get()) {
                     return Some(tr);
                 }
-                // Lost a race: another thread opened (this ticket is now stale) or reset the
-                // count with a success (this failure counts on top of it). Look again.
+                // Lost a race: another thread opened (this ticket is now stale), reset the
+                // count with a success (this failure counts on top of it) or gave back a stale
+                // probe's slot. Look again.
                 w = self.load();
                 continue;
             }
@@ -448,13 +496,21 @@ impl<L: HasLimits> Machine<L> {
     ) -> Option<Transition> {
         let mut w = self.load();
         loop {
-            if w.generation() != ticket.generation || w.state() != HALF_OPEN {
-                return None;
-            }
+            // Whatever its generation, the ticket held a probe slot until now.
             let probes = w.probes().saturating_sub(1);
+            if w.generation() != ticket.generation || w.state() != HALF_OPEN {
+                // A probe of an earlier period: its outcome says nothing about this one.
+                match self.cas(w, w.with_probes(probes)) {
+                    Ok(()) => return None,
+                    Err(actual) => {
+                        w = actual;
+                        continue;
+                    }
+                }
+            }
             match outcome {
                 Outcome::Failure => {
-                    if let Some(tr) = self.trip(w, now.get()) {
+                    if let Some(tr) = self.trip(w, probes, now.get()) {
                         return Some(tr);
                     }
                 }
@@ -466,7 +522,7 @@ impl<L: HasLimits> Machine<L> {
                 Outcome::Success => {
                     let successes = w.successes() + 1;
                     if successes >= self.limits.limits().successes {
-                        let next = w.next(CLOSED);
+                        let next = w.next(CLOSED).with_probes(probes);
                         if self.cas(w, next).is_ok() {
                             if let Some(win) = &self.window {
                                 win.reset();
@@ -490,9 +546,10 @@ impl<L: HasLimits> Machine<L> {
         }
     }
 
-    /// Opens the breaker from `w` at `now`. Returns `None` if `w` was stale.
-    fn trip(&self, w: Word, now: u64) -> Option<Transition> {
-        let next = w.next(OPEN);
+    /// Opens the breaker from `w` at `now`, leaving `probes` in flight. Returns `None` if `w` was
+    /// stale.
+    fn trip(&self, w: Word, probes: u64, now: u64) -> Option<Transition> {
+        let next = w.next(OPEN).with_probes(probes);
         self.cas(w, next).ok()?;
         // Only the winner of the compare-and-swap writes the opening time, then publishes it for
         // this epoch; a reader that sees OPEN before that treats the breaker as just opened.
@@ -507,7 +564,8 @@ impl<L: HasLimits> Machine<L> {
         })
     }
 
-    /// Forces the breaker closed (an operator's reset). Outstanding tickets become stale.
+    /// Forces the breaker closed (an operator's reset). Outstanding tickets become stale; probes
+    /// among them keep their slots until they come back.
     pub(crate) fn reset(&self) {
         let mut w = self.load();
         loop {
