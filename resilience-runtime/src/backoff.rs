@@ -22,6 +22,7 @@ use crate::InvalidConfig;
 
 /// How a computed delay is randomised, so that clients that failed together do not retry together.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Jitter {
     /// No randomisation: the delay is exact.
     None,

@@ -47,6 +47,7 @@ use crate::clock;
 
 /// How a breaker decides to open.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum TripMode {
     /// Open after this many consecutive failures (default 5).
     Consecutive {

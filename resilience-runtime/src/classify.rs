@@ -36,6 +36,7 @@ use std::time::Duration;
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// Temporary: retry with backoff. Counts as a failure for the circuit breaker.
     Transient,
@@ -222,6 +223,7 @@ impl<T: Classify + ?Sized> Classify for Arc<T> {
 ///
 /// Both codes are ones gRPC callers already treat as not retryable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
 pub enum GrpcCode {
     /// `PERMISSION_DENIED` (7).
     PermissionDenied,
@@ -255,6 +257,7 @@ impl GrpcCode {
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TerminalReason {
     /// The target user cannot be provisioned (suspended, deprovisioned, ...).
     UserNotProvisionable,

@@ -56,12 +56,12 @@
 //! | feature | module | brings in | what |
 //! |---|---|---|---|
 //! | `sites` (default) | `sites` | `linkme` | every annotated site listed at run time; the startup check of a configuration |
-//! | `prometheus` | `export` | `prometheus-client` | the seed's metric families in the OpenMetrics text format |
+//! | `prometheus` | `prometheus` | `prometheus-client` | the seed's metric families in the OpenMetrics text format |
 //! | `http` | `http` | `http`, `httpdate` | `StatusCode` classification, `Retry-After` in both forms, header redaction |
 //! | `reqwest` | `http` | `reqwest` (+ `http`) | `Classify` for `reqwest::Error` |
-//! | `tonic` | `grpc` | `tonic`, `tonic-types` | terminal reasons to and from `tonic::Status` with an `ErrorInfo` |
-//! | `error-events` | `event` | `serde_json` | seed 000's `CONNECTOR_ERROR` events; tracing and JSON-lines sinks; routing by class |
-//! | `axum` | `health` | `axum` | a health handler: JSON, 503 when a critical breaker is open |
+//! | `tonic` | `tonic` | `tonic`, `tonic-types` | terminal reasons to and from `tonic::Status` with an `ErrorInfo` |
+//! | `error-events` | `error_events` | `serde_json` | seed 000's `CONNECTOR_ERROR` events; tracing and JSON-lines sinks; routing by class |
+//! | `axum` | `axum` | `axum` | a health handler: JSON, 503 when a critical breaker is open |
 //! | `tower` | `tower` | `tower-layer`, `tower-service` | a `Layer` sharing breakers, budgets and metrics with annotated sites |
 //! | `governor` | `governor` | `governor` | rate limiters on governor's GCRA, keyed per tenant |
 
@@ -106,20 +106,20 @@ pub mod registry;
 
 pub mod redact;
 
+#[cfg(feature = "axum")]
+pub mod axum;
 #[cfg(feature = "error-events")]
-pub mod event;
-#[cfg(feature = "prometheus")]
-pub mod export;
+pub mod error_events;
 #[cfg(feature = "governor")]
 pub mod governor;
-#[cfg(feature = "tonic")]
-pub mod grpc;
-#[cfg(feature = "axum")]
-pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 #[cfg(feature = "sites")]
 pub mod sites;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 #[cfg(feature = "tower")]
 pub mod tower;
 

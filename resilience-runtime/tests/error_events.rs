@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
 use resilience_runtime::engine::{Call, Hooks, Next, Policy, Site};
-use resilience_runtime::event::{ConnectorErrorEvent, ErrorEvents, JsonLinesSink, sink_fn};
+use resilience_runtime::error_events::{ConnectorErrorEvent, ErrorEvents, JsonLinesSink, sink_fn};
 use resilience_runtime::events::{self, EventSink};
 use resilience_runtime::{Classify, ErrorClass, Registry};
 use serde_json::Value;

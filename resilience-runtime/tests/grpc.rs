@@ -5,7 +5,7 @@
 use std::error::Error;
 use std::fmt;
 
-use resilience_runtime::grpc::{self, DOMAIN, find_terminal, from_status, to_status, to_status_in};
+use resilience_runtime::tonic::{DOMAIN, find_terminal, from_status, to_status, to_status_in};
 use resilience_runtime::{
     Classify, ErrorClass, TerminalError, TerminalReason, find_terminal_reason,
 };
@@ -113,7 +113,10 @@ fn foreign_statuses_carry_no_reason_and_classify_by_code() {
     ] {
         let s = Status::new(code, "x");
         assert_eq!(s.class(), class, "{code:?}");
-        assert_eq!(Classify::code(&s), Some(grpc::code_name(code)));
+        assert_eq!(
+            Classify::code(&s),
+            Some(resilience_runtime::tonic::code_name(code))
+        );
         assert_eq!(s.terminal_reason(), None);
     }
 }

@@ -2,8 +2,8 @@
 #![cfg(feature = "axum")]
 
 use resilience_runtime::Registry;
+use resilience_runtime::axum::Health;
 use resilience_runtime::breaker::{Breaker, Outcome};
-use resilience_runtime::health::Health;
 use serde_json::Value;
 
 fn open(b: &Breaker) {

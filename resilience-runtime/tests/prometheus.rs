@@ -6,8 +6,8 @@ use std::time::Duration;
 use prometheus_parse::{Scrape, Value};
 use resilience_runtime::breaker::BreakerConfig;
 use resilience_runtime::engine::{Hooks, Policy, Site, execute};
-use resilience_runtime::export::{self, Collector};
 use resilience_runtime::limit::Gcra;
+use resilience_runtime::prometheus::{self, Collector};
 use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Registry, Rejected};
 
 #[derive(Debug)]
@@ -134,7 +134,7 @@ async fn the_exposition_has_the_seed_families_with_their_labels_and_values() {
         })
         .await;
 
-    let text = export::encode(&registry).unwrap();
+    let text = prometheus::encode(&registry).unwrap();
     let scrape = parse(&text);
     let list = [("connector", "graph"), ("operation", "list_devices")];
     let with = |extra: (&'static str, &'static str)| {
@@ -245,7 +245,7 @@ async fn the_exposition_has_the_seed_families_with_their_labels_and_values() {
 
 #[test]
 fn an_empty_registry_exposes_no_series() {
-    let scrape = parse(&export::encode(&Registry::new()).unwrap());
+    let scrape = parse(&prometheus::encode(&Registry::new()).unwrap());
     assert!(scrape.samples.is_empty());
 }
 
@@ -269,6 +269,6 @@ async fn per_key_breakers_are_exported_only_on_request() {
         )),
         0.0
     );
-    let without = parse(&export::encode(&registry).unwrap());
+    let without = parse(&prometheus::encode(&registry).unwrap());
     assert_eq!(without.samples.len(), 1, "only `graph`");
 }

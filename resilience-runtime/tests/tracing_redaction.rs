@@ -123,8 +123,8 @@ async fn no_secret_reaches_the_log_and_fields_follow_the_conventions() {
 
     #[cfg(feature = "error-events")]
     let sink: Arc<dyn resilience_runtime::events::EventSink> = Arc::new(
-        resilience_runtime::event::ErrorEvents::new()
-            .with_sink(Arc::new(resilience_runtime::event::TracingSink)),
+        resilience_runtime::error_events::ErrorEvents::new()
+            .with_sink(Arc::new(resilience_runtime::error_events::TracingSink)),
     );
     #[cfg(feature = "error-events")]
     resilience_runtime::events::add_sink(sink.clone());

@@ -142,7 +142,7 @@ async fn run(args: Args) -> ExitCode {
         writeln!(out, "{report}")
     };
     if args.metrics {
-        match resilience_runtime::export::encode(&registry) {
+        match resilience_runtime::prometheus::encode(&registry) {
             Ok(text) => {
                 let _ = write!(out, "\n{text}");
             }

@@ -16,7 +16,7 @@
 //! | `rate_limit_total` | counter | `connector`, `result` (`allowed`, `blocked`) |
 //!
 //! ```
-//! use resilience_runtime::{export::Collector, Registry};
+//! use resilience_runtime::{prometheus::Collector, Registry};
 //!
 //! let mut prom = prometheus_client::registry::Registry::with_prefix("connector");
 //! prom.register_collector(Box::new(Collector::new(Registry::global().clone())));

@@ -8,7 +8,7 @@
 //! in a status, or anywhere in an error's `source()` chain.
 //!
 //! ```
-//! use resilience_runtime::grpc::{find_terminal, to_status};
+//! use resilience_runtime::tonic::{find_terminal, to_status};
 //! use resilience_runtime::{TerminalError, TerminalReason};
 //!
 //! let e = TerminalError::new(TerminalReason::UserNotProvisionable, "user is suspended");
@@ -25,8 +25,8 @@
 use std::collections::HashMap;
 use std::error::Error;
 
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use ::tonic::{Code, Status};
+use ::tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{Classify, ErrorClass, GrpcCode, TerminalError, TerminalReason};
 

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use resilience_runtime::event::{ErrorEvents, JsonLinesSink, TracingSink, sink_fn};
+//! use resilience_runtime::error_events::{ErrorEvents, JsonLinesSink, TracingSink, sink_fn};
 //! use resilience_runtime::events;
 //!
 //! let errors = ErrorEvents::new()

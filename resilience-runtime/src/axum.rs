@@ -7,7 +7,7 @@
 //! (`okta/tenant-1`); naming the base (`okta`) makes every key of it critical.
 //!
 //! ```
-//! use resilience_runtime::{health::Health, Registry};
+//! use resilience_runtime::{axum::Health, Registry};
 //!
 //! let app: axum::Router = Health::new(Registry::global().clone())
 //!     .with_critical(["graph"])
@@ -23,10 +23,10 @@
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use ::axum::Json;
+use ::axum::extract::State;
+use ::axum::http::StatusCode;
+use ::axum::response::{IntoResponse, Response};
 
 use crate::Registry;
 use crate::breaker::BreakerState;
@@ -97,7 +97,7 @@ impl Health {
     }
 
     /// A router serving the check at `path` (GET).
-    pub fn router(self, path: &str) -> axum::Router {
+    pub fn router(self, path: &str) -> ::axum::Router {
         axum::Router::new()
             .route(path, axum::routing::get(handler))
             .with_state(self)
