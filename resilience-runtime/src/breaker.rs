@@ -229,33 +229,48 @@ mod machine;
 
 /// The atomics the state machine is built on; the loom models swap in loom's.
 mod sync {
-    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 }
 
 /// What every breaker of one name shares: the name, the settings and the machine's limits. The
 /// per-key breakers of a name hold one `Arc` of it rather than a copy each.
 pub(crate) struct Shared {
     name: Arc<str>,
-    config: BreakerConfig,
+    /// The settings, replaced by [`Shared::reconfigure`]; read off the hot path only.
+    config: std::sync::Mutex<BreakerConfig>,
     limits: Limits,
+}
+
+/// The machine's limits for `config`, and whether it is in ratio mode.
+fn limits_of(config: &BreakerConfig) -> (u64, u64, u64, u64, bool) {
+    let threshold = match config.trip {
+        TripMode::Consecutive { threshold } => u64::from(threshold).clamp(1, MAX_FAILURES),
+        _ => u64::MAX,
+    };
+    (
+        threshold,
+        clock::nanos(config.cooldown),
+        u64::from(config.half_open_probes.clamp(1, 255)),
+        u64::from(config.success_threshold.clamp(1, 255)),
+        matches!(config.trip, TripMode::Ratio { .. }),
+    )
+}
+
+/// A ratio window for `trip`, or none.
+fn window_of(trip: TripMode) -> Option<Window> {
+    match trip {
+        TripMode::Ratio { window, ratio } => Some(Window::new(window.clamp(1, 65_536), ratio)),
+        _ => None,
+    }
 }
 
 impl Shared {
     pub(crate) fn new(name: Arc<str>, config: BreakerConfig) -> Arc<Shared> {
-        let threshold = match config.trip {
-            TripMode::Ratio { .. } => u64::MAX,
-            TripMode::Consecutive { threshold } => u64::from(threshold).clamp(1, MAX_FAILURES),
-        };
-        let limits = Limits {
-            threshold,
-            cooldown: clock::nanos(config.cooldown),
-            probes: u64::from(config.half_open_probes.clamp(1, 255)),
-            successes: u64::from(config.success_threshold.clamp(1, 255)),
-        };
+        let (threshold, cooldown, probes, successes, ratio) = limits_of(&config);
         Arc::new(Shared {
             name,
-            config,
-            limits,
+            config: std::sync::Mutex::new(config),
+            limits: Limits::new(threshold, cooldown, probes, successes, ratio),
         })
     }
 
@@ -263,11 +278,31 @@ impl Shared {
         &self.name
     }
 
+    pub(crate) fn config(&self) -> BreakerConfig {
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn window(&self) -> Option<Window> {
-        match self.config.trip {
-            TripMode::Ratio { window, ratio } => Some(Window::new(window.clamp(1, 65_536), ratio)),
-            TripMode::Consecutive { .. } => None,
-        }
+        window_of(self.config().trip)
+    }
+
+    /// Replaces the settings in place; returns the trip mode they replaced, for the machines to
+    /// follow with [`Breaker::follow_trip`].
+    pub(crate) fn reconfigure(&self, config: BreakerConfig) -> TripMode {
+        let old = std::mem::replace(
+            &mut *self
+                .config
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            config,
+        );
+        let (threshold, cooldown, probes, successes, ratio) = limits_of(&config);
+        self.limits
+            .set(threshold, cooldown, probes, successes, ratio);
+        old.trip
     }
 }
 
@@ -369,8 +404,46 @@ impl Breaker {
     }
 
     /// The breaker's settings.
-    pub fn config(&self) -> &BreakerConfig {
-        &self.shared().config
+    pub fn config(&self) -> BreakerConfig {
+        self.shared().config()
+    }
+
+    /// Replaces the settings of a live breaker, keeping its state: an open breaker stays open
+    /// (its cooldown now the new one), counted failures stay counted. A new trip mode or window
+    /// size starts an empty window. Calls in flight finish under the new settings.
+    ///
+    /// ```
+    /// use resilience_runtime::breaker::{Breaker, BreakerConfig, BreakerState, Outcome};
+    ///
+    /// let b = Breaker::new("graph", BreakerConfig::new().with_failure_threshold(5));
+    /// for _ in 0..2 {
+    ///     b.acquire().map(|t| b.record(t, Outcome::Failure)).unwrap();
+    /// }
+    /// b.reconfigure(BreakerConfig::new().with_failure_threshold(3)).unwrap();
+    /// b.acquire().map(|t| b.record(t, Outcome::Failure)).unwrap();
+    /// assert_eq!(b.state(), BreakerState::Open, "the third failure reaches the new threshold");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The settings are invalid (see [`BreakerConfig::validate`]); nothing changes then.
+    pub fn reconfigure(&self, config: BreakerConfig) -> Result<(), InvalidConfig> {
+        config.validate()?;
+        let old = self.shared().reconfigure(config);
+        self.follow_trip(old, config.trip);
+        Ok(())
+    }
+
+    /// Makes this breaker's window follow a change of its name's trip mode from `old` to `new`
+    /// (per-key breakers share their settings and each follows).
+    pub(crate) fn follow_trip(&self, old: TripMode, new: TripMode) {
+        match (old, new) {
+            (TripMode::Ratio { window: a, .. }, TripMode::Ratio { window: b, ratio }) if a == b => {
+                self.machine.set_ratio(b, ratio);
+            }
+            (a, b) if a == b => {}
+            (_, b) => self.machine.set_window(window_of(b)),
+        }
     }
 
     /// The current state.
@@ -544,7 +617,7 @@ impl fmt::Debug for Breaker {
             .field("state", &self.state())
             .field("generation", &self.generation())
             .field("failures", &self.failures())
-            .field("config", self.config())
+            .field("config", &self.config())
             .finish()
     }
 }

@@ -18,6 +18,8 @@
 //! assert_eq!(b.tokens_milli(), 1_000);
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use self::bucket::Bucket;
 use crate::InvalidConfig;
 
@@ -111,27 +113,80 @@ impl Default for BudgetConfig {
 /// A lock-free retry budget.
 #[derive(Debug)]
 pub struct RetryBudget {
-    config: BudgetConfig,
+    /// The settings, replaced by [`RetryBudget::reconfigure`]; what the paths below read of them
+    /// is kept in the atomics beside.
+    config: std::sync::Mutex<BudgetConfig>,
     bucket: Bucket,
     /// The refund cap in thousandths: the capacity, or 0 when the budget is off, so that a
     /// refund is one load and one compare when the bucket is full or the budget disabled.
-    refund_cap: u64,
+    refund_cap: AtomicU64,
+    /// A retry's cost in thousandths; `u64::MAX` when the budget is off (it pays every retry).
+    retry_cost: AtomicU64,
+    /// A success's refund in thousandths.
+    refund_milli: AtomicU64,
+}
+
+/// What a budget's paths read of `config`: the refund cap, a retry's cost and a refund.
+fn costs_of(config: &BudgetConfig) -> (u64, u64, u64) {
+    let capacity = u64::from(config.capacity) * MILLI;
+    if config.enabled {
+        (
+            capacity,
+            u64::from(config.retry_cost) * MILLI,
+            u64::from(config.refund_milli),
+        )
+    } else {
+        (0, u64::MAX, 0)
+    }
 }
 
 impl RetryBudget {
     /// A full budget.
     pub fn new(config: BudgetConfig) -> RetryBudget {
-        let capacity = u64::from(config.capacity) * MILLI;
+        let (cap, cost, refund) = costs_of(&config);
         RetryBudget {
-            config,
-            bucket: Bucket::new(capacity),
-            refund_cap: if config.enabled { capacity } else { 0 },
+            config: std::sync::Mutex::new(config),
+            bucket: Bucket::new(u64::from(config.capacity) * MILLI),
+            refund_cap: AtomicU64::new(cap),
+            retry_cost: AtomicU64::new(cost),
+            refund_milli: AtomicU64::new(refund),
         }
     }
 
     /// The settings.
-    pub fn config(&self) -> &BudgetConfig {
-        &self.config
+    pub fn config(&self) -> BudgetConfig {
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the settings of a live budget, keeping its tokens (down to a smaller capacity).
+    ///
+    /// ```
+    /// use resilience_runtime::budget::{BudgetConfig, RetryBudget};
+    ///
+    /// let b = RetryBudget::new(BudgetConfig::new());
+    /// assert!(b.try_spend());
+    /// b.reconfigure(BudgetConfig::new().with_capacity(10)).unwrap();
+    /// assert_eq!(b.tokens_milli(), 10_000);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The settings are invalid (see [`BudgetConfig::validate`]); nothing changes then.
+    pub fn reconfigure(&self, config: BudgetConfig) -> Result<(), InvalidConfig> {
+        config.validate()?;
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+        let (cap, cost, refund) = costs_of(&config);
+        self.retry_cost.store(cost, Ordering::Relaxed);
+        self.refund_milli.store(refund, Ordering::Relaxed);
+        self.refund_cap.store(cap, Ordering::Relaxed);
+        self.bucket.cap(u64::from(config.capacity) * MILLI);
+        Ok(())
     }
 
     /// Tokens left, in thousandths.
@@ -146,27 +201,28 @@ impl RetryBudget {
 
     /// Pays for one retry. Returns false, and pays nothing, when the bucket cannot.
     pub fn try_spend(&self) -> bool {
-        if !self.config.enabled {
+        let cost = self.retry_cost.load(Ordering::Relaxed);
+        if cost == u64::MAX {
             return true;
         }
-        self.bucket
-            .try_spend(u64::from(self.config.retry_cost) * MILLI)
+        self.bucket.try_spend(cost)
     }
 
     /// Puts tokens back after a success. A full bucket costs one load.
     #[inline(always)]
     pub fn refund(&self) {
-        if self.bucket.is_full(self.refund_cap) {
+        let cap = self.refund_cap.load(Ordering::Relaxed);
+        if self.bucket.is_full(cap) {
             return;
         }
-        self.refund_slow();
+        self.refund_slow(cap);
     }
 
     #[cold]
     #[inline(never)]
-    fn refund_slow(&self) {
+    fn refund_slow(&self, cap: u64) {
         self.bucket
-            .refund(u64::from(self.config.refund_milli), self.refund_cap);
+            .refund(self.refund_milli.load(Ordering::Relaxed), cap);
     }
 }
 

@@ -929,7 +929,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         if let Some((name, limiter)) = &self.state.limiter {
             // A per-key site draws on its key's permits (a tenant's quota), others on the name's.
             let key = self.keyed.as_ref().and_then(|b| b.key());
-            match limiter.try_acquire_keyed(key) {
+            match limiter.with(|l| l.try_acquire_keyed(key)) {
                 Ok(()) => self.state.counters.rate(true),
                 Err(wait) => {
                     self.state.counters.rate(false);
@@ -943,7 +943,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             }
         }
         if let Some((name, bulkhead)) = &self.state.bulkhead {
-            if !bulkhead.try_enter() {
+            if !bulkhead.with(|b| b.try_enter()) {
                 let r = Rejected::BulkheadFull {
                     bulkhead: name.clone(),
                 };
@@ -1217,7 +1217,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     fn leave_bulkhead(&mut self) {
         self.flags &= !IN_BULKHEAD;
         if let Some((_, b)) = &self.state.bulkhead {
-            b.leave();
+            b.with(|b| b.leave());
         }
     }
 
@@ -1557,7 +1557,7 @@ impl<T, E, H> Call<T, E, H> {
         if self.flags & IN_BULKHEAD != 0 {
             self.flags &= !IN_BULKHEAD;
             if let Some((_, b)) = &self.state.bulkhead {
-                b.leave();
+                b.with(|b| b.leave());
             }
         }
         // A cancelled call did not end (its caller stopped waiting) and is not counted. A call

@@ -55,6 +55,13 @@ pub trait Bulkhead: fmt::Debug + Send + Sync {
     fn leave(&self);
     /// Slots in use.
     fn in_use(&self) -> usize;
+
+    /// Changes the cap in place, keeping the calls inside; false (the default) when this
+    /// bulkhead cannot, and the registry then installs a new one.
+    fn resize(&self, max: usize) -> bool {
+        let _ = max;
+        false
+    }
 }
 
 /// The generic cell rate algorithm: `rate` permits per `per`, with bursts of up to `rate`.
@@ -105,7 +112,7 @@ impl RateLimit for Gcra {
 /// A bulkhead of `max` concurrent calls.
 #[derive(Debug)]
 pub struct ConcurrencyLimit {
-    max: usize,
+    max: AtomicUsize,
     in_use: AtomicUsize,
 }
 
@@ -113,7 +120,7 @@ impl ConcurrencyLimit {
     /// At most `max` calls at once.
     pub fn new(max: usize) -> ConcurrencyLimit {
         ConcurrencyLimit {
-            max,
+            max: AtomicUsize::new(max),
             in_use: AtomicUsize::new(0),
         }
     }
@@ -123,7 +130,7 @@ impl Bulkhead for ConcurrencyLimit {
     fn try_enter(&self) -> bool {
         self.in_use
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < self.max.load(Ordering::Relaxed)).then_some(n + 1)
             })
             .is_ok()
     }
@@ -136,6 +143,11 @@ impl Bulkhead for ConcurrencyLimit {
 
     fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Acquire)
+    }
+
+    fn resize(&self, max: usize) -> bool {
+        self.max.store(max, Ordering::Relaxed);
+        true
     }
 }
 

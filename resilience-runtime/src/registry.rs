@@ -5,7 +5,11 @@
 //! [`Registry::enter`] (blocking) of an isolated registry, so state never leaks between tests.
 //!
 //! Each site resolves its breaker, budget and limits once, on its first call, and caches them: a
-//! call through the global registry hashes no string. Configure instances before their first use.
+//! call through the global registry hashes no string. Configuring later changes the instances in
+//! place ([`Registry::configure_breaker`], [`Registry::configure_budget`], [`Registry::apply`]): a
+//! breaker keeps its state and a budget its tokens, every site sees the new settings on its next
+//! call, and health shows the very instances the sites use. A rate limiter or bulkhead installed
+//! later replaces the one sites use, from their next call.
 //!
 //! ```
 //! use std::time::Duration;
@@ -46,8 +50,8 @@ pub(crate) struct SiteState {
     pub(crate) breaker: Option<Arc<Breaker>>,
     pub(crate) keyed: Option<Arc<KeyedBreakers>>,
     pub(crate) budget: Arc<RetryBudget>,
-    pub(crate) limiter: Option<(Arc<str>, Arc<dyn RateLimit>)>,
-    pub(crate) bulkhead: Option<(Arc<str>, Arc<dyn Bulkhead>)>,
+    pub(crate) limiter: Option<(Arc<str>, LimiterHandle)>,
+    pub(crate) bulkhead: Option<(Arc<str>, BulkheadHandle)>,
     pub(crate) counters: Counters,
     /// Neither a rate limiter nor a bulkhead: the gate before an attempt is the breaker only.
     pub(crate) simple_gate: bool,
@@ -67,6 +71,37 @@ impl fmt::Debug for SiteState {
     }
 }
 
+/// A named rate limiter or bulkhead as sites hold it: the instance installed last, read per call,
+/// so that installing another reaches every site on its next call.
+pub(crate) struct Handle<T: ?Sized>(RwLock<Arc<T>>);
+
+impl<T: ?Sized> Handle<T> {
+    fn new(instance: Arc<T>) -> Arc<Handle<T>> {
+        Arc::new(Handle(RwLock::new(instance)))
+    }
+
+    /// Runs `f` with the current instance.
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn set(&self, instance: Arc<T>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = instance;
+    }
+}
+
+/// A named rate limiter as sites hold it.
+pub(crate) type LimiterHandle = Arc<Handle<dyn RateLimit>>;
+/// A named bulkhead as sites hold it.
+pub(crate) type BulkheadHandle = Arc<Handle<dyn Bulkhead>>;
+
 #[derive(Default)]
 struct Inner {
     id: u64,
@@ -75,8 +110,8 @@ struct Inner {
     breakers: RwLock<HashMap<Arc<str>, Arc<Breaker>>>,
     keyed: RwLock<HashMap<Arc<str>, Arc<KeyedBreakers>>>,
     budgets: RwLock<HashMap<Arc<str>, Arc<RetryBudget>>>,
-    limiters: RwLock<HashMap<Arc<str>, Arc<dyn RateLimit>>>,
-    bulkheads: RwLock<HashMap<Arc<str>, Arc<dyn Bulkhead>>>,
+    limiters: RwLock<HashMap<Arc<str>, LimiterHandle>>,
+    bulkheads: RwLock<HashMap<Arc<str>, BulkheadHandle>>,
     sites: Mutex<Vec<Arc<SiteState>>>,
     seed: Mutex<Option<u64>>,
     sleep: Mutex<Option<BlockingSleep>>,
@@ -222,15 +257,31 @@ impl Registry {
         Ok(())
     }
 
+    /// Records the settings of `name` and applies them in place to the instances already made:
+    /// sites that use them see the new settings on their next call, and the breakers keep their
+    /// state.
     fn set_breaker(&self, name: &str, named: NamedBreaker) {
         if let Ok(mut c) = self.inner.breaker_configs.write() {
             c.insert(name.to_owned(), named);
         }
-        if let Ok(mut b) = self.inner.breakers.write() {
-            b.remove(name);
+        let live = self
+            .inner
+            .breakers
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned());
+        if let Some(b) = live {
+            // Validated by every caller.
+            let _ = b.reconfigure(named.config);
         }
-        if let Ok(mut b) = self.inner.keyed.write() {
-            b.remove(name);
+        let live = self
+            .inner
+            .keyed
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned());
+        if let Some(k) = live {
+            let _ = k.reconfigure(named.config, named.max_keys, named.idle_ttl);
         }
     }
 
@@ -243,44 +294,82 @@ impl Registry {
         config
             .validate()
             .map_err(|e| e.within(&format!("budgets.{name}")))?;
-        if let Ok(mut c) = self.inner.budget_configs.write() {
-            c.insert(name.to_owned(), config);
-        }
-        if let Ok(mut b) = self.inner.budgets.write() {
-            b.remove(name);
-        }
+        self.set_budget(name, config);
         Ok(())
     }
 
-    /// Installs the rate limiter `name`.
+    /// Records the settings of budget `name` and applies them in place to the budget already made
+    /// (it keeps its tokens).
+    fn set_budget(&self, name: &str, config: BudgetConfig) {
+        if let Ok(mut c) = self.inner.budget_configs.write() {
+            c.insert(name.to_owned(), config);
+        }
+        let live = self
+            .inner
+            .budgets
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned());
+        if let Some(b) = live {
+            // Validated by every caller.
+            let _ = b.reconfigure(config);
+        }
+    }
+
+    /// Installs the rate limiter `name`. Sites already using the name use this one from their
+    /// next call.
     pub fn set_rate_limit(&self, name: &str, limiter: Arc<dyn RateLimit>) {
-        if let Ok(mut l) = self.inner.limiters.write() {
-            l.insert(name.into(), limiter);
+        let mut l = match self.inner.limiters.write() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        match l.get(name) {
+            Some(h) => h.set(limiter),
+            None => {
+                l.insert(name.into(), Handle::new(limiter));
+            }
         }
     }
 
-    /// Installs the bulkhead `name`.
+    /// Installs the bulkhead `name`. Sites already using the name use this one from their next
+    /// call; a call inside the one replaced leaves it for the new one, which may then admit one
+    /// call more than its cap until that call ends. To change only the cap, apply a
+    /// configuration (`[bulkheads.<name>]`): a [`ConcurrencyLimit`] is resized in place.
     pub fn set_bulkhead(&self, name: &str, bulkhead: Arc<dyn Bulkhead>) {
-        if let Ok(mut l) = self.inner.bulkheads.write() {
-            l.insert(name.into(), bulkhead);
+        let mut l = match self.inner.bulkheads.write() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        match l.get(name) {
+            Some(h) => h.set(bulkhead),
+            None => {
+                l.insert(name.into(), Handle::new(bulkhead));
+            }
         }
     }
 
-    /// Applies a whole configuration (see [`RegistryConfig`]).
+    /// Applies a whole configuration (see [`RegistryConfig`]). Instances already in use are
+    /// reconfigured in place and keep their state; sites see the change on their next call.
     pub fn apply(&self, config: &RegistryConfig) {
         for (name, b) in &config.breakers {
             self.set_breaker(name, *b);
         }
         for (name, b) in &config.budgets {
-            if let Ok(mut c) = self.inner.budget_configs.write() {
-                c.insert(name.clone(), *b);
-            }
+            self.set_budget(name, *b);
         }
         for (name, r) in &config.rate_limits {
             self.set_rate_limit(name, r.limiter());
         }
         for (name, n) in &config.bulkheads {
-            self.set_bulkhead(name, Arc::new(ConcurrencyLimit::new(*n)));
+            let live = self
+                .inner
+                .bulkheads
+                .read()
+                .ok()
+                .and_then(|m| m.get(name.as_str()).cloned());
+            if !live.is_some_and(|h| h.with(|b| b.resize(*n))) {
+                self.set_bulkhead(name, Arc::new(ConcurrencyLimit::new(*n)));
+            }
         }
     }
 
@@ -389,40 +478,41 @@ impl Registry {
             .unwrap_or_else(|| format!("{}::{}", p.module, p.operation).into());
         let budget = self.budget(&budget_name);
         let limiter = p.rate_limit.map(|name| {
-            let l = self
-                .inner
-                .limiters
-                .read()
-                .ok()
-                .and_then(|m| m.get(name).cloned());
-            let l = l.unwrap_or_else(|| {
+            let handle = |r: &Registry| {
+                r.inner
+                    .limiters
+                    .read()
+                    .ok()
+                    .and_then(|m| m.get(name).cloned())
+            };
+            let l = handle(self).unwrap_or_else(|| {
                 tracing::warn!(
                     limiter = name,
                     operation = p.operation,
                     "rate limit is not configured; using 10 per second"
                 );
-                let l: Arc<dyn RateLimit> = Arc::new(Gcra::new(10, Duration::from_secs(1)));
-                self.set_rate_limit(name, l.clone());
-                l
+                self.set_rate_limit(name, Arc::new(Gcra::new(10, Duration::from_secs(1))));
+                handle(self)
+                    .unwrap_or_else(|| Handle::new(Arc::new(Gcra::new(10, Duration::from_secs(1)))))
             });
             (Arc::from(name), l)
         });
         let bulkhead = p.bulkhead.map(|name| {
-            let b = self
-                .inner
-                .bulkheads
-                .read()
-                .ok()
-                .and_then(|m| m.get(name).cloned());
-            let b = b.unwrap_or_else(|| {
+            let handle = |r: &Registry| {
+                r.inner
+                    .bulkheads
+                    .read()
+                    .ok()
+                    .and_then(|m| m.get(name).cloned())
+            };
+            let b = handle(self).unwrap_or_else(|| {
                 tracing::warn!(
                     bulkhead = name,
                     operation = p.operation,
                     "bulkhead is not configured; using 16 concurrent calls"
                 );
-                let b: Arc<dyn Bulkhead> = Arc::new(ConcurrencyLimit::new(16));
-                self.set_bulkhead(name, b.clone());
-                b
+                self.set_bulkhead(name, Arc::new(ConcurrencyLimit::new(16)));
+                handle(self).unwrap_or_else(|| Handle::new(Arc::new(ConcurrencyLimit::new(16))))
             });
             (Arc::from(name), b)
         });

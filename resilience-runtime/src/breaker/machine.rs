@@ -7,7 +7,11 @@
 
 use std::time::Duration;
 
-use super::sync::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use super::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// What one call told the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,17 +123,74 @@ pub(crate) struct Transition {
     pub(crate) generation: u32,
 }
 
-/// The limits the machine enforces, as plain integers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The limits the machine enforces, as integers that a reconfiguration replaces in place (a live
+/// breaker keeps its state). The closed-state paths read none of them.
+#[derive(Debug)]
 pub(crate) struct Limits {
     /// Consecutive failures that open (`u64::MAX` in ratio mode).
-    pub(crate) threshold: u64,
+    threshold: AtomicU64,
     /// The cooldown, in nanoseconds.
-    pub(crate) cooldown: u64,
+    cooldown: AtomicU64,
     /// Probes in flight at once, whatever half-open period admitted them.
-    pub(crate) probes: u64,
+    probes: AtomicU64,
     /// Successful probes that close.
-    pub(crate) successes: u64,
+    successes: AtomicU64,
+    /// Ratio mode: the machines keep a window (consecutive mode never reads one).
+    ratio: AtomicBool,
+}
+
+impl Limits {
+    pub(crate) fn new(
+        threshold: u64,
+        cooldown: u64,
+        probes: u64,
+        successes: u64,
+        ratio: bool,
+    ) -> Limits {
+        Limits {
+            threshold: AtomicU64::new(threshold),
+            cooldown: AtomicU64::new(cooldown),
+            probes: AtomicU64::new(probes),
+            successes: AtomicU64::new(successes),
+            ratio: AtomicBool::new(ratio),
+        }
+    }
+
+    /// Replaces every limit; calls admitted under the old ones finish under the new.
+    pub(crate) fn set(
+        &self,
+        threshold: u64,
+        cooldown: u64,
+        probes: u64,
+        successes: u64,
+        ratio: bool,
+    ) {
+        self.threshold.store(threshold, Ordering::Relaxed);
+        self.cooldown.store(cooldown, Ordering::Relaxed);
+        self.probes.store(probes, Ordering::Relaxed);
+        self.successes.store(successes, Ordering::Relaxed);
+        self.ratio.store(ratio, Ordering::Release);
+    }
+
+    pub(crate) fn ratio(&self) -> bool {
+        self.ratio.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn threshold(&self) -> u64 {
+        self.threshold.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn cooldown(&self) -> u64 {
+        self.cooldown.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn successes(&self) -> u64 {
+        self.successes.load(Ordering::Relaxed)
+    }
 }
 
 /// Where a machine finds its [`Limits`]: its own copy, or a value shared by many machines (every
@@ -148,7 +209,7 @@ impl HasLimits for Limits {
 /// A ratio window: the outcome of the last `size` calls, one bit each.
 pub(crate) struct Window {
     size: u64,
-    threshold: u64,
+    threshold: AtomicU64,
     calls: AtomicU64,
     bits: Box<[AtomicU64]>,
 }
@@ -160,7 +221,7 @@ impl Window {
         let threshold = ratio_threshold(size, ratio);
         Window {
             size,
-            threshold,
+            threshold: AtomicU64::new(threshold),
             calls: AtomicU64::new(0),
             bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -249,8 +310,10 @@ pub(crate) struct Machine<L = Limits> {
     /// holds. Written only by the thread whose compare-and-swap opened the breaker.
     opened_at: AtomicU64,
     opened_gen: AtomicU64,
-    /// Boxed: only ratio mode has one, and a consecutive-mode machine pays one pointer for it.
-    window: Option<Box<Window>>,
+    /// The ratio window (ratio mode only; see [`Limits::ratio`]), replaced when a
+    /// reconfiguration changes the trip mode or the window's size. One word: empty in
+    /// consecutive mode, which never loads it.
+    window: ArcSwapOption<Window>,
 }
 
 impl<L: HasLimits> Machine<L> {
@@ -260,7 +323,31 @@ impl<L: HasLimits> Machine<L> {
             word: AtomicU64::new(Word::new(0, CLOSED).0),
             opened_at: AtomicU64::new(0),
             opened_gen: AtomicU64::new(UNPUBLISHED),
-            window: window.map(Box::new),
+            window: ArcSwapOption::new(window.map(Arc::new)),
+        }
+    }
+
+    /// The ratio window, for reading.
+    fn window(&self) -> arc_swap::Guard<Option<Arc<Window>>> {
+        self.window.load()
+    }
+
+    /// Replaces the ratio window (`None`: consecutive mode) on a reconfiguration. Calls recorded
+    /// in the old window are forgotten; the breaker's state is kept.
+    pub(crate) fn set_window(&self, window: Option<Window>) {
+        self.window.store(window.map(Arc::new));
+    }
+
+    /// Sets the ratio of the current window in place (its size unchanged); false when the
+    /// machine has no window or one of another size.
+    pub(crate) fn set_ratio(&self, size: u32, ratio: f64) -> bool {
+        match &*self.window() {
+            Some(w) if w.size == u64::from(size.max(1)) => {
+                w.threshold
+                    .store(ratio_threshold(w.size, ratio), Ordering::Relaxed);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -292,10 +379,12 @@ impl<L: HasLimits> Machine<L> {
     }
 
     pub(crate) fn failures(&self) -> u64 {
-        match &self.window {
-            Some(w) => w.failures_with(Ordering::Relaxed),
-            None => self.load().failures(),
+        if self.limits.limits().ratio()
+            && let Some(w) = &*self.window()
+        {
+            return w.failures_with(Ordering::Relaxed);
         }
+        self.load().failures()
     }
 
     /// The opening time of the current open epoch, once published.
@@ -354,7 +443,7 @@ impl<L: HasLimits> Machine<L> {
                     return Ok((t, None));
                 }
                 OPEN => {
-                    let cooldown = self.limits.limits().cooldown;
+                    let cooldown = self.limits.limits().cooldown();
                     // The opening time belongs to this epoch only if its opener published it;
                     // until then the breaker has only just opened.
                     if self.opened_gen.load(Ordering::Acquire) != u64::from(w.generation()) {
@@ -367,7 +456,7 @@ impl<L: HasLimits> Machine<L> {
                     }
                     // Probes of earlier periods still in flight hold their slots: with all of
                     // them taken, the breaker waits for one to come back, as a full half-open.
-                    if w.probes() >= self.limits.limits().probes {
+                    if w.probes() >= self.limits.limits().probes() {
                         return Err(Duration::ZERO);
                     }
                     let next = w.next(HALF_OPEN).with_probes(w.probes() + 1);
@@ -389,7 +478,7 @@ impl<L: HasLimits> Machine<L> {
                     }
                 }
                 _ => {
-                    if w.probes() >= self.limits.limits().probes {
+                    if w.probes() >= self.limits.limits().probes() {
                         return Err(Duration::ZERO);
                     }
                     match self.cas(w, w.with_probes(w.probes() + 1)) {
@@ -416,7 +505,7 @@ impl<L: HasLimits> Machine<L> {
         outcome: Outcome,
         now: impl FnOnce() -> u64,
     ) -> Option<Transition> {
-        if !ticket.probe && outcome == Outcome::Success && self.window.is_none() {
+        if !ticket.probe && outcome == Outcome::Success && !self.limits.limits().ratio() {
             // Hot path: a success through a closed breaker with no failures recorded (probes of
             // an earlier half-open period may still be in flight: they change nothing here).
             if self.load().0 & !PROBE_BITS == Word::new(ticket.generation, CLOSED).0 {
@@ -442,12 +531,14 @@ impl<L: HasLimits> Machine<L> {
             return None;
         }
         let mut w = self.load();
-        if let Some(window) = &self.window {
+        if self.limits.limits().ratio()
+            && let Some(window) = &*self.window()
+        {
             if w.generation() != ticket.generation || w.state() != CLOSED {
                 return None;
             }
             let failures = window.record(outcome == Outcome::Failure)?;
-            if failures < window.threshold {
+            if failures < window.threshold.load(Ordering::Relaxed) {
                 return None;
             }
             loop {
@@ -471,7 +562,7 @@ impl<L: HasLimits> Machine<L> {
                 Outcome::Success => w.with_failures(0),
                 _ => w.with_failures(w.failures() + 1),
             };
-            if next.failures() >= self.limits.limits().threshold {
+            if next.failures() >= self.limits.limits().threshold() {
                 if let Some(tr) = self.trip(w, w.probes(), now.get()) {
                     return Some(tr);
                 }
@@ -521,10 +612,10 @@ impl<L: HasLimits> Machine<L> {
                 }
                 Outcome::Success => {
                     let successes = w.successes() + 1;
-                    if successes >= self.limits.limits().successes {
+                    if successes >= self.limits.limits().successes() {
                         let next = w.next(CLOSED).with_probes(probes);
                         if self.cas(w, next).is_ok() {
-                            if let Some(win) = &self.window {
+                            if let Some(win) = &*self.window() {
                                 win.reset();
                             }
                             return Some(Transition {
@@ -574,7 +665,7 @@ impl<L: HasLimits> Machine<L> {
                 Err(actual) => w = actual,
             }
         }
-        if let Some(win) = &self.window {
+        if let Some(win) = &*self.window() {
             win.reset();
         }
     }

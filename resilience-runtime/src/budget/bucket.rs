@@ -43,6 +43,15 @@ impl Bucket {
         ok
     }
 
+    /// Lowers the tokens to `cap` if they are above it (a smaller capacity).
+    pub(crate) fn cap(&self, cap: u64) {
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t > cap).then_some(cap)
+            });
+    }
+
     /// Whether the bucket holds `cap` tokens or more: one load.
     #[inline(always)]
     pub(crate) fn is_full(&self, cap: u64) -> bool {

@@ -21,7 +21,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -83,15 +83,30 @@ fn tick() -> bool {
 /// Breakers of one name, one per key (a tenant id), with a bound on live keys.
 pub struct KeyedBreakers {
     shared: Arc<Shared>,
-    max_keys: usize,
-    idle_ttl: Duration,
+    /// The bound on live keys; replaced in place by [`KeyedBreakers::reconfigure`], as are the
+    /// idle settings below.
+    max_keys: AtomicUsize,
+    idle_ttl: std::sync::Mutex<Duration>,
     /// The current recency epoch and when it began (see [`EPOCH_BITS`]).
     epoch: AtomicU64,
     /// An epoch's length in milliseconds.
-    epoch_ms: u64,
+    epoch_ms: AtomicU64,
     /// Epochs after which a key not looked up is known to be idle for `idle_ttl`.
-    idle_epochs: u16,
+    idle_epochs: AtomicU16,
     map: RwLock<Set>,
+}
+
+/// An epoch's length in milliseconds, and the epochs after which a key is idle, for `idle_ttl`.
+fn idle_settings(idle_ttl: Duration) -> (u64, u16) {
+    let ttl_ms = u64::try_from(idle_ttl.as_millis()).unwrap_or(u64::MAX);
+    let epoch_ms = (ttl_ms / 8).max(1);
+    // A key stamped `s` was last looked up before epoch `s + 1` began; epoch `c` began at
+    // least `(c - s - 1) * epoch_ms` later (to the millisecond). Idle once that exceeds the ttl.
+    let idle_epochs = ttl_ms.saturating_add(1).div_ceil(epoch_ms) + 1;
+    (
+        epoch_ms,
+        u16::try_from(idle_epochs).unwrap_or(u16::MAX).min(1 << 14),
+    )
 }
 
 impl KeyedBreakers {
@@ -101,20 +116,46 @@ impl KeyedBreakers {
         max_keys: usize,
         idle_ttl: Duration,
     ) -> Self {
-        let ttl_ms = u64::try_from(idle_ttl.as_millis()).unwrap_or(u64::MAX);
-        let epoch_ms = (ttl_ms / 8).max(1);
-        // A key stamped `s` was last looked up before epoch `s + 1` began; epoch `c` began at
-        // least `(c - s - 1) * epoch_ms` later (to the millisecond). Idle once that exceeds the ttl.
-        let idle_epochs = ttl_ms.saturating_add(1).div_ceil(epoch_ms) + 1;
+        let (epoch_ms, idle_epochs) = idle_settings(idle_ttl);
         KeyedBreakers {
             shared: Shared::new(name, config),
-            max_keys: max_keys.max(1),
-            idle_ttl,
+            max_keys: AtomicUsize::new(max_keys.max(1)),
+            idle_ttl: std::sync::Mutex::new(idle_ttl),
             epoch: AtomicU64::new(Self::millis(clock::now_nanos()) << EPOCH_BITS),
-            epoch_ms,
-            idle_epochs: u16::try_from(idle_epochs).unwrap_or(u16::MAX).min(1 << 14),
+            epoch_ms: AtomicU64::new(epoch_ms),
+            idle_epochs: AtomicU16::new(idle_epochs),
             map: RwLock::new(Set::default()),
         }
+    }
+
+    /// Replaces the settings of every key's breaker and the bounds on keys, in place: live keys
+    /// keep their state (see [`Breaker::reconfigure`]). A new `idle_ttl` is judged in epochs of
+    /// its own length from the next epoch on.
+    ///
+    /// # Errors
+    ///
+    /// The breaker settings are invalid; nothing changes then.
+    pub(crate) fn reconfigure(
+        &self,
+        config: BreakerConfig,
+        max_keys: usize,
+        idle_ttl: Duration,
+    ) -> Result<(), crate::InvalidConfig> {
+        config.validate()?;
+        let old = self.shared.reconfigure(config);
+        if old != config.trip {
+            self.each(&mut |b, _| b.follow_trip(old, config.trip));
+        }
+        self.max_keys.store(max_keys.max(1), Ordering::Relaxed);
+        let (epoch_ms, idle_epochs) = idle_settings(idle_ttl);
+        *self.idle_ttl.lock().unwrap_or_else(PoisonError::into_inner) = idle_ttl;
+        self.epoch_ms.store(epoch_ms, Ordering::Relaxed);
+        self.idle_epochs.store(idle_epochs, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn max_keys(&self) -> usize {
+        self.max_keys.load(Ordering::Relaxed)
     }
 
     fn millis(now: u64) -> u64 {
@@ -149,7 +190,7 @@ impl KeyedBreakers {
         let now_ms = Self::millis(now);
         let mut w = self.epoch.load(Ordering::Acquire);
         loop {
-            if now_ms.saturating_sub(w >> EPOCH_BITS) < self.epoch_ms {
+            if now_ms.saturating_sub(w >> EPOCH_BITS) < self.epoch_ms.load(Ordering::Relaxed) {
                 return w as u16;
             }
             let next = (now_ms << EPOCH_BITS) | u64::from((w as u16).wrapping_add(1));
@@ -173,7 +214,7 @@ impl KeyedBreakers {
             e.0.touch(epoch);
             return e.0.clone();
         }
-        if set.len() >= self.max_keys {
+        if set.len() >= self.max_keys() {
             self.make_room(&mut set);
         }
         let b = Arc::new(Breaker::keyed(&self.shared, key, epoch, now));
@@ -193,9 +234,10 @@ impl KeyedBreakers {
         let age = |b: &Breaker| (b.age(epoch) as i16).max(0) as u16;
         // Nothing can clone an entry while the write lock is held: a count of one stays one.
         let unheld = |b: &Arc<Breaker>| Arc::strong_count(b) == 1;
-        let idle = self.idle_epochs;
+        let idle = self.idle_epochs.load(Ordering::Relaxed);
         set.retain(|e| age(&e.0) < idle || !unheld(&e.0));
-        if set.len() < self.max_keys {
+        let max_keys = self.max_keys();
+        if set.len() < max_keys {
             return;
         }
         let evictable = |b: &Arc<Breaker>| unheld(b) && b.state() == BreakerState::Closed;
@@ -207,8 +249,8 @@ impl KeyedBreakers {
         else {
             return;
         };
-        let mut needed = set.len() + 1 - self.max_keys;
-        let mut spare = self.max_keys / 64;
+        let mut needed = (set.len() + 1).saturating_sub(max_keys);
+        let mut spare = max_keys / 64;
         set.retain(|e| {
             let b = &e.0;
             if !evictable(b) {
@@ -251,8 +293,11 @@ impl fmt::Debug for KeyedBreakers {
         f.debug_struct("KeyedBreakers")
             .field("name", self.shared.name())
             .field("keys", &self.len())
-            .field("max_keys", &self.max_keys)
-            .field("idle_ttl", &self.idle_ttl)
+            .field("max_keys", &self.max_keys())
+            .field(
+                "idle_ttl",
+                &*self.idle_ttl.lock().unwrap_or_else(PoisonError::into_inner),
+            )
             .finish()
     }
 }
