@@ -18,6 +18,8 @@
 //! assert_eq!(b.tokens_milli(), 1_000);
 //! ```
 
+use resilience_policy as policy;
+
 use self::bucket::Bucket;
 use crate::InvalidConfig;
 
@@ -79,7 +81,7 @@ impl BudgetConfig {
         c
     }
 
-    /// Checks the settings.
+    /// Checks the settings against the policy's rules (see [`policy`](crate::policy)).
     ///
     /// # Errors
     ///
@@ -89,15 +91,8 @@ impl BudgetConfig {
         if !self.enabled {
             return Ok(());
         }
-        if self.capacity == 0 {
-            return Err(InvalidConfig::new("capacity", "must be greater than zero"));
-        }
-        if self.retry_cost == 0 || self.retry_cost > self.capacity {
-            return Err(InvalidConfig::new(
-                "retry_cost",
-                format!("{} is outside 1..={}", self.retry_cost, self.capacity),
-            ));
-        }
+        policy::check_budget_capacity(self.capacity)?;
+        policy::check_retry_cost(self.retry_cost, self.capacity)?;
         Ok(())
     }
 }
