@@ -77,6 +77,28 @@ impl Violation {
         self.fix = fix.into();
         self
     }
+
+    /// The same violation showing the value as the user wrote it (`"90s"`), where the rule could
+    /// only show the value it was given (`"1m 30s"`): in the message's `` `key = "value"` `` and
+    /// in [`Violation::value`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_policy::check_duration;
+    ///
+    /// let v = check_duration("per", Duration::from_secs(31 * 86_400)).unwrap_err();
+    /// assert_eq!(v.problem(), "`per = \"1month 13h 26m 24s\"` is longer than the limit of 30 days");
+    /// let v = v.written_as("31days");
+    /// assert_eq!(v.problem(), "`per = \"31days\"` is longer than the limit of 30 days");
+    /// assert_eq!(v.value(), "31days");
+    /// ```
+    pub fn written_as(mut self, text: &str) -> Violation {
+        let shown = format!("`{} = \"{}\"`", self.key, self.value);
+        let written = format!("`{} = \"{text}\"`", self.key);
+        self.problem = self.problem.replacen(&shown, &written, 1);
+        self.value = text.to_owned();
+        self
+    }
 }
 
 impl fmt::Display for Violation {
