@@ -596,6 +596,11 @@ pub struct HealthReport {
 /// A whole registry's configuration, loadable from TOML (or any serde format through
 /// [`RegistryConfig::from_value`]).
 ///
+/// Every value is held to the bounds `#[resilient]` applies at compile time (the table in
+/// [`policy`](crate::policy)): durations from 1 ms to 30 days, a `window` and a consecutive
+/// `failure_threshold` up to 10,000, `half_open_probes` up to the window, `max_keys` up to 10⁸,
+/// a `rate` up to 10⁹ per `per`. A value out of bounds is refused at load, naming its field.
+///
 /// ```
 /// use resilience_runtime::registry::RegistryConfig;
 ///
@@ -621,6 +626,8 @@ pub struct HealthReport {
 /// "#).unwrap();
 /// let err = RegistryConfig::from_toml_str("[breakers.graph]\ncooldown = \"soon\"").unwrap_err();
 /// assert_eq!(err.field(), "breakers.graph.cooldown");
+/// let err = RegistryConfig::from_toml_str("[rate_limits.okta]\nrate = 1\nper = \"600years\"").unwrap_err();
+/// assert_eq!(err.field(), "rate_limits.okta.per");
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct RegistryConfig {
@@ -739,7 +746,10 @@ fn duration(at: &str, key: &str, text: &str) -> Result<Duration, InvalidConfig> 
             format!("`{text}` is not a duration ({e}); write it with a unit, e.g. \"250ms\", \"30s\", \"1m\""),
         )
     })?;
-    checked(at, policy::check_duration(key, d))?;
+    checked(
+        at,
+        policy::check_duration(key, d).map_err(|v| v.written_as(text)),
+    )?;
     Ok(d)
 }
 
