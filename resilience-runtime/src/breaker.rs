@@ -139,7 +139,7 @@ impl BreakerConfig {
         self
     }
 
-    /// Checks the settings against the policy's rules (see [`policy`](crate::policy)); the
+    /// Checks the settings against the policy's rules (see [`policy`]); the
     /// error names the field as a configuration file spells it.
     ///
     /// # Errors

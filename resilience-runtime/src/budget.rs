@@ -81,7 +81,7 @@ impl BudgetConfig {
         c
     }
 
-    /// Checks the settings against the policy's rules (see [`policy`](crate::policy)).
+    /// Checks the settings against the policy's rules (see [`policy`]).
     ///
     /// # Errors
     ///

@@ -597,7 +597,7 @@ pub struct HealthReport {
 /// [`RegistryConfig::from_value`]).
 ///
 /// Every value is held to the bounds `#[resilient]` applies at compile time (the table in
-/// [`policy`](crate::policy)): durations from 1 ms to 30 days, a `window` and a consecutive
+/// [`policy`]): durations from 1 ms to 30 days, a `window` and a consecutive
 /// `failure_threshold` up to 10,000, `half_open_probes` up to the window, `max_keys` up to 10⁸,
 /// a `rate` up to 10⁹ per `per`. A value out of bounds is refused at load, naming its field.
 ///
