@@ -88,7 +88,16 @@ impl Backoff {
         self
     }
 
-    /// The schedule as the policy crate computes with it.
+    /// The schedule as the policy crate computes with it: the same fields, so the worst case
+    /// `#[resilient]` checks at compile time is the one the runtime waits within.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_runtime::backoff::{Backoff, Jitter};
+    ///
+    /// let b = Backoff::new().with_jitter(Jitter::None);
+    /// assert_eq!(b.schedule().worst_case_total(3), Duration::from_secs(7));
+    /// ```
     pub const fn schedule(&self) -> Schedule {
         Schedule {
             base: self.base,
