@@ -6,11 +6,8 @@ use std::time::Duration;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-/// The longest duration a policy accepts: one day. Anything longer is a typo, and the bound keeps
-/// the compile-time schedule arithmetic far from overflow.
-pub(crate) const MAX: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Parses the literal of `key`, with a message in the house style on failure.
+/// Parses the literal of `key`, with a message in the house style on failure, and checks it
+/// against the policy's bounds (1 ms to 30 days), the same the configuration file is held to.
 pub(crate) fn parse(key: &str, lit: &syn::LitStr) -> syn::Result<Duration> {
     let text = lit.value();
     let parsed = humantime::parse_duration(text.trim()).map_err(|e| {
@@ -22,26 +19,9 @@ pub(crate) fn parse(key: &str, lit: &syn::LitStr) -> syn::Result<Duration> {
             ),
         )
     })?;
-    if parsed.is_zero() {
-        return Err(syn::Error::new(
-            lit.span(),
-            format!("`{key}` must be longer than zero; write e.g. `{key} = \"1s\"` or remove it"),
-        ));
-    }
-    if parsed > MAX {
-        return Err(syn::Error::new(
-            lit.span(),
-            format!(
-                "`{key} = \"{text}\"` is longer than the limit of one day; use a shorter duration"
-            ),
-        ));
-    }
+    resilience_policy::check_duration(key, parsed)
+        .map_err(|violation| syn::Error::new(lit.span(), violation.written_as(&text)))?;
     Ok(parsed)
-}
-
-/// A duration the way humans read it (`"1m 30s"`).
-pub(crate) fn display(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
 }
 
 /// `Duration::new(secs, nanos)` through the given `__private` path.
@@ -76,10 +56,46 @@ mod tests {
     }
 
     #[test]
-    fn rejects_zero_garbage_and_huge() {
-        for bad in ["0s", "ten seconds", "10", "2d"] {
+    fn rejects_zero_garbage_tiny_and_huge() {
+        for bad in ["0s", "ten seconds", "10", "999us", "31days", "600years"] {
             let lit: syn::LitStr = syn::LitStr::new(bad, proc_macro2::Span::call_site());
             assert!(parse("timeout", &lit).is_err(), "{bad}");
+        }
+        for good in ["1ms", "30days"] {
+            let lit: syn::LitStr = syn::LitStr::new(good, proc_macro2::Span::call_site());
+            assert!(parse("timeout", &lit).is_ok(), "{good}");
+        }
+    }
+
+    /// The policy's messages show durations the way humantime does, so the text is the same
+    /// whichever crate writes it.
+    #[test]
+    fn the_policy_formats_durations_as_humantime_does() {
+        let mut d = Duration::new(0, 1);
+        while d < Duration::from_secs(1 << 40) {
+            for delta in [
+                Duration::ZERO,
+                Duration::new(0, 7),
+                Duration::new(59, 999_000),
+            ] {
+                let d = d + delta;
+                assert_eq!(
+                    resilience_policy::format_duration(d),
+                    humantime::format_duration(d).to_string(),
+                    "{d:?}"
+                );
+            }
+            d = d * 3 + Duration::new(1, 1);
+        }
+        for d in [
+            Duration::ZERO,
+            Duration::MAX,
+            Duration::from_secs(31 * 86_400),
+        ] {
+            assert_eq!(
+                resilience_policy::format_duration(d),
+                humantime::format_duration(d).to_string()
+            );
         }
     }
 }

@@ -18,48 +18,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use resilience_policy::{Schedule, defaults};
+
 use crate::InvalidConfig;
 
-/// How a computed delay is randomised, so that clients that failed together do not retry together.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub enum Jitter {
-    /// No randomisation: the delay is exact.
-    None,
-    /// `uniform(0, delay)`.
-    Full,
-    /// `delay / 2 + uniform(0, delay / 2)`.
-    Equal,
-    /// `min(max, uniform(base, previous * 3))`, as AWS's "decorrelated jitter".
-    Decorrelated,
-    /// `delay + uniform(0, delay * p)`: the connector platforms' default with `p = 0.1`.
-    Proportional(f64),
-}
-
-impl Jitter {
-    /// The jitter kinds' names as written in `#[resilient(jitter = "...")]`.
-    pub const NAMES: [&'static str; 5] = ["none", "full", "equal", "decorrelated", "proportional"];
-
-    /// The default: proportional, 10%.
-    pub const DEFAULT: Jitter = Jitter::Proportional(0.1);
-
-    /// The kind's name.
-    pub const fn name(&self) -> &'static str {
-        match self {
-            Jitter::None => "none",
-            Jitter::Full => "full",
-            Jitter::Equal => "equal",
-            Jitter::Decorrelated => "decorrelated",
-            Jitter::Proportional(_) => "proportional",
-        }
-    }
-}
-
-impl Default for Jitter {
-    fn default() -> Self {
-        Jitter::DEFAULT
-    }
-}
+/// How a computed delay is randomised: the policy crate's kinds, the names the attribute accepts.
+pub use resilience_policy::Jitter;
 
 /// An exponential backoff schedule. Const-constructible, so a policy can be a `const`.
 ///
@@ -93,10 +57,10 @@ impl Backoff {
     /// The defaults: base 1s, max 30s, factor 2, proportional jitter 10%.
     pub const fn new() -> Self {
         Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-            factor: 2.0,
-            jitter: Jitter::DEFAULT,
+            base: defaults::BACKOFF_BASE,
+            max: defaults::BACKOFF_MAX,
+            factor: defaults::BACKOFF_FACTOR,
+            jitter: defaults::JITTER,
         }
     }
 
@@ -124,57 +88,44 @@ impl Backoff {
         self
     }
 
-    /// Checks the schedule.
+    /// The schedule as the policy crate computes with it: the same fields, so the worst case
+    /// `#[resilient]` checks at compile time is the one the runtime waits within.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_runtime::backoff::{Backoff, Jitter};
+    ///
+    /// let b = Backoff::new().with_jitter(Jitter::None);
+    /// assert_eq!(b.schedule().worst_case_total(3), Duration::from_secs(7));
+    /// ```
+    pub const fn schedule(&self) -> Schedule {
+        Schedule {
+            base: self.base,
+            max: self.max,
+            factor: self.factor,
+            jitter: self.jitter,
+        }
+    }
+
+    /// Checks the schedule against the policy's rules ([`Schedule::check`]); the field is
+    /// `backoff.base`, `backoff.max`, `backoff.factor` or `backoff.jitter`.
     ///
     /// # Errors
     ///
-    /// - `base` is zero or greater than `max`;
-    /// - `factor` is below 1 or not finite;
-    /// - a proportional jitter's fraction is not within `0..=1`.
+    /// - `base` or `max` outside 1 ms to 30 days;
+    /// - `base` greater than `max`;
+    /// - `factor` below 1 or not finite;
+    /// - a proportional jitter's fraction not within `0..=1`.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
-        if self.base.is_zero() {
-            return Err(InvalidConfig::new(
-                "backoff.base",
-                "must be greater than zero",
-            ));
-        }
-        if self.base > self.max {
-            return Err(InvalidConfig::new(
-                "backoff.base",
-                format!(
-                    "{} is greater than `max` ({})",
-                    humantime::format_duration(self.base),
-                    humantime::format_duration(self.max)
-                ),
-            ));
-        }
-        if !self.factor.is_finite() || self.factor < 1.0 {
-            return Err(InvalidConfig::new(
-                "backoff.factor",
-                format!("{} is below 1; delays would shrink", self.factor),
-            ));
-        }
-        if let Jitter::Proportional(p) = self.jitter
-            && !(0.0..=1.0).contains(&p)
-        {
-            return Err(InvalidConfig::new(
-                "backoff.jitter",
-                format!("proportional fraction {p} is outside 0..=1"),
-            ));
-        }
-        Ok(())
+        self.schedule()
+            .check()
+            .map_err(|v| InvalidConfig::from(v).within("backoff"))
     }
 
     /// The delay before retry `retry` (0 for the first retry) without jitter:
     /// `min(base * factor^retry, max)`. Saturates for any `retry`; never overflows.
     pub fn raw_delay(&self, retry: u32) -> Duration {
-        let max = self.max.as_secs_f64();
-        let d = self.base.as_secs_f64() * self.factor.powi(retry.min(i32::MAX as u32) as i32);
-        if !d.is_finite() || d >= max {
-            self.max
-        } else {
-            Duration::from_secs_f64(d)
-        }
+        self.schedule().raw_delay(retry)
     }
 
     /// The delay before retry `retry`, jittered. `previous` is the delay before the previous retry
@@ -193,20 +144,19 @@ impl Backoff {
                 secs(v.min(self.max.as_secs_f64()))
             }
             Jitter::Proportional(p) => d.saturating_add(mul(d, p * rng.unit())),
+            // A kind this version does not draw: no jitter, within the schedule's bounds.
+            _ => d,
         }
     }
 
-    /// The longest delay jitter can give before retry `retry`.
+    /// The longest delay jitter can give before retry `retry` ([`Schedule::max_delay`]).
     pub fn max_delay(&self, retry: u32) -> Duration {
-        let d = self.raw_delay(retry);
-        match self.jitter {
-            Jitter::None | Jitter::Full | Jitter::Equal => d,
-            Jitter::Decorrelated => self.max,
-            Jitter::Proportional(p) => d.saturating_add(mul(d, p)),
-        }
+        self.schedule().max_delay(retry)
     }
 
-    /// The worst-case sum of the waits of `retries` retries (jitter at its largest).
+    /// The worst-case sum of the waits of `retries` retries (jitter at its largest), saturating
+    /// at `Duration::MAX`: the one computation of it, [`Schedule::worst_case_total`], which
+    /// `#[resilient]` compares with a site's `deadline` at compile time.
     ///
     /// ```
     /// use std::time::Duration;
@@ -215,15 +165,19 @@ impl Backoff {
     /// assert_eq!(b.worst_case_total(5), Duration::from_secs(31));
     /// ```
     pub fn worst_case_total(&self, retries: u32) -> Duration {
-        (0..retries).fold(Duration::ZERO, |acc, n| {
-            acc.saturating_add(self.max_delay(n))
-        })
+        self.schedule().worst_case_total(retries)
     }
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Backoff::new()
+    }
+}
+
+impl From<Backoff> for Schedule {
+    fn from(b: Backoff) -> Schedule {
+        b.schedule()
     }
 }
 
@@ -256,10 +210,10 @@ pub struct RetryAfter {
 }
 
 impl RetryAfter {
-    /// The default: hints up to 5 minutes are honoured.
+    /// The default: hints up to 5 minutes are honoured ([`defaults::RETRY_AFTER_MAX`]).
     pub const fn new() -> Self {
         RetryAfter {
-            max: Duration::from_secs(300),
+            max: defaults::RETRY_AFTER_MAX,
         }
     }
 
@@ -442,6 +396,7 @@ mod tests {
                     prop_assert!(d + eps >= raw);
                     prop_assert!(d <= raw + mul(raw, p) + eps);
                 }
+                _ => prop_assert_eq!(d, raw),
             }
         }
 

@@ -42,6 +42,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use resilience_policy::{self as policy, defaults};
+
 use crate::InvalidConfig;
 use crate::clock;
 
@@ -98,10 +100,12 @@ impl BreakerConfig {
     /// The defaults: 5 consecutive failures, 60s cooldown, 1 probe, 1 success to close.
     pub const fn new() -> Self {
         BreakerConfig {
-            trip: TripMode::Consecutive { threshold: 5 },
-            cooldown: Duration::from_secs(60),
-            half_open_probes: 1,
-            success_threshold: 1,
+            trip: TripMode::Consecutive {
+                threshold: defaults::FAILURE_THRESHOLD,
+            },
+            cooldown: defaults::COOLDOWN,
+            half_open_probes: defaults::HALF_OPEN_PROBES,
+            success_threshold: defaults::SUCCESS_THRESHOLD,
         }
     }
 
@@ -135,51 +139,42 @@ impl BreakerConfig {
         self
     }
 
-    /// Checks the settings.
+    /// Checks the settings against the policy's rules (see [`policy`]); the
+    /// error names the field as a configuration file spells it.
     ///
     /// # Errors
     ///
-    /// - a consecutive threshold of 0 or above 16383;
-    /// - a ratio window of 0 or above 65536, or a ratio outside `(0, 1]`;
-    /// - `half_open_probes` or `success_threshold` of 0 or above 255;
-    /// - `success_threshold` greater than... nothing else: probes may succeed one after another.
+    /// - a consecutive `failure_threshold` of 0 or above 10,000;
+    /// - a ratio `window` of 0 or above 10,000, or a `failure_ratio` outside `(0, 1]`;
+    /// - a `cooldown` shorter than 1 ms or longer than 30 days;
+    /// - `half_open_probes` of 0, above the ratio window or above 255;
+    /// - `success_threshold` of 0 or above 255 (probes may succeed one after another, so it may
+    ///   exceed `half_open_probes`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_runtime::breaker::{BreakerConfig, TripMode};
+    ///
+    /// let wide = BreakerConfig::new().with_trip(TripMode::Ratio { window: 20_000, ratio: 0.5 });
+    /// assert_eq!(wide.validate().unwrap_err().field(), "window");
+    /// let long = BreakerConfig::new().with_cooldown(Duration::from_secs(31 * 86_400));
+    /// assert_eq!(long.validate().unwrap_err().field(), "cooldown");
+    /// ```
     pub fn validate(&self) -> Result<(), InvalidConfig> {
-        match self.trip {
+        let window = match self.trip {
             TripMode::Consecutive { threshold } => {
-                if threshold == 0 || threshold > MAX_FAILURES as u32 {
-                    return Err(InvalidConfig::new(
-                        "failure_threshold",
-                        format!("{threshold} is outside 1..={MAX_FAILURES}"),
-                    ));
-                }
+                policy::check_failure_threshold(threshold)?;
+                None
             }
             TripMode::Ratio { window, ratio } => {
-                if window == 0 || window > 65_536 {
-                    return Err(InvalidConfig::new(
-                        "window",
-                        format!("{window} is outside 1..=65536"),
-                    ));
-                }
-                if !(ratio > 0.0 && ratio <= 1.0) {
-                    return Err(InvalidConfig::new(
-                        "failure_ratio",
-                        format!("{ratio} is outside (0, 1]"),
-                    ));
-                }
+                policy::check_window(window)?;
+                policy::check_failure_ratio(ratio)?;
+                Some(window)
             }
-        }
-        if self.half_open_probes == 0 || self.half_open_probes > 255 {
-            return Err(InvalidConfig::new(
-                "half_open_probes",
-                format!("{} is outside 1..=255", self.half_open_probes),
-            ));
-        }
-        if self.success_threshold == 0 || self.success_threshold > 255 {
-            return Err(InvalidConfig::new(
-                "success_threshold",
-                format!("{} is outside 1..=255", self.success_threshold),
-            ));
-        }
+        };
+        policy::check_duration("cooldown", self.cooldown)?;
+        policy::check_half_open_probes(self.half_open_probes, window)?;
+        policy::check_success_threshold(self.success_threshold)?;
         Ok(())
     }
 }
@@ -224,6 +219,16 @@ impl BreakerState {
 
 use self::machine::{CLOSED, HasLimits, Limits, MAX_FAILURES, Machine, OPEN, Transition, Window};
 pub use self::machine::{Outcome, Ticket};
+
+// The policy's bounds fit the state word and the window: a consecutive threshold up to the longest
+// window in the failure count's 14 bits, probes and successes in 8 bits each, and the longest
+// window within what `Shared::window` keeps.
+const _: () = {
+    assert!(policy::bounds::MAX_WINDOW as u64 <= MAX_FAILURES);
+    assert!(policy::bounds::MAX_WINDOW <= 65_536);
+    assert!(policy::bounds::MAX_HALF_OPEN_PROBES <= 255);
+    assert!(policy::bounds::MAX_SUCCESS_THRESHOLD <= 255);
+};
 
 mod machine;
 

@@ -20,6 +20,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use resilience_policy as policy;
+
 use self::bucket::Bucket;
 use crate::InvalidConfig;
 
@@ -81,7 +83,7 @@ impl BudgetConfig {
         c
     }
 
-    /// Checks the settings.
+    /// Checks the settings against the policy's rules (see [`policy`]).
     ///
     /// # Errors
     ///
@@ -91,15 +93,8 @@ impl BudgetConfig {
         if !self.enabled {
             return Ok(());
         }
-        if self.capacity == 0 {
-            return Err(InvalidConfig::new("capacity", "must be greater than zero"));
-        }
-        if self.retry_cost == 0 || self.retry_cost > self.capacity {
-            return Err(InvalidConfig::new(
-                "retry_cost",
-                format!("{} is outside 1..={}", self.retry_cost, self.capacity),
-            ));
-        }
+        policy::check_budget_capacity(self.capacity)?;
+        policy::check_retry_cost(self.retry_cost, self.capacity)?;
         Ok(())
     }
 }

@@ -40,6 +40,9 @@
 //!
 //! - [`classify`]: [`ErrorClass`], [`Classify`], terminal reasons, [`Rejected`].
 //! - [`backoff`]: exponential schedules, jitter kinds, Retry-After.
+//! - [`policy`]: the rules, bounds and defaults that `#[resilient]` checks at compile time and
+//!   configurations are checked against when they are built or loaded (the crate
+//!   `resilience-policy`).
 //! - [`breaker`]: lock-free circuit breakers.
 //! - [`budget`]: retry budgets.
 //! - [`limit`]: rate limiters and bulkheads.
@@ -137,6 +140,19 @@ pub use registry::Registry;
 #[doc(inline)]
 pub use resilience_macros::{ConnectorError, resilient};
 
+/// The rules, bounds, defaults and worst-case schedule shared by `#[resilient]` (at compile time)
+/// and this crate (when a configuration is built or loaded, and at run time): one implementation,
+/// so the attribute and the configuration file accept the same values.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_runtime::policy::{self, bounds};
+///
+/// assert_eq!(bounds::MAX_RETRIES, 20);
+/// assert!(policy::check_duration("cooldown", Duration::from_secs(31 * 86_400)).is_err());
+/// ```
+pub use resilience_policy as policy;
+
 use std::fmt;
 
 /// A configuration value that cannot work, with the field it came from.
@@ -145,7 +161,10 @@ use std::fmt;
 /// use resilience_runtime::breaker::BreakerConfig;
 /// let err = BreakerConfig::new().with_failure_threshold(0).validate().unwrap_err();
 /// assert_eq!(err.field(), "failure_threshold");
-/// assert_eq!(err.to_string(), "`failure_threshold`: 0 is outside 1..=16383");
+/// assert_eq!(
+///     err.to_string(),
+///     "`failure_threshold`: `failure_threshold = 0` is outside 1..=10000; write the consecutive failures that open the breaker, e.g. `failure_threshold = 5`"
+/// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidConfig {
@@ -208,3 +227,19 @@ impl fmt::Display for InvalidConfig {
 }
 
 impl std::error::Error for InvalidConfig {}
+
+/// A broken [`policy`] rule, as an error for the rule's key; the configuration's loader prefixes
+/// the path of the table it came from (`breakers.graph`).
+///
+/// ```
+/// use resilience_runtime::{policy, InvalidConfig};
+///
+/// let err = InvalidConfig::from(policy::check_window(0).unwrap_err());
+/// assert_eq!(err.field(), "window");
+/// assert!(err.reason().starts_with("`window = 0` is outside 1..=10000"));
+/// ```
+impl From<policy::Violation> for InvalidConfig {
+    fn from(v: policy::Violation) -> Self {
+        InvalidConfig::new(v.key(), v.to_string())
+    }
+}

@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use resilience_policy as policy;
+
 use crate::InvalidConfig;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, TripMode};
 use crate::budget::{BudgetConfig, RetryBudget};
@@ -684,6 +686,11 @@ pub struct HealthReport {
 /// A whole registry's configuration, loadable from TOML (or any serde format through
 /// [`RegistryConfig::from_value`]).
 ///
+/// Every value is held to the bounds `#[resilient]` applies at compile time (the table in
+/// [`policy`]): durations from 1 ms to 30 days, a `window` and a consecutive
+/// `failure_threshold` up to 10,000, `half_open_probes` up to the window, `max_keys` up to 10⁸,
+/// a `rate` up to 10⁹ per `per`. A value out of bounds is refused at load, naming its field.
+///
 /// ```
 /// use resilience_runtime::registry::RegistryConfig;
 ///
@@ -709,6 +716,8 @@ pub struct HealthReport {
 /// "#).unwrap();
 /// let err = RegistryConfig::from_toml_str("[breakers.graph]\ncooldown = \"soon\"").unwrap_err();
 /// assert_eq!(err.field(), "breakers.graph.cooldown");
+/// let err = RegistryConfig::from_toml_str("[rate_limits.okta]\nrate = 1\nper = \"600years\"").unwrap_err();
+/// assert_eq!(err.field(), "rate_limits.okta.per");
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct RegistryConfig {
@@ -819,13 +828,24 @@ struct RawBulkhead {
     max_concurrent: usize,
 }
 
-fn duration(field: &str, s: &str) -> Result<Duration, InvalidConfig> {
-    humantime::parse_duration(s).map_err(|e| {
+/// The duration `text` of `key` in the table at `at`, within the policy's bounds.
+fn duration(at: &str, key: &str, text: &str) -> Result<Duration, InvalidConfig> {
+    let d = humantime::parse_duration(text).map_err(|e| {
         InvalidConfig::new(
-            field,
-            format!("`{s}` is not a duration ({e}); write it with a unit, e.g. \"250ms\", \"30s\", \"1m\""),
+            format!("{at}.{key}"),
+            format!("`{text}` is not a duration ({e}); write it with a unit, e.g. \"250ms\", \"30s\", \"1m\""),
         )
-    })
+    })?;
+    checked(
+        at,
+        policy::check_duration(key, d).map_err(|v| v.written_as(text)),
+    )?;
+    Ok(d)
+}
+
+/// A policy rule's verdict on a value of the table at `at`, with the field's whole path.
+fn checked(at: &str, verdict: Result<(), policy::Violation>) -> Result<(), InvalidConfig> {
+    verdict.map_err(|v| InvalidConfig::from(v).within(at))
 }
 
 impl RegistryConfig {
@@ -882,7 +902,8 @@ impl RegistryConfig {
     fn validate(raw: RawConfig) -> Result<RegistryConfig, InvalidConfig> {
         let mut out = RegistryConfig::default();
         for (name, b) in raw.breakers {
-            let at = |f: &str| format!("breakers.{name}.{f}");
+            let table = format!("breakers.{name}");
+            let at = |f: &str| format!("{table}.{f}");
             let mut c = BreakerConfig::new();
             match (b.failure_threshold, b.window, b.failure_ratio) {
                 (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
@@ -908,7 +929,7 @@ impl RegistryConfig {
                 (None, None, None) => {}
             }
             if let Some(s) = &b.cooldown {
-                c.cooldown = duration(&at("cooldown"), s)?;
+                c.cooldown = duration(&table, "cooldown", s)?;
             }
             if let Some(p) = b.half_open_probes {
                 c.half_open_probes = p;
@@ -916,27 +937,25 @@ impl RegistryConfig {
             if let Some(s) = b.success_threshold {
                 c.success_threshold = s;
             }
-            c.validate()
-                .map_err(|e| e.within(&format!("breakers.{name}")))?;
+            c.validate().map_err(|e| e.within(&table))?;
             let mut named = NamedBreaker {
                 config: c,
                 ..NamedBreaker::default()
             };
             if let Some(k) = b.max_keys {
-                if k == 0 {
-                    return Err(InvalidConfig::new(
-                        at("max_keys"),
-                        "must be greater than zero",
-                    ));
-                }
+                checked(
+                    &table,
+                    policy::check_max_keys(u64::try_from(k).unwrap_or(u64::MAX)),
+                )?;
                 named.max_keys = k;
             }
             if let Some(s) = &b.idle_ttl {
-                named.idle_ttl = duration(&at("idle_ttl"), s)?;
+                named.idle_ttl = duration(&table, "idle_ttl", s)?;
             }
             out.breakers.insert(name, named);
         }
         for (name, b) in raw.budgets {
+            let table = format!("budgets.{name}");
             let mut c = BudgetConfig::new();
             if let Some(v) = b.capacity {
                 c.capacity = v;
@@ -945,52 +964,34 @@ impl RegistryConfig {
                 c.retry_cost = v;
             }
             if let Some(v) = b.refund {
-                if !(0.0..=1_000.0).contains(&v) {
-                    return Err(InvalidConfig::new(
-                        format!("budgets.{name}.refund"),
-                        format!("{v} is outside 0..=1000"),
-                    ));
-                }
+                checked(&table, policy::check_refund(v))?;
                 c.refund_milli = (v * 1000.0).round() as u32;
             }
             if let Some(v) = b.enabled {
                 c.enabled = v;
             }
-            c.validate()
-                .map_err(|e| e.within(&format!("budgets.{name}")))?;
+            c.validate().map_err(|e| e.within(&table))?;
             out.budgets.insert(name, c);
         }
         for (name, r) in raw.rate_limits {
-            if r.rate == 0 {
-                return Err(InvalidConfig::new(
-                    format!("rate_limits.{name}.rate"),
-                    "must be greater than zero",
-                ));
-            }
+            let table = format!("rate_limits.{name}");
+            checked(&table, policy::check_rate(u64::from(r.rate)))?;
             let per = match &r.per {
-                Some(s) => duration(&format!("rate_limits.{name}.per"), s)?,
+                Some(s) => duration(&table, "per", s)?,
                 None => Duration::from_secs(1),
             };
-            if per.is_zero() {
-                return Err(InvalidConfig::new(
-                    format!("rate_limits.{name}.per"),
-                    "must be greater than zero",
-                ));
-            }
             let per_key = r.per_key.unwrap_or(false);
             if per_key && !cfg!(feature = "governor") {
                 return Err(InvalidConfig::new(
-                    format!("rate_limits.{name}.per_key"),
+                    format!("{table}.per_key"),
                     "a per-key rate limit needs the `governor` feature of resilience-runtime",
                 ));
             }
             let max_keys = r.max_keys.unwrap_or(10_000);
-            if max_keys == 0 {
-                return Err(InvalidConfig::new(
-                    format!("rate_limits.{name}.max_keys"),
-                    "must be greater than zero",
-                ));
-            }
+            checked(
+                &table,
+                policy::check_max_keys(u64::try_from(max_keys).unwrap_or(u64::MAX)),
+            )?;
             out.rate_limits.insert(
                 name,
                 RateLimitSpec {
@@ -1002,12 +1003,11 @@ impl RegistryConfig {
             );
         }
         for (name, b) in raw.bulkheads {
-            if b.max_concurrent == 0 {
-                return Err(InvalidConfig::new(
-                    format!("bulkheads.{name}.max_concurrent"),
-                    "must be greater than zero",
-                ));
-            }
+            let table = format!("bulkheads.{name}");
+            checked(
+                &table,
+                policy::check_max_concurrent(u64::try_from(b.max_concurrent).unwrap_or(u64::MAX)),
+            )?;
             out.bulkheads.insert(name, b.max_concurrent);
         }
         Ok(out)

@@ -33,9 +33,10 @@
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
+use resilience_policy::Jitter;
 use syn::spanned::Spanned;
 
-use super::validate::{Config, Jitter, Rebind, Receiver};
+use super::validate::{Config, Rebind, Receiver};
 use crate::diag::respan;
 use crate::duration;
 
@@ -165,7 +166,9 @@ fn policy(config: &Config, private: &TokenStream) -> TokenStream {
             Jitter::Full => quote!(#private::Jitter::Full),
             Jitter::Equal => quote!(#private::Jitter::Equal),
             Jitter::Decorrelated => quote!(#private::Jitter::Decorrelated),
-            Jitter::Proportional => quote!(#private::Jitter::Proportional(0.1)),
+            Jitter::Proportional(fraction) => quote!(#private::Jitter::Proportional(#fraction)),
+            // `Jitter::from_name` makes only the kinds above.
+            _ => quote!(#private::Jitter::DEFAULT),
         };
         policy.extend(quote! {
             .with_backoff(

@@ -7,19 +7,13 @@ use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote};
+use resilience_policy::bounds::MAX_RETRIES;
+use resilience_policy::{self as policy, Jitter, Schedule, defaults};
 use syn::spanned::Spanned;
 
 use super::parse::{Args, BackoffArgs};
 use crate::diag::{Errors, suggestion};
 use crate::duration;
-
-/// The largest `retries` a site may ask for.
-pub(crate) const MAX_RETRIES: u32 = 20;
-
-/// `retries` when the site is idempotent and does not say (the connector platforms' default).
-pub(crate) const DEFAULT_RETRIES: u32 = 3;
-
-const JITTER_KINDS: [&str; 5] = ["none", "full", "equal", "decorrelated", "proportional"];
 
 /// The finished policy of one site plus what the expansion needs to know about the fn.
 pub(crate) struct Config {
@@ -29,7 +23,7 @@ pub(crate) struct Config {
     pub(crate) operation: String,
     pub(crate) is_async: bool,
     pub(crate) retries: u32,
-    pub(crate) backoff: Backoff,
+    pub(crate) backoff: Schedule,
     pub(crate) idempotent: bool,
     pub(crate) idempotency_key: Option<syn::Expr>,
     pub(crate) breaker: Option<String>,
@@ -70,60 +64,6 @@ impl Config {
             || self.rate_limit.is_some()
             || self.bulkhead.is_some()
     }
-}
-
-/// The finished backoff.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Backoff {
-    pub(crate) base: Duration,
-    pub(crate) max: Duration,
-    pub(crate) factor: f64,
-    pub(crate) jitter: Jitter,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-            factor: 2.0,
-            jitter: Jitter::Proportional,
-        }
-    }
-}
-
-impl Backoff {
-    /// The longest wait jitter can give before retry `n` (0-based), as the runtime computes it.
-    fn max_delay(&self, n: u32) -> Duration {
-        let max = self.max.as_secs_f64();
-        let exponent = i32::try_from(n).unwrap_or(i32::MAX);
-        let raw = self.base.as_secs_f64() * self.factor.powi(exponent);
-        let raw = if raw.is_finite() { raw.min(max) } else { max };
-        let worst = match self.jitter {
-            Jitter::None | Jitter::Full | Jitter::Equal => raw,
-            Jitter::Decorrelated => max,
-            Jitter::Proportional => raw * 1.1,
-        };
-        Duration::try_from_secs_f64(worst).unwrap_or(duration::MAX)
-    }
-
-    /// The worst-case sum of the waits of `retries` retries.
-    pub(crate) fn worst_case_total(&self, retries: u32) -> Duration {
-        (0..retries).fold(Duration::ZERO, |acc, n| {
-            acc.saturating_add(self.max_delay(n))
-        })
-    }
-}
-
-/// The jitter kinds `#[resilient]` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Jitter {
-    None,
-    Full,
-    Equal,
-    Decorrelated,
-    /// 10% of the delay, the connector platforms' default.
-    Proportional,
 }
 
 /// How the fn takes `self`: for the call to `refresh`, and for how an attempt captures.
@@ -187,6 +127,7 @@ pub(crate) fn validate(
     let backoff = check_backoff(&args, &mut errors);
     let timeout = check_async_only(&args.timeout, "timeout", sig, &mut errors);
     let deadline = check_async_only(&args.deadline, "deadline", sig, &mut errors);
+    check_timeout_within_deadline(&args, timeout, deadline, &mut errors);
     check_deadline_fits(&args, retries, &backoff, timeout, deadline, &mut errors);
     let breaker = check_name(&args.breaker, "breaker", &mut errors);
     check_breaker_key(&args, &mut errors);
@@ -327,9 +268,14 @@ fn surely_not_result(ty: &syn::Type) -> Option<String> {
 }
 
 fn check_retries(args: &Args, errors: &mut Errors) -> u32 {
-    let safe = args.idempotent.is_present() || args.idempotency_key.is_some();
+    let idempotent = args.idempotent.is_present();
+    let keyed = args.idempotency_key.is_some();
     let Some(lit) = &args.retries else {
-        return if safe { DEFAULT_RETRIES } else { 0 };
+        return if idempotent || keyed {
+            defaults::RETRIES
+        } else {
+            0
+        };
     };
     let Ok(n) = lit.base10_parse::<u32>() else {
         errors.error(
@@ -338,57 +284,36 @@ fn check_retries(args: &Args, errors: &mut Errors) -> u32 {
         );
         return 0;
     };
-    if n > MAX_RETRIES {
-        errors.error(
-            lit.span(),
-            format!(
-                "`retries = {n}` is above the limit of {MAX_RETRIES}; lower it (a `deadline` bounds a long outage better than more retries)"
-            ),
-        );
+    if let Err(v) = policy::check_retries(n) {
+        errors.error(lit.span(), v);
     }
-    if n > 0 && !safe {
-        errors.error(
-            lit.span(),
-            format!(
-                "`retries = {n}` runs the operation again after a failure, so it must be safe to repeat; add `idempotent`, or `idempotency_key = <expr>` for a create, or set `retries = 0`"
-            ),
-        );
+    if let Err(v) = policy::check_retries_are_safe(n, idempotent, keyed) {
+        errors.error(lit.span(), v);
     }
     n.min(MAX_RETRIES)
 }
 
-fn check_backoff(args: &Args, errors: &mut Errors) -> Backoff {
-    let mut backoff = Backoff::default();
+fn check_backoff(args: &Args, errors: &mut Errors) -> Schedule {
+    let mut backoff = Schedule::new();
     let raw = args.backoff.as_ref();
-    let base = raw
-        .and_then(|b| b.base.as_ref())
-        .and_then(|lit| errors.handle(duration::parse("base", lit)));
-    let max = raw
-        .and_then(|b| b.max.as_ref())
-        .and_then(|lit| errors.handle(duration::parse("max", lit)));
+    let base_lit = raw.and_then(|b| b.base.as_ref());
+    let max_lit = raw.and_then(|b| b.max.as_ref());
+    let base = base_lit.and_then(|lit| errors.handle(duration::parse("base", lit)));
+    let max = max_lit.and_then(|lit| errors.handle(duration::parse("max", lit)));
     if let Some(base) = base {
         backoff.base = base;
     }
     if let Some(max) = max {
         backoff.max = max;
     }
-    if backoff.base > backoff.max {
-        let (span, fix) = match (
-            raw.and_then(|b| b.max.as_ref()),
-            raw.and_then(|b| b.base.as_ref()),
-        ) {
-            (Some(lit), _) => (lit.span(), "raise `max` or lower `base`"),
-            (None, Some(lit)) => (lit.span(), "set `max` as well, or lower `base`"),
-            (None, None) => (Span::call_site(), "lower `base`"),
+    if let Err(v) = policy::check_backoff_order(backoff.base, backoff.max) {
+        // At `max` when it was written; else at `base`, which alone overshot the default `max`.
+        let (span, v) = match (max_lit, base_lit) {
+            (Some(lit), _) => (lit.span(), v),
+            (None, Some(lit)) => (lit.span(), v.with_fix("set `max` as well, or lower `base`")),
+            (None, None) => (Span::call_site(), v.with_fix("lower `base`")),
         };
-        errors.error(
-            span,
-            format!(
-                "backoff `base` ({}) is longer than `max` ({}); {fix}",
-                duration::display(backoff.base),
-                duration::display(backoff.max)
-            ),
-        );
+        errors.error(span, v);
     }
     if let Some(lit) = raw.and_then(|b| b.factor.as_ref())
         && let Some(factor) = check_factor(lit, errors)
@@ -408,16 +333,14 @@ fn check_factor(lit: &syn::Lit, errors: &mut Errors) -> Option<f64> {
         _ => None,
     };
     match parsed {
-        Some(f) if f.is_finite() && f >= 1.0 => Some(f),
-        Some(f) if f.is_finite() => {
-            errors.error(
-                lit.span(),
-                format!(
-                    "backoff `factor = {f}` would shrink the delays; use a factor of at least 1 (`factor = 2` doubles each delay)"
-                ),
-            );
-            None
-        }
+        Some(f) if f.is_finite() => match policy::check_backoff_factor(f) {
+            Ok(()) => Some(f),
+            Err(v) => {
+                errors.error(lit.span(), v);
+                None
+            }
+        },
+        // Not a number literal, or one too large for an `f64`.
         _ => {
             errors.error(
                 lit.span(),
@@ -442,24 +365,13 @@ fn check_jitter(args: &Args, raw: Option<&BackoffArgs>, errors: &mut Errors) -> 
         (None, None) => return None,
     };
     let value = lit.value();
-    let kind = match value.as_str() {
-        "none" => Jitter::None,
-        "full" => Jitter::Full,
-        "equal" => Jitter::Equal,
-        "decorrelated" => Jitter::Decorrelated,
-        "proportional" => Jitter::Proportional,
-        other => {
-            errors.error(
-                lit.span(),
-                format!(
-                    "unknown jitter `{other}`; {}",
-                    suggestion(other, &JITTER_KINDS)
-                ),
-            );
-            return None;
+    match Jitter::from_name(&value) {
+        Ok(jitter) => Some(jitter),
+        Err(v) => {
+            errors.error(lit.span(), v.with_fix(suggestion(&value, &Jitter::NAMES)));
+            None
         }
-    };
-    Some(kind)
+    }
 }
 
 fn check_async_only(
@@ -484,10 +396,26 @@ fn check_async_only(
     errors.handle(duration::parse(key, lit))
 }
 
+/// A per-attempt `timeout` longer than the `deadline` could never run out: the error is at the
+/// `timeout`, the value to change.
+fn check_timeout_within_deadline(
+    args: &Args,
+    timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    errors: &mut Errors,
+) {
+    let (Some(timeout), Some(deadline), Some(lit)) = (timeout, deadline, &args.timeout) else {
+        return;
+    };
+    if let Err(v) = policy::check_timeout_within_deadline(timeout, deadline) {
+        errors.error(lit.span(), v.written_as(&lit.value()));
+    }
+}
+
 fn check_deadline_fits(
     args: &Args,
     retries: u32,
-    backoff: &Backoff,
+    backoff: &Schedule,
     timeout: Option<Duration>,
     deadline: Option<Duration>,
     errors: &mut Errors,
@@ -495,31 +423,12 @@ fn check_deadline_fits(
     let (Some(deadline), Some(lit)) = (deadline, &args.deadline) else {
         return;
     };
-    let waits = backoff.worst_case_total(retries);
-    let attempts = retries.saturating_add(1);
-    let running = timeout.map_or(Duration::ZERO, |t| t.saturating_mul(attempts));
-    let worst = waits.saturating_add(running);
-    if deadline < worst {
-        let parts = match timeout {
-            Some(t) => format!(
-                "{} of backoff over {retries} retries plus {attempts} attempts of `timeout = \"{}\"`",
-                duration::display(waits),
-                duration::display(t)
-            ),
-            None => format!(
-                "{} of backoff over {retries} retries",
-                duration::display(waits)
-            ),
-        };
-        errors.error(
-            lit.span(),
-            format!(
-                "`deadline = \"{}\"` is shorter than the worst-case schedule of {} ({parts}); raise `deadline` to at least {}, or lower `retries`, `backoff` or `timeout`",
-                lit.value(),
-                duration::display(worst),
-                duration::display(worst),
-            ),
-        );
+    // A `timeout` longer than the deadline is one mistake, reported at the `timeout` alone.
+    if timeout.is_some_and(|t| t > deadline) {
+        return;
+    }
+    if let Err(v) = policy::check_deadline_fits(deadline, retries, backoff, timeout) {
+        errors.error(lit.span(), v.written_as(&lit.value()));
     }
 }
 
@@ -771,7 +680,7 @@ mod tests {
             ),
         )
         .ok();
-        assert_eq!(config.map(|c| c.retries), Some(DEFAULT_RETRIES));
+        assert_eq!(config.map(|c| c.retries), Some(defaults::RETRIES));
     }
 
     #[test]
@@ -839,18 +748,48 @@ mod tests {
     }
 
     #[test]
-    fn worst_case_matches_the_runtime_formula() {
-        let b = Backoff {
-            max: Duration::from_secs(16),
-            jitter: Jitter::None,
-            ..Backoff::default()
-        };
-        assert_eq!(b.worst_case_total(5), Duration::from_secs(31));
-        let d = Backoff {
-            jitter: Jitter::Decorrelated,
-            ..Backoff::default()
-        };
-        assert_eq!(d.worst_case_total(2), Duration::from_secs(60));
+    fn a_timeout_longer_than_the_deadline_is_one_error_at_the_timeout() {
+        let errs = errors(
+            quote!(timeout = "2m", deadline = "1m"),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`timeout = \"2m\"` is longer than `deadline = \"1m\"`")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn the_schedule_is_the_policy_crates() {
+        let config = run(
+            quote!(
+                retries = 2,
+                idempotent,
+                backoff(
+                    base = "250ms",
+                    max = "4s",
+                    factor = 3,
+                    jitter = "decorrelated"
+                )
+            ),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        let expected = Schedule::new()
+            .with_base(Duration::from_millis(250))
+            .with_max(Duration::from_secs(4))
+            .with_factor(3.0)
+            .with_jitter(Jitter::Decorrelated);
+        assert_eq!(config.ok().map(|c| c.backoff), Some(expected));
     }
 
     #[test]
