@@ -60,6 +60,12 @@ pub fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
 /// Parses one `Retry-After` value: delta-seconds (`"120"`, `"1.5"`) or an HTTP-date
 /// (`"Wed, 21 Oct 2015 07:28:00 GMT"`, and the obsolete forms `httpdate` accepts).
 ///
+/// Delta-seconds may have any number of digits (RFC 9110 sets no limit): a value too large for a
+/// [`Duration`] is read as [`Duration::MAX`], so that it is longer than any wait honoured and
+/// ends the call as `retry_after_too_long` rather than being ignored. What is neither form is
+/// ignored, exponents (`"1e12"`) and signs (`"-1"`) included: they are not valid `Retry-After`
+/// values.
+///
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// use resilience_runtime::http::parse_retry_after;
@@ -67,7 +73,9 @@ pub fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
 /// let now = UNIX_EPOCH + Duration::from_secs(1_445_412_470); // 07:27:50 GMT
 /// assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(10)));
 /// assert_eq!(parse_retry_after("0.25", now), Some(Duration::from_millis(250)));
+/// assert_eq!(parse_retry_after("18446744073709551616", now), Some(Duration::MAX));
 /// assert_eq!(parse_retry_after("-1", now), None);
+/// assert_eq!(parse_retry_after("1e12", now), None);
 /// ```
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
@@ -76,7 +84,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     if v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         let secs: f64 = v.parse().ok()?;
-        return Duration::try_from_secs_f64(secs).ok();
+        // Digits only, so never negative or NaN: a failure is an overflow.
+        return Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))

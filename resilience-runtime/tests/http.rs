@@ -95,6 +95,16 @@ fn retry_after_in_both_forms() {
         ("soon", None),
         ("", None),
         ("1.2.3", None),
+        // Delta-seconds of any length: beyond a `Duration`, the longest wait there is.
+        ("18446744073709551616", Some(Duration::MAX)),
+        ("1000000000000000000000000000000", Some(Duration::MAX)),
+        (
+            "1000000000000",
+            Some(Duration::from_secs(1_000_000_000_000)),
+        ),
+        // Not Retry-After forms: ignored.
+        ("1e12", None),
+        ("+5", None),
     ];
     for (v, want) in cases {
         assert_eq!(parse_retry_after(v, now), want, "{v:?}");
@@ -256,5 +266,63 @@ async fn reqwest_errors_are_classified_by_what_failed() {
     assert_eq!(
         (e.class(), e.code()),
         (ErrorClass::Permanent, Some("builder"))
+    );
+}
+
+/// A hint beyond the longest wait honoured ends the call at once as `retry_after_too_long`,
+/// however many digits it has; it is never dropped for the normal backoff.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_too_long_for_any_clock_ends_the_call_at_once() {
+    use resilience_runtime::Registry;
+    use resilience_runtime::engine::{Hooks, Policy, Site, execute};
+    use resilience_runtime::events::{self, EventSink, GiveUpReason, RuntimeEvent};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Default)]
+    struct Reasons(Mutex<Vec<GiveUpReason>>);
+    impl EventSink for Reasons {
+        fn on_event(&self, e: &RuntimeEvent<'_>) {
+            if let RuntimeEvent::GaveUp {
+                operation: "too_long",
+                reason,
+                ..
+            } = e
+            {
+                self.0.lock().unwrap().push(*reason);
+            }
+        }
+    }
+    static SITE: Site = Site::new(
+        &Policy::new("too_long", module_path!())
+            .with_retries(3)
+            .idempotent(),
+    );
+    let reasons = Arc::new(Reasons::default());
+    let sink: Arc<dyn EventSink> = reasons.clone();
+    events::add_sink(sink.clone());
+    for hint in [
+        "18446744073709551616",
+        "99999999999999999999999999",
+        "1000000000000",
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static(hint));
+        let start = tokio::time::Instant::now();
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let r = Registry::new()
+            .scope(execute(&SITE, Hooks::new(), || {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let e = StatusError::from_parts(StatusCode::SERVICE_UNAVAILABLE, &h).unwrap();
+                async move { Err::<(), _>(e) }
+            }))
+            .await;
+        assert!(r.is_err(), "{hint}");
+        assert_eq!(attempts.into_inner(), 1, "{hint}: not retried");
+        assert_eq!(start.elapsed(), Duration::ZERO, "{hint}: no wait");
+    }
+    events::remove_sink(&sink);
+    assert_eq!(
+        *reasons.0.lock().unwrap(),
+        [GiveUpReason::RetryAfterTooLong; 3]
     );
 }
