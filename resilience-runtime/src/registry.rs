@@ -99,6 +99,20 @@ impl<T: ?Sized> Handle<T> {
     }
 }
 
+/// The sites called through a registry: found by address in one hash look-up (a scoped
+/// registry is asked on every call), listed in the order they were first called.
+#[derive(Default)]
+struct Sites {
+    by_site: HashMap<usize, Arc<SiteState>>,
+    order: Vec<Arc<SiteState>>,
+}
+
+impl Sites {
+    fn get(&self, site: &'static Site) -> Option<&Arc<SiteState>> {
+        self.by_site.get(&(std::ptr::from_ref(site) as usize))
+    }
+}
+
 /// A named rate limiter as sites hold it.
 pub(crate) type LimiterHandle = Arc<Handle<dyn RateLimit>>;
 /// A named bulkhead as sites hold it.
@@ -114,7 +128,7 @@ struct Inner {
     budgets: RwLock<HashMap<Arc<str>, Arc<RetryBudget>>>,
     limiters: RwLock<HashMap<Arc<str>, LimiterHandle>>,
     bulkheads: RwLock<HashMap<Arc<str>, BulkheadHandle>>,
-    sites: Mutex<Vec<Arc<SiteState>>>,
+    sites: RwLock<Sites>,
     seed: Mutex<Option<u64>>,
     sleep: Mutex<Option<BlockingSleep>>,
 }
@@ -461,11 +475,22 @@ impl Registry {
     }
 
     pub(crate) fn site_state(&self, site: &'static Site) -> Arc<SiteState> {
-        let mut sites = match self.inner.sites.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(s) = sites.iter().find(|s| std::ptr::eq(s.site, site)) {
+        let known = self
+            .inner
+            .sites
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(site)
+            .cloned();
+        if let Some(s) = known {
+            return s;
+        }
+        let mut sites = self
+            .inner
+            .sites
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = sites.get(site) {
             return s.clone();
         }
         let p = site.policy();
@@ -534,16 +559,22 @@ impl Registry {
             calls: AtomicU64::new(0),
             sleep: self.inner.sleep.lock().ok().and_then(|s| s.clone()),
         });
-        sites.push(state.clone());
+        sites
+            .by_site
+            .insert(std::ptr::from_ref(site) as usize, state.clone());
+        sites.order.push(state.clone());
         state
     }
 
     /// The counters of every site called through this registry.
     pub fn metrics(&self) -> MetricsSnapshot {
-        let sites = match self.inner.sites.lock() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let sites = self
+            .inner
+            .sites
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .order
+            .clone();
         MetricsSnapshot {
             sites: sites
                 .iter()

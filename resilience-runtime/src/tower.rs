@@ -229,11 +229,22 @@ impl<C: fmt::Debug> fmt::Debug for ResilienceLayer<C> {
 }
 
 impl ResilienceLayer<ErrorsOnly> {
-    /// A layer for `policy`. Its site is made once and lives for the program (layers are built
-    /// at startup); build one layer per policy and clone it.
+    /// A layer for `policy`. Its site lives for the program, and is made once per distinct
+    /// policy: building the layer again with an equal policy (per request, per client) reuses
+    /// the site, its breaker, budget and counters, and allocates nothing that stays.
     pub fn new(policy: Policy) -> Self {
+        /// Every site a layer made, looked up by policy when a layer is built (not per call).
+        static SITES: std::sync::Mutex<Vec<&'static Site>> = std::sync::Mutex::new(Vec::new());
+        let mut sites = SITES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(site) = sites.iter().find(|s| *s.policy() == policy) {
+            return Self::from_site(site);
+        }
         let policy: &'static Policy = Box::leak(Box::new(policy));
-        Self::from_site(Box::leak(Box::new(Site::new(policy))))
+        let site: &'static Site = Box::leak(Box::new(Site::new(policy)));
+        sites.push(site);
+        Self::from_site(site)
     }
 
     /// A layer for a `static` site, shared with code that drives the same site.

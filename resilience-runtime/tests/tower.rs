@@ -268,3 +268,20 @@ impl<R> resilience_runtime::tower::Classifier<R, std::io::Error> for HttpStatusO
         resilience_runtime::tower::Failure::new(ErrorClass::Transient)
     }
 }
+
+/// Building a layer again with an equal policy reuses its site: nothing piles up per build, and
+/// the calls of every copy count on one site.
+#[test]
+fn layers_built_from_equal_policies_share_one_site() {
+    let policy = || {
+        Policy::new("layer_reuse", module_path!())
+            .with_retries(1)
+            .idempotent()
+    };
+    let first = ResilienceLayer::new(policy()).site();
+    for _ in 0..10_000 {
+        assert!(std::ptr::eq(ResilienceLayer::new(policy()).site(), first));
+    }
+    let other = ResilienceLayer::new(policy().with_retries(2)).site();
+    assert!(!std::ptr::eq(other, first), "another policy, another site");
+}
