@@ -3,14 +3,19 @@
 //! [`Health`] serves [`Registry::health`] as JSON: `200 OK` while every critical breaker is closed
 //! or half-open, `503 Service Unavailable` when one is open. Breakers not named critical are
 //! reported but do not fail the check (an outage of an optional dependency should not take the
-//! service out of its load balancer). A per-key breaker is critical when named in full
-//! (`okta/tenant-1`); naming the base (`okta`) makes every key of it critical.
+//! service out of its load balancer).
+//!
+//! A per-key base (`breaker_key`, one breaker per tenant) is summarised rather than listed: its
+//! key count by state and its ten worst keys, so the body stays small with a million tenants.
+//! Naming the base critical (`okta`) fails the check when more than a share of its keys is open
+//! (half by default, [`Health::with_critical_open_share`]), not when one tenant's is; naming one
+//! key (`okta/tenant-1`) makes that key critical.
 //!
 //! ```
 //! use resilience_runtime::{axum::Health, Registry};
 //!
 //! let app: axum::Router = Health::new(Registry::global().clone())
-//!     .with_critical(["graph"])
+//!     .with_critical(["graph", "okta"])
 //!     .router("/health");
 //! # let _ = app;
 //! ```
@@ -18,7 +23,10 @@
 //! The body:
 //!
 //! ```json
-//! {"healthy":false,"critical_open":["graph"],"breakers":[{"name":"graph","key":null,"state":"open","gauge":1,"failures":5,"opened_total":1,"probes_in_flight":0,"time_in_state_ms":1200}]}
+//! {"healthy":false,"critical_open":["graph"],
+//!  "breakers":[{"name":"graph","key":null,"state":"open","gauge":1,"failures":5,"opened_total":1,"probes_in_flight":0,"time_in_state_ms":1200}],
+//!  "keyed":[{"name":"okta","keys":1200,"open":3,"half_open":0,"closed":1197,
+//!            "worst":[{"name":"okta/tenant-9","key":"tenant-9","state":"open","gauge":1,"failures":5,"opened_total":1,"probes_in_flight":0,"time_in_state_ms":800}]}]}
 //! ```
 
 use std::sync::Arc;
@@ -30,13 +38,14 @@ use ::axum::response::{IntoResponse, Response};
 
 use crate::Registry;
 use crate::breaker::BreakerState;
-use crate::registry::HealthReport;
+use crate::registry::{HealthReport, KeyedHealth};
 
 /// The health check of a registry, with its critical breakers.
 #[derive(Debug, Clone)]
 pub struct Health {
     registry: Registry,
     critical: Arc<[String]>,
+    open_share: f64,
 }
 
 /// The JSON body [`Health`] serves.
@@ -55,7 +64,20 @@ impl Health {
         Health {
             registry,
             critical: Arc::from([]),
+            open_share: KeyedHealth::DEFAULT_OPEN_SHARE,
         }
+    }
+
+    /// For a critical per-key base: the share of its keys that may be open before the check
+    /// fails (default 0.5). One tenant's open breaker is that tenant's outage, not the
+    /// service's; most tenants' is the service's.
+    pub fn with_critical_open_share(mut self, share: f64) -> Health {
+        self.open_share = if share.is_nan() {
+            KeyedHealth::DEFAULT_OPEN_SHARE
+        } else {
+            share.clamp(0.0, 1.0)
+        };
+        self
     }
 
     /// Names the breakers whose opening makes the service unavailable.
@@ -67,20 +89,24 @@ impl Health {
     /// The check now: the status and the body.
     pub fn check(&self) -> (StatusCode, HealthBody) {
         let report = self.registry.health();
-        let critical_open: Vec<String> = report
-            .breakers
+        let critical_open: Vec<String> = self
+            .critical
             .iter()
-            .filter(|b| b.state == BreakerState::Open)
-            .filter(|b| {
-                self.critical.iter().any(|c| {
-                    *c == b.name
-                        || (b.key.is_some()
-                            && b.name
-                                .strip_prefix(c.as_str())
-                                .is_some_and(|rest| rest.starts_with('/')))
-                })
+            .filter(|c| {
+                let named = report
+                    .breakers
+                    .iter()
+                    .any(|b| b.name == **c && b.state == BreakerState::Open);
+                let base = report
+                    .keyed
+                    .iter()
+                    .any(|k| k.name == **c && k.over_share(self.open_share));
+                let key = c.split_once('/').is_some_and(|(base, key)| {
+                    self.registry.key_state(base, key) == Some(BreakerState::Open)
+                });
+                named || base || key
             })
-            .map(|b| b.name.clone())
+            .cloned()
             .collect();
         let status = if critical_open.is_empty() {
             StatusCode::OK

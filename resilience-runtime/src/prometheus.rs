@@ -194,22 +194,21 @@ impl prometheus_client::collector::Collector for Collector {
                 )
             }),
         )?;
-        let health = self.registry.health();
-        let states = health.breakers.iter().filter_map(|b| {
-            let labels: Labels = match &b.key {
-                None => vec![("connector", b.name.clone())],
-                Some(key) if self.per_key_breakers => {
-                    let base = b
-                        .name
-                        .strip_suffix(key.as_str())
-                        .and_then(|n| n.strip_suffix('/'))
-                        .unwrap_or(&b.name);
-                    vec![("connector", base.to_owned()), ("key", key.clone())]
-                }
-                Some(_) => return None,
+        let mut states: Vec<(Labels, ConstGauge)> = Vec::new();
+        let per_key = self.per_key_breakers;
+        self.registry.each_breaker(&mut |b, key| {
+            let labels: Labels = match key {
+                None => vec![("connector", b.base_name().to_owned())],
+                Some(key) if per_key => vec![
+                    ("connector", b.base_name().to_owned()),
+                    ("key", key.to_owned()),
+                ],
+                Some(_) => return,
             };
-            Some((labels, ConstGauge::new(i64::from(b.gauge))))
+            states.push((labels, ConstGauge::new(i64::from(b.state().as_gauge()))));
         });
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        let states = states.into_iter();
         family(
             &mut encoder,
             "circuit_breaker_state",

@@ -593,33 +593,58 @@ impl Registry {
     }
 
     /// A snapshot of every breaker: state, counts and time in state.
+    ///
+    /// Named breakers are listed one by one. A per-key base is summarised, however many keys it
+    /// has: its key count by state and its [`KeyedHealth::WORST`] worst keys, so the report's
+    /// size does not grow with the tenants. The report is healthy when no named breaker is open
+    /// and no base has more than [`KeyedHealth::DEFAULT_OPEN_SHARE`] of its keys open (one
+    /// tenant's open breaker does not make the instance unhealthy).
     pub fn health(&self) -> HealthReport {
-        let mut breakers = Vec::new();
-        let mut push = |b: &Breaker, key: Option<&str>| {
-            breakers.push(BreakerHealth {
-                name: b.display_name().to_string(),
-                key: key.map(str::to_owned),
-                state: b.state(),
-                gauge: b.state().as_gauge(),
-                failures: b.failures(),
-                opened_total: b.opened_total(),
-                probes_in_flight: b.probes_in_flight(),
-                time_in_state_ms: b.time_in_state().as_millis() as u64,
-            });
-        };
+        let mut breakers: Vec<BreakerHealth> = Vec::new();
+        if let Ok(m) = self.inner.breakers.read() {
+            breakers.extend(m.values().map(|b| BreakerHealth::of(b, None)));
+        }
+        breakers.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut keyed: Vec<KeyedHealth> = Vec::new();
+        if let Ok(m) = self.inner.keyed.read() {
+            keyed.extend(m.iter().map(|(name, k)| KeyedHealth::of(name, k)));
+        }
+        keyed.sort_by(|a, b| a.name.cmp(&b.name));
+        let healthy = breakers.iter().all(|b| b.state != BreakerState::Open)
+            && keyed
+                .iter()
+                .all(|k| !k.over_share(KeyedHealth::DEFAULT_OPEN_SHARE));
+        HealthReport {
+            healthy,
+            breakers,
+            keyed,
+        }
+    }
+
+    /// Visits every breaker, per-key ones included (for an export that asks for them).
+    pub(crate) fn each_breaker(&self, f: &mut dyn FnMut(&Breaker, Option<&str>)) {
         if let Ok(m) = self.inner.breakers.read() {
             for b in m.values() {
-                push(b, None);
+                f(b, None);
             }
         }
         if let Ok(m) = self.inner.keyed.read() {
             for k in m.values() {
-                k.each(&mut push);
+                k.each(f);
             }
         }
-        breakers.sort_by(|a, b| a.name.cmp(&b.name));
-        let healthy = breakers.iter().all(|b| b.state != BreakerState::Open);
-        HealthReport { healthy, breakers }
+    }
+
+    /// The state of the per-key breaker `base/key`, if that key is live.
+    pub(crate) fn key_state(&self, base: &str, key: &str) -> Option<BreakerState> {
+        let k = self.inner.keyed.read().ok()?.get(base)?.clone();
+        let mut state = None;
+        k.each(&mut |b, k| {
+            if k == Some(key) {
+                state = Some(b.state());
+            }
+        });
+        state
     }
 }
 
@@ -705,13 +730,99 @@ pub struct BreakerHealth {
     pub time_in_state_ms: u64,
 }
 
-/// Every breaker of a registry. Serialises to JSON for a health endpoint.
+impl BreakerHealth {
+    fn of(b: &Breaker, key: Option<&str>) -> BreakerHealth {
+        BreakerHealth {
+            name: b.display_name().to_string(),
+            key: key.map(str::to_owned),
+            state: b.state(),
+            gauge: b.state().as_gauge(),
+            failures: b.failures(),
+            opened_total: b.opened_total(),
+            probes_in_flight: b.probes_in_flight(),
+            time_in_state_ms: b.time_in_state().as_millis() as u64,
+        }
+    }
+}
+
+/// One per-key base (`breaker_key`), summarised: its keys by state and its worst keys.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyedHealth {
+    /// The base's name.
+    pub name: String,
+    /// Live keys.
+    pub keys: u64,
+    /// Keys whose breaker is open.
+    pub open: u64,
+    /// Keys whose breaker is half-open.
+    pub half_open: u64,
+    /// Keys whose breaker is closed.
+    pub closed: u64,
+    /// Up to [`KeyedHealth::WORST`] keys, worst first: open, then half-open, then by failures
+    /// counted.
+    pub worst: Vec<BreakerHealth>,
+}
+
+impl KeyedHealth {
+    /// How many of a base's keys the report lists.
+    pub const WORST: usize = 10;
+    /// The share of a base's keys that may be open before the base is unhealthy.
+    pub const DEFAULT_OPEN_SHARE: f64 = 0.5;
+
+    fn of(name: &str, k: &KeyedBreakers) -> KeyedHealth {
+        let mut h = KeyedHealth {
+            name: name.to_owned(),
+            keys: 0,
+            open: 0,
+            half_open: 0,
+            closed: 0,
+            worst: Vec::new(),
+        };
+        // Rank: open first, then half-open, then failures; kept to the worst few as it goes, so
+        // a million keys cost no more memory than ten.
+        let rank = |b: &BreakerHealth| {
+            let s = match b.state {
+                BreakerState::Open => 2,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Closed => 0,
+            };
+            (std::cmp::Reverse(s), std::cmp::Reverse(b.failures))
+        };
+        k.each(&mut |b, key| {
+            h.keys += 1;
+            match b.state() {
+                BreakerState::Open => h.open += 1,
+                BreakerState::HalfOpen => h.half_open += 1,
+                BreakerState::Closed => h.closed += 1,
+            }
+            let entry = BreakerHealth::of(b, key);
+            let at = h
+                .worst
+                .partition_point(|w| (rank(w), &w.name) <= (rank(&entry), &entry.name));
+            if at < Self::WORST {
+                h.worst.insert(at, entry);
+                h.worst.truncate(Self::WORST);
+            }
+        });
+        h
+    }
+
+    /// Whether more than `share` of the base's keys are open.
+    pub fn over_share(&self, share: f64) -> bool {
+        self.keys > 0 && self.open as f64 > share * self.keys as f64
+    }
+}
+
+/// Every named breaker of a registry, and a summary of each per-key base. Serialises to JSON for
+/// a health endpoint; its size does not grow with the number of keys.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HealthReport {
-    /// False when any breaker is open.
+    /// False when a named breaker is open, or more than half of a base's keys are.
     pub healthy: bool,
-    /// The breakers, sorted by name.
+    /// The named breakers, sorted by name.
     pub breakers: Vec<BreakerHealth>,
+    /// The per-key bases, sorted by name.
+    pub keyed: Vec<KeyedHealth>,
 }
 
 /// A whole registry's configuration, loadable from TOML (or any serde format through

@@ -63,22 +63,75 @@ async fn serves_health_json_and_503_only_when_a_critical_breaker_is_open() {
 }
 
 #[tokio::test]
-async fn naming_a_keyed_breaker_makes_each_of_its_keys_critical() {
+async fn a_critical_keyed_base_fails_when_most_keys_are_open_not_one() {
     let registry = Registry::new();
     let tenants = registry.keyed_breakers("tenants");
-    tenants.get("contoso");
+    for t in ["contoso", "fabrikam", "northwind", "adatum"] {
+        tenants.get(t);
+    }
     let url = serve(
         Health::new(registry.clone())
-            .with_critical(["tenants"])
+            .with_critical(["tenants", "billing/acme"])
             .router("/health"),
     )
     .await;
     assert_eq!(get(&url).await.0, 200);
+
+    // One tenant of four open: that tenant's outage, not the service's.
     open(&tenants.get("fabrikam"));
     let (status, body) = get(&url).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["healthy"], true);
+    let base = &body["keyed"][0];
+    assert_eq!(base["name"], "tenants");
+    assert_eq!(
+        (base["keys"].as_u64(), base["open"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(
+        base["worst"][0]["name"], "tenants/fabrikam",
+        "the open key first"
+    );
+
+    // Three of four: over half, so the base is down.
+    open(&tenants.get("contoso"));
+    open(&tenants.get("adatum"));
+    let (status, body) = get(&url).await;
     assert_eq!(status, 503);
+    assert_eq!(body["critical_open"], serde_json::json!(["tenants"]));
+    assert_eq!(body["healthy"], false);
+
+    // One key named critical in full: that key alone decides.
+    let billing = registry.keyed_breakers("billing");
+    billing.get("other");
+    open(&billing.get("acme"));
+    let (_, body) = get(&url).await;
     assert_eq!(
         body["critical_open"],
-        serde_json::json!(["tenants/fabrikam"])
+        serde_json::json!(["tenants", "billing/acme"])
     );
+}
+
+#[test]
+fn the_report_of_ten_thousand_keys_stays_small() {
+    let registry = Registry::new();
+    let tenants = registry.keyed_breakers("tenants");
+    for i in 0..10_000 {
+        let b = tenants.get(&format!("tenant-{i:05}"));
+        if i % 1000 == 7 {
+            open(&b);
+        }
+    }
+    let report = registry.health();
+    let base = &report.keyed[0];
+    assert_eq!((base.keys, base.open, base.closed), (10_000, 10, 9_990));
+    assert_eq!(base.worst.len(), 10);
+    assert!(
+        base.worst
+            .iter()
+            .all(|b| b.state == resilience_runtime::breaker::BreakerState::Open)
+    );
+    assert!(report.healthy, "10 of 10,000 open");
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.len() < 4_096, "{} bytes", json.len());
 }
