@@ -15,19 +15,20 @@
 //!               the attempt    the body of the annotated fn
 //! ```
 //!
-//! A [`Call`] is driven attempt by attempt: [`Call::begin`] passes the deadline, breaker, rate
-//! limit and bulkhead; [`Call::run`] runs one attempt under its timeout with the
-//! [`CallContext`](crate::CallContext) installed; [`Call::end`] records the outcome and decides:
-//! return, wait and retry, or refresh credentials first. The same machine serves plain `fn`s
-//! through the `_blocking` methods.
+//! One call machine serves every caller: `#[resilient]`, [`execute`], [`execute_blocking`],
+//! [`Execution`] and the tower layer. A call is driven attempt by attempt, one future per attempt
+//! that passes the gate (deadline, breaker, rate limit, bulkhead; a refusal of the last two
+//! waits for capacity), runs the attempt under its timeout with the
+//! [`CallContext`](crate::CallContext) installed, records the outcome and decides: return, wait
+//! and retry, or refresh credentials first. Blocking calls run the same decisions, sleeping with
+//! the registry's blocking sleep.
 //!
-//! `#[resilient]` generates a loop over the same machine with one future per attempt (gate,
-//! attempt and decision together) and awaits nothing else unless it must wait. The first poll of
-//! a call's first attempt keeps the call's state in locals and writes it into the caller's
-//! future only if the attempt is pending or failed; the site, its policy and its hooks are
-//! known by type, so that what a site leaves out costs nothing.
-//!
-//! Without the macro, [`execute`] and [`execute_blocking`] take a closure that makes one attempt.
+//! The first poll of a call's first attempt keeps the call's state in locals and writes it into
+//! the caller's future only if the attempt is pending or failed. A site known by type (what
+//! `#[resilient]` generates) and hooks known by type make what a site leaves out cost nothing.
+
+//! Without the macro, [`execute`] and [`execute_blocking`] take a closure that makes one attempt;
+//! [`Execution`] adds an idempotency key, a breaker key and a credential refresh.
 //!
 //! ```
 //! use resilience_runtime::engine::{execute, Hooks, Policy, Site};
@@ -178,7 +179,7 @@ impl Policy {
         self
     }
 
-    /// Uses one breaker per key (set per call with [`Call::set_breaker_key`]).
+    /// Uses one breaker per key (set per call with [`Execution::breaker_key`]).
     pub const fn with_keyed_breaker(mut self) -> Policy {
         self.keyed_breaker = true;
         self
@@ -423,7 +424,7 @@ impl<R, O, F, const REFRESH: bool> Hooks<R, O, F, REFRESH> {
             fallback: Hook(c),
         }
     }
-    /// The caller refreshes credentials on an `auth` error ([`execute_with_refresh`] sets it).
+    /// The caller refreshes credentials on an `auth` error ([`Execution::refresh`] sets it).
     #[inline(always)]
     pub fn with_refresh(self) -> Hooks<R, O, F, true> {
         Hooks {
@@ -1510,8 +1511,8 @@ impl TimeoutKind {
 ///
 /// `attempt` is called once per attempt; the future it returns is one attempt. This is what
 /// `#[resilient]` does, on the same call machine, for code that cannot use the macro (see the
-/// [module docs](self)). An `auth` error ends the call: [`execute_with_refresh`] refreshes
-/// credentials first.
+/// [module docs](self)). An `auth` error ends the call; [`Execution`] adds a credential refresh,
+/// an idempotency key or a breaker key.
 pub async fn execute<T, E, H, F, Fut>(site: &'static Site, hooks: H, attempt: F) -> Result<T, E>
 where
     E: Classify,
@@ -1519,21 +1520,45 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    site.check_hooks(hooks.rejects());
-    drive(Slot::new(site, Refreshing::<H, false>(hooks)), attempt, || async {
-        Ok(())
-    })
-    .await
+    Execution::new(site, hooks).run(attempt).await
 }
 
-/// [`execute`] with a credential refresh: an attempt that fails with an `auth` error runs
-/// `refresh`, then the attempt again, as `#[resilient(refresh = ...)]` does (once per attempt,
-/// at most `retries + 1` times a call, under the deadline).
+/// The blocking counterpart of [`execute`].
+///
+/// ```
+/// use resilience_runtime::engine::{execute_blocking, Hooks, Policy, Site};
+/// use resilience_runtime::{Classify, ErrorClass, Registry};
+///
+/// #[derive(Debug)]
+/// struct Down;
+/// impl Classify for Down {
+///     fn class(&self) -> ErrorClass { ErrorClass::Transient }
+/// }
+/// static SITE: Site = Site::new(&Policy::new("fetch_ids", module_path!()).with_retries(2).idempotent());
+///
+/// let waits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+/// let w = waits.clone();
+/// let registry = Registry::new().with_blocking_sleep(move |d| w.lock().unwrap().push(d));
+/// let r: Result<(), Down> = registry.enter(|| execute_blocking(&SITE, Hooks::new(), || Err(Down)));
+/// assert!(r.is_err());
+/// assert_eq!(waits.lock().unwrap().len(), 2);
+/// ```
+pub fn execute_blocking<T, E, H, F>(site: &'static Site, hooks: H, attempt: F) -> Result<T, E>
+where
+    E: Classify,
+    H: HookSet<T, E>,
+    F: FnMut() -> Result<T, E>,
+{
+    Execution::new(site, hooks).run_blocking(attempt)
+}
+
+/// A hand-written call with what [`execute`] leaves out: a credential refresh, an idempotency
+/// key, a breaker key. It runs on the call machine `#[resilient]` expands to.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
-/// use resilience_runtime::engine::{execute_with_refresh, Hooks, Policy, Site};
-/// use resilience_runtime::{Classify, ErrorClass};
+/// use resilience_runtime::engine::{Execution, Hooks, Policy, Site};
+/// use resilience_runtime::{CallContext, Classify, ErrorClass};
 ///
 /// #[derive(Debug)]
 /// struct Expired;
@@ -1541,43 +1566,287 @@ where
 ///     fn class(&self) -> ErrorClass { ErrorClass::Auth }
 /// }
 ///
-/// static SITE: Site = Site::new(&Policy::new("whoami", module_path!()));
+/// static SITE: Site = Site::new(&Policy::new("create", module_path!()).with_idempotency_key());
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let token = AtomicU32::new(1);
-/// let r: Result<u32, Expired> = execute_with_refresh(
-///     &SITE,
-///     Hooks::new(),
-///     || {
-///         let t = token.load(Ordering::SeqCst);
-///         async move { if t == 1 { Err(Expired) } else { Ok(t) } }
-///     },
-///     || async {
+/// let r: Result<String, Expired> = Execution::new(&SITE, Hooks::new())
+///     .idempotency_key("intent-7-create")
+///     .refresh(|| async {
 ///         token.store(2, Ordering::SeqCst);
 ///         Ok(())
-///     },
-/// )
-/// .await;
-/// assert_eq!(r.unwrap(), 2);
+///     })
+///     .run(|| {
+///         let t = token.load(Ordering::SeqCst);
+///         let key = CallContext::current().and_then(|c| c.idempotency_key().map(str::to_owned));
+///         async move { if t == 1 { Err(Expired) } else { Ok(key.unwrap_or_default()) } }
+///     })
+///     .await;
+/// assert_eq!(r.unwrap(), "intent-7-create");
 /// # }
 /// ```
-pub async fn execute_with_refresh<T, E, H, F, Fut, Rf, RFut>(
+#[derive(Debug)]
+#[must_use = "an execution does nothing until it runs"]
+pub struct Execution<H, Rf = NoRefresh> {
     site: &'static Site,
     hooks: H,
-    attempt: F,
+    idempotency_key: Option<String>,
+    breaker_key: Option<String>,
     refresh: Rf,
+}
+
+/// No credential refresh: an `auth` error ends the call.
+#[derive(Debug, Clone, Copy)]
+pub struct NoRefresh;
+
+impl<H> Execution<H, NoRefresh> {
+    /// A call at `site` with `hooks`.
+    pub fn new(site: &'static Site, hooks: H) -> Self {
+        Execution {
+            site,
+            hooks,
+            idempotency_key: None,
+            breaker_key: None,
+            refresh: NoRefresh,
+        }
+    }
+}
+
+impl<H, Rf> Execution<H, Rf> {
+    /// The call's idempotency key: the same on every attempt, read in an attempt with
+    /// [`CallContext::idempotency_key`](crate::CallContext::idempotency_key).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// The key of the site's per-key breaker (a tenant id) for this call; also the key of a
+    /// per-key rate limit.
+    pub fn breaker_key(mut self, key: impl Into<String>) -> Self {
+        self.breaker_key = Some(key.into());
+        self
+    }
+
+    /// Refreshes credentials when an attempt fails with an `auth` error, then tries again, as
+    /// `#[resilient(refresh = ...)]` does: once per attempt, at most `retries + 1` times a call,
+    /// under the deadline. For [`Execution::run`] a closure returning a future of
+    /// `Result<(), E>`; for [`Execution::run_blocking`] one returning `Result<(), E>`.
+    pub fn refresh<R2>(self, refresh: R2) -> Execution<H, R2> {
+        Execution {
+            site: self.site,
+            hooks: self.hooks,
+            idempotency_key: self.idempotency_key,
+            breaker_key: self.breaker_key,
+            refresh,
+        }
+    }
+
+    /// The call with its keys set.
+    fn slot<T, E, const ON: bool>(
+        site: &'static Site,
+        hooks: H,
+        idempotency_key: Option<String>,
+        breaker_key: Option<String>,
+    ) -> Slot<T, E, &'static Site, Refreshing<H, ON>>
+    where
+        E: Classify,
+        H: HookSet<T, E>,
+    {
+        site.check_hooks(hooks.rejects());
+        let mut slot = Slot::new(site, Refreshing::<H, ON>(hooks));
+        if let Some(k) = idempotency_key {
+            slot.set_idempotency_key(k);
+        }
+        if let Some(k) = &breaker_key {
+            slot.set_breaker_key(k);
+        }
+        slot
+    }
+
+    /// Runs `attempt` until it succeeds or the policy gives up (see [`execute`]).
+    pub async fn run<T, E, F, Fut>(self, attempt: F) -> Result<T, E>
+    where
+        E: Classify,
+        H: HookSet<T, E>,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        Rf: RefreshHook<E>,
+    {
+        let Execution {
+            site,
+            hooks,
+            idempotency_key,
+            breaker_key,
+            refresh,
+        } = self;
+        if Rf::PRESENT {
+            let slot = Self::slot::<T, E, true>(site, hooks, idempotency_key, breaker_key);
+            drive(slot, attempt, refresh).await
+        } else {
+            let slot = Self::slot::<T, E, false>(site, hooks, idempotency_key, breaker_key);
+            drive(slot, attempt, refresh).await
+        }
+    }
+
+    /// Runs a blocking `attempt` until it succeeds or the policy gives up (see
+    /// [`execute_blocking`]).
+    pub fn run_blocking<T, E, F>(self, attempt: F) -> Result<T, E>
+    where
+        E: Classify,
+        H: HookSet<T, E>,
+        F: FnMut() -> Result<T, E>,
+        Rf: BlockingRefreshHook<E>,
+    {
+        let Execution {
+            site,
+            hooks,
+            idempotency_key,
+            breaker_key,
+            refresh,
+        } = self;
+        if Rf::PRESENT {
+            let slot = Self::slot::<T, E, true>(site, hooks, idempotency_key, breaker_key);
+            drive_blocking(slot, attempt, refresh)
+        } else {
+            let slot = Self::slot::<T, E, false>(site, hooks, idempotency_key, breaker_key);
+            drive_blocking(slot, attempt, refresh)
+        }
+    }
+}
+
+/// The loop of [`Execution::run`]: the one `#[resilient]` expands to.
+async fn drive<T, E, H, F, Fut, Rf>(
+    mut slot: Slot<T, E, &'static Site, H>,
+    mut attempt: F,
+    mut refresh: Rf,
 ) -> Result<T, E>
 where
     E: Classify,
     H: HookSet<T, E>,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    Rf: FnMut() -> RFut,
-    RFut: Future<Output = Result<(), E>>,
+    Rf: RefreshHook<E>,
 {
-    site.check_hooks(hooks.rejects());
-    drive(Slot::new(site, Refreshing::<H, true>(hooks)), attempt, refresh).await
+    loop {
+        // The attempt is made when the gate has passed: a refused call never calls `attempt`.
+        match slot.attempt_timed(Lazy::new(&mut attempt)).await {
+            Step::Ok(v) => return Ok(v),
+            Step::Err(e) => return Err(e),
+            Step::Refresh => {
+                if let Err(r) = slot.refresh(refresh.refresh()).await {
+                    return r;
+                }
+            }
+            Step::Retry | Step::Wait(_) => {}
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt made on its first poll, which comes after the gate has passed.
+    struct Lazy<'a, F, Fut> {
+        make: Option<&'a mut F>,
+        #[pin]
+        fut: Option<Fut>,
+    }
+}
+
+impl<'a, F: FnMut() -> Fut, Fut: Future> Lazy<'a, F, Fut> {
+    fn new(make: &'a mut F) -> Self {
+        Lazy {
+            make: Some(make),
+            fut: None,
+        }
+    }
+}
+
+impl<F: FnMut() -> Fut, Fut: Future> Future for Lazy<'_, F, Fut> {
+    type Output = Fut::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Fut::Output> {
+        let mut this = self.project();
+        if let Some(make) = this.make.take() {
+            this.fut.set(Some(make()));
+        }
+        match this.fut.as_pin_mut() {
+            Some(fut) => fut.poll(cx),
+            // Made on the first poll, above.
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The loop of [`Execution::run_blocking`].
+fn drive_blocking<T, E, H, F, Rf>(
+    mut slot: Slot<T, E, &'static Site, H>,
+    mut attempt: F,
+    mut refresh: Rf,
+) -> Result<T, E>
+where
+    E: Classify,
+    H: HookSet<T, E>,
+    F: FnMut() -> Result<T, E>,
+    Rf: BlockingRefreshHook<E>,
+{
+    loop {
+        match slot.attempt_blocking(&mut attempt) {
+            Step::Ok(v) => return Ok(v),
+            Step::Err(e) => return Err(e),
+            Step::Refresh => {
+                if let Err(r) = slot.refreshed(refresh.refresh()) {
+                    return r;
+                }
+            }
+            Step::Retry | Step::Wait(_) => {}
+        }
+    }
+}
+
+/// A credential refresh for [`Execution::run`]: [`NoRefresh`], or a closure returning a future
+/// of `Result<(), E>`.
+pub trait RefreshHook<E> {
+    /// Whether there is a refresh to run.
+    const PRESENT: bool;
+    /// Runs it.
+    fn refresh(&mut self) -> impl Future<Output = Result<(), E>>;
+}
+
+impl<E> RefreshHook<E> for NoRefresh {
+    const PRESENT: bool = false;
+    async fn refresh(&mut self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+impl<E, R: FnMut() -> Fut, Fut: Future<Output = Result<(), E>>> RefreshHook<E> for R {
+    const PRESENT: bool = true;
+    fn refresh(&mut self) -> impl Future<Output = Result<(), E>> {
+        self()
+    }
+}
+
+/// A credential refresh for [`Execution::run_blocking`]: [`NoRefresh`], or a closure returning
+/// `Result<(), E>`.
+pub trait BlockingRefreshHook<E> {
+    /// Whether there is a refresh to run.
+    const PRESENT: bool;
+    /// Runs it.
+    fn refresh(&mut self) -> Result<(), E>;
+}
+
+impl<E> BlockingRefreshHook<E> for NoRefresh {
+    const PRESENT: bool = false;
+    fn refresh(&mut self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+impl<E, R: FnMut() -> Result<(), E>> BlockingRefreshHook<E> for R {
+    const PRESENT: bool = true;
+    fn refresh(&mut self) -> Result<(), E> {
+        self()
+    }
 }
 
 /// Hooks with the refresh set by the caller that runs it: [`execute_with_refresh`] has one to
@@ -1609,128 +1878,5 @@ impl<T, E, H: HookSet<T, E>, const ON: bool> HookSet<T, E> for Refreshing<H, ON>
     #[inline(always)]
     fn refresh(&self) -> bool {
         ON
-    }
-}
-
-/// The loop of [`execute`] and [`execute_with_refresh`]: the same one `#[resilient]` expands to.
-async fn drive<T, E, H, F, Fut, Rf, RFut>(
-    mut slot: Slot<T, E, &'static Site, H>,
-    mut attempt: F,
-    mut refresh: Rf,
-) -> Result<T, E>
-where
-    E: Classify,
-    H: HookSet<T, E>,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    Rf: FnMut() -> RFut,
-    RFut: Future<Output = Result<(), E>>,
-{
-    loop {
-        match slot.attempt_timed(attempt()).await {
-            Step::Ok(v) => return Ok(v),
-            Step::Err(e) => return Err(e),
-            Step::Refresh => {
-                if let Err(r) = slot.refresh(refresh()).await {
-                    return r;
-                }
-            }
-            Step::Retry | Step::Wait(_) => {}
-        }
-    }
-}
-
-/// The blocking counterpart of [`execute`].
-///
-/// ```
-/// use resilience_runtime::engine::{execute_blocking, Hooks, Policy, Site};
-/// use resilience_runtime::{Classify, ErrorClass, Registry};
-///
-/// #[derive(Debug)]
-/// struct Down;
-/// impl Classify for Down {
-///     fn class(&self) -> ErrorClass { ErrorClass::Transient }
-/// }
-/// static SITE: Site = Site::new(&Policy::new("fetch_ids", module_path!()).with_retries(2).idempotent());
-///
-/// let waits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-/// let w = waits.clone();
-/// let registry = Registry::new().with_blocking_sleep(move |d| w.lock().unwrap().push(d));
-/// let r: Result<(), Down> = registry.enter(|| execute_blocking(&SITE, Hooks::new(), || Err(Down)));
-/// assert!(r.is_err());
-/// assert_eq!(waits.lock().unwrap().len(), 2);
-/// ```
-pub fn execute_blocking<T, E, H, F>(site: &'static Site, hooks: H, attempt: F) -> Result<T, E>
-where
-    E: Classify,
-    H: HookSet<T, E>,
-    F: FnMut() -> Result<T, E>,
-{
-    site.check_hooks(hooks.rejects());
-    drive_blocking(Slot::new(site, Refreshing::<H, false>(hooks)), attempt, || Ok(()))
-}
-
-/// The blocking counterpart of [`execute_with_refresh`].
-///
-/// ```
-/// use std::cell::Cell;
-/// use resilience_runtime::engine::{execute_blocking_with_refresh, Hooks, Policy, Site};
-/// use resilience_runtime::{Classify, ErrorClass, Registry};
-///
-/// #[derive(Debug)]
-/// struct Expired;
-/// impl Classify for Expired {
-///     fn class(&self) -> ErrorClass { ErrorClass::Auth }
-/// }
-/// static SITE: Site = Site::new(&Policy::new("whoami_blocking", module_path!()));
-///
-/// let token = Cell::new(1);
-/// let r: Result<u32, Expired> = execute_blocking_with_refresh(
-///     &SITE,
-///     Hooks::new(),
-///     || if token.get() == 1 { Err(Expired) } else { Ok(token.get()) },
-///     || { token.set(2); Ok(()) },
-/// );
-/// assert_eq!(r.unwrap(), 2);
-/// ```
-pub fn execute_blocking_with_refresh<T, E, H, F, Rf>(
-    site: &'static Site,
-    hooks: H,
-    attempt: F,
-    refresh: Rf,
-) -> Result<T, E>
-where
-    E: Classify,
-    H: HookSet<T, E>,
-    F: FnMut() -> Result<T, E>,
-    Rf: FnMut() -> Result<(), E>,
-{
-    site.check_hooks(hooks.rejects());
-    drive_blocking(Slot::new(site, Refreshing::<H, true>(hooks)), attempt, refresh)
-}
-
-/// The loop of [`execute_blocking`] and [`execute_blocking_with_refresh`].
-fn drive_blocking<T, E, H, F, Rf>(
-    mut slot: Slot<T, E, &'static Site, H>,
-    mut attempt: F,
-    mut refresh: Rf,
-) -> Result<T, E>
-where
-    E: Classify,
-    H: HookSet<T, E>,
-    F: FnMut() -> Result<T, E>,
-    Rf: FnMut() -> Result<(), E>,
-{
-    loop {
-        match slot.attempt_blocking(&mut attempt) {
-            Step::Ok(v) => return Ok(v),
-            Step::Err(e) => return Err(e),
-            Step::Refresh => {
-                if let Err(r) = slot.refreshed(refresh()) {
-                    return r;
-                }
-            }
-            Step::Retry | Step::Wait(_) => {}
-        }
     }
 }

@@ -57,7 +57,7 @@ impl<E, F: Future<Output = Result<(), E>>> RefreshFuture<E> for F {
     }
 }
 
-/// [`Call::refresh`]: the `refresh` hook's future under the call's deadline. A free fn with one
+/// `Call::refresh`: the `refresh` hook's future under the call's deadline. A free fn with one
 /// bound on the hook, so that a hook of the wrong shape is reported once, at its path.
 #[inline(always)]
 pub fn refresh<T, E: Classify, S: SiteRef, H: HookSet<T, E>, F: Future<Output = Result<(), E>>>(
@@ -67,7 +67,7 @@ pub fn refresh<T, E: Classify, S: SiteRef, H: HookSet<T, E>, F: Future<Output = 
     call.refresh(hook)
 }
 
-/// [`Call::refreshed`]: a blocking `refresh` hook's result.
+/// `Call::refreshed`: a blocking `refresh` hook's result.
 #[inline(always)]
 pub fn refreshed<T, E: Classify, S: SiteRef, H: HookSet<T, E>>(
     call: &mut Slot<T, E, S, H>,
@@ -195,12 +195,12 @@ pub trait Engine<T>: Sized {
     type Call<S: SiteDef, H: HookSet<T, Self>>;
     /// [`Slot::new`].
     fn start<S: SiteDef, H: HookSet<T, Self>>(hooks: H) -> Self::Call<S, H>;
-    /// [`Call::set_idempotency_key`].
+    /// [`Slot::set_idempotency_key`].
     fn set_idempotency_key<S: SiteDef, H: HookSet<T, Self>>(
         call: &mut Self::Call<S, H>,
         key: String,
     );
-    /// [`Call::set_breaker_key`].
+    /// [`Slot::set_breaker_key`].
     fn set_breaker_key<S: SiteDef, H: HookSet<T, Self>>(call: &mut Self::Call<S, H>, key: &str);
     /// [`Slot::attempt`], for sites without `timeout` or `deadline`.
     fn attempt<S: SiteDef, H: HookSet<T, Self>, F: Future<Output = Result<T, Self>>>(
@@ -220,7 +220,7 @@ pub trait Engine<T>: Sized {
         call: &mut Self::Call<S, H>,
         attempt: impl FnOnce() -> Result<T, Self>,
     ) -> Step<T, Self>;
-    /// [`Call::fail`].
+    /// [`Slot::fail`].
     fn fail<S: SiteDef, H: HookSet<T, Self>>(
         call: &mut Self::Call<S, H>,
         error: Self,
@@ -236,11 +236,17 @@ impl<T, E: Classify> Engine<T> for E {
         Slot::new(Typed::new(), hooks)
     }
     #[inline(always)]
-    fn set_idempotency_key<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, Typed<S>, H>, key: String) {
+    fn set_idempotency_key<S: SiteDef, H: HookSet<T, E>>(
+        call: &mut Slot<T, E, Typed<S>, H>,
+        key: String,
+    ) {
         call.set_idempotency_key(key);
     }
     #[inline(always)]
-    fn set_breaker_key<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, Typed<S>, H>, key: &str) {
+    fn set_breaker_key<S: SiteDef, H: HookSet<T, E>>(
+        call: &mut Slot<T, E, Typed<S>, H>,
+        key: &str,
+    ) {
         call.set_breaker_key(key);
     }
     #[inline(always)]
@@ -269,7 +275,10 @@ impl<T, E: Classify> Engine<T> for E {
         call.attempt_blocking(attempt)
     }
     #[inline(always)]
-    fn fail<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, Typed<S>, H>, error: E) -> Result<T, E> {
+    fn fail<S: SiteDef, H: HookSet<T, E>>(
+        call: &mut Slot<T, E, Typed<S>, H>,
+        error: E,
+    ) -> Result<T, E> {
         call.fail(error)
     }
 }

@@ -99,6 +99,12 @@ impl<S> Typed<S> {
     }
 }
 
+impl<S> Default for Typed<S> {
+    fn default() -> Self {
+        Typed::new()
+    }
+}
+
 impl<S> std::fmt::Debug for Typed<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Typed")
