@@ -15,19 +15,20 @@
 //!               the attempt    the body of the annotated fn
 //! ```
 //!
-//! A [`Call`] is driven attempt by attempt: [`Call::begin`] passes the deadline, breaker, rate
-//! limit and bulkhead; [`Call::run`] runs one attempt under its timeout with the
-//! [`CallContext`](crate::CallContext) installed; [`Call::end`] records the outcome and decides:
-//! return, wait and retry, or refresh credentials first. The same machine serves plain `fn`s
-//! through the `_blocking` methods.
+//! One call machine serves every caller: `#[resilient]`, [`execute`], [`execute_blocking`],
+//! [`Execution`] and the tower layer. A call is driven attempt by attempt, one future per attempt
+//! that passes the gate (deadline, breaker, rate limit, bulkhead; a refusal of the last two
+//! waits for capacity), runs the attempt under its timeout with the
+//! [`CallContext`](crate::CallContext) installed, records the outcome and decides: return, wait
+//! and retry, or refresh credentials first. Blocking calls run the same decisions, sleeping with
+//! the registry's blocking sleep.
 //!
-//! `#[resilient]` generates a loop over the same machine with one future per attempt (gate,
-//! attempt and decision together) and awaits nothing else unless it must wait. The first poll of
-//! a call's first attempt keeps the call's state in locals and writes it into the caller's
-//! future only if the attempt is pending or failed; the site, its policy and its hooks are
-//! known by type, so that what a site leaves out costs nothing.
-//!
-//! Without the macro, [`execute`] and [`execute_blocking`] take a closure that makes one attempt.
+//! The first poll of a call's first attempt keeps the call's state in locals and writes it into
+//! the caller's future only if the attempt is pending or failed. A site known by type (what
+//! `#[resilient]` generates) and hooks known by type make what a site leaves out cost nothing.
+
+//! Without the macro, [`execute`] and [`execute_blocking`] take a closure that makes one attempt;
+//! [`Execution`] adds an idempotency key, a breaker key and a credential refresh.
 //!
 //! ```
 //! use resilience_runtime::engine::{execute, Hooks, Policy, Site};
@@ -75,7 +76,7 @@ use crate::registry::{self, SiteState};
 mod slot;
 
 #[doc(hidden)]
-pub use self::slot::{Attempt, AttemptTimer, NoTimer, SiteDef, Slot, Timer};
+pub use self::slot::{Attempt, AttemptTimer, NoTimer, SiteDef, SiteRef, Slot, Timer, Typed};
 pub(crate) use self::slot::{FULL_PATH_LATENCY, FULL_PATH_SCOPED, full_path, set_full_path};
 
 /// A call site's policy: what `#[resilient(...)]` says, as a `const`.
@@ -178,7 +179,7 @@ impl Policy {
         self
     }
 
-    /// Uses one breaker per key (set per call with [`Call::set_breaker_key`]).
+    /// Uses one breaker per key (set per call with [`Execution::breaker_key`]).
     pub const fn with_keyed_breaker(mut self) -> Policy {
         self.keyed_breaker = true;
         self
@@ -312,86 +313,8 @@ pub enum Override {
     Abort,
 }
 
-/// The site's hooks into the user's types: plain fn pointers, built per call at no cost.
-pub struct Hooks<T, E> {
-    from_rejected: Option<fn(Rejected) -> E>,
-    override_class: Option<fn(&E) -> Option<Override>>,
-    fallback: Option<fn(E) -> Result<T, E>>,
-    refresh: bool,
-}
-
-impl<T, E> Hooks<T, E> {
-    /// No hooks.
-    pub const fn new() -> Self {
-        Hooks {
-            from_rejected: None,
-            override_class: None,
-            fallback: None,
-            refresh: false,
-        }
-    }
-
-    /// How a [`Rejected`] becomes the site's error. Without it, the runtime makes no rejection:
-    /// breakers, timeouts, deadlines and limits are not applied, and [`execute`] logs an ERROR
-    /// once per site whose policy names one of them.
-    pub const fn with_from_rejected(mut self, f: fn(Rejected) -> E) -> Self {
-        self.from_rejected = Some(f);
-        self
-    }
-
-    /// A per-site override of the classification.
-    pub const fn with_override(mut self, f: fn(&E) -> Option<Override>) -> Self {
-        self.override_class = Some(f);
-        self
-    }
-
-    /// Called with the last error; its result is the call's.
-    pub const fn with_fallback(mut self, f: fn(E) -> Result<T, E>) -> Self {
-        self.fallback = Some(f);
-        self
-    }
-
-    /// The caller refreshes credentials when [`Call::end`] returns [`Next::Refresh`].
-    /// [`execute_with_refresh`] sets it; [`execute`], which has no refresh to run, clears it.
-    pub const fn with_refresh(mut self) -> Self {
-        self.refresh = true;
-        self
-    }
-
-    /// No refresh: an `auth` error ends the call.
-    const fn without_refresh(mut self) -> Self {
-        self.refresh = false;
-        self
-    }
-}
-
-impl<T, E> Clone for Hooks<T, E> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T, E> Copy for Hooks<T, E> {}
-
-impl<T, E> Default for Hooks<T, E> {
-    fn default() -> Self {
-        Hooks::new()
-    }
-}
-
-impl<T, E> fmt::Debug for Hooks<T, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hooks")
-            .field("from_rejected", &self.from_rejected.is_some())
-            .field("override", &self.override_class.is_some())
-            .field("fallback", &self.fallback.is_some())
-            .field("refresh", &self.refresh)
-            .finish()
-    }
-}
-
-/// The site's hooks as the engine calls them: [`Hooks`] (fn pointers, for hand-written calls) or
-/// [`StaticHooks`] (zero-sized, what `#[resilient]` generates).
+/// A site's hooks as the engine calls them: what a [`Hooks`] holds, for a call returning
+/// `Result<T, E>`. Name it to pass hooks around: `fn hooks() -> impl HookSet<u32, MyError>`.
 pub trait HookSet<T, E>: Copy {
     /// Whether the runtime may reject: breakers, timeouts, deadlines and limits apply.
     fn rejects(&self) -> bool;
@@ -407,36 +330,6 @@ pub trait HookSet<T, E>: Copy {
     fn refresh(&self) -> bool;
 }
 
-impl<T, E> HookSet<T, E> for Hooks<T, E> {
-    #[inline(always)]
-    fn rejects(&self) -> bool {
-        self.from_rejected.is_some()
-    }
-    #[inline]
-    fn rejected(&self, r: Rejected) -> Option<E> {
-        self.from_rejected.map(|f| f(r))
-    }
-    #[inline]
-    fn override_class(&self, e: &E) -> Option<Override> {
-        self.override_class.and_then(|f| f(e))
-    }
-    #[inline(always)]
-    fn has_fallback(&self) -> bool {
-        self.fallback.is_some()
-    }
-    #[inline]
-    fn fallback(&self, e: E) -> Result<T, E> {
-        match self.fallback {
-            Some(f) => f(e),
-            None => Err(e),
-        }
-    }
-    #[inline(always)]
-    fn refresh(&self) -> bool {
-        self.refresh
-    }
-}
-
 /// A hook the site does not have.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
@@ -447,21 +340,47 @@ pub struct NoHook;
 #[derive(Debug, Clone, Copy)]
 pub struct Hook<F>(F);
 
-/// The hooks `#[resilient]` generates: known by type, so a hook the site does not have costs
-/// nothing, and the future holds none of them.
-#[doc(hidden)]
+/// A site's hooks into the user's types: how a [`Rejected`] becomes the site's error, a per-site
+/// override of the classification, a fallback, and whether the caller refreshes credentials.
+///
+/// Each hook is a fn item or a closure that captures nothing, known by type: a hook the site
+/// does not have costs nothing, and a call holds none of them. `#[resilient]` builds one from its
+/// attribute; [`execute`] takes one built by hand.
+///
+/// ```
+/// use resilience_runtime::engine::{Hooks, Override};
+/// use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Rejected};
+///
+/// #[derive(Debug)]
+/// enum MyError { Conflict, Rejected(Rejected) }
+/// impl Classify for MyError {
+///     fn class(&self) -> ErrorClass { ErrorClass::Permanent }
+/// }
+/// impl CarriesRejected for MyError {
+///     fn from_rejected(r: Rejected) -> Self { MyError::Rejected(r) }
+///     fn rejected(&self) -> Option<&Rejected> {
+///         match self { MyError::Rejected(r) => Some(r), _ => None }
+///     }
+/// }
+///
+/// let hooks = Hooks::new()
+///     .with_from_rejected(MyError::from_rejected)
+///     .with_override(|e: &MyError| matches!(e, MyError::Conflict).then_some(Override::Retry))
+///     .with_fallback(|_: MyError| Ok::<u32, MyError>(0));
+/// # let _ = hooks;
+/// ```
 #[derive(Debug, Clone, Copy)]
-pub struct StaticHooks<R, O, F, const REFRESH: bool> {
+pub struct Hooks<R = NoHook, O = NoHook, F = NoHook, const REFRESH: bool = false> {
     rejected: R,
     over: O,
     fallback: F,
 }
 
-impl StaticHooks<NoHook, NoHook, NoHook, false> {
+impl Hooks<NoHook, NoHook, NoHook, false> {
     /// No hooks.
     #[inline(always)]
     pub const fn new() -> Self {
-        StaticHooks {
+        Hooks {
             rejected: NoHook,
             over: NoHook,
             fallback: NoHook,
@@ -469,17 +388,19 @@ impl StaticHooks<NoHook, NoHook, NoHook, false> {
     }
 }
 
-impl Default for StaticHooks<NoHook, NoHook, NoHook, false> {
+impl Default for Hooks<NoHook, NoHook, NoHook, false> {
     fn default() -> Self {
-        StaticHooks::new()
+        Hooks::new()
     }
 }
 
-impl<R, O, F, const REFRESH: bool> StaticHooks<R, O, F, REFRESH> {
-    /// How a [`Rejected`] becomes the site's error (see [`Hooks::with_from_rejected`]).
+impl<R, O, F, const REFRESH: bool> Hooks<R, O, F, REFRESH> {
+    /// How a [`Rejected`] becomes the site's error. Without it, the runtime makes no rejection:
+    /// breakers, timeouts, deadlines and limits are not applied, and [`execute`] logs an ERROR
+    /// once per site whose policy names one of them.
     #[inline(always)]
-    pub fn with_from_rejected<C>(self, c: C) -> StaticHooks<Hook<C>, O, F, REFRESH> {
-        StaticHooks {
+    pub fn with_from_rejected<C>(self, c: C) -> Hooks<Hook<C>, O, F, REFRESH> {
+        Hooks {
             rejected: Hook(c),
             over: self.over,
             fallback: self.fallback,
@@ -487,8 +408,8 @@ impl<R, O, F, const REFRESH: bool> StaticHooks<R, O, F, REFRESH> {
     }
     /// The per-site override of the classification.
     #[inline(always)]
-    pub fn with_override<C>(self, c: C) -> StaticHooks<R, Hook<C>, F, REFRESH> {
-        StaticHooks {
+    pub fn with_override<C>(self, c: C) -> Hooks<R, Hook<C>, F, REFRESH> {
+        Hooks {
             rejected: self.rejected,
             over: Hook(c),
             fallback: self.fallback,
@@ -496,17 +417,27 @@ impl<R, O, F, const REFRESH: bool> StaticHooks<R, O, F, REFRESH> {
     }
     /// Called with the last error; its result is the call's.
     #[inline(always)]
-    pub fn with_fallback<C>(self, c: C) -> StaticHooks<R, O, Hook<C>, REFRESH> {
-        StaticHooks {
+    pub fn with_fallback<C>(self, c: C) -> Hooks<R, O, Hook<C>, REFRESH> {
+        Hooks {
             rejected: self.rejected,
             over: self.over,
             fallback: Hook(c),
         }
     }
-    /// The caller refreshes credentials on [`Step::Refresh`].
+    /// The caller refreshes credentials on an `auth` error ([`Execution::refresh`] sets it).
     #[inline(always)]
-    pub fn with_refresh(self) -> StaticHooks<R, O, F, true> {
-        StaticHooks {
+    pub fn with_refresh(self) -> Hooks<R, O, F, true> {
+        Hooks {
+            rejected: self.rejected,
+            over: self.over,
+            fallback: self.fallback,
+        }
+    }
+
+    /// No refresh: an `auth` error ends the call ([`execute`] sets it).
+    #[inline(always)]
+    pub fn without_refresh(self) -> Hooks<R, O, F, false> {
+        Hooks {
             rejected: self.rejected,
             over: self.over,
             fallback: self.fallback,
@@ -585,7 +516,7 @@ impl<T, E, C: Fn(E) -> Result<T, E> + Copy> FallbackHook<T, E> for Hook<C> {
     }
 }
 
-impl<T, E, R, O, F, const REFRESH: bool> HookSet<T, E> for StaticHooks<R, O, F, REFRESH>
+impl<T, E, R, O, F, const REFRESH: bool> HookSet<T, E> for Hooks<R, O, F, REFRESH>
 where
     R: RejectedHook<E>,
     O: OverrideHook<E>,
@@ -617,18 +548,7 @@ where
     }
 }
 
-/// What the caller of [`Call::end`] does next.
-#[derive(Debug)]
-pub enum Next<T, E> {
-    /// Return this result.
-    Return(Result<T, E>),
-    /// Make another attempt (the wait is already done).
-    Retry,
-    /// Refresh credentials, then make another attempt; on a refresh error call [`Call::fail`].
-    Refresh,
-}
-
-/// What comes after an attempt of a [`Slot`]: [`Next`], with the wait not yet done.
+/// What comes after an attempt of a [`Slot`].
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum Step<T, E> {
@@ -647,9 +567,8 @@ pub enum Step<T, E> {
 }
 
 /// What the gate before an attempt decided.
-#[doc(hidden)]
 #[derive(Debug)]
-pub enum Gate<T, E> {
+pub(crate) enum Gate<T, E> {
     /// Make the attempt.
     Pass,
     /// Wait this long for a rate-limit permit, then pass the gate again.
@@ -673,7 +592,7 @@ const HOOK_REFRESH: u8 = 4;
 /// `Drop` gives back; without it, dropping an ended call is one compare.
 const OWNS: u8 = 8;
 
-/// One logical call in progress. Made by the generated code; see the [module docs](self).
+/// One logical call in progress, held by a [`Slot`]; see the [module docs](self).
 ///
 /// Kept small, because it lives in the caller's future: what only a traced call, a call with an
 /// idempotency key or a call that retries needs is in one box that the happy path never
@@ -681,7 +600,7 @@ const OWNS: u8 = 8;
 ///
 /// `keyed` and `cold` are `ManuallyDrop`, released by `Drop` when `OWNS` is set, so that the drop
 /// of a call on the happy path is inline: it compares the ticket and one byte.
-pub struct Call<T, E, H = Hooks<T, E>> {
+pub(crate) struct Call<T, E, H> {
     state: StateRef,
     /// The hooks; `refresh` is also `HOOK_REFRESH` in `clock`.
     hooks: H,
@@ -755,18 +674,10 @@ impl<T, E, H> fmt::Debug for Call<T, E, H> {
     }
 }
 
-impl<T, E: Classify> Call<T, E> {
-    /// Starts a call at `site`.
-    #[inline(always)]
-    pub fn new(site: &'static Site, hooks: Hooks<T, E>) -> Self {
-        Call::with_hooks(site, hooks)
-    }
-}
-
 impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// Starts a call at `site` with any [`HookSet`].
     #[inline(always)]
-    pub fn with_hooks(site: &'static Site, hooks: H) -> Self {
+    pub(crate) fn with_hooks(site: &'static Site, hooks: H) -> Self {
         let p = site.policy;
         let mut call = Call::bare(site.state(), hooks, context::correlation_for_new_call());
         let needs_deadline = p.deadline.is_some() && hooks.rejects();
@@ -825,31 +736,16 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     }
 
     /// Sets the call's idempotency key: the same on every attempt, readable in the body.
-    pub fn set_idempotency_key(&mut self, key: String) {
+    pub(crate) fn set_idempotency_key(&mut self, key: String) {
         self.cold().key = Some(key.into());
     }
 
     /// Chooses the per-key breaker for this call (for `breaker_key = expr`).
-    pub fn set_breaker_key(&mut self, key: &str) {
+    pub(crate) fn set_breaker_key(&mut self, key: &str) {
         if let Some(k) = &self.state.keyed {
             *self.keyed = Some(k.get(key));
             self.flags |= OWNS;
         }
-    }
-
-    /// The correlation id of this call.
-    pub fn correlation_id(&self) -> CorrelationId {
-        self.correlation_or_default()
-    }
-
-    /// Passes the deadline, the breaker, the rate limit and the bulkhead before an attempt,
-    /// waiting for a rate-limit permit when the deadline allows.
-    ///
-    /// The future resolves to `Err` with the call's final result when the call must end before
-    /// the attempt (a rejection, through the fallback if there is one).
-    #[inline(always)]
-    pub fn begin(&mut self) -> Begin<'_, T, E, H> {
-        Begin { call: self }
     }
 
     /// The gate, waiting (in the call's cold state) for a rate-limit permit when it must:
@@ -868,13 +764,10 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
     }
 
-    /// [`Call::begin`] for a blocking call.
-    ///
-    /// # Errors
-    ///
-    /// As [`Call::begin`].
+    /// The gate of a blocking call, sleeping (with the registry's blocking sleep) for capacity
+    /// when it must: `Err` with the call's final result when the call ends before the attempt.
     #[inline(always)]
-    pub fn begin_blocking(&mut self) -> Result<(), Result<T, E>> {
+    pub(crate) fn begin_blocking(&mut self) -> Result<(), Result<T, E>> {
         loop {
             match self.gate() {
                 Gate::Pass => return Ok(()),
@@ -1041,32 +934,6 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
     }
 
-    /// Runs one attempt: under the per-attempt timeout (bounded by the deadline), inside the
-    /// call's span, with the [`CallContext`](crate::CallContext) installed.
-    #[inline(always)]
-    pub fn run<F: Future<Output = Result<T, E>>>(&mut self, attempt: F) -> Run<'_, T, E, F, H> {
-        let limit = self.attempt_limit();
-        self.start_attempt();
-        // Only a timed attempt sets `timed_out`, and `end` takes it: the untimed kinds of attempt
-        // need not clear it.
-        self.timed_out = None;
-        let inner = match limit {
-            None => RunInner::Plain { fut: attempt },
-            Some((at, kind)) => RunInner::Timed {
-                fut: tokio::time::timeout_at(at, attempt),
-                kind,
-            },
-        };
-        Run { call: self, inner }
-    }
-
-    /// Runs one blocking attempt with the [`CallContext`](crate::CallContext) installed.
-    #[inline(always)]
-    pub fn run_blocking(&mut self, attempt: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        self.start_attempt();
-        self.entered(attempt)
-    }
-
     #[inline(always)]
     fn start_attempt(&mut self) {
         if self.attempt > 0
@@ -1096,47 +963,14 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
     }
 
-    /// Records an attempt's outcome and decides what comes next; the future waits out the
-    /// backoff before it resolves to [`Next::Retry`].
-    #[inline(always)]
-    pub fn end(&mut self, result: Result<T, E>) -> End<T, E> {
-        match self.decide(result) {
-            Step::Ok(v) => End::Ready(Some(Next::Return(Ok(v)))),
-            Step::Err(e) => End::Ready(Some(Next::Return(Err(e)))),
-            Step::Refresh => End::Ready(Some(Next::Refresh)),
-            Step::Wait(d) => End::Sleep(Self::sleep(d)),
-            Step::Retry => End::Ready(Some(Next::Retry)),
-        }
-    }
-
-    /// The wait of [`Step::Wait`], boxed so that it takes one word of the caller's future.
-    fn sleep(wait: Duration) -> Pin<Box<tokio::time::Sleep>> {
-        Box::pin(tokio::time::sleep(wait))
-    }
-
-    /// [`Call::end`] for a blocking call.
-    #[inline(always)]
-    pub fn end_blocking(&mut self, result: Result<T, E>) -> Next<T, E> {
-        match self.decide(result) {
-            Step::Ok(v) => Next::Return(Ok(v)),
-            Step::Err(e) => Next::Return(Err(e)),
-            Step::Refresh => Next::Refresh,
-            Step::Retry => Next::Retry,
-            Step::Wait(d) => {
-                self.sleep_blocking(d);
-                Next::Retry
-            }
-        }
-    }
-
-    /// Runs the credential refresh that [`Next::Refresh`] asked for, under the call's deadline:
+    /// Runs the credential refresh that [`Step::Refresh`] asked for, under the call's deadline:
     /// the deadline bounds everything inside the call, a hook that hangs included.
     ///
     /// # Errors
     ///
     /// The call's final result, when the refresh failed (see [`Call::fail`]) or the deadline
     /// passed during it (the deadline's rejection, through the fallback if there is one).
-    pub async fn refresh<F: Future<Output = Result<(), E>>>(
+    pub(crate) async fn refresh<F: Future<Output = Result<(), E>>>(
         &mut self,
         refresh: F,
     ) -> Result<(), Result<T, E>> {
@@ -1158,7 +992,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// # Errors
     ///
     /// As [`Call::refresh`].
-    pub fn refreshed(&mut self, refreshed: Result<(), E>) -> Result<(), Result<T, E>> {
+    pub(crate) fn refreshed(&mut self, refreshed: Result<(), E>) -> Result<(), Result<T, E>> {
         refreshed.map_err(|e| self.fail(e))
     }
 
@@ -1174,7 +1008,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     }
 
     /// Ends the call with an error that came from outside an attempt (a failed refresh).
-    pub fn fail(&mut self, error: E) -> Result<T, E> {
+    pub(crate) fn fail(&mut self, error: E) -> Result<T, E> {
         self.emit_gave_up(&error, GiveUpReason::RefreshFailed);
         self.state.counters.error(error.class());
         self.finish_err(error)
@@ -1673,219 +1507,20 @@ impl TimeoutKind {
     }
 }
 
-/// The future of [`Call::begin`].
-#[must_use = "futures do nothing unless polled"]
-pub struct Begin<'a, T, E, H = Hooks<T, E>> {
-    call: &'a mut Call<T, E, H>,
-}
-
-impl<T, E, H> fmt::Debug for Begin<'_, T, E, H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Begin").finish_non_exhaustive()
-    }
-}
-
-impl<T, E: Classify, H: HookSet<T, E>> Future for Begin<'_, T, E, H> {
-    type Output = Result<(), Result<T, E>>;
-
-    #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        self.call.poll_gate(cx)
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = RunInnerProj]
-    enum RunInner<F> {
-        Plain { #[pin] fut: F },
-        Timed { #[pin] fut: tokio::time::Timeout<F>, kind: TimeoutKind },
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`Call::run`].
-    #[must_use = "futures do nothing unless polled"]
-    pub struct Run<'a, T, E, F, H = Hooks<T, E>> {
-        call: &'a mut Call<T, E, H>,
-        #[pin]
-        inner: RunInner<F>,
-    }
-}
-
-impl<T, E, F, H> fmt::Debug for Run<'_, T, E, F, H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Run").finish_non_exhaustive()
-    }
-}
-
-impl<T, E, F: Future<Output = Result<T, E>>, H: HookSet<T, E>> Future for Run<'_, T, E, F, H> {
-    type Output = Result<T, E>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T, E>> {
-        let this = self.project();
-        let call: &mut Call<T, E, H> = this.call;
-        let poll = match this.inner.project() {
-            RunInnerProj::Plain { fut } => return call.entered(|| fut.poll(cx)),
-            RunInnerProj::Timed { fut, kind } => (call.entered(|| fut.poll(cx)), kind),
-        };
-        match poll {
-            (Poll::Pending, _) => Poll::Pending,
-            (Poll::Ready(Ok(r)), _) => Poll::Ready(r),
-            (Poll::Ready(Err(_)), kind) => {
-                call.timed_out = Some(*kind);
-                match call.hooks.rejected(kind.rejection(call.site().policy)) {
-                    Some(e) => Poll::Ready(Err(e)),
-                    // `attempt_limit` sets no limit without the hook.
-                    None => Poll::Pending,
-                }
-            }
-        }
-    }
-}
-
-/// The future of [`Call::end`]: ready at once unless it waits out a backoff.
-#[must_use = "futures do nothing unless polled"]
-pub enum End<T, E> {
-    #[doc(hidden)]
-    Ready(Option<Next<T, E>>),
-    #[doc(hidden)]
-    Sleep(Pin<Box<tokio::time::Sleep>>),
-}
-
-// `End` never pins its `Next`: the only pinned part is boxed.
-impl<T, E> Unpin for End<T, E> {}
-
-impl<T, E> fmt::Debug for End<T, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("End").finish_non_exhaustive()
-    }
-}
-
-impl<T, E> Future for End<T, E> {
-    type Output = Next<T, E>;
-
-    #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Next<T, E>> {
-        match &mut *self {
-            End::Ready(next) => match next.take() {
-                Some(n) => Poll::Ready(n),
-                None => Poll::Pending,
-            },
-            End::Sleep(sleep) => {
-                std::task::ready!(sleep.as_mut().poll(cx));
-                *self = End::Ready(None);
-                Poll::Ready(Next::Retry)
-            }
-        }
-    }
-}
-
 /// Runs `attempt` under `site`'s policy until it succeeds or the policy gives up.
 ///
 /// `attempt` is called once per attempt; the future it returns is one attempt. This is what
-/// `#[resilient]` does, for code that cannot use the macro (see the [module docs](self)). An
-/// `auth` error ends the call: [`execute_with_refresh`] refreshes credentials first.
-pub async fn execute<T, E, F, Fut>(
-    site: &'static Site,
-    hooks: Hooks<T, E>,
-    attempt: F,
-) -> Result<T, E>
+/// `#[resilient]` does, on the same call machine, for code that cannot use the macro (see the
+/// [module docs](self)). An `auth` error ends the call; [`Execution`] adds a credential refresh,
+/// an idempotency key or a breaker key.
+pub async fn execute<T, E, H, F, Fut>(site: &'static Site, hooks: H, attempt: F) -> Result<T, E>
 where
     E: Classify,
+    H: HookSet<T, E>,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    site.check_hooks(hooks.rejects());
-    drive(
-        Call::new(site, hooks.without_refresh()),
-        attempt,
-        || async { Ok(()) },
-    )
-    .await
-}
-
-/// [`execute`] with a credential refresh: an attempt that fails with an `auth` error runs
-/// `refresh`, then the attempt again, as `#[resilient(refresh = ...)]` does (once per attempt,
-/// at most `retries + 1` times a call, under the deadline).
-///
-/// ```
-/// use std::sync::atomic::{AtomicU32, Ordering};
-/// use resilience_runtime::engine::{execute_with_refresh, Hooks, Policy, Site};
-/// use resilience_runtime::{Classify, ErrorClass};
-///
-/// #[derive(Debug)]
-/// struct Expired;
-/// impl Classify for Expired {
-///     fn class(&self) -> ErrorClass { ErrorClass::Auth }
-/// }
-///
-/// static SITE: Site = Site::new(&Policy::new("whoami", module_path!()));
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
-/// let token = AtomicU32::new(1);
-/// let r: Result<u32, Expired> = execute_with_refresh(
-///     &SITE,
-///     Hooks::new(),
-///     || {
-///         let t = token.load(Ordering::SeqCst);
-///         async move { if t == 1 { Err(Expired) } else { Ok(t) } }
-///     },
-///     || async {
-///         token.store(2, Ordering::SeqCst);
-///         Ok(())
-///     },
-/// )
-/// .await;
-/// assert_eq!(r.unwrap(), 2);
-/// # }
-/// ```
-pub async fn execute_with_refresh<T, E, F, Fut, R, RFut>(
-    site: &'static Site,
-    hooks: Hooks<T, E>,
-    attempt: F,
-    refresh: R,
-) -> Result<T, E>
-where
-    E: Classify,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    R: FnMut() -> RFut,
-    RFut: Future<Output = Result<(), E>>,
-{
-    site.check_hooks(hooks.rejects());
-    drive(Call::new(site, hooks.with_refresh()), attempt, refresh).await
-}
-
-/// The loop of [`execute`] and [`execute_with_refresh`].
-async fn drive<T, E, F, Fut, R, RFut>(
-    mut call: Call<T, E>,
-    mut attempt: F,
-    mut refresh: R,
-) -> Result<T, E>
-where
-    E: Classify,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    R: FnMut() -> RFut,
-    RFut: Future<Output = Result<(), E>>,
-{
-    loop {
-        if let Err(r) = call.begin().await {
-            return r;
-        }
-        let r = call.run(attempt()).await;
-        match call.end(r).await {
-            Next::Return(r) => return r,
-            Next::Retry => {}
-            Next::Refresh => {
-                if let Err(r) = call.refresh(refresh()).await {
-                    return r;
-                }
-            }
-        }
-    }
+    Execution::new(site, hooks).run(attempt).await
 }
 
 /// The blocking counterpart of [`execute`].
@@ -1908,77 +1543,340 @@ where
 /// assert!(r.is_err());
 /// assert_eq!(waits.lock().unwrap().len(), 2);
 /// ```
-pub fn execute_blocking<T, E, F>(
-    site: &'static Site,
-    hooks: Hooks<T, E>,
-    attempt: F,
-) -> Result<T, E>
+pub fn execute_blocking<T, E, H, F>(site: &'static Site, hooks: H, attempt: F) -> Result<T, E>
 where
     E: Classify,
+    H: HookSet<T, E>,
     F: FnMut() -> Result<T, E>,
 {
-    site.check_hooks(hooks.rejects());
-    drive_blocking(Call::new(site, hooks.without_refresh()), attempt, || Ok(()))
+    Execution::new(site, hooks).run_blocking(attempt)
 }
 
-/// The blocking counterpart of [`execute_with_refresh`].
+/// A hand-written call with what [`execute`] leaves out: a credential refresh, an idempotency
+/// key, a breaker key. It runs on the call machine `#[resilient]` expands to.
 ///
 /// ```
-/// use std::cell::Cell;
-/// use resilience_runtime::engine::{execute_blocking_with_refresh, Hooks, Policy, Site};
-/// use resilience_runtime::{Classify, ErrorClass, Registry};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use resilience_runtime::engine::{Execution, Hooks, Policy, Site};
+/// use resilience_runtime::{CallContext, Classify, ErrorClass};
 ///
 /// #[derive(Debug)]
 /// struct Expired;
 /// impl Classify for Expired {
 ///     fn class(&self) -> ErrorClass { ErrorClass::Auth }
 /// }
-/// static SITE: Site = Site::new(&Policy::new("whoami_blocking", module_path!()));
 ///
-/// let token = Cell::new(1);
-/// let r: Result<u32, Expired> = execute_blocking_with_refresh(
-///     &SITE,
-///     Hooks::new(),
-///     || if token.get() == 1 { Err(Expired) } else { Ok(token.get()) },
-///     || { token.set(2); Ok(()) },
-/// );
-/// assert_eq!(r.unwrap(), 2);
+/// static SITE: Site = Site::new(&Policy::new("create", module_path!()).with_idempotency_key());
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let token = AtomicU32::new(1);
+/// let r: Result<String, Expired> = Execution::new(&SITE, Hooks::new())
+///     .idempotency_key("intent-7-create")
+///     .refresh(|| async {
+///         token.store(2, Ordering::SeqCst);
+///         Ok(())
+///     })
+///     .run(|| {
+///         let t = token.load(Ordering::SeqCst);
+///         let key = CallContext::current().and_then(|c| c.idempotency_key().map(str::to_owned));
+///         async move { if t == 1 { Err(Expired) } else { Ok(key.unwrap_or_default()) } }
+///     })
+///     .await;
+/// assert_eq!(r.unwrap(), "intent-7-create");
+/// # }
 /// ```
-pub fn execute_blocking_with_refresh<T, E, F, R>(
+#[derive(Debug)]
+#[must_use = "an execution does nothing until it runs"]
+pub struct Execution<H, Rf = NoRefresh> {
     site: &'static Site,
-    hooks: Hooks<T, E>,
-    attempt: F,
-    refresh: R,
+    hooks: H,
+    idempotency_key: Option<String>,
+    breaker_key: Option<String>,
+    refresh: Rf,
+}
+
+/// No credential refresh: an `auth` error ends the call.
+#[derive(Debug, Clone, Copy)]
+pub struct NoRefresh;
+
+impl<H> Execution<H, NoRefresh> {
+    /// A call at `site` with `hooks`.
+    pub fn new(site: &'static Site, hooks: H) -> Self {
+        Execution {
+            site,
+            hooks,
+            idempotency_key: None,
+            breaker_key: None,
+            refresh: NoRefresh,
+        }
+    }
+}
+
+impl<H, Rf> Execution<H, Rf> {
+    /// The call's idempotency key: the same on every attempt, read in an attempt with
+    /// [`CallContext::idempotency_key`](crate::CallContext::idempotency_key).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// The key of the site's per-key breaker (a tenant id) for this call; also the key of a
+    /// per-key rate limit.
+    pub fn breaker_key(mut self, key: impl Into<String>) -> Self {
+        self.breaker_key = Some(key.into());
+        self
+    }
+
+    /// Refreshes credentials when an attempt fails with an `auth` error, then tries again, as
+    /// `#[resilient(refresh = ...)]` does: once per attempt, at most `retries + 1` times a call,
+    /// under the deadline. For [`Execution::run`] a closure returning a future of
+    /// `Result<(), E>`; for [`Execution::run_blocking`] one returning `Result<(), E>`.
+    pub fn refresh<R2>(self, refresh: R2) -> Execution<H, R2> {
+        Execution {
+            site: self.site,
+            hooks: self.hooks,
+            idempotency_key: self.idempotency_key,
+            breaker_key: self.breaker_key,
+            refresh,
+        }
+    }
+
+    /// The call with its keys set.
+    fn slot<T, E, const ON: bool>(
+        site: &'static Site,
+        hooks: H,
+        idempotency_key: Option<String>,
+        breaker_key: Option<String>,
+    ) -> Slot<T, E, &'static Site, Refreshing<H, ON>>
+    where
+        E: Classify,
+        H: HookSet<T, E>,
+    {
+        site.check_hooks(hooks.rejects());
+        let mut slot = Slot::new(site, Refreshing::<H, ON>(hooks));
+        if let Some(k) = idempotency_key {
+            slot.set_idempotency_key(k);
+        }
+        if let Some(k) = &breaker_key {
+            slot.set_breaker_key(k);
+        }
+        slot
+    }
+
+    /// Runs `attempt` until it succeeds or the policy gives up (see [`execute`]).
+    pub async fn run<T, E, F, Fut>(self, attempt: F) -> Result<T, E>
+    where
+        E: Classify,
+        H: HookSet<T, E>,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        Rf: RefreshHook<E>,
+    {
+        let Execution {
+            site,
+            hooks,
+            idempotency_key,
+            breaker_key,
+            refresh,
+        } = self;
+        if Rf::PRESENT {
+            let slot = Self::slot::<T, E, true>(site, hooks, idempotency_key, breaker_key);
+            drive(slot, attempt, refresh).await
+        } else {
+            let slot = Self::slot::<T, E, false>(site, hooks, idempotency_key, breaker_key);
+            drive(slot, attempt, refresh).await
+        }
+    }
+
+    /// Runs a blocking `attempt` until it succeeds or the policy gives up (see
+    /// [`execute_blocking`]).
+    pub fn run_blocking<T, E, F>(self, attempt: F) -> Result<T, E>
+    where
+        E: Classify,
+        H: HookSet<T, E>,
+        F: FnMut() -> Result<T, E>,
+        Rf: BlockingRefreshHook<E>,
+    {
+        let Execution {
+            site,
+            hooks,
+            idempotency_key,
+            breaker_key,
+            refresh,
+        } = self;
+        if Rf::PRESENT {
+            let slot = Self::slot::<T, E, true>(site, hooks, idempotency_key, breaker_key);
+            drive_blocking(slot, attempt, refresh)
+        } else {
+            let slot = Self::slot::<T, E, false>(site, hooks, idempotency_key, breaker_key);
+            drive_blocking(slot, attempt, refresh)
+        }
+    }
+}
+
+/// The loop of [`Execution::run`]: the one `#[resilient]` expands to.
+async fn drive<T, E, H, F, Fut, Rf>(
+    mut slot: Slot<T, E, &'static Site, H>,
+    mut attempt: F,
+    mut refresh: Rf,
 ) -> Result<T, E>
 where
     E: Classify,
-    F: FnMut() -> Result<T, E>,
-    R: FnMut() -> Result<(), E>,
-{
-    site.check_hooks(hooks.rejects());
-    drive_blocking(Call::new(site, hooks.with_refresh()), attempt, refresh)
-}
-
-/// The loop of [`execute_blocking`] and [`execute_blocking_with_refresh`].
-fn drive_blocking<T, E, F, R>(mut call: Call<T, E>, mut attempt: F, mut refresh: R) -> Result<T, E>
-where
-    E: Classify,
-    F: FnMut() -> Result<T, E>,
-    R: FnMut() -> Result<(), E>,
+    H: HookSet<T, E>,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    Rf: RefreshHook<E>,
 {
     loop {
-        if let Err(r) = call.begin_blocking() {
-            return r;
-        }
-        let r = call.run_blocking(&mut attempt);
-        match call.end_blocking(r) {
-            Next::Return(r) => return r,
-            Next::Retry => {}
-            Next::Refresh => {
-                if let Err(r) = call.refreshed(refresh()) {
+        // The attempt is made when the gate has passed: a refused call never calls `attempt`.
+        match slot.attempt_timed(Lazy::new(&mut attempt)).await {
+            Step::Ok(v) => return Ok(v),
+            Step::Err(e) => return Err(e),
+            Step::Refresh => {
+                if let Err(r) = slot.refresh(refresh.refresh()).await {
                     return r;
                 }
             }
+            Step::Retry | Step::Wait(_) => {}
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt made on its first poll, which comes after the gate has passed.
+    struct Lazy<'a, F, Fut> {
+        make: Option<&'a mut F>,
+        #[pin]
+        fut: Option<Fut>,
+    }
+}
+
+impl<'a, F: FnMut() -> Fut, Fut: Future> Lazy<'a, F, Fut> {
+    fn new(make: &'a mut F) -> Self {
+        Lazy {
+            make: Some(make),
+            fut: None,
+        }
+    }
+}
+
+impl<F: FnMut() -> Fut, Fut: Future> Future for Lazy<'_, F, Fut> {
+    type Output = Fut::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Fut::Output> {
+        let mut this = self.project();
+        if let Some(make) = this.make.take() {
+            this.fut.set(Some(make()));
+        }
+        match this.fut.as_pin_mut() {
+            Some(fut) => fut.poll(cx),
+            // Made on the first poll, above.
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The loop of [`Execution::run_blocking`].
+fn drive_blocking<T, E, H, F, Rf>(
+    mut slot: Slot<T, E, &'static Site, H>,
+    mut attempt: F,
+    mut refresh: Rf,
+) -> Result<T, E>
+where
+    E: Classify,
+    H: HookSet<T, E>,
+    F: FnMut() -> Result<T, E>,
+    Rf: BlockingRefreshHook<E>,
+{
+    loop {
+        match slot.attempt_blocking(&mut attempt) {
+            Step::Ok(v) => return Ok(v),
+            Step::Err(e) => return Err(e),
+            Step::Refresh => {
+                if let Err(r) = slot.refreshed(refresh.refresh()) {
+                    return r;
+                }
+            }
+            Step::Retry | Step::Wait(_) => {}
+        }
+    }
+}
+
+/// A credential refresh for [`Execution::run`]: [`NoRefresh`], or a closure returning a future
+/// of `Result<(), E>`.
+pub trait RefreshHook<E> {
+    /// Whether there is a refresh to run.
+    const PRESENT: bool;
+    /// Runs it.
+    fn refresh(&mut self) -> impl Future<Output = Result<(), E>>;
+}
+
+impl<E> RefreshHook<E> for NoRefresh {
+    const PRESENT: bool = false;
+    async fn refresh(&mut self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+impl<E, R: FnMut() -> Fut, Fut: Future<Output = Result<(), E>>> RefreshHook<E> for R {
+    const PRESENT: bool = true;
+    fn refresh(&mut self) -> impl Future<Output = Result<(), E>> {
+        self()
+    }
+}
+
+/// A credential refresh for [`Execution::run_blocking`]: [`NoRefresh`], or a closure returning
+/// `Result<(), E>`.
+pub trait BlockingRefreshHook<E> {
+    /// Whether there is a refresh to run.
+    const PRESENT: bool;
+    /// Runs it.
+    fn refresh(&mut self) -> Result<(), E>;
+}
+
+impl<E> BlockingRefreshHook<E> for NoRefresh {
+    const PRESENT: bool = false;
+    fn refresh(&mut self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+impl<E, R: FnMut() -> Result<(), E>> BlockingRefreshHook<E> for R {
+    const PRESENT: bool = true;
+    fn refresh(&mut self) -> Result<(), E> {
+        self()
+    }
+}
+
+/// Hooks with the refresh set by the caller that runs it: [`execute_with_refresh`] has one to
+/// run, [`execute`] none.
+#[derive(Debug, Clone, Copy)]
+struct Refreshing<H, const ON: bool>(H);
+
+impl<T, E, H: HookSet<T, E>, const ON: bool> HookSet<T, E> for Refreshing<H, ON> {
+    #[inline(always)]
+    fn rejects(&self) -> bool {
+        self.0.rejects()
+    }
+    #[inline(always)]
+    fn rejected(&self, r: Rejected) -> Option<E> {
+        self.0.rejected(r)
+    }
+    #[inline(always)]
+    fn override_class(&self, e: &E) -> Option<Override> {
+        self.0.override_class(e)
+    }
+    #[inline(always)]
+    fn has_fallback(&self) -> bool {
+        self.0.has_fallback()
+    }
+    #[inline(always)]
+    fn fallback(&self, e: E) -> Result<T, E> {
+        self.0.fallback(e)
+    }
+    #[inline(always)]
+    fn refresh(&self) -> bool {
+        ON
     }
 }

@@ -13,7 +13,7 @@ pub use std::string::{String, ToString};
 pub use crate::backoff::{Backoff, Jitter, RetryAfter};
 pub use crate::classify::{CarriesRejected, Classify, ErrorClass, Rejected, TerminalReason};
 pub use crate::engine::{
-    Call, HookSet, Hooks, NoHook, Override, Policy, Site, SiteDef, Slot, StaticHooks, Step,
+    HookSet, Hooks, NoHook, Override, Policy, Site, SiteDef, SiteRef, Slot, Step, Typed,
 };
 pub use crate::redact::Redacted;
 
@@ -57,19 +57,19 @@ impl<E, F: Future<Output = Result<(), E>>> RefreshFuture<E> for F {
     }
 }
 
-/// [`Call::refresh`]: the `refresh` hook's future under the call's deadline. A free fn with one
+/// `Call::refresh`: the `refresh` hook's future under the call's deadline. A free fn with one
 /// bound on the hook, so that a hook of the wrong shape is reported once, at its path.
 #[inline(always)]
-pub fn refresh<T, E: Classify, S: SiteDef, H: HookSet<T, E>, F: Future<Output = Result<(), E>>>(
+pub fn refresh<T, E: Classify, S: SiteRef, H: HookSet<T, E>, F: Future<Output = Result<(), E>>>(
     call: &mut Slot<T, E, S, H>,
     hook: F,
 ) -> impl Future<Output = Result<(), Result<T, E>>> {
     call.refresh(hook)
 }
 
-/// [`Call::refreshed`]: a blocking `refresh` hook's result.
+/// `Call::refreshed`: a blocking `refresh` hook's result.
 #[inline(always)]
-pub fn refreshed<T, E: Classify, S: SiteDef, H: HookSet<T, E>>(
+pub fn refreshed<T, E: Classify, S: SiteRef, H: HookSet<T, E>>(
     call: &mut Slot<T, E, S, H>,
     hook: Result<(), E>,
 ) -> Result<(), Result<T, E>> {
@@ -195,12 +195,12 @@ pub trait Engine<T>: Sized {
     type Call<S: SiteDef, H: HookSet<T, Self>>;
     /// [`Slot::new`].
     fn start<S: SiteDef, H: HookSet<T, Self>>(hooks: H) -> Self::Call<S, H>;
-    /// [`Call::set_idempotency_key`].
+    /// [`Slot::set_idempotency_key`].
     fn set_idempotency_key<S: SiteDef, H: HookSet<T, Self>>(
         call: &mut Self::Call<S, H>,
         key: String,
     );
-    /// [`Call::set_breaker_key`].
+    /// [`Slot::set_breaker_key`].
     fn set_breaker_key<S: SiteDef, H: HookSet<T, Self>>(call: &mut Self::Call<S, H>, key: &str);
     /// [`Slot::attempt`], for sites without `timeout` or `deadline`.
     fn attempt<S: SiteDef, H: HookSet<T, Self>, F: Future<Output = Result<T, Self>>>(
@@ -220,7 +220,7 @@ pub trait Engine<T>: Sized {
         call: &mut Self::Call<S, H>,
         attempt: impl FnOnce() -> Result<T, Self>,
     ) -> Step<T, Self>;
-    /// [`Call::fail`].
+    /// [`Slot::fail`].
     fn fail<S: SiteDef, H: HookSet<T, Self>>(
         call: &mut Self::Call<S, H>,
         error: Self,
@@ -229,30 +229,36 @@ pub trait Engine<T>: Sized {
 
 #[diagnostic::do_not_recommend]
 impl<T, E: Classify> Engine<T> for E {
-    type Call<S: SiteDef, H: HookSet<T, E>> = Slot<T, E, S, H>;
+    type Call<S: SiteDef, H: HookSet<T, E>> = Slot<T, E, Typed<S>, H>;
 
     #[inline(always)]
-    fn start<S: SiteDef, H: HookSet<T, E>>(hooks: H) -> Slot<T, E, S, H> {
-        Slot::new(hooks)
+    fn start<S: SiteDef, H: HookSet<T, E>>(hooks: H) -> Slot<T, E, Typed<S>, H> {
+        Slot::new(Typed::new(), hooks)
     }
     #[inline(always)]
-    fn set_idempotency_key<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, S, H>, key: String) {
-        call.call().set_idempotency_key(key);
+    fn set_idempotency_key<S: SiteDef, H: HookSet<T, E>>(
+        call: &mut Slot<T, E, Typed<S>, H>,
+        key: String,
+    ) {
+        call.set_idempotency_key(key);
     }
     #[inline(always)]
-    fn set_breaker_key<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, S, H>, key: &str) {
-        call.call().set_breaker_key(key);
+    fn set_breaker_key<S: SiteDef, H: HookSet<T, E>>(
+        call: &mut Slot<T, E, Typed<S>, H>,
+        key: &str,
+    ) {
+        call.set_breaker_key(key);
     }
     #[inline(always)]
     fn attempt<S: SiteDef, H: HookSet<T, E>, F: Future<Output = Result<T, E>>>(
-        call: &mut Slot<T, E, S, H>,
+        call: &mut Slot<T, E, Typed<S>, H>,
         attempt: F,
     ) -> impl Future<Output = Step<T, E>> {
         call.attempt(attempt)
     }
     #[inline(always)]
     fn attempt_timed<S: SiteDef, H: HookSet<T, E>, F: Future<Output = Result<T, E>>>(
-        call: &mut Slot<T, E, S, H>,
+        call: &mut Slot<T, E, Typed<S>, H>,
         attempt: F,
     ) -> impl Future<Output = Step<T, E>> {
         call.attempt_timed(attempt)
@@ -263,14 +269,17 @@ impl<T, E: Classify> Engine<T> for E {
     }
     #[inline(always)]
     fn attempt_blocking<S: SiteDef, H: HookSet<T, E>>(
-        call: &mut Slot<T, E, S, H>,
+        call: &mut Slot<T, E, Typed<S>, H>,
         attempt: impl FnOnce() -> Result<T, E>,
     ) -> Step<T, E> {
         call.attempt_blocking(attempt)
     }
     #[inline(always)]
-    fn fail<S: SiteDef, H: HookSet<T, E>>(call: &mut Slot<T, E, S, H>, error: E) -> Result<T, E> {
-        call.call().fail(error)
+    fn fail<S: SiteDef, H: HookSet<T, E>>(
+        call: &mut Slot<T, E, Typed<S>, H>,
+        error: E,
+    ) -> Result<T, E> {
+        call.fail(error)
     }
 }
 
@@ -306,10 +315,10 @@ pub const fn fallback<T, E>(f: fn(E) -> Result<T, E>) -> fn(E) -> Result<T, E> {
     f
 }
 
-/// The hooks of a site; see [`StaticHooks`].
+/// The hooks of a site; see [`Hooks`].
 #[inline(always)]
-pub const fn hooks() -> StaticHooks<NoHook, NoHook, NoHook, false> {
-    StaticHooks::new()
+pub const fn hooks() -> Hooks {
+    Hooks::new()
 }
 
 /// A fresh copy of an owned argument for one attempt; see [`CloneArg`].

@@ -1,7 +1,7 @@
 //! A [`tower`](https://docs.rs/tower) layer from the same policy and registry as `#[resilient]`
 //! (feature `tower`).
 //!
-//! [`ResilienceLayer`] runs each request through the engine ([`Call`]): deadline, retries with
+//! [`ResilienceLayer`] runs each request through the engine's call machine, as `#[resilient]` does: deadline, retries with
 //! backoff and Retry-After, the named circuit breaker, rate limit, per-attempt timeout and
 //! bulkhead, in the order of [`engine`](crate::engine). The breaker, the retry budget and the
 //! limits are the registry's named instances, so a tower, hyper or tonic client shares them with
@@ -41,7 +41,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::engine::{Call, Hooks, Next, Policy, Site};
+use crate::engine::{Hooks, Policy, Site, Slot, Step};
 use crate::{Classify, ErrorClass, Registry, Rejected};
 
 /// What a [`Classifier`] says about a failed attempt.
@@ -353,13 +353,9 @@ where
     C: Classifier<S::Response, S::Error>,
     Req: Clone,
 {
-    let hooks: Hooks<S::Response, Attempt<S::Response, S::Error>> =
-        Hooks::new().with_from_rejected(Attempt::Rejected);
-    let mut call = Call::new(site, hooks);
+    let hooks = Hooks::new().with_from_rejected(Attempt::Rejected);
+    let mut slot = Slot::new(site, hooks);
     let result = loop {
-        if let Err(r) = call.begin().await {
-            break r;
-        }
         let req = req.clone();
         let (svc, classifier) = (&mut svc, &classifier);
         let attempt = async move {
@@ -378,10 +374,11 @@ where
                 }
             }
         };
-        let r = call.run(attempt).await;
-        match call.end(r).await {
-            Next::Return(r) => break r,
-            Next::Retry | Next::Refresh => {}
+        match slot.attempt_timed(attempt).await {
+            Step::Ok(v) => break Ok(v),
+            Step::Err(e) => break Err(e),
+            // The layer has no refresh: its hooks never ask for one.
+            Step::Refresh | Step::Retry | Step::Wait(_) => {}
         }
     };
     match result {

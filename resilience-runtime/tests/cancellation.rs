@@ -19,7 +19,7 @@ use std::time::Duration;
 use resilience_runtime::backoff::{Backoff, Rng};
 use resilience_runtime::breaker::{BreakerConfig, BreakerState};
 use resilience_runtime::budget::BudgetConfig;
-use resilience_runtime::engine::{Hooks, Policy, Site, execute};
+use resilience_runtime::engine::{HookSet, Hooks, Policy, Site, execute};
 use resilience_runtime::limit::{Bulkhead, ConcurrencyLimit, Gcra};
 use resilience_runtime::{CarriesRejected, ConnectorError, Registry, Rejected};
 use tokio::time::Instant;
@@ -33,7 +33,7 @@ enum E {
     Rejected(Rejected),
 }
 
-fn hooks() -> Hooks<(), E> {
+fn hooks() -> impl HookSet<(), E> {
     Hooks::new().with_from_rejected(E::from_rejected)
 }
 

@@ -9,8 +9,7 @@ use resilience_runtime::backoff::{Backoff, Jitter};
 use resilience_runtime::breaker::{BreakerConfig, BreakerState};
 use resilience_runtime::budget::BudgetConfig;
 use resilience_runtime::engine::{
-    Call, Hooks, Next, Override, Policy, Site, execute, execute_blocking,
-    execute_blocking_with_refresh, execute_with_refresh,
+    Execution, HookSet, Hooks, Override, Policy, Site, execute, execute_blocking,
 };
 use resilience_runtime::limit::ConcurrencyLimit;
 use resilience_runtime::{CallContext, CarriesRejected, Classify, ErrorClass, Registry, Rejected};
@@ -57,7 +56,7 @@ impl CarriesRejected for E {
     }
 }
 
-fn hooks() -> Hooks<u32, E> {
+fn hooks() -> impl HookSet<u32, E> {
     Hooks::new().with_from_rejected(E::from_rejected)
 }
 
@@ -325,17 +324,29 @@ async fn retry_on_and_abort_on_override_the_class() {
     Registry::new()
         .scope(async {
             let calls = AtomicU32::new(0);
-            let r: Result<u32, E> = execute(&SITE, hooks().with_override(over), || {
-                let n = calls.fetch_add(1, Ordering::Relaxed);
-                async move { if n < 2 { Err(E::Permanent) } else { Ok(n) } }
-            })
+            let r: Result<u32, E> = execute(
+                &SITE,
+                Hooks::new()
+                    .with_from_rejected(E::from_rejected)
+                    .with_override(over),
+                || {
+                    let n = calls.fetch_add(1, Ordering::Relaxed);
+                    async move { if n < 2 { Err(E::Permanent) } else { Ok(n) } }
+                },
+            )
             .await;
             assert_eq!(r, Ok(2));
             let calls = AtomicU32::new(0);
-            let r: Result<u32, E> = execute(&SITE, hooks().with_override(over), || {
-                calls.fetch_add(1, Ordering::Relaxed);
-                async { Err(E::Throttled(S)) }
-            })
+            let r: Result<u32, E> = execute(
+                &SITE,
+                Hooks::new()
+                    .with_from_rejected(E::from_rejected)
+                    .with_override(over),
+                || {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    async { Err(E::Throttled(S)) }
+                },
+            )
             .await;
             assert_eq!(r, Err(E::Throttled(S)));
             assert_eq!(calls.load(Ordering::Relaxed), 1);
@@ -349,23 +360,24 @@ async fn auth_error_refreshes_once_and_retries_once() {
     let registry = Registry::new();
     registry
         .scope(async {
-            let mut refreshes = 0;
-            let mut attempts = 0;
-            let mut call: Call<u32, E> = Call::new(&SITE, hooks().with_refresh());
-            let r = loop {
-                if let Err(r) = call.begin().await {
-                    break r;
-                }
-                attempts += 1;
-                let r = call.run(async { Err(E::Auth) }).await;
-                match call.end(r).await {
-                    Next::Return(r) => break r,
-                    Next::Retry => {}
-                    Next::Refresh => refreshes += 1,
-                }
-            };
+            let refreshes = AtomicU32::new(0);
+            let attempts = AtomicU32::new(0);
+            let r: Result<u32, E> = Execution::new(&SITE, hooks())
+                .refresh(|| {
+                    refreshes.fetch_add(1, Ordering::Relaxed);
+                    async { Ok(()) }
+                })
+                .run(|| {
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    async { Err(E::Auth) }
+                })
+                .await;
             assert_eq!(r, Err(E::Auth));
-            assert_eq!((refreshes, attempts), (1, 2));
+            let counts = (
+                refreshes.load(Ordering::Relaxed),
+                attempts.load(Ordering::Relaxed),
+            );
+            assert_eq!(counts, (1, 2));
         })
         .await;
     assert_eq!(
@@ -384,32 +396,24 @@ async fn the_context_carries_one_key_and_the_attempt_number() {
     );
     Registry::new()
         .scope(async {
-            let mut seen = Vec::new();
-            let mut call: Call<u32, E> = Call::new(&SITE, hooks());
-            call.set_idempotency_key("intent-1-create-assignment".into());
-            let r = loop {
-                if let Err(r) = call.begin().await {
-                    break r;
-                }
-                let r = call
-                    .run(async {
-                        let c = CallContext::current().unwrap();
-                        seen.push((
-                            c.attempt(),
-                            c.idempotency_key().unwrap().to_owned(),
-                            c.correlation_id(),
-                        ));
-                        if c.attempt() < 2 {
-                            Err(E::Transient)
-                        } else {
-                            Ok(1)
-                        }
-                    })
-                    .await;
-                if let Next::Return(r) = call.end(r).await {
-                    break r;
-                }
-            };
+            let seen = std::cell::RefCell::new(Vec::new());
+            let r: Result<u32, E> = Execution::new(&SITE, hooks())
+                .idempotency_key("intent-1-create-assignment")
+                .run(|| async {
+                    let c = CallContext::current().unwrap();
+                    seen.borrow_mut().push((
+                        c.attempt(),
+                        c.idempotency_key().unwrap().to_owned(),
+                        c.correlation_id(),
+                    ));
+                    if c.attempt() < 2 {
+                        Err(E::Transient)
+                    } else {
+                        Ok(1)
+                    }
+                })
+                .await;
+            let seen = seen.into_inner();
             assert_eq!(r, Ok(1));
             assert_eq!(seen.len(), 3);
             assert!(seen.iter().enumerate().all(|(i, (a, k, c))| *a == i as u32
@@ -560,9 +564,13 @@ async fn fallback_answers_after_the_last_failure() {
     }
     Registry::new()
         .scope(async {
-            let r = execute(&SITE, hooks().with_fallback(fallback), || async {
-                Err(E::Transient)
-            })
+            let r = execute(
+                &SITE,
+                Hooks::new()
+                    .with_from_rejected(E::from_rejected)
+                    .with_fallback(fallback),
+                || async { Err(E::Transient) },
+            )
             .await;
             assert_eq!(r, Ok(99));
         })
@@ -593,28 +601,34 @@ async fn a_call_takes_its_correlation_id_lazily_and_a_nested_call_shares_it() {
     static INNER: Site = Site::new(&Policy::new("inner", module_path!()));
     Registry::new()
         .scope(async {
-            let mut outer: Call<u32, E> = Call::new(&OUTER, hooks());
-            assert!(outer.begin().await.is_ok());
-            let seen = std::cell::Cell::new(None);
-            let r = outer
-                .run(async {
+            let ids = std::cell::RefCell::new(Vec::new());
+            let outer = || {
+                execute(&OUTER, hooks(), || async {
                     // Nobody has asked for the outer call's id yet: the inner call makes it
                     // take one, and joins it.
-                    let inner: Call<u32, E> = Call::new(&INNER, hooks());
+                    let inner = execute(&INNER, hooks(), || async {
+                        let ctx = CallContext::current().unwrap();
+                        assert_eq!(ctx.operation(), "inner");
+                        ids.borrow_mut().push(("inner", ctx.correlation_id()));
+                        Ok(1)
+                    })
+                    .await;
                     let ctx = CallContext::current().unwrap();
                     assert_eq!(ctx.operation(), "outer");
-                    assert_eq!(inner.correlation_id(), ctx.correlation_id());
-                    seen.set(Some(ctx.correlation_id()));
-                    Ok(1)
+                    ids.borrow_mut().push(("outer", ctx.correlation_id()));
+                    inner
                 })
-                .await;
-            // The outer call got the id back when its attempt was polled out.
-            assert_eq!(Some(outer.correlation_id()), seen.get());
-            assert!(matches!(outer.end(r).await, Next::Return(Ok(1))));
-            // A call nobody asked about still answers with a stable id.
-            let other: Call<u32, E> = Call::new(&OUTER, hooks());
-            assert_eq!(other.correlation_id(), other.correlation_id());
-            assert_ne!(Some(other.correlation_id()), seen.get());
+            };
+            assert_eq!(outer().await, Ok(1));
+            assert_eq!(outer().await, Ok(1));
+            let ids = ids.into_inner();
+            let [(_, a), (_, b), (_, c), (_, d)] = ids[..] else {
+                panic!("{ids:?}");
+            };
+            assert_eq!(a, b, "the nested call shares the outer call's id");
+            assert_eq!(c, d);
+            assert_ne!(a, c, "each outer call has its own");
+            assert!(CallContext::current().is_none());
         })
         .await;
 }
@@ -690,7 +704,7 @@ async fn a_retry_after_above_the_cap_ends_the_call_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn execute_ends_on_auth_and_execute_with_refresh_refreshes() {
+async fn execute_ends_on_auth_and_an_execution_with_a_refresh_refreshes() {
     static SITE: Site = Site::new(
         &Policy::new("exec_auth", module_path!())
             .with_retries(2)
@@ -702,7 +716,7 @@ async fn execute_ends_on_auth_and_execute_with_refresh_refreshes() {
             // No refresh to run: the auth error is the call's result, after one attempt (it was
             // taken for a plain retry).
             let attempts = AtomicU32::new(0);
-            let r: Result<u32, E> = execute(&SITE, hooks().with_refresh(), || {
+            let r: Result<u32, E> = execute(&SITE, hooks(), || {
                 attempts.fetch_add(1, Ordering::Relaxed);
                 async { Err(E::Auth) }
             })
@@ -711,29 +725,23 @@ async fn execute_ends_on_auth_and_execute_with_refresh_refreshes() {
 
             // With one: refused twice, refreshed twice, then served.
             let (attempts, refreshes) = (AtomicU32::new(0), AtomicU32::new(0));
-            let r: Result<u32, E> = execute_with_refresh(
-                &SITE,
-                hooks(),
-                || {
-                    let n = attempts.fetch_add(1, Ordering::Relaxed);
-                    async move { if n < 2 { Err(E::Auth) } else { Ok(n) } }
-                },
-                || {
+            let r: Result<u32, E> = Execution::new(&SITE, hooks())
+                .refresh(|| {
                     refreshes.fetch_add(1, Ordering::Relaxed);
                     async { Ok(()) }
-                },
-            )
-            .await;
+                })
+                .run(|| {
+                    let n = attempts.fetch_add(1, Ordering::Relaxed);
+                    async move { if n < 2 { Err(E::Auth) } else { Ok(n) } }
+                })
+                .await;
             assert_eq!(r, Ok(2));
             assert_eq!(refreshes.load(Ordering::Relaxed), 2);
 
             // Its blocking twin, and a refresh that fails ends the call with its error.
-            let r: Result<u32, E> = execute_blocking_with_refresh(
-                &SITE,
-                hooks(),
-                || Err(E::Auth),
-                || Err(E::Permanent),
-            );
+            let r: Result<u32, E> = Execution::new(&SITE, hooks())
+                .refresh(|| Err(E::Permanent))
+                .run_blocking(|| Err(E::Auth));
             assert_eq!(r, Err(E::Permanent));
         })
         .await;

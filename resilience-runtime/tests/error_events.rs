@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-use resilience_runtime::engine::{Call, Hooks, Next, Policy, Site};
+use resilience_runtime::engine::{Execution, Hooks, Policy, Site};
 use resilience_runtime::error_events::{ConnectorErrorEvent, ErrorEvents, JsonLinesSink, sink_fn};
 use resilience_runtime::events::{self, EventSink};
 use resilience_runtime::{Classify, ErrorClass, Registry};
@@ -47,20 +47,11 @@ static GET: Site = Site::new(&Policy::new("get_device", "intune::client").with_b
 
 /// Drives a call the way `#[resilient]` does, with an idempotency key.
 async fn call(site: &'static Site, key: Option<&str>, err: fn() -> E) -> Result<(), E> {
-    let mut call = Call::new(site, Hooks::<(), E>::new());
+    let mut call = Execution::new(site, Hooks::new());
     if let Some(k) = key {
-        call.set_idempotency_key(k.to_owned());
+        call = call.idempotency_key(k);
     }
-    loop {
-        if let Err(r) = call.begin().await {
-            return r;
-        }
-        let r = call.run(async { Err(err()) }).await;
-        match call.end(r).await {
-            Next::Return(r) => return r,
-            Next::Retry | Next::Refresh => {}
-        }
-    }
+    call.run(|| async { Err::<(), E>(err()) }).await
 }
 
 #[derive(Clone, Default)]

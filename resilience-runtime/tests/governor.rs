@@ -137,16 +137,9 @@ async fn a_configuration_file_makes_a_per_tenant_governor_limit() {
 
 /// One call of the per-tenant site for `tenant`, driven through the engine as the macro does.
 async fn call_for(tenant: &'static str) -> Result<(), Rejected> {
-    use resilience_runtime::engine::{Call, Next};
-    let mut call: Call<(), Rejected> =
-        Call::new(&PER_TENANT, Hooks::new().with_from_rejected(|r| r));
-    call.set_breaker_key(tenant);
-    if let Err(r) = call.begin().await {
-        return r;
-    }
-    let r = call.run(async { Ok(()) }).await;
-    match call.end(r).await {
-        Next::Return(r) => r,
-        other => panic!("unexpected {other:?}"),
-    }
+    use resilience_runtime::engine::Execution;
+    Execution::new(&PER_TENANT, Hooks::new().with_from_rejected(|r| r))
+        .breaker_key(tenant)
+        .run(|| async { Ok::<(), Rejected>(()) })
+        .await
 }

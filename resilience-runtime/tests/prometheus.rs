@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
 use resilience_runtime::breaker::BreakerConfig;
-use resilience_runtime::engine::{Hooks, Policy, Site, execute};
+use resilience_runtime::engine::{HookSet, Hooks, Policy, Site, execute};
 use resilience_runtime::limit::Gcra;
 use resilience_runtime::prometheus::{self, Collector};
 use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Registry, Rejected};
@@ -46,7 +46,7 @@ impl CarriesRejected for E {
     }
 }
 
-fn hooks<T>() -> Hooks<T, E> {
+fn hooks<T>() -> impl HookSet<T, E> {
     Hooks::new().with_from_rejected(E::Rejected)
 }
 

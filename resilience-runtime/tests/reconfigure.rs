@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use resilience_runtime::breaker::{BreakerConfig, BreakerState, TripMode};
-use resilience_runtime::engine::{Hooks, Policy, Site, execute};
+use resilience_runtime::engine::{HookSet, Hooks, Policy, Site, execute};
 use resilience_runtime::limit::{Bulkhead, ConcurrencyLimit, Gcra};
 use resilience_runtime::registry::RegistryConfig;
 use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Registry, Rejected};
@@ -38,7 +38,7 @@ impl CarriesRejected for E {
     }
 }
 
-fn hooks() -> Hooks<u32, E> {
+fn hooks() -> impl HookSet<u32, E> {
     Hooks::new().with_from_rejected(E::from_rejected)
 }
 

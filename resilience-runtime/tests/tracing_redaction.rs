@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
-use resilience_runtime::engine::{Call, Hooks, Next, Policy, Site};
+use resilience_runtime::engine::{Execution, Hooks, Policy, Site};
 use resilience_runtime::redact::{Secret, mark_sensitive, redacted_headers};
 use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Registry, Rejected};
 use tracing_subscriber::fmt::MakeWriter;
@@ -88,27 +88,19 @@ static LIST: Site = Site::new(
 
 /// Drives a call like `#[resilient(refresh = ...)]` does.
 async fn call(fail: impl Fn(u32) -> Option<GraphError>) -> Result<(), GraphError> {
-    let mut call = Call::new(
-        &LIST,
-        Hooks::new()
-            .with_from_rejected(GraphError::Rejected)
-            .with_refresh(),
-    );
-    call.set_idempotency_key(format!("intent-1-{}", "list_devices"));
-    let mut n = 0;
-    loop {
-        if let Err(r) = call.begin().await {
-            return r;
-        }
-        let outcome = fail(n);
-        n += 1;
-        let r = call.run(async { outcome.map_or(Ok(()), Err) }).await;
-        match call.end(r).await {
-            Next::Return(r) => return r,
-            Next::Retry => {}
-            Next::Refresh => tracing::info!("refreshing the token"),
-        }
-    }
+    let n = std::cell::Cell::new(0);
+    Execution::new(&LIST, Hooks::new().with_from_rejected(GraphError::Rejected))
+        .idempotency_key(format!("intent-1-{}", "list_devices"))
+        .refresh(|| async {
+            tracing::info!("refreshing the token");
+            Ok(())
+        })
+        .run(|| {
+            let outcome = fail(n.get());
+            n.set(n.get() + 1);
+            async { outcome.map_or(Ok(()), Err) }
+        })
+        .await
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -76,6 +76,72 @@ pub trait SiteDef: 'static {
     fn site() -> &'static Site;
 }
 
+/// Where a [`Slot`]'s site comes from: a type ([`Typed`], what `#[resilient]` generates, which
+/// takes no room) or a `&'static Site` (what [`execute`](super::execute) and the tower layer
+/// are given). Every call runs the same machine either way.
+#[doc(hidden)]
+pub trait SiteRef: Copy + 'static {
+    /// The site.
+    fn site(self) -> &'static Site;
+    /// The site's policy.
+    fn policy(self) -> &'static Policy;
+}
+
+/// A site known by type.
+#[doc(hidden)]
+pub struct Typed<S>(PhantomData<S>);
+
+impl<S> Typed<S> {
+    /// The site `S`.
+    #[inline(always)]
+    pub const fn new() -> Self {
+        Typed(PhantomData)
+    }
+}
+
+impl<S> Default for Typed<S> {
+    fn default() -> Self {
+        Typed::new()
+    }
+}
+
+impl<S> std::fmt::Debug for Typed<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Typed")
+    }
+}
+
+impl<S> Clone for Typed<S> {
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Typed<S> {}
+
+impl<S: SiteDef> SiteRef for Typed<S> {
+    #[inline(always)]
+    fn site(self) -> &'static Site {
+        S::site()
+    }
+    #[inline(always)]
+    fn policy(self) -> &'static Policy {
+        S::POLICY
+    }
+}
+
+impl SiteRef for &'static Site {
+    #[inline(always)]
+    fn site(self) -> &'static Site {
+        self
+    }
+    #[inline(always)]
+    fn policy(self) -> &'static Policy {
+        Site::policy(self)
+    }
+}
+
 /// One logical call as the generated code holds it: the site's hooks and the [`Call`], started
 /// by the first attempt that needs it. The site and the hooks are known by type (`S`, and `H`
 /// when it is [`StaticHooks`](super::StaticHooks)): the caller's future holds the call alone.
@@ -86,7 +152,7 @@ pub struct Slot<T, E, S, H> {
     /// (every call the fast path ended) is then one compare, small enough to inline into the
     /// caller's future's drop.
     call: ManuallyDrop<Option<Call<T, E, H>>>,
-    site: PhantomData<S>,
+    site: S,
 }
 
 impl<T, E, S, H> Drop for Slot<T, E, S, H> {
@@ -108,32 +174,50 @@ fn drop_call<C>(call: &mut ManuallyDrop<Option<C>>) {
     **call = None;
 }
 
-impl<T, E, S: SiteDef, H> std::fmt::Debug for Slot<T, E, S, H> {
+impl<T, E, S: SiteRef, H> std::fmt::Debug for Slot<T, E, S, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
-            .field("operation", &S::POLICY.operation)
+            .field("operation", &self.site.policy().operation)
             .field("started", &self.call.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
-    /// A call at the site `S`, not started.
+impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
+    /// A call at `site`, not started.
     #[inline(always)]
-    pub fn new(hooks: H) -> Self {
+    pub fn new(site: S, hooks: H) -> Self {
         Slot {
             hooks,
             call: ManuallyDrop::new(None),
-            site: PhantomData,
+            site,
         }
     }
 
     /// The call, started now if it was not.
     #[inline(always)]
-    pub fn call(&mut self) -> &mut Call<T, E, H> {
-        let hooks = self.hooks;
+    pub(crate) fn call(&mut self) -> &mut Call<T, E, H> {
+        let (hooks, site) = (self.hooks, self.site);
         self.call
-            .get_or_insert_with(|| start_call::<T, E, S, H>(hooks))
+            .get_or_insert_with(|| start_call::<T, E, H>(site.site(), hooks))
+    }
+
+    /// Sets the call's idempotency key (see [`Call::set_idempotency_key`]).
+    #[inline]
+    pub fn set_idempotency_key(&mut self, key: String) {
+        self.call().set_idempotency_key(key);
+    }
+
+    /// Chooses the call's per-key breaker (see [`Call::set_breaker_key`]).
+    #[inline]
+    pub fn set_breaker_key(&mut self, key: &str) {
+        self.call().set_breaker_key(key);
+    }
+
+    /// Ends the call with an error from outside an attempt (see [`Call::fail`]).
+    #[inline]
+    pub fn fail(&mut self, error: E) -> Result<T, E> {
+        self.call().fail(error)
     }
 
     /// One attempt of `attempt`, run without a timer (the policy has no `timeout` or
@@ -176,7 +260,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
             && let Some(fast) = self.fast_start()
         {
             let FastStart { state, admitted } = fast;
-            let mut guard = FastGuard::<S>::install();
+            let mut guard = FastGuard::install(self.site);
             let r = attempt();
             let correlation = guard.finish();
             return match r {
@@ -221,7 +305,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
     /// it starts with if so. Reads only; takes nothing.
     #[inline(always)]
     fn fast_start(&self) -> Option<FastStart> {
-        let p = S::POLICY;
+        let p = self.site.policy();
         let rejects = self.hooks.rejects();
         if FULL_PATH.load(Ordering::Relaxed) != 0
             || (rejects && p.deadline.is_some())
@@ -229,7 +313,7 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
         {
             return None;
         }
-        let state = S::site().global_state();
+        let state = self.site.site().global_state();
         if context::in_call() {
             return None;
         }
@@ -267,8 +351,8 @@ impl<T, E: Classify, S: SiteDef, H: HookSet<T, E>> Slot<T, E, S, H> {
 /// Starts a call at `S` (out of line: a started call is the common case where it is asked for).
 #[cold]
 #[inline(never)]
-fn start_call<T, E: Classify, S: SiteDef, H: HookSet<T, E>>(hooks: H) -> Call<T, E, H> {
-    Call::with_hooks(S::site(), hooks)
+fn start_call<T, E: Classify, H: HookSet<T, E>>(site: &'static Site, hooks: H) -> Call<T, E, H> {
+    Call::with_hooks(site, hooks)
 }
 
 /// The breaker that admitted the attempt, and its ticket.
@@ -303,19 +387,16 @@ pub(super) fn succeeded(state: &SiteState, admitted: Admitted<'_>, retried: bool
 /// drops, and when it drops unwinding (the attempt panicked) it counts the call as a permanent
 /// error, as a [`Call`] does. (The fast path's ticket is a closed breaker's, never a probe's:
 /// giving it back would record nothing, so the guard does not hold it.)
-struct FastGuard<S: SiteDef> {
+struct FastGuard<S: SiteRef> {
     armed: bool,
-    site: PhantomData<S>,
+    site: S,
 }
 
-impl<S: SiteDef> FastGuard<S> {
+impl<S: SiteRef> FastGuard<S> {
     #[inline(always)]
-    fn install() -> Self {
-        context::enter_first(S::site());
-        FastGuard {
-            armed: true,
-            site: PhantomData,
-        }
+    fn install(site: S) -> Self {
+        context::enter_first(site.site());
+        FastGuard { armed: true, site }
     }
 
     /// The attempt returned: restores the empty context and gives the correlation id the body
@@ -327,11 +408,11 @@ impl<S: SiteDef> FastGuard<S> {
     }
 }
 
-impl<S: SiteDef> Drop for FastGuard<S> {
+impl<S: SiteRef> Drop for FastGuard<S> {
     #[inline(always)]
     fn drop(&mut self) {
         if self.armed {
-            unwound(S::site());
+            unwound(self.site.site());
         }
     }
 }
@@ -348,7 +429,8 @@ fn unwound(site: &'static Site) {
 #[doc(hidden)]
 pub trait AttemptTimer {
     /// Arms the timer for an attempt that starts now.
-    fn arm<T, E: Classify, H: HookSet<T, E>>(self: Pin<&mut Self>, call: &Call<T, E, H>);
+    /// `limit` is the call's: asked only by a timer that has a use for it.
+    fn arm(self: Pin<&mut Self>, limit: impl FnOnce() -> Option<(Instant, TimeoutKind)>);
     /// Arms the timer for the fast path's attempt, which has no deadline.
     fn arm_fast(self: Pin<&mut Self>, policy: &Policy, rejects: bool);
     /// Whether the armed limit has passed.
@@ -362,7 +444,7 @@ pub struct NoTimer;
 
 impl AttemptTimer for NoTimer {
     #[inline(always)]
-    fn arm<T, E: Classify, H: HookSet<T, E>>(self: Pin<&mut Self>, _: &Call<T, E, H>) {}
+    fn arm(self: Pin<&mut Self>, _: impl FnOnce() -> Option<(Instant, TimeoutKind)>) {}
     #[inline(always)]
     fn arm_fast(self: Pin<&mut Self>, _: &Policy, _: bool) {}
     #[inline(always)]
@@ -399,9 +481,9 @@ fn limit_at(at: Instant) -> tokio::task::Unconstrained<tokio::time::Sleep> {
 
 impl AttemptTimer for Timer {
     #[inline]
-    fn arm<T, E: Classify, H: HookSet<T, E>>(self: Pin<&mut Self>, call: &Call<T, E, H>) {
+    fn arm(self: Pin<&mut Self>, limit: impl FnOnce() -> Option<(Instant, TimeoutKind)>) {
         let mut this = self.project();
-        match call.attempt_limit() {
+        match limit() {
             Some((at, kind)) => {
                 this.sleep.set(Some(limit_at(at)));
                 *this.kind = kind;
@@ -455,7 +537,7 @@ impl<T, E, S, H, F, L> std::fmt::Debug for Attempt<'_, T, E, S, H, F, L> {
 impl<T, E, S, H, F, L> Future for Attempt<'_, T, E, S, H, F, L>
 where
     E: Classify,
-    S: SiteDef,
+    S: SiteRef,
     H: HookSet<T, E>,
     F: Future<Output = Result<T, E>>,
     L: AttemptTimer,
@@ -473,12 +555,12 @@ where
                 let slot = &mut **this.slot;
                 this.timer
                     .as_mut()
-                    .arm_fast(S::POLICY, slot.hooks.rejects());
+                    .arm_fast(slot.site.policy(), slot.hooks.rejects());
                 let Some(fut) = this.fut.as_mut().as_pin_mut() else {
                     // Only a backoff clears the attempt, and a backoff comes after `BEFORE`.
                     return Poll::Pending;
                 };
-                let mut guard = FastGuard::<S>::install();
+                let mut guard = FastGuard::install(slot.site);
                 let poll = fut.poll(cx);
                 let correlation = guard.finish();
                 return match poll {
@@ -506,7 +588,7 @@ where
             }
             call.start_attempt();
             call.timed_out = None;
-            this.timer.as_mut().arm(call);
+            this.timer.as_mut().arm(|| call.attempt_limit());
             *this.phase = RUNNING;
         }
         let call = this.slot.call();
