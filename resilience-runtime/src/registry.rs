@@ -636,6 +636,7 @@ impl Registry {
     }
 
     /// The state of the per-key breaker `base/key`, if that key is live.
+    #[cfg(feature = "axum")]
     pub(crate) fn key_state(&self, base: &str, key: &str) -> Option<BreakerState> {
         let k = self.inner.keyed.read().ok()?.get(base)?.clone();
         let mut state = None;
