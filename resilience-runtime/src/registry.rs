@@ -1285,7 +1285,7 @@ mod tests {
     }
 
     #[test]
-    fn health_serialises_every_breaker() {
+    fn health_serialises_every_named_breaker_and_each_keyed_base() {
         let r = Registry::new();
         r.breaker("graph");
         r.keyed_breakers("okta").get("tenant-1");
@@ -1293,7 +1293,10 @@ mod tests {
         assert_eq!(json["healthy"], true);
         assert_eq!(json["breakers"][0]["name"], "graph");
         assert_eq!(json["breakers"][0]["state"], "closed");
-        assert_eq!(json["breakers"][1]["key"], "tenant-1");
+        assert_eq!(json["breakers"].as_array().map(Vec::len), Some(1));
+        assert_eq!(json["keyed"][0]["name"], "okta");
+        assert_eq!(json["keyed"][0]["keys"], 1);
+        assert_eq!(json["keyed"][0]["worst"][0]["key"], "tenant-1");
     }
 
     #[tokio::test]
