@@ -98,7 +98,9 @@ impl RateLimit for Gcra {
             }
             match self.tat.compare_exchange_weak(
                 tat,
-                t + self.emission,
+                // Saturating: a period of centuries must never wrap to a time in the past,
+                // which would grant every later permit.
+                t.saturating_add(self.emission),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -165,6 +167,52 @@ mod tests {
         tokio::time::advance(Duration::from_millis(250)).await;
         rl.try_acquire().unwrap();
         assert!(rl.try_acquire().is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Whatever the rate and the period, from one permit a century to a billion a
+        /// nanosecond: the limiter never panics, never grants more than its burst at one
+        /// instant, and never more than its quota over time.
+        #[test]
+        fn no_rate_or_period_makes_the_limiter_panic_or_overgrant(
+            rate in proptest::prop_oneof![0u32..4, proptest::prelude::any::<u32>()],
+            per_nanos in proptest::prelude::any::<u64>(),
+            per_secs_extra in 0u64..u64::MAX / 2,
+            step_nanos in 1u64..10_000_000_000,
+            start_nanos in 1u64..1_000_000_000_000,
+        ) {
+            let per = Duration::from_nanos(per_nanos) + Duration::from_secs(per_secs_extra % 3);
+            let per = if per_secs_extra % 5 == 0 { Duration::MAX } else { per };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                // Not at the clock's origin: a late start is where an unbounded period wraps.
+                let _ = crate::clock::now_nanos();
+                tokio::time::advance(Duration::from_nanos(start_nanos)).await;
+                let gcra = Gcra::new(rate, per);
+                let burst = u64::from(rate.max(1));
+                // At one instant: at most the burst (tried up to 10,000 times).
+                let tries = burst.min(10_000) + 1;
+                let granted = (0..tries).filter(|_| gcra.try_acquire().is_ok()).count() as u64;
+                proptest::prop_assert!(granted <= burst);
+                // Over time: permits granted <= burst + elapsed / emission.
+                let mut total = granted;
+                let mut elapsed = 0u64;
+                for _ in 0..20 {
+                    tokio::time::advance(Duration::from_nanos(step_nanos)).await;
+                    elapsed += step_nanos;
+                    total += (0..tries).filter(|_| gcra.try_acquire().is_ok()).count() as u64;
+                }
+                let quota = burst.saturating_add(elapsed / gcra.emission.max(1));
+                proptest::prop_assert!(total <= quota, "{total} > {quota}");
+                Ok(())
+            })?;
+        }
     }
 
     #[test]

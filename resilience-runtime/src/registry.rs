@@ -826,6 +826,37 @@ pub struct HealthReport {
     pub keyed: Vec<KeyedHealth>,
 }
 
+/// The field a TOML parse error at byte `at` of `text` is about: the table being defined (a
+/// duplicate table), or the table and key of the line (a duplicate key). Empty when the error is
+/// before any table.
+fn field_at(text: &str, at: usize) -> String {
+    let mut table = String::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let end = start + line.len();
+        let t = line.trim();
+        let header = t
+            .strip_prefix('[')
+            .and_then(|h| h.split(']').next())
+            .map(|h| h.trim_matches(['[', ' ']).replace(' ', ""));
+        if let Some(h) = header {
+            if at < end {
+                return h;
+            }
+            table = h;
+        } else if at < end {
+            let key = t.split('=').next().unwrap_or("").trim();
+            return match (table.is_empty(), key.is_empty()) {
+                (_, true) => table,
+                (true, false) => key.to_owned(),
+                (false, false) => format!("{table}.{key}"),
+            };
+        }
+        start = end;
+    }
+    table
+}
+
 /// A whole registry's configuration, loadable from TOML (or any serde format through
 /// [`RegistryConfig::from_value`]).
 ///
@@ -999,8 +1030,14 @@ impl RegistryConfig {
     /// Syntax errors, unknown keys, wrong types and invalid values, each naming the field
     /// (`breakers.graph.cooldown`).
     pub fn from_toml_str(s: &str) -> Result<RegistryConfig, InvalidConfig> {
-        let de = toml::Deserializer::parse(s)
-            .map_err(|e| InvalidConfig::new("", e.to_string().trim().to_owned()))?;
+        let de = toml::Deserializer::parse(s).map_err(|e| {
+            let field = e.span().map(|at| field_at(s, at.start)).unwrap_or_default();
+            let mut reason = e.to_string().trim().to_owned();
+            if reason.ends_with("duplicate key") {
+                reason.push_str("; each table and each key may appear once: merge the two");
+            }
+            InvalidConfig::new(field, reason)
+        })?;
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             InvalidConfig::new(
                 e.path().to_string(),

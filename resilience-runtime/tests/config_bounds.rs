@@ -142,9 +142,53 @@ const BAD: &[(&str, &str)] = &[
     ),
 ];
 
+/// Files the loader cannot read as a configuration at all: each still names its field.
+const SHAPES: &[(&str, &str)] = &[
+    (
+        "[breakers.graph]\ncooldown = \"1s\"\n[breakers.graph]\ncooldown = \"2s\"",
+        "breakers.graph",
+    ),
+    (
+        "[breakers.graph]\ncooldown = \"1s\"\ncooldown = \"2s\"",
+        "breakers.graph.cooldown",
+    ),
+    (
+        "[budgets.graph]\nrefund_milli = 5",
+        "budgets.graph.refund_milli",
+    ),
+    ("[breakers.graph]\ncooldown = 5", "breakers.graph.cooldown"),
+    (
+        "[breakers.graph]\ncooldown = \"soon\"",
+        "breakers.graph.cooldown",
+    ),
+    ("[breakers.graph]\nmax_keys = -1", "breakers.graph.max_keys"),
+    (
+        "[breakers.graph]\nfailure_ratio = 0.5",
+        "breakers.graph.window",
+    ),
+];
+
+#[test]
+fn a_file_of_the_wrong_shape_is_refused_with_its_field_named() {
+    for (text, field) in SHAPES {
+        let err = match RegistryConfig::from_toml_str(text) {
+            Ok(_) => panic!("loaded, but should be refused at `{field}`:\n{text}"),
+            Err(err) => err,
+        };
+        assert_eq!(err.field(), *field, "{text}\n{err}");
+        assert!(
+            err.to_string().starts_with(&format!("`{field}`: ")),
+            "{err}"
+        );
+    }
+    // A duplicate says what to do about it.
+    let err = RegistryConfig::from_toml_str(SHAPES[0].0).unwrap_err();
+    assert!(err.reason().contains("appear once"), "{err}");
+}
+
 #[test]
 fn every_value_out_of_bounds_is_refused_with_its_field_named() {
-    assert!(BAD.len() >= 25);
+    assert!(BAD.len() + SHAPES.len() >= 40);
     for (text, field) in BAD {
         let err = match RegistryConfig::from_toml_str(text) {
             Ok(_) => panic!("loaded, but should be refused at `{field}`:\n{text}"),
