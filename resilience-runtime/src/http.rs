@@ -138,6 +138,37 @@ impl Classify for StatusError {
     }
 }
 
+/// The error with the query string and fragment taken off its URL, which keeps the scheme, host
+/// and path for the log. `reqwest::Error`'s `Display` prints the URL it failed on, and a query
+/// often carries a credential (`?access_token=...`, `?code=...`, a signed URL's signature); an
+/// error type that wraps it (`#[error(transparent)] Network(reqwest::Error)`) would print it on.
+/// Strip it where the error enters the connector's type:
+///
+/// ```
+/// use resilience_runtime::http::without_query;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let e = reqwest::Client::new()
+///     .get("http://127.0.0.1:1/devices?access_token=hunter2")
+///     .send()
+///     .await
+///     .unwrap_err();
+/// assert!(e.to_string().contains("hunter2"));
+/// let e = without_query(e);
+/// assert!(!e.to_string().contains("hunter2"));
+/// assert_eq!(e.url().map(|u| u.as_str()), Some("http://127.0.0.1:1/devices"));
+/// # }
+/// ```
+#[cfg(feature = "reqwest")]
+pub fn without_query(mut e: reqwest::Error) -> reqwest::Error {
+    if let Some(u) = e.url_mut() {
+        u.set_query(None);
+        u.set_fragment(None);
+    }
+    e
+}
+
 #[cfg(feature = "reqwest")]
 mod reqwest_impl {
     use std::error::Error;

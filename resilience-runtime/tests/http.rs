@@ -326,3 +326,34 @@ async fn a_retry_after_too_long_for_any_clock_ends_the_call_at_once() {
         [GiveUpReason::RetryAfterTooLong; 3]
     );
 }
+
+/// A credential in a URL's query reaches no output through an error the connector wraps.
+#[tokio::test]
+async fn an_access_token_in_the_query_is_stripped_from_a_wrapped_error() {
+    #[derive(Debug, thiserror::Error)]
+    enum ConnectorError {
+        #[error(transparent)]
+        Network(reqwest::Error),
+    }
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = refusing.local_addr().unwrap();
+    let e = reqwest::Client::new()
+        .get(format!(
+            "http://{addr}/v1.0/devices?access_token=s3cr3t-t0ken&$top=5#frag"
+        ))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e} {e:?}").contains("s3cr3t-t0ken"),
+        "reqwest prints it"
+    );
+    let wrapped = ConnectorError::Network(resilience_runtime::http::without_query(e));
+    let shown = format!("{wrapped} {wrapped:?}");
+    assert!(!shown.contains("s3cr3t-t0ken"), "{shown}");
+    assert!(!shown.contains("frag"), "{shown}");
+    assert!(shown.contains("/v1.0/devices"), "the path stays: {shown}");
+    assert!(!wrapped.to_string().contains("access_token"));
+    drop(refusing);
+}

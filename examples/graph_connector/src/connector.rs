@@ -99,7 +99,8 @@ impl GraphError {
         } else if e.is_builder() {
             GraphError::Decode(format!("bad request: {e}"))
         } else {
-            GraphError::Network(e)
+            // A URL's query may carry a credential: it never reaches a log through this error.
+            GraphError::Network(resilience_runtime::http::without_query(e))
         }
     }
 }
