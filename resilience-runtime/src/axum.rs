@@ -9,7 +9,9 @@
 //! key count by state and its ten worst keys, so the body stays small with a million tenants.
 //! Naming the base critical (`okta`) fails the check when more than a share of its keys is open
 //! (half by default, [`Health::with_critical_open_share`]), not when one tenant's is; naming one
-//! key (`okta/tenant-1`) makes that key critical.
+//! key (`okta/tenant-1`) makes that key critical. A key of a base whose keys are sensitive is
+//! named as the report shows it (`okta/key#662a463828fd728b`), so that no secret is written in
+//! the health check's configuration.
 //!
 //! ```
 //! use resilience_runtime::{axum::Health, Registry};

@@ -37,9 +37,10 @@
 //! assert!(b.try_acquire().is_err());
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use resilience_policy::{self as policy, defaults};
@@ -244,6 +245,9 @@ pub(crate) struct Shared {
     /// The settings, replaced by [`Shared::reconfigure`]; read off the hot path only.
     config: std::sync::Mutex<BreakerConfig>,
     limits: Limits,
+    /// A per-key base whose keys are secrets: every output shows a key's redacted form. Set once
+    /// and never cleared, so that no later configuration can make a secret show again.
+    sensitive: AtomicBool,
 }
 
 /// The machine's limits for `config`, and whether it is in ratio mode.
@@ -276,7 +280,18 @@ impl Shared {
             name,
             config: std::sync::Mutex::new(config),
             limits: Limits::new(threshold, cooldown, probes, successes, ratio),
+            sensitive: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the keys of this base are shown redacted.
+    pub(crate) fn sensitive(&self) -> bool {
+        self.sensitive.load(Ordering::Relaxed)
+    }
+
+    /// Shows the keys of this base redacted from now on, for good.
+    pub(crate) fn mark_sensitive(&self) {
+        self.sensitive.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
@@ -317,22 +332,29 @@ impl HasLimits for Arc<Shared> {
     }
 }
 
-/// The bits of `Breaker::meta` that count openings; the high 16 hold the recency stamp.
-const OPENED_MASK: u64 = (1 << 48) - 1;
+/// The bits of `Breaker::meta` that count openings; bit 47 is [`REDACTED`]; the high 16 hold
+/// the recency stamp.
+const OPENED_MASK: u64 = (1 << 47) - 1;
+/// The key text ends with the key's redacted form (set once, when the breaker is made).
+const REDACTED: u64 = 1 << 47;
 const STAMP_SHIFT: u32 = 48;
 
 /// A circuit breaker. Share it by reference or `Arc`; every method takes `&self`.
 ///
 /// A per-key breaker (see [`KeyedBreakers`](crate::registry::KeyedBreakers)) is small: it shares
 /// its name and settings with the other keys of its name and holds only its key; its full name
-/// (`name/key`) is made when asked for.
+/// (`name/key`) is made when asked for. When its base's keys are sensitive, every output shows
+/// the key's redacted form instead (see [`Breaker::key`]).
 pub struct Breaker {
     machine: Machine<Arc<Shared>>,
-    /// The key of a per-key breaker.
+    /// The key of a per-key breaker, followed, when `meta` has [`REDACTED`], by its redacted form
+    /// ([`crate::redact::REDACTED_KEY_LEN`] bytes): one allocation, and the 72 bytes of a per-key
+    /// breaker kept. The key itself finds the breaker in its map and draws on its rate limit; it
+    /// is never shown.
     key: Option<Box<str>>,
     entered_at: AtomicU64,
-    /// Times opened (low 48 bits) and, for a per-key breaker, the recency epoch in which it was
-    /// last looked up (high 16 bits; see `KeyedBreakers`).
+    /// Times opened (low 47 bits), [`REDACTED`] (bit 47) and, for a per-key breaker, the recency
+    /// epoch in which it was last looked up (high 16 bits; see `KeyedBreakers`).
     meta: AtomicU64,
 }
 
@@ -356,19 +378,49 @@ impl Breaker {
         )
     }
 
-    /// A closed per-key breaker of `shared`'s name, stamped with recency epoch `stamp`.
+    /// A closed per-key breaker of `shared`'s name, stamped with recency epoch `stamp`. When the
+    /// base's keys are sensitive, the key's redacted form is computed here, once.
     pub(crate) fn keyed(shared: &Arc<Shared>, key: &str, stamp: u16, now: u64) -> Breaker {
-        Breaker::with_shared(shared.clone(), Some(key.into()), stamp, now)
+        let stamp = u64::from(stamp) << STAMP_SHIFT;
+        if !shared.sensitive() {
+            return Breaker::with_shared(shared.clone(), Some(key.into()), stamp, now);
+        }
+        let mut text = String::with_capacity(key.len() + crate::redact::REDACTED_KEY_LEN);
+        text.push_str(key);
+        crate::redact::push_redacted_key(&mut text, &shared.name, key);
+        Breaker::with_shared(shared.clone(), Some(text.into()), stamp | REDACTED, now)
     }
 
-    fn with_shared(shared: Arc<Shared>, key: Option<Box<str>>, stamp: u16, now: u64) -> Breaker {
+    fn with_shared(shared: Arc<Shared>, key: Option<Box<str>>, meta: u64, now: u64) -> Breaker {
         let window = shared.window();
         Breaker {
             machine: Machine::new(shared, window),
             key,
             entered_at: AtomicU64::new(now),
-            meta: AtomicU64::new(u64::from(stamp) << STAMP_SHIFT),
+            meta: AtomicU64::new(meta),
         }
+    }
+
+    /// The key of a per-key breaker and its redacted form, if the breaker was made with one.
+    #[inline]
+    fn key_parts(&self) -> Option<(&str, Option<&str>)> {
+        let text = self.key.as_deref()?;
+        if self.meta.load(Ordering::Relaxed) & REDACTED == 0 {
+            return Some((text, None));
+        }
+        let at = text.len().saturating_sub(crate::redact::REDACTED_KEY_LEN);
+        // The redacted form is ASCII: `at` is a character boundary.
+        Some(match (text.get(..at), text.get(at..)) {
+            (Some(key), Some(shown)) => (key, Some(shown)),
+            _ => (text, None),
+        })
+    }
+
+    /// The key itself, to find the breaker in its map and to draw on its rate limit: never to
+    /// show.
+    #[inline]
+    pub(crate) fn raw_key(&self) -> Option<&str> {
+        self.key_parts().map(|(key, _)| key)
     }
 
     fn shared(&self) -> &Shared {
@@ -376,7 +428,7 @@ impl Breaker {
     }
 
     /// The breaker's name: `name/key` for a per-key breaker (made on each call: keep it off hot
-    /// paths), else the name it was made with.
+    /// paths), with the key as [`Breaker::key`] shows it, else the name it was made with.
     pub fn name(&self) -> Arc<str> {
         match &self.key {
             None => self.shared().name.clone(),
@@ -389,23 +441,50 @@ impl Breaker {
         &self.shared().name
     }
 
-    /// The key of a per-key breaker.
-    pub fn key(&self) -> Option<&str> {
-        self.key.as_deref()
+    /// The key of a per-key breaker, as every output shows it (logs, events, health, metrics,
+    /// [`Rejected::CircuitOpen`](crate::Rejected::CircuitOpen)).
+    ///
+    /// For a base whose keys are sensitive (`sensitive_key` on the site, `sensitive_keys = true`
+    /// in the configuration file) it is the redacted form, `key#` and 16 hex digits (see
+    /// [`redacted_key`](crate::redact::redacted_key)), never the key itself. The form is computed
+    /// once, when the key's breaker is made; only a key made before its base was marked computes
+    /// it each time it is shown (hence the `Cow`).
+    ///
+    /// ```
+    /// use resilience_runtime::Registry;
+    /// use resilience_runtime::registry::RegistryConfig;
+    ///
+    /// let registry = Registry::new();
+    /// registry.apply(&RegistryConfig::from_toml_str("[breakers.okta]\nsensitive_keys = true").unwrap());
+    /// let b = registry.keyed_breakers("okta").get("secret");
+    /// assert_eq!(b.key().as_deref(), Some("key#662a463828fd728b"));
+    /// assert_eq!(&*b.name(), "okta/key#662a463828fd728b");
+    /// assert_eq!(registry.keyed_breakers("plain").get("acme").key().as_deref(), Some("acme"));
+    /// ```
+    pub fn key(&self) -> Option<Cow<'_, str>> {
+        let (key, shown) = self.key_parts()?;
+        Some(match shown {
+            Some(shown) => Cow::Borrowed(shown),
+            None if self.shared().sensitive() => {
+                Cow::Owned(crate::redact::redacted_key(&self.shared().name, key))
+            }
+            None => Cow::Borrowed(key),
+        })
     }
 
-    /// The name as [`Breaker::name`] gives it, written without allocating.
+    /// The name as [`Breaker::name`] gives it, written without allocating (but for a key made
+    /// before its base was marked sensitive; see [`Breaker::key`]).
     pub fn display_name(&self) -> impl fmt::Display + '_ {
-        struct Name<'a>(&'a str, Option<&'a str>);
+        struct Name<'a>(&'a str, Option<Cow<'a, str>>);
         impl fmt::Display for Name<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.1 {
+                match &self.1 {
                     None => f.write_str(self.0),
                     Some(k) => write!(f, "{}/{k}", self.0),
                 }
             }
         }
-        Name(&self.shared().name, self.key.as_deref())
+        Name(&self.shared().name, self.key())
     }
 
     /// The breaker's settings.
@@ -514,7 +593,7 @@ impl Breaker {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
                 let stamp = (m >> STAMP_SHIFT) as u16;
                 ((epoch.wrapping_sub(stamp) as i16) > 0)
-                    .then_some((m & OPENED_MASK) | (u64::from(epoch) << STAMP_SHIFT))
+                    .then_some((m & ((1 << STAMP_SHIFT) - 1)) | (u64::from(epoch) << STAMP_SHIFT))
             });
     }
 
@@ -571,7 +650,7 @@ impl Breaker {
     #[cold]
     fn transitioned(&self, tr: Transition) {
         if tr.to == OPEN {
-            // The count cannot reach the stamp's bits: 2^48 openings.
+            // The count cannot reach the flag's bit: 2^47 openings.
             self.meta.fetch_add(1, Ordering::Relaxed);
         }
         self.entered(tr.at);

@@ -113,6 +113,8 @@ pub struct Policy {
     pub breaker: Option<&'static str>,
     /// Whether the breaker is one per key.
     pub keyed_breaker: bool,
+    /// Whether the keys of the per-key breaker are secrets, shown only redacted.
+    pub sensitive_key: bool,
     /// The per-attempt timeout.
     pub timeout: Option<Duration>,
     /// The whole call's deadline.
@@ -136,6 +138,7 @@ impl Policy {
             idempotency_key: false,
             breaker: None,
             keyed_breaker: false,
+            sensitive_key: false,
             timeout: None,
             deadline: None,
             rate_limit: None,
@@ -182,6 +185,25 @@ impl Policy {
     /// Uses one breaker per key (set per call with [`Execution::breaker_key`]).
     pub const fn with_keyed_breaker(mut self) -> Policy {
         self.keyed_breaker = true;
+        self
+    }
+
+    /// Marks the per-key breaker's keys as secrets (API keys, tenant secrets): logs, events,
+    /// [`Rejected::CircuitOpen`], health and metrics show each as `key#` and 16 hex digits (see
+    /// [`redacted_key`](crate::redact::redacted_key)), never the key. It marks the whole base, for
+    /// every site that uses it, from this site's first call on. What `sensitive_key` sets.
+    ///
+    /// ```
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// const P: Policy = Policy::new("users", "okta::client")
+    ///     .with_breaker("okta")
+    ///     .with_keyed_breaker()
+    ///     .with_sensitive_key();
+    /// assert!(P.sensitive_key);
+    /// ```
+    pub const fn with_sensitive_key(mut self) -> Policy {
+        self.sensitive_key = true;
         self
     }
 
@@ -821,7 +843,8 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
         if let Some((name, limiter)) = &self.state.limiter {
             // A per-key site draws on its key's permits (a tenant's quota), others on the name's.
-            let key = self.keyed.as_ref().and_then(|b| b.key());
+            // The key itself, even when it is sensitive: a map key, never shown.
+            let key = self.keyed.as_ref().and_then(|b| b.raw_key());
             match limiter.with(|l| l.try_acquire_keyed(key)) {
                 Ok(()) => self.state.counters.rate(true),
                 Err(wait) => {

@@ -59,7 +59,9 @@ impl Collector {
     }
 
     /// Also exports one `circuit_breaker_state` series per key of per-key breakers (bounded by
-    /// each breaker's `max_keys`, but possibly many series). Off by default.
+    /// each breaker's `max_keys`, but possibly many series). Off by default. The `key` label is
+    /// the key as [`Breaker::key`](crate::breaker::Breaker::key) shows it: `key#` and 16 hex
+    /// digits for a base whose keys are sensitive.
     pub fn with_per_key_breakers(mut self, enabled: bool) -> Collector {
         self.per_key_breakers = enabled;
         self

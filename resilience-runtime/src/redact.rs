@@ -6,6 +6,8 @@
 //! - [`is_sensitive_header`] and, with the `http` feature, [`mark_sensitive`] (sets
 //!   [`HeaderValue::set_sensitive`](::http::HeaderValue::set_sensitive), which `http` honours in
 //!   `Debug`) and [`redacted_headers`] (a `Debug` view of a header map).
+//! - [`redacted_key`]: how a per-key breaker whose keys are sensitive (`sensitive_key`, or
+//!   `sensitive_keys = true` in the configuration file) shows its key in every output.
 //!
 //! The runtime itself logs no error's `Display` and no argument: its spans and events carry the
 //! operation, breaker, attempt, class, code and correlation id only.
@@ -68,6 +70,47 @@ impl<T> fmt::Display for Secret<T> {
 impl<T> serde::Serialize for Secret<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(REDACTED)
+    }
+}
+
+/// The length of [`redacted_key`]'s result: `key#` and 16 hex digits.
+pub const REDACTED_KEY_LEN: usize = 20;
+
+/// How a sensitive per-key breaker shows `key`, its key within the breaker `name`: `key#`
+/// followed by the first 16 lowercase hex digits of SHA-256 over the name's bytes, a zero byte
+/// and the key's bytes.
+///
+/// The same in every process and on every replica (no seed), so an operator can follow one
+/// tenant across logs, events, health and metrics, and compute the form of a tenant they know to
+/// find it; the name is hashed in, so one tenant's forms under two breakers differ. 64 bits tell
+/// tenants apart; they do not make a guessable key (a short tenant id) secret: a sensitive key is
+/// an API key or a tenant secret.
+///
+/// ```
+/// use resilience_runtime::redact::redacted_key;
+///
+/// // printf 'okta\0secret' | sha256sum
+/// assert_eq!(redacted_key("okta", "secret"), "key#662a463828fd728b");
+/// ```
+pub fn redacted_key(name: &str, key: &str) -> String {
+    let mut out = String::with_capacity(REDACTED_KEY_LEN);
+    push_redacted_key(&mut out, name, key);
+    out
+}
+
+/// Appends [`redacted_key`]`(name, key)` to `out`.
+pub(crate) fn push_redacted_key(out: &mut String, name: &str, key: &str) {
+    use sha2::{Digest, Sha256};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::new()
+        .chain_update(name.as_bytes())
+        .chain_update([0u8])
+        .chain_update(key.as_bytes())
+        .finalize();
+    out.push_str("key#");
+    for b in digest.iter().take((REDACTED_KEY_LEN - 4) / 2) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
 }
 
@@ -171,3 +214,25 @@ pub trait Redacted {}
 
 impl<T> Redacted for Secret<T> {}
 impl<T: Redacted> Redacted for Option<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redacted_key_is_the_pinned_prefix_of_sha256_over_name_zero_key() {
+        // Computed outside the crate: `printf 'okta\0secret' | sha256sum` gives
+        // 662a463828fd728b48bf03c6ad29be6ba6b6d8b004aad9da239ba8a0ea63d4cb.
+        assert_eq!(redacted_key("okta", "secret"), "key#662a463828fd728b");
+        assert_eq!(redacted_key("okta", "secret").len(), REDACTED_KEY_LEN);
+        // The zero byte separates name and key: `okt` + `asecret` is another input.
+        assert_ne!(
+            redacted_key("okt", "asecret"),
+            redacted_key("okta", "secret")
+        );
+        assert_ne!(
+            redacted_key("graph", "secret"),
+            redacted_key("okta", "secret")
+        );
+    }
+}

@@ -138,6 +138,8 @@ struct NamedBreaker {
     config: BreakerConfig,
     max_keys: usize,
     idle_ttl: Duration,
+    /// `sensitive_keys = true`: the per-key base's keys are shown redacted.
+    sensitive_keys: bool,
 }
 
 impl Default for NamedBreaker {
@@ -146,6 +148,7 @@ impl Default for NamedBreaker {
             config: BreakerConfig::new(),
             max_keys: 10_000,
             idle_ttl: Duration::from_secs(600),
+            sensitive_keys: false,
         }
     }
 }
@@ -275,9 +278,10 @@ impl Registry {
 
     /// Records the settings of `name` and applies them in place to the instances already made:
     /// sites that use them see the new settings on their next call, and the breakers keep their
-    /// state.
-    fn set_breaker(&self, name: &str, named: NamedBreaker) {
+    /// state. Sensitive keys stay sensitive: settings without the mark do not take it back.
+    fn set_breaker(&self, name: &str, mut named: NamedBreaker) {
         if let Ok(mut c) = self.inner.breaker_configs.write() {
+            named.sensitive_keys |= c.get(name).is_some_and(|n| n.sensitive_keys);
             c.insert(name.to_owned(), named);
         }
         let live = self
@@ -297,6 +301,9 @@ impl Registry {
             .ok()
             .and_then(|m| m.get(name).cloned());
         if let Some(k) = live {
+            if named.sensitive_keys {
+                k.mark_sensitive();
+            }
             let _ = k.reconfigure(named.config, named.max_keys, named.idle_ttl);
         }
     }
@@ -412,6 +419,12 @@ impl Registry {
 
     /// The per-key breakers of `name`.
     pub fn keyed_breakers(&self, name: &str) -> Arc<KeyedBreakers> {
+        self.keyed_base(name, false)
+    }
+
+    /// The per-key breakers of `name`, marked sensitive first if `sensitive` (a site's
+    /// `sensitive_key`) or the configuration says so, so that a key is never made unmarked.
+    fn keyed_base(&self, name: &str, sensitive: bool) -> Arc<KeyedBreakers> {
         if let Some(b) = self
             .inner
             .keyed
@@ -419,6 +432,9 @@ impl Registry {
             .ok()
             .and_then(|m| m.get(name).cloned())
         {
+            if sensitive {
+                b.mark_sensitive();
+            }
             return b;
         }
         let named = self.named_breaker(name);
@@ -426,16 +442,22 @@ impl Registry {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        m.entry(name.into())
+        let b = m
+            .entry(name.into())
             .or_insert_with(|| {
-                Arc::new(KeyedBreakers::new(
-                    name.into(),
-                    named.config,
-                    named.max_keys,
-                    named.idle_ttl,
-                ))
+                let k =
+                    KeyedBreakers::new(name.into(), named.config, named.max_keys, named.idle_ttl);
+                if named.sensitive_keys || sensitive {
+                    k.mark_sensitive();
+                }
+                Arc::new(k)
             })
-            .clone()
+            .clone();
+        // Another thread may have made it meanwhile, unmarked.
+        if sensitive {
+            b.mark_sensitive();
+        }
+        b
     }
 
     /// The retry budget `name`.
@@ -495,7 +517,7 @@ impl Registry {
         }
         let p = site.policy();
         let (breaker, keyed) = match (p.breaker, p.keyed_breaker) {
-            (Some(name), true) => (None, Some(self.keyed_breakers(name))),
+            (Some(name), true) => (None, Some(self.keyed_base(name, p.sensitive_key))),
             (Some(name), false) => (Some(self.breaker(name)), None),
             (None, _) => (None, None),
         };
@@ -877,6 +899,7 @@ fn field_at(text: &str, at: usize) -> String {
 ///     window = 20
 ///     failure_ratio = 0.5
 ///     max_keys = 1000
+///     sensitive_keys = true  # keys are secrets: shown as `key#` and 16 hex digits
 ///
 ///     [budgets.graph]
 ///     capacity = 50
@@ -941,6 +964,7 @@ struct RawBreaker {
     success_threshold: Option<u32>,
     max_keys: Option<usize>,
     idle_ttl: Option<String>,
+    sensitive_keys: Option<bool>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -1132,6 +1156,7 @@ impl RegistryConfig {
             if let Some(s) = &b.idle_ttl {
                 named.idle_ttl = duration(&table, "idle_ttl", s)?;
             }
+            named.sensitive_keys = b.sensitive_keys.unwrap_or(false);
             out.breakers.insert(name, named);
         }
         for (name, b) in raw.budgets {
@@ -1299,6 +1324,58 @@ mod tests {
         let json = serde_json::json!({"breakers": {"graph": {"cooldown": "1m"}}});
         let cfg = RegistryConfig::from_value(json).unwrap();
         assert_eq!(cfg.breaker_names().collect::<Vec<_>>(), ["graph"]);
+    }
+
+    #[test]
+    fn sensitive_keys_in_a_configuration_file_redact_the_bases_keys() {
+        let cfg = RegistryConfig::from_toml_str(
+            "[breakers.okta]\nfailure_threshold = 2\nsensitive_keys = true\n[breakers.graph]\nsensitive_keys = false\n",
+        )
+        .unwrap();
+        let r = Registry::new();
+        // One base made before the file is applied, one after: both are marked.
+        let early = r.keyed_breakers("okta").get("early-secret");
+        r.apply(&cfg);
+        let okta = r.keyed_breakers("okta");
+        assert!(okta.is_sensitive());
+        let b = okta.get("secret");
+        assert_eq!(b.config().trip, TripMode::Consecutive { threshold: 2 });
+        assert_eq!(b.key().as_deref(), Some("key#662a463828fd728b"));
+        assert!(early.key().unwrap().starts_with("key#"));
+        assert!(!r.keyed_breakers("graph").is_sensitive());
+        let later = Registry::new();
+        later.apply(&cfg);
+        assert_eq!(
+            &*later.keyed_breakers("okta").get("secret").name(),
+            "okta/key#662a463828fd728b"
+        );
+        // Settings without the mark do not take it back.
+        later
+            .configure_breaker("okta", BreakerConfig::new())
+            .unwrap();
+        later.apply(
+            &RegistryConfig::from_toml_str("[breakers.okta]\nsensitive_keys = false").unwrap(),
+        );
+        assert!(later.keyed_breakers("okta").is_sensitive());
+        let json = serde_json::json!({"breakers": {"okta": {"sensitive_keys": true}}});
+        let from_json = Registry::new();
+        from_json.apply(&RegistryConfig::from_value(json).unwrap());
+        assert!(from_json.keyed_breakers("okta").is_sensitive());
+    }
+
+    #[test]
+    fn a_sensitive_keys_that_is_not_a_boolean_is_refused_with_its_field() {
+        for text in [
+            "[breakers.okta]\nsensitive_keys = \"yes\"",
+            "[breakers.okta]\nsensitive_keys = 1",
+        ] {
+            let err = RegistryConfig::from_toml_str(text).unwrap_err();
+            assert_eq!(err.field(), "breakers.okta.sensitive_keys", "{text}: {err}");
+            assert!(err.to_string().contains("bool"), "{err}");
+        }
+        let json = serde_json::json!({"breakers": {"okta": {"sensitive_keys": "yes"}}});
+        let err = RegistryConfig::from_value(json).unwrap_err();
+        assert_eq!(err.field(), "breakers.okta.sensitive_keys");
     }
 
     #[test]

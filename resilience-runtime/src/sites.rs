@@ -48,6 +48,8 @@ pub struct SiteInfo {
     pub breaker: Option<&'static str>,
     /// Whether the breaker is one per key.
     pub keyed_breaker: bool,
+    /// Whether the per-key breaker's keys are secrets, shown only redacted (`sensitive_key`).
+    pub sensitive_key: bool,
     /// The rate limiter's name, if any.
     pub rate_limit: Option<&'static str>,
     /// The bulkhead's name, if any.
@@ -71,6 +73,7 @@ impl SiteInfo {
             module: p.module,
             breaker: p.breaker,
             keyed_breaker: p.keyed_breaker,
+            sensitive_key: p.sensitive_key,
             rate_limit: p.rate_limit,
             bulkhead: p.bulkhead,
             retries: p.retries,

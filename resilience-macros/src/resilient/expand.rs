@@ -190,6 +190,9 @@ fn policy(config: &Config, private: &TokenStream) -> TokenStream {
         policy.extend(quote!(.with_breaker(#name)));
         if config.breaker_key.is_some() {
             policy.extend(quote!(.with_keyed_breaker()));
+            if config.sensitive_key {
+                policy.extend(quote!(.with_sensitive_key()));
+            }
         }
     }
     if let Some(t) = config.timeout {
@@ -542,6 +545,25 @@ mod tests {
         );
         assert!(breaker.contains("with_from_rejected"), "{breaker}");
         assert!(breaker.contains("with_breaker (\"g\")"), "{breaker}");
+    }
+
+    #[test]
+    fn a_sensitive_key_marks_the_keyed_breaker_of_the_policy() {
+        let item = quote!(
+            async fn f(tenant: &str) -> Result<(), E> {
+                Ok(())
+            }
+        );
+        let out = expand_str(
+            quote!(breaker = "okta", breaker_key = tenant, sensitive_key),
+            item.clone(),
+        );
+        assert!(
+            out.contains(". with_keyed_breaker () . with_sensitive_key ()"),
+            "{out}"
+        );
+        let plain = expand_str(quote!(breaker = "okta", breaker_key = tenant), item);
+        assert!(!plain.contains("with_sensitive_key"), "{plain}");
     }
 
     #[test]

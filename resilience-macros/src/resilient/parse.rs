@@ -16,6 +16,7 @@ pub(crate) struct Args {
     pub(crate) jitter: Option<syn::LitStr>,
     pub(crate) breaker: Option<syn::LitStr>,
     pub(crate) breaker_key: Option<Verbatim>,
+    pub(crate) sensitive_key: Flag,
     pub(crate) idempotent: Flag,
     pub(crate) idempotency_key: Option<Verbatim>,
     pub(crate) timeout: Option<syn::LitStr>,
@@ -128,6 +129,7 @@ mod tests {
             backoff(base = "1s", max = "16s", factor = 2, jitter = "full"),
             breaker = "graph",
             breaker_key = self.tenant.clone(),
+            sensitive_key,
             idempotent,
             idempotency_key = request.id,
             timeout = "10s",
@@ -143,6 +145,7 @@ mod tests {
         .ok();
         let args = args.unwrap_or_default();
         assert!(args.idempotent.is_present());
+        assert!(args.sensitive_key.is_present());
         assert_eq!(args.retry_on.map(|a| a.elems.len()), Some(2));
         assert!(args.krate.is_some());
         assert!(args.backoff.and_then(|b| b.factor).is_some());
@@ -152,6 +155,13 @@ mod tests {
     fn unknown_keys_and_duplicates_fail() {
         assert!(args(quote!(retires = 3)).is_err());
         assert!(args(quote!(timeout = "1s", timeout = "2s")).is_err());
+        assert!(args(quote!(sensitive_key = true)).is_err());
+        let misspelt = args(quote!(breaker_key = k, sensitiv_key)).err();
+        let message = misspelt.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("Did you mean `sensitive_key`"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) idempotency_key: Option<syn::Expr>,
     pub(crate) breaker: Option<String>,
     pub(crate) breaker_key: Option<syn::Expr>,
+    /// `sensitive_key`: the keys of `breaker_key` are shown only redacted.
+    pub(crate) sensitive_key: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) deadline: Option<Duration>,
     pub(crate) retry_on: Vec<syn::Path>,
@@ -131,6 +133,7 @@ pub(crate) fn validate(
     check_deadline_fits(&args, retries, &backoff, timeout, deadline, &mut errors);
     let breaker = check_name(&args.breaker, "breaker", &mut errors);
     check_breaker_key(&args, &mut errors);
+    check_sensitive_key(&args, &mut errors);
     let rate_limit = check_name(&args.rate_limit, "rate_limit", &mut errors);
     let bulkhead = check_name(&args.bulkhead, "bulkhead", &mut errors);
     let retry_on = check_variant_list(&args.retry_on, "retry_on", &mut errors);
@@ -155,6 +158,7 @@ pub(crate) fn validate(
             idempotent,
             idempotency_key: args.idempotency_key.map(|v| v.0),
             breaker,
+            sensitive_key: args.sensitive_key.is_present(),
             breaker_key: args.breaker_key.map(|v| v.0),
             timeout,
             deadline,
@@ -454,6 +458,15 @@ fn check_breaker_key(args: &Args, errors: &mut Errors) {
     }
 }
 
+fn check_sensitive_key(args: &Args, errors: &mut Errors) {
+    if args.sensitive_key.is_present() && args.breaker_key.is_none() {
+        errors.error(
+            args.sensitive_key.span(),
+            "`sensitive_key` hides the keys of `breaker_key` in logs, events, health and metrics, and this site has none; add `breaker_key = ...` or remove `sensitive_key`",
+        );
+    }
+}
+
 fn check_variant_list(
     list: &Option<syn::ExprArray>,
     key: &str,
@@ -681,6 +694,27 @@ mod tests {
         )
         .ok();
         assert_eq!(config.map(|c| c.retries), Some(defaults::RETRIES));
+    }
+
+    #[test]
+    fn sensitive_key_needs_a_breaker_key() {
+        let item = quote!(
+            async fn f(tenant: &str) -> Result<(), E> {
+                Ok(())
+            }
+        );
+        let errs = errors(quote!(breaker = "okta", sensitive_key), item.clone());
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("add `breaker_key = ...` or remove `sensitive_key`")),
+            "{errs:#?}"
+        );
+        let config = run(
+            quote!(breaker = "okta", breaker_key = tenant, sensitive_key),
+            item,
+        );
+        assert_eq!(config.ok().map(|c| c.sensitive_key), Some(true));
     }
 
     #[test]

@@ -15,6 +15,15 @@
 //! a call holds it; then, if still full, the least recently used closed breaker no call holds,
 //! and with it up to `max_keys / 64` other closed breakers that lose nothing by going (no failure
 //! counted, not looked up in this epoch), so that the next insertions find room without sweeping.
+//!
+//! # Sensitive keys
+//!
+//! A base whose keys are API keys or tenant secrets is marked sensitive (`sensitive_key` on a
+//! site, `sensitive_keys = true` in its `[breakers.<name>]` table). Each key's breaker then
+//! computes the key's redacted form once, when it is made, and keeps it after the key in the same
+//! allocation (20 bytes more per key); every output shows that form (see [`Breaker::key`]). The
+//! map still finds a breaker by the key itself. A mark is never taken back; a key made before
+//! its base was marked computes its form each time it is shown, until it is evicted.
 
 use std::borrow::Borrow;
 use std::cell::Cell;
@@ -33,7 +42,7 @@ struct Entry(Arc<Breaker>);
 
 impl Entry {
     fn key(&self) -> &str {
-        self.0.key().unwrap_or_default()
+        self.0.raw_key().unwrap_or_default()
     }
 }
 
@@ -269,6 +278,26 @@ impl KeyedBreakers {
         });
     }
 
+    /// Whether the keys are shown redacted (see the module's documentation).
+    ///
+    /// ```
+    /// use resilience_runtime::Registry;
+    /// use resilience_runtime::registry::RegistryConfig;
+    ///
+    /// let registry = Registry::new();
+    /// registry.apply(&RegistryConfig::from_toml_str("[breakers.okta]\nsensitive_keys = true").unwrap());
+    /// assert!(registry.keyed_breakers("okta").is_sensitive());
+    /// assert!(!registry.keyed_breakers("graph").is_sensitive());
+    /// ```
+    pub fn is_sensitive(&self) -> bool {
+        self.shared.sensitive()
+    }
+
+    /// Shows the keys redacted from now on; never undone.
+    pub(crate) fn mark_sensitive(&self) {
+        self.shared.mark_sensitive();
+    }
+
     /// Live keys.
     pub fn len(&self) -> usize {
         self.map.read().map(|m| m.len()).unwrap_or(0)
@@ -279,10 +308,11 @@ impl KeyedBreakers {
         self.len() == 0
     }
 
+    /// Visits every live key's breaker, with the key as outputs show it ([`Breaker::key`]).
     pub(crate) fn each(&self, f: &mut dyn FnMut(&Breaker, Option<&str>)) {
         if let Ok(m) = self.map.read() {
             for e in m.iter() {
-                f(&e.0, e.0.key());
+                f(&e.0, e.0.key().as_deref());
             }
         }
     }
@@ -292,6 +322,7 @@ impl fmt::Debug for KeyedBreakers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedBreakers")
             .field("name", self.shared.name())
+            .field("sensitive", &self.is_sensitive())
             .field("keys", &self.len())
             .field("max_keys", &self.max_keys())
             .field(
@@ -327,8 +358,72 @@ mod tests {
         assert_eq!(&*b.name(), "t/acme");
         assert_eq!(b.display_name().to_string(), "t/acme");
         assert_eq!(b.base_name(), "t");
-        assert_eq!(b.key(), Some("acme"));
+        assert_eq!(b.key().as_deref(), Some("acme"));
         assert!(format!("{b:?}").contains("t/acme"));
+    }
+
+    #[test]
+    fn a_sensitive_base_shows_every_key_redacted_and_finds_it_by_the_key() {
+        let k = KeyedBreakers::new(
+            "okta".into(),
+            BreakerConfig::new(),
+            10,
+            Duration::from_secs(60),
+        );
+        k.mark_sensitive();
+        let b = k.get("secret");
+        let shown = "key#662a463828fd728b";
+        assert_eq!(b.key().as_deref(), Some(shown));
+        assert!(matches!(b.key(), Some(std::borrow::Cow::Borrowed(_))));
+        assert_eq!(&*b.name(), format!("okta/{shown}"));
+        assert_eq!(b.display_name().to_string(), format!("okta/{shown}"));
+        assert_eq!(b.raw_key(), Some("secret"));
+        assert!(!format!("{b:?}").contains("secret"), "{b:?}");
+        assert!(Arc::ptr_eq(&b, &k.get("secret")));
+        assert_eq!(k.len(), 1);
+        let mut keys = Vec::new();
+        k.each(&mut |_, key| keys.push(key.unwrap().to_owned()));
+        assert_eq!(keys, [shown]);
+    }
+
+    #[test]
+    fn a_key_made_before_its_base_was_marked_is_shown_redacted_too() {
+        let k = keyed(10, Duration::from_secs(60));
+        let early = k.get("early-secret");
+        assert_eq!(early.key().as_deref(), Some("early-secret"));
+        k.mark_sensitive();
+        let shown = crate::redact::redacted_key("t", "early-secret");
+        assert_eq!(early.key().as_deref(), Some(shown.as_str()));
+        assert_eq!(&*early.name(), format!("t/{shown}"));
+        assert_eq!(early.raw_key(), Some("early-secret"));
+        // The same breaker is found by its key, and new keys get their form at birth.
+        assert!(Arc::ptr_eq(&early, &k.get("early-secret")));
+        assert!(matches!(
+            k.get("late-secret").key(),
+            Some(std::borrow::Cow::Borrowed(s)) if s.starts_with("key#")
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_redacted_key_survives_the_opening_count_and_the_recency_stamp() {
+        let k = keyed(10, Duration::from_secs(80));
+        k.mark_sensitive();
+        let b = k.get("secret");
+        for _ in 0..5 {
+            b.try_acquire().unwrap().record(Outcome::Failure);
+        }
+        assert_eq!(b.opened_total(), 1);
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            for _ in 0..TICK {
+                k.get("secret");
+            }
+        }
+        assert!(b.age(k.epoch.load(Ordering::Relaxed) as u16) < 2);
+        assert_eq!(b.opened_total(), 1);
+        assert_eq!(b.raw_key(), Some("secret"));
+        // printf 't\0secret' | sha256sum
+        assert_eq!(b.key().as_deref(), Some("key#5e26dd346e8dd362"));
     }
 
     #[tokio::test(start_paused = true)]

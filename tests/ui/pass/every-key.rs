@@ -35,6 +35,7 @@ impl Client {
         backoff(base = "250ms", max = "4s", factor = 1.5, jitter = "decorrelated"),
         breaker = "api",
         breaker_key = self.tenant.as_str(),
+        sensitive_key,
         idempotency_key = format!("{}-{id}", self.tenant),
         timeout = "2s",
         deadline = "1m",
