@@ -235,7 +235,7 @@ mod machine;
 
 /// The atomics the state machine is built on; the loom models swap in loom's.
 mod sync {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 }
 
 /// What every breaker of one name shares: the name, the settings and the machine's limits. The
@@ -250,8 +250,8 @@ pub(crate) struct Shared {
     sensitive: AtomicBool,
 }
 
-/// The machine's limits for `config`, and whether it is in ratio mode.
-fn limits_of(config: &BreakerConfig) -> (u64, u64, u64, u64, bool) {
+/// The machine's limits for `config`.
+fn limits_of(config: &BreakerConfig) -> (u64, u64, u64, u64) {
     let threshold = match config.trip {
         TripMode::Consecutive { threshold } => u64::from(threshold).clamp(1, MAX_FAILURES),
         _ => u64::MAX,
@@ -261,7 +261,6 @@ fn limits_of(config: &BreakerConfig) -> (u64, u64, u64, u64, bool) {
         clock::nanos(config.cooldown),
         u64::from(config.half_open_probes.clamp(1, 255)),
         u64::from(config.success_threshold.clamp(1, 255)),
-        matches!(config.trip, TripMode::Ratio { .. }),
     )
 }
 
@@ -275,11 +274,11 @@ fn window_of(trip: TripMode) -> Option<Window> {
 
 impl Shared {
     pub(crate) fn new(name: Arc<str>, config: BreakerConfig) -> Arc<Shared> {
-        let (threshold, cooldown, probes, successes, ratio) = limits_of(&config);
+        let (threshold, cooldown, probes, successes) = limits_of(&config);
         Arc::new(Shared {
             name,
             config: std::sync::Mutex::new(config),
-            limits: Limits::new(threshold, cooldown, probes, successes, ratio),
+            limits: Limits::new(threshold, cooldown, probes, successes),
             sensitive: AtomicBool::new(false),
         })
     }
@@ -319,9 +318,8 @@ impl Shared {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
             config,
         );
-        let (threshold, cooldown, probes, successes, ratio) = limits_of(&config);
-        self.limits
-            .set(threshold, cooldown, probes, successes, ratio);
+        let (threshold, cooldown, probes, successes) = limits_of(&config);
+        self.limits.set(threshold, cooldown, probes, successes);
         old.trip
     }
 }

@@ -14,7 +14,7 @@ use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
 
 mod sync {
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
 }
 
 #[allow(dead_code, unreachable_pub)]
@@ -26,10 +26,7 @@ use machine::{CLOSED, HALF_OPEN, Limits, Machine, OPEN, Outcome, Transition, Win
 const COOLDOWN: u64 = 100;
 
 fn machine(threshold: u64, probes: u64, successes: u64) -> Machine {
-    Machine::new(
-        Limits::new(threshold, COOLDOWN, probes, successes, false),
-        None,
-    )
+    Machine::new(Limits::new(threshold, COOLDOWN, probes, successes), None)
 }
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -263,7 +260,7 @@ fn a_stale_probe_keeps_its_slot_across_a_reopen() {
 #[test]
 fn a_stale_probe_given_back_does_not_lose_a_ratio_trip() {
     model(|| {
-        let limits = Limits::new(u64::MAX, COOLDOWN, 1, 1, true);
+        let limits = Limits::new(u64::MAX, COOLDOWN, 1, 1);
         let m = Arc::new(Machine::new(limits, Some(Window::new(1, 1.0))));
         open_at(&m, 0);
         let (probe, _) = m.acquire(|| COOLDOWN).unwrap();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use super::sync::{AtomicBool, AtomicU64, Ordering};
+use super::sync::{AtomicU64, Ordering};
 
 /// What one call told the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +52,18 @@ impl Ticket {
     }
 }
 
-// Word layout: | successes 8 | probes 8 | failures 14 | state 2 | generation 32 |
+// Word layout: | successes 8 | probes 8 | failures 14 | state 2 | ratio 1 | generation 31 |
+//
+// `ratio` is the trip mode: set while the breaker judges a ratio window. A closed breaker's word
+// then never equals the bare `(generation, CLOSED)` the success fast path compares with, so a
+// ratio-mode success goes to the window without the fast path reading anything else.
 //
 // `probes` counts every probe ticket not yet recorded or released, whatever its generation: a
 // probe that outlives its half-open period (the breaker reopened, closed or was reset meanwhile)
 // keeps its slot until it comes back, so probes in flight stay bounded across periods. Every
 // transition carries the count over; only `successes` and `failures` start afresh.
-const GEN_MASK: u64 = 0xFFFF_FFFF;
+const GEN_MASK: u64 = 0x7FFF_FFFF;
+const RATIO_BIT: u64 = 1 << 31;
 const STATE_SHIFT: u32 = 32;
 const FAIL_SHIFT: u32 = 34;
 const PROBE_SHIFT: u32 = 48;
@@ -78,7 +83,17 @@ struct Word(u64);
 
 impl Word {
     fn new(generation: u32, state: u64) -> Word {
-        Word(u64::from(generation) | (state << STATE_SHIFT))
+        Word((u64::from(generation) & GEN_MASK) | (state << STATE_SHIFT))
+    }
+    fn ratio(self) -> bool {
+        self.0 & RATIO_BIT != 0
+    }
+    fn with_ratio(self, on: bool) -> Word {
+        Word(if on {
+            self.0 | RATIO_BIT
+        } else {
+            self.0 & !RATIO_BIT
+        })
     }
     fn generation(self) -> u32 {
         (self.0 & GEN_MASK) as u32
@@ -104,9 +119,11 @@ impl Word {
     fn with_successes(self, n: u64) -> Word {
         Word((self.0 & !(0xFF << SUCC_SHIFT)) | ((n & 0xFF) << SUCC_SHIFT))
     }
-    /// The next generation in `state`, with the probes in flight carried over.
+    /// The next generation in `state`, with the probes in flight and the trip mode carried over.
     fn next(self, state: u64) -> Word {
-        Word::new(self.generation().wrapping_add(1), state).with_probes(self.probes())
+        Word::new(self.generation().wrapping_add(1), state)
+            .with_probes(self.probes())
+            .with_ratio(self.ratio())
     }
 }
 
@@ -135,45 +152,24 @@ pub(crate) struct Limits {
     probes: AtomicU64,
     /// Successful probes that close.
     successes: AtomicU64,
-    /// Ratio mode: the machines keep a window (consecutive mode never reads one).
-    ratio: AtomicBool,
 }
 
 impl Limits {
-    pub(crate) fn new(
-        threshold: u64,
-        cooldown: u64,
-        probes: u64,
-        successes: u64,
-        ratio: bool,
-    ) -> Limits {
+    pub(crate) fn new(threshold: u64, cooldown: u64, probes: u64, successes: u64) -> Limits {
         Limits {
             threshold: AtomicU64::new(threshold),
             cooldown: AtomicU64::new(cooldown),
             probes: AtomicU64::new(probes),
             successes: AtomicU64::new(successes),
-            ratio: AtomicBool::new(ratio),
         }
     }
 
     /// Replaces every limit; calls admitted under the old ones finish under the new.
-    pub(crate) fn set(
-        &self,
-        threshold: u64,
-        cooldown: u64,
-        probes: u64,
-        successes: u64,
-        ratio: bool,
-    ) {
+    pub(crate) fn set(&self, threshold: u64, cooldown: u64, probes: u64, successes: u64) {
         self.threshold.store(threshold, Ordering::Relaxed);
         self.cooldown.store(cooldown, Ordering::Relaxed);
         self.probes.store(probes, Ordering::Relaxed);
         self.successes.store(successes, Ordering::Relaxed);
-        self.ratio.store(ratio, Ordering::Release);
-    }
-
-    pub(crate) fn ratio(&self) -> bool {
-        self.ratio.load(Ordering::Acquire)
     }
 
     pub(crate) fn threshold(&self) -> u64 {
@@ -320,7 +316,7 @@ impl<L: HasLimits> Machine<L> {
     pub(crate) fn new(limits: L, window: Option<Window>) -> Machine<L> {
         Machine {
             limits,
-            word: AtomicU64::new(Word::new(0, CLOSED).0),
+            word: AtomicU64::new(Word::new(0, CLOSED).with_ratio(window.is_some()).0),
             opened_at: AtomicU64::new(0),
             opened_gen: AtomicU64::new(UNPUBLISHED),
             window: ArcSwapOption::new(window.map(Arc::new)),
@@ -335,7 +331,22 @@ impl<L: HasLimits> Machine<L> {
     /// Replaces the ratio window (`None`: consecutive mode) on a reconfiguration. Calls recorded
     /// in the old window are forgotten; the breaker's state is kept.
     pub(crate) fn set_window(&self, window: Option<Window>) {
-        self.window.store(window.map(Arc::new));
+        let on = window.is_some();
+        // Into ratio mode: the window before the bit, so a record that sees the bit finds it.
+        // Out of it: the bit before the window, so none looks for a window that is gone.
+        if on {
+            self.window.store(window.map(Arc::new));
+        }
+        let mut w = self.load();
+        while w.ratio() != on {
+            match self.cas(w, w.with_ratio(on)) {
+                Ok(()) => break,
+                Err(actual) => w = actual,
+            }
+        }
+        if !on {
+            self.window.store(None);
+        }
     }
 
     /// Sets the ratio of the current window in place (its size unchanged); false when the
@@ -379,7 +390,7 @@ impl<L: HasLimits> Machine<L> {
     }
 
     pub(crate) fn failures(&self) -> u64 {
-        if self.limits.limits().ratio()
+        if self.load().ratio()
             && let Some(w) = &*self.window()
         {
             return w.failures_with(Ordering::Relaxed);
@@ -505,7 +516,7 @@ impl<L: HasLimits> Machine<L> {
         outcome: Outcome,
         now: impl FnOnce() -> u64,
     ) -> Option<Transition> {
-        if !ticket.probe && outcome == Outcome::Success && !self.limits.limits().ratio() {
+        if !ticket.probe && outcome == Outcome::Success {
             // Hot path: a success through a closed breaker with no failures recorded (probes of
             // an earlier half-open period may still be in flight: they change nothing here).
             if self.load().0 & !PROBE_BITS == Word::new(ticket.generation, CLOSED).0 {
@@ -531,7 +542,7 @@ impl<L: HasLimits> Machine<L> {
             return None;
         }
         let mut w = self.load();
-        if self.limits.limits().ratio()
+        if w.ratio()
             && let Some(window) = &*self.window()
         {
             if w.generation() != ticket.generation || w.state() != CLOSED {
