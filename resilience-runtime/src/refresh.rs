@@ -179,9 +179,8 @@ impl<T, E> Inner<T, E> {
 /// A value refreshed by at most one refresh at a time, which no caller's cancellation stops. See
 /// the [module docs](self).
 ///
-/// The refresh runs in a Tokio task, so [`SingleFlight::refresh`] and
-/// [`SingleFlight::get_or_refresh`] need a Tokio runtime when they start one, and a refresh
-/// future that is `Send + 'static`.
+/// The refresh runs in a Tokio task of its own, so its future must be `Send + 'static`. Outside a
+/// Tokio runtime there is no task to start: the refresh then runs in the call that starts it.
 ///
 /// # Example
 ///
@@ -321,8 +320,7 @@ where
     ///
     /// # Panics
     ///
-    /// As [`SingleFlight::refresh`]: when the refresh panics, and when a refresh must be started
-    /// outside a Tokio runtime.
+    /// As [`SingleFlight::refresh`]: when the refresh panics.
     pub async fn get_or_refresh<F, Fut>(
         &self,
         is_fresh: impl FnOnce(&T) -> bool,
@@ -362,7 +360,6 @@ where
     ///   `&'static str` or a `String` keeps its type and text, any other payload becomes a
     ///   `&'static str` saying the refresh panicked. The refresh is not run again for them; the
     ///   value is left stale and the next call starts a new refresh.
-    /// - When a refresh must be started and there is no current Tokio runtime.
     pub async fn refresh<F, Fut>(&self, seen: u64, refresh: F) -> Result<Versioned<T>, E>
     where
         F: FnOnce() -> Fut,
@@ -370,6 +367,7 @@ where
     {
         let mut refresh = Some(refresh);
         loop {
+            let mut inline = None;
             let mut flight = {
                 let mut s = self.lock();
                 if s.generation > seen
@@ -386,19 +384,21 @@ where
                             // Only after a runtime shut down under the refresh this call started.
                             panic!("the refresh was dropped unfinished: its runtime shut down");
                         };
-                        let Ok(runtime) = Handle::try_current() else {
-                            drop(s);
-                            panic!("SingleFlight must start its refresh within a Tokio runtime");
-                        };
+                        let runtime = Handle::try_current().ok();
                         let (tx, rx) = watch::channel(None);
                         s.flight = Some(rx.clone());
                         self.inner.refreshes.fetch_add(1, Ordering::Relaxed);
                         drop(s);
-                        self.start(&runtime, tx, &rx, refresh);
+                        inline = self.start(runtime.as_ref(), tx, &rx, refresh);
                         rx
                     }
                 }
             };
+            // Outside a Tokio runtime there is nothing to spawn on: the refresh runs in this call
+            // (and a cancelled call then takes it along, as any future would).
+            if let Some(task) = inline {
+                task.await;
+            }
             // The receiver keeps the last value: a refresh that ended before this wait is seen.
             match flight.wait_for(Option::is_some).await {
                 Ok(outcome) => match outcome.as_ref() {
@@ -417,14 +417,16 @@ where
         }
     }
 
-    /// Spawns the refresh, detached from this call; its task stores and publishes the outcome.
+    /// Spawns the refresh on `runtime`, detached from this call; its task stores and publishes
+    /// the outcome. Without a runtime, returns that task for this call to run.
     fn start<F, Fut>(
         &self,
-        runtime: &Handle,
+        runtime: Option<&Handle>,
         tx: watch::Sender<Option<Outcome<T, E>>>,
         rx: &Flight<T, E>,
         refresh: F,
-    ) where
+    ) -> Option<impl Future<Output = ()> + Send + 'static + use<F, Fut, T, E>>
+    where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
@@ -440,7 +442,7 @@ where
                 resume_unwind(payload);
             }
         };
-        runtime.spawn(async move {
+        let task = async move {
             let mut future = pin!(future);
             let outcome = std::future::poll_fn(|cx| {
                 match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
@@ -451,7 +453,14 @@ where
             })
             .await;
             landing.land(outcome);
-        });
+        };
+        match runtime {
+            Some(runtime) => {
+                runtime.spawn(task);
+                None
+            }
+            None => Some(task),
+        }
     }
 }
 

@@ -322,3 +322,22 @@ fn a_refresh_dropped_with_its_runtime_is_started_again_by_the_next_call() {
     assert_eq!(endpoint.fetches(), 2);
     assert_eq!(cell.refreshes(), 2);
 }
+
+/// Outside any Tokio runtime there is nothing to spawn on: the refresh runs in the call that
+/// starts it, and its value is shared as usual (no panic).
+#[test]
+fn a_refresh_outside_a_runtime_runs_in_its_call() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let cell = SingleFlight::<String, TokenError>::new();
+    let fut = cell.get_or_refresh(|_| true, || async { Ok("token-1".to_owned()) });
+    let mut fut = std::pin::pin!(fut);
+    let got = match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r.unwrap(),
+        Poll::Pending => panic!("a ready refresh outside a runtime completes at once"),
+    };
+    assert_eq!((got.value.as_str(), got.generation), ("token-1", 1));
+    assert_eq!(cell.refreshes(), 1);
+    assert_eq!(cell.get().map(|v| v.value), Some("token-1".to_owned()));
+}
