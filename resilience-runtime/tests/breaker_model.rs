@@ -192,7 +192,7 @@ impl Model {
                     self.transition(BreakerState::Open);
                 }
             }
-            other => unimplemented!("the model has no {other:?}"),
+            other => panic!("the model has no trip mode {other:?}"),
         }
     }
 
@@ -200,7 +200,7 @@ impl Model {
         match self.config.trip {
             TripMode::Consecutive { .. } => self.failures,
             TripMode::Ratio { .. } => self.window.iter().filter(|f| **f).count() as u64,
-            other => unimplemented!("the model has no {other:?}"),
+            other => panic!("the model has no trip mode {other:?}"),
         }
     }
 }
