@@ -263,8 +263,10 @@ impl Site {
     /// or a bulkhead and the hooks of a hand-written call cannot carry the [`Rejected`] they
     /// produce: none of them is applied then. (`#[resilient]` refuses this at compile time.)
     fn check_hooks(&'static self, rejects: bool) {
+        // A load before the swap: a site that keeps calling with such hooks writes nothing.
         if rejects
             || !self.policy.needs_rejected()
+            || self.warned.load(std::sync::atomic::Ordering::Relaxed)
             || self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             return;

@@ -75,27 +75,22 @@ impl fmt::Debug for SiteState {
 
 /// A named rate limiter or bulkhead as sites hold it: the instance installed last, read per call,
 /// so that installing another reaches every site on its next call.
-pub(crate) struct Handle<T: ?Sized>(RwLock<Arc<T>>);
+pub(crate) struct Handle<T: ?Sized>(arc_swap::ArcSwap<Arc<T>>);
 
 impl<T: ?Sized> Handle<T> {
     fn new(instance: Arc<T>) -> Arc<Handle<T>> {
-        Arc::new(Handle(RwLock::new(instance)))
+        Arc::new(Handle(arc_swap::ArcSwap::from_pointee(instance)))
     }
 
-    /// Runs `f` with the current instance.
+    /// Runs `f` with the current instance: a lock-free load, so that calls through one limiter
+    /// or bulkhead do not contend on a lock.
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        f(&self
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&self.0.load())
     }
 
     fn set(&self, instance: Arc<T>) {
-        *self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = instance;
+        self.0.store(Arc::new(instance));
     }
 }
 
