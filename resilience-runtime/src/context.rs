@@ -151,6 +151,11 @@ struct ActiveCells {
     /// This thread's stripe of the striped counters (`metrics`): kept here, not in a
     /// thread-local of its own, so that a call finds it at the address it found its context.
     stripe: Cell<usize>,
+    /// Whether a [`Registry::scope`](crate::Registry::scope) or
+    /// [`Registry::enter`](crate::Registry::enter) is in force on this thread: calls then look
+    /// for their registry there (and take the engine's full path). Kept beside the context so
+    /// that a call learns both from one thread-local.
+    scoped: Cell<bool>,
 }
 
 impl ActiveCells {
@@ -190,6 +195,7 @@ thread_local! {
             attempt: Cell::new(0),
             has_key: Cell::new(0),
             stripe: Cell::new(crate::metrics::NO_STRIPE),
+            scoped: Cell::new(false),
         }
     };
     /// The counter for fresh correlation ids.
@@ -333,6 +339,25 @@ pub(crate) fn set_stripe(i: usize) -> Option<usize> {
 #[inline(always)]
 pub(crate) fn in_call() -> bool {
     ACTIVE.with(|a| a.site.get().is_some())
+}
+
+/// Whether a resilient call's context or a scoped registry is installed on this thread: what
+/// sends a first attempt down the engine's full path (a nested call joins its outer call; a
+/// scoped one resolves its registry).
+#[inline(always)]
+pub(crate) fn in_call_or_scope() -> bool {
+    ACTIVE.with(|a| a.site.get().is_some() || a.scoped.get())
+}
+
+/// Whether a scoped registry is in force on this thread.
+#[inline(always)]
+pub(crate) fn in_scope() -> bool {
+    ACTIVE.try_with(|a| a.scoped.get()).unwrap_or(false)
+}
+
+/// Marks a scoped registry in force on this thread (or not), returning the previous mark.
+pub(crate) fn set_scope(on: bool) -> bool {
+    ACTIVE.try_with(|a| a.scoped.replace(on)).unwrap_or(false)
 }
 
 /// Installs the context of a call's first attempt at `site` over an empty one (checked with

@@ -77,7 +77,6 @@ mod slot;
 
 #[doc(hidden)]
 pub use self::slot::{Attempt, AttemptTimer, NoTimer, SiteDef, SiteRef, Slot, Timer, Typed};
-pub(crate) use self::slot::{FULL_PATH_LATENCY, FULL_PATH_SCOPED, full_path, set_full_path};
 
 /// A call site's policy: what `#[resilient(...)]` says, as a `const`.
 ///

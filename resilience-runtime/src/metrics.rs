@@ -15,7 +15,7 @@
 //! | `retry_success_total` | connector, operation | [`SiteMetrics::retry_successes`] |
 //! | `rate_limit_total` | connector, result | [`SiteMetrics::rate_limit_allowed`], [`SiteMetrics::rate_limit_blocked`] |
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::ErrorClass;
@@ -23,14 +23,18 @@ use crate::ErrorClass;
 /// Turns latency measurement on or off for every site (off by default: it costs two clock reads
 /// per call). Exporters turn it on.
 pub fn set_latency_enabled(enabled: bool) {
-    crate::engine::set_full_path(crate::engine::FULL_PATH_LATENCY, enabled);
+    LATENCY.store(enabled, Ordering::Relaxed);
 }
 
-/// Whether latency is measured: one bit of the engine's full-path flag, so the two never
-/// disagree.
-#[inline]
+/// The setting of [`set_latency_enabled`]: an operator's choice for the whole process, as the
+/// exporter that wants the histogram is.
+static LATENCY: AtomicBool = AtomicBool::new(false);
+
+/// Whether latency is measured (a call that measures it reads the clock at its start, so it
+/// takes the engine's full path).
+#[inline(always)]
 pub(crate) fn latency_enabled() -> bool {
-    crate::engine::full_path(crate::engine::FULL_PATH_LATENCY)
+    LATENCY.load(Ordering::Relaxed)
 }
 
 /// Upper bounds of the latency histogram's buckets, in seconds (the last bucket is `+Inf`).

@@ -210,8 +210,6 @@ impl Registry {
     /// # }
     /// ```
     pub fn scope<F: Future>(&self, fut: F) -> Scoped<F> {
-        // From now on calls look for a scoped registry (and take the engine's full path).
-        crate::engine::set_full_path(crate::engine::FULL_PATH_SCOPED, true);
         Scoped {
             registry: self.clone(),
             fut: Box::pin(fut),
@@ -220,8 +218,6 @@ impl Registry {
 
     /// Runs `f` with this registry in force on this thread.
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        // From now on calls look for a scoped registry (and take the engine's full path).
-        crate::engine::set_full_path(crate::engine::FULL_PATH_SCOPED, true);
         let _guard = ScopeGuard::install(self.clone());
         f()
     }
@@ -639,6 +635,7 @@ impl Registry {
     }
 
     /// Visits every breaker, per-key ones included (for an export that asks for them).
+    #[cfg(feature = "prometheus")]
     pub(crate) fn each_breaker(&self, f: &mut dyn FnMut(&Breaker, Option<&str>)) {
         if let Ok(m) = self.inner.breakers.read() {
             for b in m.values() {
@@ -667,37 +664,46 @@ impl Registry {
 }
 
 fn scoped() -> Option<Registry> {
-    if !crate::engine::full_path(crate::engine::FULL_PATH_SCOPED) {
+    if !crate::context::in_scope() {
         return None;
     }
-    SCOPED.with(|s| s.try_borrow().ok().and_then(|s| s.clone()))
+    SCOPED
+        .try_with(|s| s.try_borrow().ok().and_then(|s| s.clone()))
+        .ok()
+        .flatten()
 }
 
-/// The registry in force, if it is not the global one (hot path: one relaxed load when no test
-/// ever scoped a registry).
+/// The registry in force, if it is not the global one: one thread-local read when no scope is
+/// in force on this thread. Scoping is per thread and per poll: nothing process-wide changes.
 #[inline]
 pub(crate) fn scoped_registry() -> Option<Registry> {
-    if !crate::engine::full_path(crate::engine::FULL_PATH_SCOPED) {
-        return None;
-    }
     scoped()
 }
 
+/// A scope in force on this thread: the registry it replaced, and whether one was in force.
 struct ScopeGuard {
     prev: Option<Registry>,
+    was_scoped: bool,
 }
 
 impl ScopeGuard {
     fn install(r: Registry) -> ScopeGuard {
-        let prev = SCOPED.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.replace(r)));
-        ScopeGuard { prev }
+        let prev = SCOPED
+            .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.replace(r)))
+            .ok()
+            .flatten();
+        ScopeGuard {
+            prev,
+            was_scoped: crate::context::set_scope(true),
+        }
     }
 }
 
 impl Drop for ScopeGuard {
     fn drop(&mut self) {
         let prev = self.prev.take();
-        SCOPED.with(|s| {
+        crate::context::set_scope(self.was_scoped);
+        let _ = SCOPED.try_with(|s| {
             if let Ok(mut s) = s.try_borrow_mut() {
                 *s = prev;
             }

@@ -8,9 +8,10 @@
 //! task budget, the attempt is dropped before its backoff, and a panic is counted once, on
 //! either path, when the caller catches it around a poll and drops the call afterwards.
 //!
-//! Nothing in this test binary scopes a registry, installs a subscriber or exports latency, so
-//! every call here starts on the fast path (a scoped registry anywhere in a process sends every
-//! later call down the full path). Each test has sites of its own in the global registry.
+//! Nothing in this test binary installs a subscriber or exports latency, so every call here
+//! starts on the fast path unless a registry is scoped on its thread: scoping is per thread and
+//! per poll, and once a scope ends its thread's calls take the fast path again. Each test has
+//! sites of its own in the global registry.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -56,6 +57,48 @@ async fn a_first_attempt_that_is_ready_at_once_is_counted_and_leaves_no_context(
         Registry::global().breaker("fast_ready").state(),
         BreakerState::Closed
     );
+    assert!(CallContext::current().is_none());
+}
+
+#[resilient(retries = 3, idempotent, breaker = "fast_scoped")]
+async fn scoped_ready() -> Result<u32, ApiError> {
+    Ok(8)
+}
+
+fn block_on<F: Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(fut)
+}
+
+#[test]
+fn a_scope_holds_on_its_own_thread_while_it_lasts_and_leaves_nothing_behind() {
+    let r = Registry::new();
+    // Inside the scope, on its thread: the call is the scoped registry's, breaker included.
+    assert_eq!(r.enter(|| block_on(scoped_ready())).unwrap(), 8);
+    let m = |reg: &Registry| {
+        reg.metrics()
+            .site("scoped_ready")
+            .map(|s| s.metrics.ok)
+            .unwrap_or_default()
+    };
+    assert_eq!((m(&r), m(Registry::global())), (1, 0));
+    // Another thread, while a scope is in force here: the global registry's.
+    r.enter(|| {
+        std::thread::spawn(|| block_on(scoped_ready()).unwrap())
+            .join()
+            .unwrap()
+    });
+    assert_eq!((m(&r), m(Registry::global())), (1, 1));
+    // After the scope, on its thread: the global registry's again.
+    assert_eq!(block_on(scoped_ready()).unwrap(), 8);
+    assert_eq!((m(&r), m(Registry::global())), (1, 2));
+    // A scoped future, polled on this thread: its calls are the scoped registry's, and the
+    // calls polled beside it are not.
+    let (a, b) = block_on(async { tokio::join!(r.scope(scoped_ready()), scoped_ready()) });
+    assert_eq!((a.unwrap(), b.unwrap()), (8, 8));
+    assert_eq!((m(&r), m(Registry::global())), (2, 3));
     assert!(CallContext::current().is_none());
 }
 

@@ -10,10 +10,11 @@
 //! is what [`Call::gate`], [`Call::entered`] and [`Call::decide`] do, in the same order, for the
 //! calls it takes:
 //!
-//! - the global registry is in force (no [`Registry::scope`](crate::Registry::scope) was ever
-//!   used), and no subscriber wants the call's span;
+//! - no subscriber wants the call's span;
 //! - the call is not nested in another resilient call (a nested call joins its outer call's
-//!   correlation id, which the full path resolves);
+//!   correlation id, which the full path resolves), and no
+//!   [`Registry::scope`](crate::Registry::scope) is in force on its thread (one thread-local
+//!   tells both);
 //! - no latency histogram is exported, and the policy has no deadline;
 //! - the gate is the breaker alone (no rate limit, no bulkhead), and the breaker is closed.
 //!
@@ -23,7 +24,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context as TaskContext, Poll, ready};
 
 use crate::breaker::{Breaker, Outcome, Ticket};
@@ -33,31 +33,6 @@ use crate::context::{self, CorrelationId};
 use crate::registry::SiteState;
 
 use super::{Call, HookSet, Policy, Site, Step, TimeoutKind};
-
-/// Why calls take the full path from their start, process-wide: bits of [`FULL_PATH`]. A registry
-/// was scoped somewhere (`Registry::scope`, `Registry::enter`): calls look for one first.
-pub(crate) const FULL_PATH_SCOPED: u8 = 1;
-/// The latency histogram is exported: every call reads the clock at its start and end.
-pub(crate) const FULL_PATH_LATENCY: u8 = 2;
-
-/// Whether anything process-wide sends every call down the full path: one load on the fast
-/// path for both reasons.
-static FULL_PATH: AtomicU8 = AtomicU8::new(0);
-
-/// Whether `reason` is set.
-#[inline]
-pub(crate) fn full_path(reason: u8) -> bool {
-    FULL_PATH.load(Ordering::Relaxed) & reason != 0
-}
-
-/// Sets or clears one reason for the full path.
-pub(crate) fn set_full_path(reason: u8, on: bool) {
-    if on {
-        FULL_PATH.fetch_or(reason, Ordering::Release);
-    } else {
-        FULL_PATH.fetch_and(!reason, Ordering::Release);
-    }
-}
 
 /// [`Attempt::phase`]: the gate has not passed yet.
 const BEFORE: u8 = 0;
@@ -307,14 +282,11 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
     fn fast_start(&self) -> Option<FastStart> {
         let p = self.site.policy();
         let rejects = self.hooks.rejects();
-        if FULL_PATH.load(Ordering::Relaxed) != 0
-            || (rejects && p.deadline.is_some())
-            || span_wanted()
-        {
+        if crate::metrics::latency_enabled() || (rejects && p.deadline.is_some()) || span_wanted() {
             return None;
         }
         let state = self.site.site().global_state();
-        if context::in_call() {
+        if context::in_call_or_scope() {
             return None;
         }
         // The gate consults the site's breaker when the runtime may reject. Whether the site has
