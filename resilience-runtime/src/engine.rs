@@ -72,6 +72,7 @@ use crate::context::{self, CorrelationId};
 use crate::events::{self, GiveUpReason, RuntimeEvent};
 use crate::metrics;
 use crate::registry::{self, SiteState};
+use crate::store::{Permit, StoreFuture};
 
 mod slot;
 
@@ -590,12 +591,13 @@ pub enum Step<T, E> {
 }
 
 /// What the gate before an attempt decided.
-#[derive(Debug)]
 pub(crate) enum Gate<T, E> {
     /// Make the attempt.
     Pass,
     /// Wait this long for a rate-limit permit, then pass the gate again.
     Wait(Duration),
+    /// Await a store's answer to the limiter (see [`crate::store`]), then go on through the gate.
+    Ask(StoreFuture<Result<(), Duration>>),
     /// End the call with this result, without an attempt.
     End(Result<T, E>),
 }
@@ -614,6 +616,9 @@ const HOOK_REFRESH: u8 = 4;
 /// `Call::flags`: the call owns something on the heap (`keyed` or `cold`) that its
 /// `Drop` gives back; without it, dropping an ended call is one compare.
 const OWNS: u8 = 8;
+/// `Call::flags`: a store's round trip granted the rate-limit permit of the gate in progress
+/// (the gate goes on past the limiter without asking again).
+const PERMITTED: u8 = 16;
 
 /// One logical call in progress, held by a [`Slot`]; see the [module docs](self).
 ///
@@ -658,6 +663,9 @@ struct Cold {
     key: Option<Arc<str>>,
     retry: Option<RetryState>,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A store's round trip for the gate's rate-limit permit, in progress (while it lasts,
+    /// `wait` is the call's deadline, if it has one).
+    ask: Option<StoreFuture<Result<(), Duration>>>,
     /// Waits for capacity so far (a rate limit or a bulkhead refused the gate), and their sum.
     capacity_waits: u32,
     capacity_waited: Duration,
@@ -775,14 +783,37 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// `Err` with the call's final result when the call ends before the attempt.
     fn poll_gate(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Result<T, E>>> {
         loop {
-            if let Some(w) = self.wait() {
-                std::task::ready!(w.as_mut().poll(cx));
-                self.end_wait();
-            }
-            match self.gate() {
+            let gate = if let Some(ask) = self.cold.as_mut().and_then(|c| c.ask.as_mut()) {
+                match ask.as_mut().poll(cx) {
+                    Poll::Ready(answer) => {
+                        self.end_ask();
+                        self.answered(answer)
+                    }
+                    Poll::Pending => {
+                        // The call's deadline, when it has one, bounds the round trip: past it,
+                        // the call is rejected (its ticket given back), as at any gate.
+                        let w = self.wait().map(|w| w.as_mut().poll(cx));
+                        if !matches!(w, Some(Poll::Ready(()))) {
+                            return Poll::Pending;
+                        }
+                        self.end_ask();
+                        self.release_ticket();
+                        let deadline = self.site().policy.deadline.unwrap_or_default();
+                        self.reject(Rejected::DeadlineExceeded { deadline })
+                    }
+                }
+            } else {
+                if let Some(w) = self.wait() {
+                    std::task::ready!(w.as_mut().poll(cx));
+                    self.end_wait();
+                }
+                self.gate()
+            };
+            match gate {
                 Gate::Pass => return Poll::Ready(Ok(())),
                 Gate::End(r) => return Poll::Ready(Err(r)),
                 Gate::Wait(d) => self.start_wait(d),
+                Gate::Ask(ask) => self.start_ask(ask),
             }
         }
     }
@@ -791,11 +822,20 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// when it must: `Err` with the call's final result when the call ends before the attempt.
     #[inline(always)]
     pub(crate) fn begin_blocking(&mut self) -> Result<(), Result<T, E>> {
+        let mut gate = self.gate();
         loop {
-            match self.gate() {
+            gate = match gate {
                 Gate::Pass => return Ok(()),
                 Gate::End(r) => return Err(r),
-                Gate::Wait(d) => self.sleep_blocking(d),
+                Gate::Wait(d) => {
+                    self.sleep_blocking(d);
+                    self.gate()
+                }
+                // The store bounds its own round trip; the deadline is checked after it.
+                Gate::Ask(ask) => {
+                    let answer = crate::store::block_on(ask);
+                    self.answered(answer)
+                }
             }
         }
     }
@@ -830,7 +870,10 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             let d = self.site().policy.deadline.unwrap_or_default();
             return self.reject(Rejected::DeadlineExceeded { deadline: d });
         }
-        if let Some(b) = self.breaker() {
+        // A ticket already held was taken by this gate before a store's round trip.
+        if self.ticket.is_none()
+            && let Some(b) = self.breaker()
+        {
             match b.acquire() {
                 Ok(t) => self.ticket = Some(t),
                 Err(retry_in) => {
@@ -842,21 +885,16 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                 }
             }
         }
-        if let Some((name, limiter)) = &self.state.limiter {
+        if self.flags & PERMITTED == 0
+            && let Some((_, limiter)) = &self.state.limiter
+        {
             // A per-key site draws on its key's permits (a tenant's quota), others on the name's.
             // The key itself, even when it is sensitive: a map key, never shown.
             let key = self.keyed.as_ref().and_then(|b| b.raw_key());
-            match limiter.with(|l| l.try_acquire_keyed(key)) {
-                Ok(()) => self.state.counters.rate(true),
-                Err(wait) => {
-                    self.state.counters.rate(false);
-                    let r = Rejected::RateLimited {
-                        limiter: name.clone(),
-                        retry_in: wait,
-                    };
-                    self.release_ticket();
-                    return self.wait_for_capacity(r, Some(wait));
-                }
+            match limiter.with(|l| l.acquire(key)) {
+                Permit::Granted => self.state.counters.rate(true),
+                Permit::Refused(wait) => return self.rate_limited(wait),
+                Permit::Ask(ask) => return Gate::Ask(ask),
             }
         }
         if let Some((name, bulkhead)) = &self.state.bulkhead {
@@ -869,7 +907,53 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             }
             self.flags |= IN_BULKHEAD;
         }
+        self.flags &= !PERMITTED;
         Gate::Pass
+    }
+
+    /// The rate limiter refused a permit for `wait`: the call waits for capacity.
+    fn rate_limited(&mut self, wait: Duration) -> Gate<T, E> {
+        self.state.counters.rate(false);
+        let Some((name, _)) = &self.state.limiter else {
+            return Gate::Wait(wait);
+        };
+        let r = Rejected::RateLimited {
+            limiter: name.clone(),
+            retry_in: wait,
+        };
+        self.release_ticket();
+        self.wait_for_capacity(r, Some(wait))
+    }
+
+    /// A store answered the gate's round trip: the gate goes on past the limiter, or waits for
+    /// capacity.
+    fn answered(&mut self, answer: Result<(), Duration>) -> Gate<T, E> {
+        match answer {
+            Ok(()) => {
+                self.state.counters.rate(true);
+                self.flags |= PERMITTED;
+                self.gate()
+            }
+            Err(wait) => self.rate_limited(wait),
+        }
+    }
+
+    /// Starts awaiting a store's round trip, bounded by the call's deadline.
+    fn start_ask(&mut self, ask: StoreFuture<Result<(), Duration>>) {
+        let deadline_at = self.deadline_at();
+        if deadline_at != 0 {
+            let left = deadline_at.saturating_sub(clock::now_nanos());
+            self.start_wait(Duration::from_nanos(left));
+        }
+        self.cold().ask = Some(ask);
+    }
+
+    /// The round trip is over (answered, or abandoned at the deadline).
+    fn end_ask(&mut self) {
+        if let Some(c) = self.cold.as_mut() {
+            c.ask = None;
+            c.wait = None;
+        }
     }
 
     /// The breaker refused the call. An open circuit is not retried, unless the site lists the

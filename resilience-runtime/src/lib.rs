@@ -106,6 +106,7 @@ pub mod limit;
 pub mod metrics;
 pub mod refresh;
 pub mod registry;
+pub mod store;
 
 pub mod redact;
 

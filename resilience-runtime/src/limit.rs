@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::clock;
+use crate::store::Permit;
 
 /// A client-side rate limiter.
 pub trait RateLimit: fmt::Debug + Send + Sync {
@@ -44,6 +45,15 @@ pub trait RateLimit: fmt::Debug + Send + Sync {
     fn try_acquire_keyed(&self, key: Option<&str>) -> Result<(), Duration> {
         let _ = key;
         self.try_acquire()
+    }
+
+    /// What the engine asks before each attempt: a permit for `key` (see
+    /// [`try_acquire_keyed`](RateLimit::try_acquire_keyed)), answered at once or, for a limiter
+    /// kept on a server, by a round trip the call awaits ([`Permit::Ask`]; see the
+    /// [store seam](crate::store)). The default answers at once with `try_acquire_keyed`.
+    #[inline]
+    fn acquire(&self, key: Option<&str>) -> Permit {
+        self.try_acquire_keyed(key).into()
     }
 }
 
