@@ -47,6 +47,7 @@ use resilience_policy::{self as policy, defaults};
 
 use crate::InvalidConfig;
 use crate::clock;
+use crate::store::{self, BreakerStore, StoreCell};
 
 /// How a breaker decides to open.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -248,6 +249,9 @@ pub(crate) struct Shared {
     /// A per-key base whose keys are secrets: every output shows a key's redacted form. Set once
     /// and never cleared, so that no later configuration can make a secret show again.
     sensitive: AtomicBool,
+    /// The name's shared side ([`crate::store`]), if a backend serves it: asked on slow paths
+    /// only.
+    store: StoreCell<dyn BreakerStore>,
 }
 
 /// The machine's limits for `config`.
@@ -280,6 +284,7 @@ impl Shared {
             config: std::sync::Mutex::new(config),
             limits: Limits::new(threshold, cooldown, probes, successes),
             sensitive: AtomicBool::new(false),
+            store: StoreCell::new(),
         })
     }
 
@@ -604,11 +609,49 @@ impl Breaker {
     /// The time until the breaker will let a probe through, when it admits nothing now.
     #[inline]
     pub fn acquire(&self) -> Result<Ticket, Duration> {
+        if let Some(t) = self.machine.closed_ticket() {
+            return Ok(t);
+        }
+        self.acquire_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self) -> Result<Ticket, Duration> {
+        // A shared store decides whether this replica may probe; a breaker still cooling down
+        // refuses without asking it.
+        if let Some(store) = self.shared().store.get()
+            && self.state() != BreakerState::Closed
+            && self.time_in_state() >= self.config().cooldown
+        {
+            store::guarded("may_probe", Ok(()), || store.may_probe(self))?;
+        }
         let (ticket, transition) = self.machine.acquire(clock::now_nanos)?;
         if let Some(tr) = transition {
             self.transitioned(tr);
         }
         Ok(ticket)
+    }
+
+    /// Serves this breaker's name from `store` as well as from its local state (see
+    /// [`crate::store`]). Per-key breakers share their base's store: setting it on one sets it
+    /// for every key of the name.
+    pub fn set_store(&self, store: Arc<dyn BreakerStore>) {
+        self.shared().store.set(Some(store));
+    }
+
+    /// Serves this breaker's name from its local state alone again.
+    pub fn clear_store(&self) {
+        self.shared().store.set(None);
+    }
+
+    /// Opens this breaker because its store says the fleet has (another replica tripped it),
+    /// for a full cooldown from now: logged, counted and reported as any opening, and told to
+    /// the store with `by_store`. Nothing changes when it is open already.
+    pub fn open_by_store(&self) {
+        if let Some(tr) = self.machine.force_open(clock::now_nanos()) {
+            self.transition_seen(tr, true);
+        }
     }
 
     /// [`Breaker::acquire`] when the breaker is closed: a pure read. `None` when it is not
@@ -647,12 +690,22 @@ impl Breaker {
 
     #[cold]
     fn transitioned(&self, tr: Transition) {
+        self.transition_seen(tr, false);
+    }
+
+    fn transition_seen(&self, tr: Transition, by_store: bool) {
         if tr.to == OPEN {
             // The count cannot reach the flag's bit: 2^47 openings.
             self.meta.fetch_add(1, Ordering::Relaxed);
         }
         self.entered(tr.at);
-        self.log_transition(state_of(tr.from), state_of(tr.to), tr);
+        let (from, to) = (state_of(tr.from), state_of(tr.to));
+        self.log_transition(from, to, tr);
+        if let Some(store) = self.shared().store.get() {
+            store::guarded("transitioned", (), || {
+                store.transitioned(self, from, to, by_store);
+            });
+        }
     }
 
     /// Forces the breaker closed (an operator's reset).

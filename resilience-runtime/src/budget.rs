@@ -24,6 +24,8 @@ use resilience_policy as policy;
 
 use self::bucket::Bucket;
 use crate::InvalidConfig;
+use crate::store::{self, BudgetStore, StoreCell};
+use std::sync::Arc;
 
 mod bucket;
 
@@ -119,6 +121,8 @@ pub struct RetryBudget {
     retry_cost: AtomicU64,
     /// A success's refund in thousandths.
     refund_milli: AtomicU64,
+    /// The name's shared side ([`crate::store`]), if a backend serves it: asked before a retry.
+    store: StoreCell<dyn BudgetStore>,
 }
 
 /// What a budget's paths read of `config`: the refund cap, a retry's cost and a refund.
@@ -145,6 +149,7 @@ impl RetryBudget {
             refund_cap: AtomicU64::new(cap),
             retry_cost: AtomicU64::new(cost),
             refund_milli: AtomicU64::new(refund),
+            store: StoreCell::new(),
         }
     }
 
@@ -197,10 +202,31 @@ impl RetryBudget {
     /// Pays for one retry. Returns false, and pays nothing, when the bucket cannot.
     pub fn try_spend(&self) -> bool {
         let cost = self.retry_cost.load(Ordering::Relaxed);
-        if cost == u64::MAX {
-            return true;
+        // A budget that is off pays every retry; a store bounds them still.
+        let local = |b: &Bucket| cost == u64::MAX || b.try_spend(cost);
+        let Some(store) = self.store.get() else {
+            return local(&self.bucket);
+        };
+        if !store::guarded("may_spend", false, || store.may_spend(self)) {
+            self.bucket.refused();
+            return false;
         }
-        self.bucket.try_spend(cost)
+        if !local(&self.bucket) {
+            return false;
+        }
+        store::guarded("spent", (), || store.spent(self));
+        true
+    }
+
+    /// Bounds this budget's retries by `store` as well (see [`crate::store`]): a retry spends
+    /// only when the store and the local bucket both agree.
+    pub fn set_store(&self, store: Arc<dyn BudgetStore>) {
+        self.store.set(Some(store));
+    }
+
+    /// Bounds this budget's retries by its local bucket alone again.
+    pub fn clear_store(&self) {
+        self.store.set(None);
     }
 
     /// Puts tokens back after a success. A full bucket costs one load.

@@ -1,22 +1,31 @@
-//! The store seam: a rate limiter kept on a server answers each permit by a round trip
-//! (`Permit::Ask`), and the call awaits it before its attempt.
+//! The store seam.
 //!
-//! The "server" here answers after 5 ms on the paused clock, from a queue of answers the test
-//! sets, so every wait is exact.
+//! A rate limiter kept on a server answers each permit by a round trip (`Permit::Ask`), and the
+//! call awaits it before its attempt. The "server" here answers after 5 ms on the paused clock,
+//! from a queue of answers the test sets, so every wait is exact.
+//!
+//! Breakers and retry budgets keep their local state and ask a store on their slow paths only:
+//! two registries here are two replicas sharing one in-memory "fleet" store.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use resilience_runtime::breaker::Breaker;
 use resilience_runtime::breaker::{BreakerConfig, BreakerState, Outcome};
+use resilience_runtime::budget::RetryBudget;
 use resilience_runtime::limit::RateLimit;
-use resilience_runtime::store::Permit;
+use resilience_runtime::store::{BreakerStore, BudgetStore, Permit};
 use resilience_runtime::{ConnectorError, Registry, Rejected, resilient};
 use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error, ConnectorError)]
 enum ApiError {
+    #[error("busy")]
+    #[connector(transient)]
+    Busy,
     #[error(transparent)]
     #[connector(rejected)]
     Rejected(#[from] Rejected),
@@ -253,4 +262,199 @@ fn a_blocking_call_waits_for_its_round_trip_on_its_thread() {
         ),
         (1, 1, 1, 1)
     );
+}
+
+/// A fleet's breaker state: open once any replica tripped, one probe at a time fleet-wide.
+#[derive(Debug, Default)]
+struct FleetBreaker {
+    open: AtomicBool,
+    probing: AtomicBool,
+    /// Every transition the replicas reported: (from, to, by the store).
+    seen: Mutex<Vec<(BreakerState, BreakerState, bool)>>,
+}
+
+impl FleetBreaker {
+    /// What a backend's sync task does for each replica.
+    fn sync(&self, replica: &Breaker) {
+        if self.open.load(Ordering::SeqCst) {
+            replica.open_by_store();
+        }
+    }
+}
+
+impl BreakerStore for FleetBreaker {
+    fn transitioned(&self, _: &Breaker, from: BreakerState, to: BreakerState, by_store: bool) {
+        self.seen.lock().unwrap().push((from, to, by_store));
+        if from == BreakerState::HalfOpen {
+            self.probing.store(false, Ordering::SeqCst);
+        }
+        match to {
+            BreakerState::Open => self.open.store(true, Ordering::SeqCst),
+            BreakerState::Closed => self.open.store(false, Ordering::SeqCst),
+            _ => {}
+        }
+    }
+
+    fn may_probe(&self, _: &Breaker) -> Result<(), Duration> {
+        if self.probing.swap(true, Ordering::SeqCst) {
+            return Err(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
+static FLEET_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[resilient(retries = 2, idempotent, jitter = "none", breaker = "store_fleet")]
+async fn fleet_call(fail: bool) -> Result<u32, ApiError> {
+    FLEET_RUNS.fetch_add(1, Ordering::SeqCst);
+    if fail { Err(ApiError::Busy) } else { Ok(4) }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_breaker_opened_on_one_replica_opens_on_the_other_and_the_fleet_probes_once() {
+    let fleet = Arc::new(FleetBreaker::default());
+    let config = BreakerConfig::default().with_failure_threshold(1);
+    let replicas = [Registry::new(), Registry::new()];
+    for r in &replicas {
+        r.configure_breaker("store_fleet", config).unwrap();
+        r.breaker("store_fleet").set_store(fleet.clone());
+    }
+    let [a, b] = &replicas;
+    // Replica a trips its breaker; b learns it at its next sync and refuses without an attempt.
+    let runs = FLEET_RUNS.load(Ordering::SeqCst);
+    assert!(matches!(
+        a.scope(fleet_call(true)).await,
+        Err(ApiError::Rejected(_))
+    ));
+    assert_eq!(a.breaker("store_fleet").state(), BreakerState::Open);
+    fleet.sync(&b.breaker("store_fleet"));
+    assert_eq!(b.breaker("store_fleet").state(), BreakerState::Open);
+    let r = b.scope(fleet_call(false)).await;
+    assert!(
+        matches!(r, Err(ApiError::Rejected(Rejected::CircuitOpen { .. }))),
+        "{r:?}"
+    );
+    assert_eq!(
+        FLEET_RUNS.load(Ordering::SeqCst),
+        runs + 1,
+        "only a's first attempt ran"
+    );
+    // Both cooled down: a takes the fleet's probe, b is refused while it is out.
+    tokio::time::advance(config.cooldown).await;
+    let probe = a.breaker("store_fleet").acquire().expect("a probes");
+    let r = b.scope(fleet_call(false)).await;
+    assert!(
+        matches!(r, Err(ApiError::Rejected(Rejected::CircuitOpen { retry_in, .. })) if retry_in == Duration::from_millis(100)),
+        "{r:?}"
+    );
+    assert_eq!(
+        b.breaker("store_fleet").state(),
+        BreakerState::Open,
+        "b did not turn half-open"
+    );
+    a.breaker("store_fleet").record(probe, Outcome::Success);
+    assert_eq!(a.breaker("store_fleet").state(), BreakerState::Closed);
+    // The probe is back: b may probe now.
+    assert_eq!(b.scope(fleet_call(false)).await.unwrap(), 4);
+    assert_eq!(
+        *fleet.seen.lock().unwrap(),
+        [
+            (BreakerState::Closed, BreakerState::Open, false),
+            (BreakerState::Closed, BreakerState::Open, true),
+            (BreakerState::Open, BreakerState::HalfOpen, false),
+            (BreakerState::HalfOpen, BreakerState::Closed, false),
+            (BreakerState::Open, BreakerState::HalfOpen, false),
+            (BreakerState::HalfOpen, BreakerState::Closed, false),
+        ]
+    );
+}
+
+/// A fleet's retry budget: `left` retries for every replica together.
+#[derive(Debug)]
+struct FleetBudget {
+    left: AtomicU32,
+}
+
+impl BudgetStore for FleetBudget {
+    fn may_spend(&self, _: &RetryBudget) -> bool {
+        self.left.load(Ordering::SeqCst) > 0
+    }
+
+    fn spent(&self, _: &RetryBudget) {
+        self.left.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[resilient(retries = 3, idempotent, jitter = "none", breaker = "store_budget")]
+async fn always_busy() -> Result<u32, ApiError> {
+    Err(ApiError::Busy)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_fleet_budget_bounds_the_retries_of_every_replica_together() {
+    let fleet = Arc::new(FleetBudget {
+        left: AtomicU32::new(2),
+    });
+    let replicas = [Registry::new(), Registry::new()];
+    for r in &replicas {
+        let never_opens = BreakerConfig::default().with_failure_threshold(100);
+        r.configure_breaker("store_budget", never_opens).unwrap();
+        r.budget("store_budget").set_store(fleet.clone());
+    }
+    let [a, b] = &replicas;
+    assert!(matches!(a.scope(always_busy()).await, Err(ApiError::Busy)));
+    assert!(matches!(b.scope(always_busy()).await, Err(ApiError::Busy)));
+    let m = |r: &Registry| r.metrics().site("always_busy").unwrap().metrics.clone();
+    let (ma, mb) = (m(a), m(b));
+    // a retried twice (the fleet's two), and was refused its third; b was refused its first.
+    assert_eq!((ma.retries, ma.budget_exhausted), (2, 1));
+    assert_eq!((mb.retries, mb.budget_exhausted), (0, 1));
+    assert_eq!(b.budget("store_budget").exhausted_total(), 1);
+    assert_eq!(fleet.left.load(Ordering::SeqCst), 0);
+}
+
+/// A store whose every hook panics.
+#[derive(Debug)]
+struct Broken;
+
+impl BreakerStore for Broken {
+    fn transitioned(&self, _: &Breaker, _: BreakerState, _: BreakerState, _: bool) {
+        panic!("transitioned");
+    }
+    fn may_probe(&self, _: &Breaker) -> Result<(), Duration> {
+        panic!("may_probe");
+    }
+}
+
+impl BudgetStore for Broken {
+    fn may_spend(&self, _: &RetryBudget) -> bool {
+        panic!("may_spend");
+    }
+    fn spent(&self, _: &RetryBudget) {
+        panic!("spent");
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_panicking_store_leaves_the_local_state_in_charge() {
+    let r = Registry::new();
+    let config = BreakerConfig::default().with_failure_threshold(1);
+    r.configure_breaker("store_fleet", config).unwrap();
+    r.breaker("store_fleet").set_store(Arc::new(Broken));
+    r.budget("store_fleet").set_store(Arc::new(Broken));
+    // The failure trips the breaker (the store's panic at the transition changes nothing), and
+    // the budget's panicking store refuses the retry rather than let it through unbounded.
+    let runs = FLEET_RUNS.load(Ordering::SeqCst);
+    assert!(matches!(
+        r.scope(fleet_call(true)).await,
+        Err(ApiError::Busy)
+    ));
+    assert_eq!(FLEET_RUNS.load(Ordering::SeqCst), runs + 1);
+    assert_eq!(r.breaker("store_fleet").state(), BreakerState::Open);
+    assert_eq!(r.budget("store_fleet").exhausted_total(), 1);
+    // After the cooldown the local machine decides the probe, and closes on its success.
+    tokio::time::advance(config.cooldown).await;
+    assert_eq!(r.scope(fleet_call(false)).await.unwrap(), 4);
+    assert_eq!(r.breaker("store_fleet").state(), BreakerState::Closed);
 }

@@ -666,6 +666,19 @@ impl<L: HasLimits> Machine<L> {
         })
     }
 
+    /// Forces the breaker open from any other state, for a full cooldown from `now` (a shared
+    /// store's decision); `None` when it is open already. Probes in flight keep their slots.
+    pub(crate) fn force_open(&self, now: u64) -> Option<Transition> {
+        let mut w = self.load();
+        while w.state() != OPEN {
+            if let Some(tr) = self.trip(w, w.probes(), now) {
+                return Some(tr);
+            }
+            w = self.load();
+        }
+        None
+    }
+
     /// Forces the breaker closed (an operator's reset). Outstanding tickets become stale; probes
     /// among them keep their slots until they come back.
     pub(crate) fn reset(&self) {

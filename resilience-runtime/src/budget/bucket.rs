@@ -44,6 +44,11 @@ impl Bucket {
     }
 
     /// Lowers the tokens to `cap` if they are above it (a smaller capacity).
+    /// Counts a retry refused by something other than the bucket (a shared store).
+    pub(crate) fn refused(&self) {
+        self.exhausted.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn cap(&self, cap: u64) {
         let _ = self
             .tokens
