@@ -242,7 +242,7 @@ impl Default for RetryAfter {
 
 /// A small, fast, seedable random number generator (SplitMix64) for jitter.
 ///
-/// Seed it for exact tests; [`Rng::from_entropy`] mixes a process-wide counter with the clock.
+/// Seed it for exact tests; [`Rng::from_entropy`] draws a seed from a per-thread generator.
 ///
 /// ```
 /// use resilience_runtime::backoff::Rng;
@@ -260,16 +260,35 @@ impl Rng {
         Rng(seed)
     }
 
-    /// A generator seeded from a process-wide counter and the clock.
+    /// A generator seeded from entropy: each thread draws its seeds from a generator of its own,
+    /// seeded once from the clock and a process-wide counter, so that a seed costs a few
+    /// arithmetic operations, not a clock read.
     pub fn from_entropy() -> Self {
+        use std::cell::Cell;
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let c = COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        Rng(t ^ c)
+        thread_local! {
+            static SEEDS: Cell<u64> = const { Cell::new(0) };
+        }
+        let first = || {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            (t ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)) | 1
+        };
+        let seed = SEEDS
+            .try_with(|s| {
+                let mut g = Rng(match s.get() {
+                    0 => first(),
+                    v => v,
+                });
+                let seed = g.next_u64();
+                s.set(g.0 | 1);
+                seed
+            })
+            .unwrap_or_else(|_| first());
+        Rng(seed)
     }
 
     /// The next 64 random bits.

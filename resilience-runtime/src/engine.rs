@@ -619,6 +619,8 @@ const OWNS: u8 = 8;
 /// `Call::flags`: a store's round trip granted the rate-limit permit of the gate in progress
 /// (the gate goes on past the limiter without asking again).
 const PERMITTED: u8 = 16;
+/// `Call::flags`: `Call::retry`'s generator is seeded (at the first wait the call draws).
+const SEEDED: u8 = 32;
 
 /// One logical call in progress, held by a [`Slot`]; see the [module docs](self).
 ///
@@ -651,6 +653,9 @@ pub(crate) struct Call<T, E, H> {
     clock: u8,
     /// When the call started, in the clock's nanoseconds, when `clock` says it was read.
     started: u64,
+    /// The jitter's state and the last wait: kept here, not in `cold`, so that a call that
+    /// retries allocates nothing.
+    retry: RetryState,
     cold: ManuallyDrop<Option<Box<Cold>>>,
 }
 
@@ -661,7 +666,6 @@ pub(crate) struct Call<T, E, H> {
 struct Cold {
     span: Option<tracing::Span>,
     key: Option<Arc<str>>,
-    retry: Option<RetryState>,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A store's round trip for the gate's rate-limit permit, in progress (while it lasts,
     /// `wait` is the call's deadline, if it has one).
@@ -671,27 +675,35 @@ struct Cold {
     capacity_waited: Duration,
 }
 
-/// What only a call that retries needs.
+/// What a call that waits draws its jitter from, and the wait before.
 struct RetryState {
-    prev_wait: Option<Duration>,
+    /// The last wait in nanoseconds; 0 before the first (no wait is shorter than 1 ms).
+    prev_wait: u64,
+    /// Valid once `Call::flags` has `SEEDED`.
     rng: Rng,
 }
 
 impl RetryState {
-    /// Jitter seeded from the registry's seed when it has one (tests), else from entropy.
-    fn new(state: &SiteState) -> RetryState {
-        let rng = match state.seed {
-            Some(s) => Rng::seeded(
-                s ^ state
-                    .calls
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            ),
-            None => Rng::from_entropy(),
-        };
-        RetryState {
-            prev_wait: None,
-            rng,
-        }
+    const NEW: RetryState = RetryState {
+        prev_wait: 0,
+        rng: Rng::seeded(0),
+    };
+
+    fn prev_wait(&self) -> Option<Duration> {
+        (self.prev_wait != 0).then(|| Duration::from_nanos(self.prev_wait))
+    }
+}
+
+/// A generator for a call's jitter: from the registry's seed when it has one (tests), else from
+/// entropy.
+fn seed(state: &SiteState) -> Rng {
+    match state.seed {
+        Some(s) => Rng::seeded(
+            s ^ state
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ),
+        None => Rng::from_entropy(),
     }
 }
 
@@ -749,6 +761,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             correlation: std::cell::Cell::new(correlation),
             clock: if hooks.refresh() { HOOK_REFRESH } else { 0 },
             started: 0,
+            retry: RetryState::NEW,
             cold: ManuallyDrop::new(None),
         }
     }
@@ -983,17 +996,15 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     fn wait_for_capacity(&mut self, r: Rejected, hint: Option<Duration>) -> Gate<T, E> {
         let p = self.site().policy;
         let deadline_at = self.deadline_at();
-        self.flags |= OWNS;
-        let state = &self.state;
-        let cold = self.cold.get_or_insert_with(Box::default);
         let wait = match hint {
             Some(w) => w,
             None => {
-                let n = cold.capacity_waits;
-                let retry = cold.retry.get_or_insert_with(|| RetryState::new(state));
-                p.backoff.delay(n, retry.prev_wait, &mut retry.rng)
+                let n = self.cold().capacity_waits;
+                let prev = self.retry.prev_wait();
+                p.backoff.delay(n, prev, self.rng())
             }
         };
+        let cold = self.cold();
         let fits = if deadline_at != 0 {
             clock::now_nanos().saturating_add(clock::nanos(wait)) < deadline_at
         } else {
@@ -1241,13 +1252,8 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             return self.give_up(e, class, GiveUpReason::RetriesExhausted);
         }
         let deadline_at = self.deadline_at();
-        self.flags |= OWNS;
-        let state = &self.state;
-        let cold = self.cold.get_or_insert_with(Box::default);
-        let retry = cold.retry.get_or_insert_with(|| RetryState::new(state));
-        let backoff = p
-            .backoff
-            .delay(self.retries, retry.prev_wait, &mut retry.rng);
+        let prev = self.retry.prev_wait();
+        let backoff = p.backoff.delay(self.retries, prev, self.rng());
         let hint = e.retry_after();
         let Some(wait) = p.retry_after.wait(backoff, hint) else {
             return self.give_up(e, class, GiveUpReason::RetryAfterTooLong);
@@ -1262,7 +1268,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             return self.give_up(e, class, GiveUpReason::BudgetExhausted);
         }
         self.retries += 1;
-        retry.prev_wait = Some(wait);
+        self.retry.prev_wait = clock::nanos(wait);
         self.state.counters.retry();
         let correlation_id = self.correlation_or_default();
         let code = e.code();
@@ -1420,6 +1426,15 @@ impl<T, E, H> Call<T, E, H> {
 
     fn span_id(&self) -> Option<tracing::Id> {
         self.cold.as_ref()?.span.as_ref()?.id()
+    }
+
+    /// The call's jitter generator, seeded at its first use.
+    fn rng(&mut self) -> &mut Rng {
+        if self.flags & SEEDED == 0 {
+            self.retry.rng = seed(&self.state);
+            self.flags |= SEEDED;
+        }
+        &mut self.retry.rng
     }
 
     fn cold(&mut self) -> &mut Cold {
