@@ -64,6 +64,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use crate::InvalidConfig;
 use crate::backoff::{Backoff, RetryAfter, Rng};
 use crate::breaker::{Breaker, Outcome, Ticket};
 use crate::classify::{Classify, ErrorClass, Rejected};
@@ -231,6 +232,52 @@ impl Policy {
         self
     }
 
+    /// Checks the policy by the rules `#[resilient]` applies at compile time (the same rule
+    /// implementations, from `resilience-policy`): each value within its bounds, retries marked
+    /// safe to repeat, a backoff schedule that holds, a per-attempt `timeout` no longer than the
+    /// `deadline`, and a `deadline` that holds the worst-case schedule. A hand-built policy is
+    /// checked once, at its site's first call: a violation is logged at ERROR, and the call
+    /// runs as written.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// let ok = Policy::new("list", module_path!()).with_retries(3).idempotent();
+    /// assert!(ok.validate().is_ok());
+    /// let err = Policy::new("list", module_path!())
+    ///     .with_timeout(Duration::from_secs(60))
+    ///     .with_deadline(Duration::from_secs(10))
+    ///     .validate()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "timeout");
+    /// assert!(err.reason().contains("lower `timeout` to at most \"10s\""));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first rule the policy breaks, with the attribute key it concerns as the field.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        use resilience_policy as rules;
+        rules::check_retries(self.retries)?;
+        rules::check_retries_are_safe(self.retries, self.idempotent, self.idempotency_key)?;
+        self.backoff
+            .schedule()
+            .check()
+            .map_err(|v| InvalidConfig::from(v).within("backoff"))?;
+        if let Some(t) = self.timeout {
+            rules::check_duration("timeout", t)?;
+        }
+        if let Some(d) = self.deadline {
+            rules::check_duration("deadline", d)?;
+            if let Some(t) = self.timeout {
+                rules::check_timeout_within_deadline(t, d)?;
+            }
+            rules::check_deadline_fits(d, self.retries, &self.backoff.schedule(), self.timeout)?;
+        }
+        Ok(())
+    }
+
     /// Whether the policy can produce a [`Rejected`].
     pub const fn needs_rejected(&self) -> bool {
         self.breaker.is_some()
@@ -247,6 +294,8 @@ pub struct Site {
     global: OnceLock<Arc<SiteState>>,
     /// Whether the warning of [`Site::check_hooks`] was given.
     warned: std::sync::atomic::AtomicBool,
+    /// [`Site::check_policy`] has run.
+    validated: std::sync::Once,
 }
 
 impl Site {
@@ -256,7 +305,26 @@ impl Site {
             policy,
             global: OnceLock::new(),
             warned: std::sync::atomic::AtomicBool::new(false),
+            validated: std::sync::Once::new(),
         }
+    }
+
+    /// Checks the policy once per site, when the site is first resolved: a hand-built policy
+    /// that breaks a rule `#[resilient]` would have refused ([`Policy::validate`]) is logged
+    /// at ERROR, and its calls run as written.
+    #[cold]
+    fn check_policy(&'static self) {
+        self.validated.call_once(|| {
+            if let Err(e) = self.policy.validate() {
+                tracing::error!(
+                    operation = self.policy.operation,
+                    module = self.policy.module,
+                    field = e.field(),
+                    "the site's policy breaks a rule: {}",
+                    e.reason()
+                );
+            }
+        });
     }
 
     /// Warns once per site when its policy names a breaker, a timeout, a deadline, a rate limit
@@ -288,8 +356,10 @@ impl Site {
     /// The site's state in the global registry.
     #[inline(always)]
     fn global_state(&'static self) -> &'static SiteState {
-        self.global
-            .get_or_init(|| crate::Registry::global().site_state(self))
+        self.global.get_or_init(|| {
+            self.check_policy();
+            crate::Registry::global().site_state(self)
+        })
     }
 
     #[inline(always)]
@@ -297,12 +367,10 @@ impl Site {
         if let Some(r) = registry::scoped_registry()
             && !r.ptr_eq(crate::Registry::global())
         {
+            self.check_policy();
             return StateRef::Owned(r.site_state(self));
         }
-        StateRef::Static(
-            self.global
-                .get_or_init(|| crate::Registry::global().site_state(self)),
-        )
+        StateRef::Static(self.global_state())
     }
 }
 
