@@ -57,6 +57,27 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
+/// A wait or a remaining time for a message: [`format_duration`] rounded to the nearest
+/// millisecond once it is at least one (a timer's remaining time is never a round figure, and
+/// `59s 999ms 651us 436ns` says no more than `1m`).
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_policy::format_rounded;
+///
+/// assert_eq!(format_rounded(Duration::new(59, 999_651_436)), "1m");
+/// assert_eq!(format_rounded(Duration::from_micros(2_400_600)), "2s 401ms");
+/// assert_eq!(format_rounded(Duration::from_micros(250)), "250us");
+/// ```
+pub fn format_rounded(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        return format_duration(d);
+    }
+    let ms = d.as_nanos().saturating_add(500_000) / 1_000_000;
+    let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+    format_duration(Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

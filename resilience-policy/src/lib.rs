@@ -82,7 +82,7 @@ mod rules;
 mod schedule;
 mod violation;
 
-pub use duration::format_duration;
+pub use duration::{format_duration, format_rounded};
 pub use jitter::Jitter;
 pub use rules::{
     check_backoff_factor, check_backoff_order, check_budget_capacity, check_deadline_fits,

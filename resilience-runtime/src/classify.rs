@@ -559,7 +559,7 @@ impl Rejected {
 
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = |d: &Duration| humantime::format_duration(*d).to_string();
+        let d = |d: &Duration| resilience_policy::format_rounded(*d);
         match self {
             Rejected::CircuitOpen { breaker, retry_in } => {
                 write!(

@@ -204,6 +204,73 @@ thread_local! {
     static KEY: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
 }
 
+/// The idempotency key of the resilient call running on this task or thread: one per logical
+/// call, the same on every attempt; `None` outside a call or for a call without one. Send it with
+/// each attempt (an `Idempotency-Key` header), so that the server applies a create once.
+///
+/// ```
+/// use resilience_runtime::{ConnectorError, Rejected, resilient};
+///
+/// #[derive(Debug, ConnectorError)]
+/// enum ApiError {
+///     #[connector(transient)]
+///     Busy,
+///     #[connector(rejected)]
+///     Rejected(Rejected),
+/// }
+///
+/// #[resilient(retries = 2, idempotency_key = format!("create-{name}"))]
+/// async fn create(name: &str) -> Result<String, ApiError> {
+///     let key = resilience_runtime::idempotency_key().unwrap_or_default();
+///     Ok(key.to_string()) // in a connector: `.header("Idempotency-Key", &*key)`
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(create("dev-1").await.unwrap(), "create-dev-1");
+/// assert_eq!(resilience_runtime::idempotency_key(), None);
+/// # }
+/// ```
+pub fn idempotency_key() -> Option<Arc<str>> {
+    let has_key = ACTIVE.with(|a| a.site.get().is_some() && a.has_key.get() != 0);
+    if !has_key {
+        return None;
+    }
+    KEY.with(|k| k.try_borrow().ok().and_then(|k| k.clone()))
+}
+
+/// The attempt of the resilient call running on this task or thread: 0 for the first, 1 for
+/// the first retry, ...; 0 outside a call too (see [`CallContext::current`] to tell the two
+/// apart).
+///
+/// ```
+/// use resilience_runtime::{ConnectorError, Rejected, resilient};
+///
+/// #[derive(Debug, ConnectorError)]
+/// enum ApiError {
+///     #[connector(transient)]
+///     Busy,
+///     #[connector(rejected)]
+///     Rejected(Rejected),
+/// }
+///
+/// #[resilient(retries = 2, idempotent, backoff(base = "1ms", max = "1ms"))]
+/// async fn flaky() -> Result<u32, ApiError> {
+///     match resilience_runtime::attempt() {
+///         0 => Err(ApiError::Busy),
+///         n => Ok(n),
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(flaky().await.unwrap(), 1);
+/// # }
+/// ```
+pub fn attempt() -> u32 {
+    ACTIVE.with(|a| a.attempt.get())
+}
+
 impl CallContext {
     /// The context of the innermost resilient call running on this task or thread.
     pub fn current() -> Option<CallContext> {

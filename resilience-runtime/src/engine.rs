@@ -1121,14 +1121,11 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
     }
 
+    /// An attempt starts. (The attempt's number is a field of each event that concerns it, not
+    /// of the call's span: a span field recorded again is printed again by `tracing`'s `fmt`, as
+    /// `attempt=1 attempt=2`.)
     #[inline(always)]
-    fn start_attempt(&mut self) {
-        if self.attempt > 0
-            && let Some(span) = self.cold.as_ref().and_then(|c| c.span.as_ref())
-        {
-            span.record("attempt", self.attempt);
-        }
-    }
+    fn start_attempt(&mut self) {}
 
     #[inline]
     fn attempt_limit(&self) -> Option<(Instant, TimeoutKind)> {
@@ -1350,12 +1347,12 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             wait_ms = wait.as_millis() as u64,
             retry_after = hint.is_some(),
             correlation_id = %correlation_id,
-            "{} failed (attempt {}/{}); retrying in {:?}",
+            "{} failed (attempt {}/{}); retrying in {}",
             p.operation,
             self.attempt,
             // Refreshed attempts come on top of the retries.
             p.retries.saturating_add(1).saturating_add(self.refreshes),
-            wait
+            resilience_policy::format_rounded(wait)
         );
         events::emit(RuntimeEvent::Retry {
             operation: p.operation,
@@ -1461,7 +1458,6 @@ fn traced(p: &Policy, correlation: &std::cell::Cell<CorrelationId>) -> Option<Bo
         "resilient",
         operation = p.operation,
         breaker = p.breaker,
-        attempt = tracing::field::Empty,
         correlation_id = tracing::field::Empty,
     );
     if span.is_disabled() {

@@ -135,7 +135,7 @@ pub use classify::{
     CarriesRejected, Classify, ErrorClass, GrpcCode, Rejected, TerminalError, TerminalReason,
     find_in_chain, find_terminal_reason, register_terminal_lookup,
 };
-pub use context::{CallContext, CorrelationId};
+pub use context::{CallContext, CorrelationId, attempt, idempotency_key};
 pub use registry::Registry;
 
 #[doc(inline)]

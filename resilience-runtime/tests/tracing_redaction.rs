@@ -187,6 +187,10 @@ async fn no_secret_reaches_the_log_and_fields_follow_the_conventions() {
     ] {
         assert!(retry.contains(field), "`{field}` missing: {retry}");
     }
+    // Each line names a field once: the span's fields are not recorded again per attempt.
+    for l in text.lines() {
+        assert!(l.matches(" attempt=").count() <= 1, "a field repeated: {l}");
+    }
     let refresh = line("credentials refused");
     assert!(refresh.contains(" INFO "), "{refresh}");
     let gave_up = line("list_devices gave up");

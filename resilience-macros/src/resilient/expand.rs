@@ -419,12 +419,15 @@ fn attempt(
             return #fake;
         }
     };
+    // The body's statements, not its block: a block as the attempt's only expression is what
+    // rustc's `unused_braces` lint flags, on the user's braces.
+    let stmts = &block.stmts;
     let attempt = match (config.is_async, config.move_attempt()) {
         // (`moves` is empty when the attempt moves its captures.)
-        (true, true) => quote_spanned!(block.span()=> async move { #anchor #block }),
-        (true, false) => quote_spanned!(block.span()=> async { #moves #anchor #block }),
-        (false, true) => quote_spanned!(block.span()=> move || { #anchor #block }),
-        (false, false) => quote_spanned!(block.span()=> || { #moves #anchor #block }),
+        (true, true) => quote_spanned!(block.span()=> async move { #anchor #(#stmts)* }),
+        (true, false) => quote_spanned!(block.span()=> async { #moves #anchor #(#stmts)* }),
+        (false, true) => quote_spanned!(block.span()=> move || { #anchor #(#stmts)* }),
+        (false, false) => quote_spanned!(block.span()=> || { #moves #anchor #(#stmts)* }),
     };
     if rebinds.is_empty() {
         attempt
