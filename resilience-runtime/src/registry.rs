@@ -33,7 +33,7 @@ use crate::limit::{Bulkhead, RateLimit};
 
 // One module per concept; `Registry` and its named instances stay here, and every public item
 // is re-exported, so paths do not depend on the split.
-mod config; // `RegistryConfig`, `Registry::apply`
+mod config; // `RegistryConfig`, `Registry::apply`; file loading behind the `config` feature
 mod health; // `HealthReport`, `Registry::health`, the exports' visits
 mod keyed; // per-key breakers
 mod named; // the store of named instances, the handles sites hold

@@ -1,5 +1,5 @@
 //! Configuration: [`RegistryConfig`], a whole registry's settings, validated as they are read
-//! (from TOML or from any serde format), and [`Registry::apply`].
+//! (from TOML with the `config` feature, or from any serde format), and [`Registry::apply`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +49,7 @@ impl Registry {
 /// The field a TOML parse error at byte `at` of `text` is about: the table being defined (a
 /// duplicate table), or the table and key of the line (a duplicate key). Empty when the error is
 /// before any table.
+#[cfg(feature = "config")]
 fn field_at(text: &str, at: usize) -> String {
     let mut table = String::new();
     let mut start = 0;
@@ -77,8 +78,10 @@ fn field_at(text: &str, at: usize) -> String {
     table
 }
 
-/// A whole registry's configuration, loadable from TOML (or any serde format through
-/// [`RegistryConfig::from_value`]), then applied with [`Registry::apply`].
+/// A whole registry's configuration, read from TOML (`from_toml_str`, `from_toml_file`: the
+/// `config` feature, on by default) or from any serde format (its `Deserialize` impl, with or
+/// without the feature; `from_value` with it, for errors that name the field of a wrong type
+/// too), then applied with [`Registry::apply`].
 ///
 /// Every value is held to the bounds `#[resilient]` applies at compile time (the table in
 /// [`policy`]): durations from 1 ms to 30 days, a `window` and a consecutive
@@ -122,7 +125,10 @@ pub struct RegistryConfig {
     bulkheads: BTreeMap<String, usize>,
 }
 
-/// A configuration read by any serde format; the values are validated as they are read.
+/// A configuration read by any serde format; the values are validated as they are read. Needs no
+/// feature: without `config` (and its `toml`), read a configuration this way from the format of
+/// your choice. An invalid value's error names its field; a wrong type's or unknown key's names
+/// what the format knows (the field too with `RegistryConfig::from_value`).
 ///
 /// ```
 /// use resilience_runtime::registry::RegistryConfig;
@@ -245,7 +251,7 @@ fn checked(at: &str, verdict: Result<(), policy::Violation>) -> Result<(), Inval
 }
 
 impl RegistryConfig {
-    /// Parses and validates a TOML document.
+    /// Parses and validates a TOML document (the `config` feature).
     ///
     /// ```
     /// use resilience_runtime::registry::RegistryConfig;
@@ -260,6 +266,7 @@ impl RegistryConfig {
     ///
     /// Syntax errors, unknown keys, wrong types and invalid values, each naming the field
     /// (`breakers.graph.cooldown`).
+    #[cfg(feature = "config")]
     pub fn from_toml_str(s: &str) -> Result<RegistryConfig, InvalidConfig> {
         let de = toml::Deserializer::parse(s).map_err(|e| {
             let field = e.span().map(|at| field_at(s, at.start)).unwrap_or_default();
@@ -272,7 +279,7 @@ impl RegistryConfig {
         Self::from_value(de)
     }
 
-    /// Reads, parses and validates a TOML file; errors name the file too.
+    /// Reads, parses and validates a TOML file; errors name the file too (the `config` feature).
     ///
     /// ```
     /// use resilience_runtime::registry::RegistryConfig;
@@ -289,6 +296,7 @@ impl RegistryConfig {
     /// # Errors
     ///
     /// The file cannot be read, or [`RegistryConfig::from_toml_str`] fails.
+    #[cfg(feature = "config")]
     pub fn from_toml_file(
         path: impl AsRef<std::path::Path>,
     ) -> Result<RegistryConfig, InvalidConfig> {
@@ -300,7 +308,7 @@ impl RegistryConfig {
     }
 
     /// Validates a configuration from any serde format; an error names its field, a wrong type's
-    /// and an unknown key's too.
+    /// and an unknown key's too (the `config` feature, for `serde_path_to_error`).
     ///
     /// ```
     /// use resilience_runtime::registry::RegistryConfig;
@@ -313,6 +321,7 @@ impl RegistryConfig {
     /// # Errors
     ///
     /// As [`RegistryConfig::from_toml_str`].
+    #[cfg(feature = "config")]
     pub fn from_value<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<RegistryConfig, InvalidConfig> {
@@ -453,7 +462,7 @@ impl RegistryConfig {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "config"))]
 mod tests {
     use super::*;
 
