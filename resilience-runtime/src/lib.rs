@@ -54,11 +54,14 @@
 //!
 //! # Features
 //!
-//! Every integration is an optional feature; none is needed for `#[resilient]` itself.
+//! Every integration is an optional feature; none is needed for `#[resilient]` itself. The two
+//! defaults, `sites` and `config`, serve the startup check of a configuration file;
+//! `default-features = false` turns them off.
 //!
 //! | feature | module | brings in | what |
 //! |---|---|---|---|
 //! | `sites` (default) | `sites` | `linkme` | every annotated site listed at run time; the startup check of a configuration |
+//! | `config` (default) | `registry` | `toml`, `serde_path_to_error` | configuration files: `RegistryConfig::from_toml_str`, `from_toml_file`, `from_value`; without it a `RegistryConfig` is still read through its serde `Deserialize` impl |
 //! | `prometheus` | `prometheus` | `prometheus-client` | the seed's metric families in the OpenMetrics text format |
 //! | `http` | `http` | `http`, `httpdate` | `StatusCode` classification, `Retry-After` in both forms, header redaction |
 //! | `reqwest` | `http` | `reqwest` (+ `http`) | `Classify` for `reqwest::Error` |
@@ -208,6 +211,7 @@ impl InvalidConfig {
         self
     }
 
+    #[cfg(feature = "config")]
     pub(crate) fn in_file(mut self, file: String) -> Self {
         self.file = Some(file);
         self

@@ -1,6 +1,7 @@
 //! The configuration file is held to the policy crate's bounds, the ones `#[resilient]` applies at
 //! compile time: every value out of bounds is refused at load with the field's whole path, and
-//! values at the bounds load.
+//! values at the bounds load (feature `config`).
+#![cfg(feature = "config")]
 
 use std::time::Duration;
 

@@ -112,6 +112,7 @@ async fn a_site_with_a_breaker_key_draws_on_its_tenants_quota() {
         .await;
 }
 
+#[cfg(feature = "config")]
 #[tokio::test(start_paused = true)]
 async fn a_configuration_file_makes_a_per_tenant_governor_limit() {
     use resilience_runtime::registry::RegistryConfig;

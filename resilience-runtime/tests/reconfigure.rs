@@ -2,13 +2,10 @@
 //! their state, and health shows the very instances the sites use.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use resilience_runtime::breaker::{BreakerConfig, BreakerState, TripMode};
 use resilience_runtime::engine::{HookSet, Hooks, Policy, Site, execute};
-use resilience_runtime::limit::{Bulkhead, ConcurrencyLimit, Gcra};
-use resilience_runtime::registry::RegistryConfig;
 use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Registry, Rejected};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,8 +114,12 @@ async fn a_breaker_configured_after_first_use_applies_to_the_site_and_keeps_its_
         .await;
 }
 
+#[cfg(feature = "config")]
 #[tokio::test(start_paused = true)]
 async fn a_budget_configured_after_first_use_applies_to_the_site() {
+    use resilience_runtime::registry::RegistryConfig;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     static SITE: Site = Site::new(
         &Policy::new("rc_budget", module_path!())
             .with_breaker("rc_budget")
@@ -162,8 +163,12 @@ async fn a_budget_configured_after_first_use_applies_to_the_site() {
     assert_eq!(m.site("rc_budget").unwrap().metrics.budget_exhausted, 1);
 }
 
+#[cfg(feature = "config")]
 #[tokio::test(start_paused = true)]
 async fn limits_installed_after_first_use_apply_to_the_site() {
+    use resilience_runtime::limit::{Bulkhead, ConcurrencyLimit, Gcra};
+    use resilience_runtime::registry::RegistryConfig;
+
     static LIMITED: Site =
         Site::new(&Policy::new("rc_limited", module_path!()).with_rate_limit("rc_rl"));
     static HEADED: Site =

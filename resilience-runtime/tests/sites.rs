@@ -1,6 +1,6 @@
 //! Every annotated site listed at run time, and the startup check against real TOML files
-//! (feature `sites`).
-#![cfg(feature = "sites")]
+//! (features `sites` and `config`).
+#![cfg(all(feature = "sites", feature = "config"))]
 // A user crate that forbids unsafe code can still register sites.
 #![forbid(unsafe_code)]
 
