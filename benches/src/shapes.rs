@@ -4,7 +4,8 @@
 //!
 //! 1. **ready**: the attempt is ready at once;
 //! 2. **pending**: the attempt awaits [`tokio::task::yield_now`] once, so the call returns to the
-//!    runtime, which wakes it and polls it again;
+//!    runtime, which wakes it and polls it again (a runtime without a time driver: see
+//!    [`Clock::Off`]);
 //! 3. **retry**: the attempt fails once, then succeeds after a 1 ms backoff, on a paused clock
 //!    (the runtime advances time when it has nothing else to do);
 //! 4. **timeout**: a 10 s timeout on the attempt, which is ready at once;
@@ -600,6 +601,20 @@ impl Who {
     }
 }
 
+/// A shape's time driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// None: nothing in the shape sleeps. (With a time driver, the runtime's every park reads
+    /// the clock and turns its wheel, and the pending shape's count moved by a few instructions
+    /// a call between runs.)
+    Off,
+    /// The time driver, on the real clock.
+    Running,
+    /// The time driver on a paused clock, which the runtime advances when it has nothing else
+    /// to do: the retry shape's backoff is virtual.
+    Paused,
+}
+
 /// One shape: its variants, baseline first.
 #[derive(Debug)]
 pub struct Shape {
@@ -607,8 +622,8 @@ pub struct Shape {
     pub name: &'static str,
     /// What its baseline is.
     pub baseline: &'static str,
-    /// Whether it runs on a paused clock (the retry shape: its backoff is virtual).
-    pub paused: bool,
+    /// Its runtime's time driver.
+    pub clock: Clock,
     /// Its variants.
     pub variants: &'static [(Who, Loop)],
 }
@@ -622,13 +637,16 @@ impl Shape {
             .map(|(_, run)| *run)
     }
 
-    /// A runtime for the shape: current-thread, with the time driver, paused if the shape is.
+    /// A runtime for the shape: current-thread, with the shape's time driver.
     pub fn runtime(&self) -> Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(self.paused)
-            .build()
-            .expect("runtime")
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        match self.clock {
+            Clock::Off => &mut b,
+            Clock::Running => b.enable_time(),
+            Clock::Paused => b.enable_time().start_paused(true),
+        }
+        .build()
+        .expect("runtime")
     }
 }
 
@@ -637,7 +655,7 @@ pub const SHAPES: [Shape; 5] = [
     Shape {
         name: "ready",
         baseline: "plain call",
-        paused: false,
+        clock: Clock::Running,
         variants: &[
             (Who::Baseline, ready_plain),
             (Who::Ours, ready_ours),
@@ -650,7 +668,7 @@ pub const SHAPES: [Shape; 5] = [
     Shape {
         name: "pending",
         baseline: "plain call, pending once",
-        paused: false,
+        clock: Clock::Off,
         variants: &[
             (Who::Baseline, pending_plain),
             (Who::Ours, pending_ours),
@@ -663,7 +681,7 @@ pub const SHAPES: [Shape; 5] = [
     Shape {
         name: "retry",
         baseline: "hand-written retry loop",
-        paused: true,
+        clock: Clock::Paused,
         variants: &[
             (Who::Baseline, retry_hand_written),
             (Who::Ours, retry_ours),
@@ -676,7 +694,7 @@ pub const SHAPES: [Shape; 5] = [
     Shape {
         name: "timeout",
         baseline: "tokio `timeout` around the plain call",
-        paused: false,
+        clock: Clock::Running,
         variants: &[
             (Who::Baseline, timeout_tokio),
             (Who::Ours, timeout_ours),
@@ -689,7 +707,7 @@ pub const SHAPES: [Shape; 5] = [
     Shape {
         name: "tenants",
         baseline: "plain call with a tenant",
-        paused: false,
+        clock: Clock::Running,
         variants: &[
             (Who::Baseline, tenants_plain),
             (Who::Ours, tenants_ours),
