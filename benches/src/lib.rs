@@ -11,6 +11,7 @@ use std::time::Duration;
 use resilience_runtime::{ConnectorError, Rejected, resilient};
 
 pub mod floor;
+pub mod shapes;
 
 /// The error of every benchmarked operation.
 #[derive(Debug, ConnectorError)]
