@@ -3,9 +3,9 @@
 //! calls through `execute`. (Counted per thread: the test harness's own thread may allocate
 //! meanwhile, on a loaded machine.)
 //!
-//! The shapes: ready at once (with retries, a breaker, a timeout; async and blocking); an
-//! attempt that is pending once; an attempt that fails once and succeeds on its retry after a
-//! backoff (on a paused clock); a per-key breaker over 16 tenants.
+//! Here: ready at once (with retries, a breaker, a timeout; async and blocking). The five shapes
+//! of the benchmark (pending once, fail once then succeed, keyed over 16 tenants included) are
+//! counted the same way in `tests/tests/alloc_shapes.rs`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
@@ -55,7 +55,6 @@ static GLOBAL: Counting = Counting;
 
 #[derive(Debug)]
 enum E {
-    Busy,
     Rejected(Rejected),
 }
 
@@ -70,10 +69,8 @@ impl CarriesRejected for E {
         E::Rejected(r)
     }
     fn rejected(&self) -> Option<&Rejected> {
-        match self {
-            E::Rejected(r) => Some(r),
-            E::Busy => None,
-        }
+        let E::Rejected(r) = self;
+        Some(r)
     }
 }
 
@@ -148,93 +145,6 @@ async fn allocations_per_1000<F: Future<Output = Result<u32, E>>>(call: impl Fn(
 fn the_calls_connectors_make_allocate_nothing() {
     generated_calls_allocate_nothing();
     hand_written_calls_allocate_nothing();
-    calls_that_wait_or_retry_allocate_nothing();
-}
-
-/// Pending once, then ready (it wakes itself, as an I/O future would when its data came).
-struct PendingOnce(bool);
-
-impl Future for PendingOnce {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    }
-}
-
-#[resilient(retries = 3, idempotent, breaker = "graph")]
-async fn gen_pending_once(id: u64) -> Result<u64, E> {
-    PendingOnce(false).await;
-    Ok(id)
-}
-
-thread_local! {
-    static FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-#[resilient(
-    retries = 3,
-    idempotent,
-    breaker = "alloc_retry",
-    backoff(base = "1ms", max = "1ms"),
-    jitter = "full"
-)]
-async fn gen_fails_once(id: u64) -> Result<u64, E> {
-    if !FAILED.replace(true) {
-        return Err(E::Busy);
-    }
-    FAILED.set(false);
-    Ok(id)
-}
-
-#[resilient(retries = 3, idempotent, breaker = "alloc_tenants", breaker_key = tenant)]
-async fn gen_keyed(tenant: &str, id: u64) -> Result<u64, E> {
-    let _ = tenant;
-    Ok(id)
-}
-
-const TENANTS: [&str; 16] = [
-    "t00", "t01", "t02", "t03", "t04", "t05", "t06", "t07", "t08", "t09", "t10", "t11", "t12",
-    "t13", "t14", "t15",
-];
-
-fn calls_that_wait_or_retry_allocate_nothing() {
-    use resilience_runtime::Registry;
-    use resilience_runtime::budget::BudgetConfig;
-    // Every call here retries once: a budget that never runs out, so that every one does.
-    Registry::global()
-        .configure_budget("alloc_retry", BudgetConfig::unlimited())
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let n = allocations_per_1000(|| async { gen_pending_once(7).await.map(|v| v as u32) });
-        assert_eq!(n.await, 0, "pending once");
-        let n = allocations_per_1000(|| async { gen_fails_once(7).await.map(|v| v as u32) });
-        assert_eq!(n.await, 0, "fails once, then succeeds");
-        let m = Registry::global().metrics();
-        let s = &m.site("gen_fails_once").unwrap().metrics;
-        assert_eq!((s.ok, s.retries), (1001, 1001), "every call retried once");
-        // Every tenant's breaker made (and its key's text stored) once, before the count.
-        for t in TENANTS {
-            gen_keyed(t, 1).await.unwrap();
-        }
-        let before = allocations();
-        for i in 0..1000 {
-            std::hint::black_box(gen_keyed(TENANTS[i % 16], 1).await.unwrap());
-        }
-        assert_eq!(allocations() - before, 0, "keyed over 16 tenants");
-    });
 }
 
 fn generated_calls_allocate_nothing() {

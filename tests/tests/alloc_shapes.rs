@@ -4,10 +4,6 @@
 //! current-thread runtime. Every allocation the calling thread makes during 1,000 calls is
 //! counted, after calls that resolve the site's state (and the runtime's own first use of its
 //! queues), all inside one `block_on`.
-//!
-//! The shapes that allocate today are `#[ignore]`d with the reason, so that the suite stays
-//! green while the engine is changed to remove them; `cargo test -p resilience-tests --test
-//! alloc_shapes -- --include-ignored` shows how many each makes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,7 +169,6 @@ fn pending_once_allocates_nothing() {
 }
 
 #[test]
-#[ignore = "allocates today, 2 per call: the call's cold state at its first retry (`Box<Cold>`, `Call::decide_failure_as`, resilience-runtime/src/engine.rs:1163) and the backoff's sleep (`Box::pin(tokio::time::sleep(d))`, `Call::start_wait`, engine.rs:1354)"]
 fn failing_once_then_succeeding_allocates_nothing() {
     // A success refunds what a retry costs: the budget never runs dry, and every call retries.
     Registry::global()
