@@ -639,6 +639,7 @@ impl Registry {
     }
 
     /// Visits every breaker, per-key ones included (for an export that asks for them).
+    #[cfg(feature = "prometheus")]
     pub(crate) fn each_breaker(&self, f: &mut dyn FnMut(&Breaker, Option<&str>)) {
         if let Ok(m) = self.inner.breakers.read() {
             for b in m.values() {
