@@ -583,7 +583,7 @@ impl Registry {
         state
     }
 
-    /// The counters of every site called through this registry.
+    /// The counters of every site called through this registry, and of its per-key breakers.
     pub fn metrics(&self) -> MetricsSnapshot {
         let sites = self
             .inner
@@ -606,7 +606,17 @@ impl Registry {
                     }
                 })
                 .collect(),
+            keyed_breakers: self.keyed_metrics(),
         }
+    }
+
+    fn keyed_metrics(&self) -> Vec<crate::metrics::KeyedBreakerMetrics> {
+        let mut out: Vec<_> = match self.inner.keyed.read() {
+            Ok(m) => m.iter().map(|(name, k)| k.metrics(name)).collect(),
+            Err(_) => Vec::new(),
+        };
+        out.sort_by(|a, b| a.breaker.cmp(&b.breaker));
+        out
     }
 
     /// A snapshot of every breaker: state, counts and time in state.
