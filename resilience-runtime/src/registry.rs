@@ -44,6 +44,8 @@ pub type BlockingSleep = Arc<dyn Fn(Duration) + Send + Sync>;
 
 mod keyed;
 pub use self::keyed::KeyedBreakers;
+#[cfg(feature = "governor")]
+pub(crate) use self::keyed::long_form as long_key_form;
 
 /// Everything one site needs, resolved once.
 pub(crate) struct SiteState {

@@ -1,6 +1,6 @@
-//! The hard bound on per-key state: per-key breakers keep at most `max_keys` keys whatever their
-//! state, evict in the documented order exactly, judge idleness to the clock, and keep a long key
-//! in bounded memory. Time is tokio's, paused.
+//! The hard bound on per-key state: per-key breakers and the keyed governor limiter keep at most
+//! `max_keys` keys whatever their state, evict in the documented order exactly, judge idleness to
+//! the clock, and keep a long key in bounded memory. Time is tokio's, paused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -339,4 +339,66 @@ fn evictions_are_exported_as_breaker_key_evictions_total() {
         text.contains("\nbreaker_key_evictions_total{breaker=\"t\"} 3\n"),
         "{text}"
     );
+}
+
+#[cfg(feature = "governor")]
+mod limiter {
+    use std::num::NonZeroU32;
+
+    use ::governor::Quota;
+    use resilience_runtime::governor::KeyedGovernorLimit;
+    use resilience_runtime::limit::RateLimit;
+
+    use super::*;
+
+    fn per_second(n: u32) -> Quota {
+        Quota::per_second(NonZeroU32::new(n).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_million_distinct_keys_never_hold_more_than_max_keys() {
+        let limits = KeyedGovernorLimit::new(per_second(1), 10_000);
+        let mut most = 0;
+        for i in 0..MANY {
+            limits.try_acquire_key(&format!("tenant-{i}")).unwrap();
+            if i % 1_000 == 0 {
+                most = most.max(limits.len());
+            }
+        }
+        assert_eq!((limits.len(), most), (10_000, 10_000));
+        assert_eq!(limits.key_evictions(), (MANY - 10_000) as u64);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_least_recently_used_key_goes_and_comes_back_with_a_full_quota() {
+        let limits = KeyedGovernorLimit::new(per_second(1), 2);
+        let key = |s: &str| s.to_owned();
+        limits.try_acquire_key(&key("a")).unwrap();
+        limits.try_acquire_key(&key("b")).unwrap();
+        // A refusal is a use too: "a" is now the most recently used.
+        assert!(limits.try_acquire_key(&key("a")).is_err());
+        limits.try_acquire_key(&key("c")).unwrap();
+        assert_eq!((limits.len(), limits.key_evictions()), (2, 1));
+        // "b" was evicted: it starts again with a full quota (and evicts "a").
+        limits.try_acquire_key(&key("b")).unwrap();
+        assert!(limits.try_acquire_key(&key("c")).is_err());
+        limits.try_acquire_key(&key("a")).unwrap();
+        assert_eq!((limits.len(), limits.key_evictions()), (2, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_key_draws_on_the_quota_of_its_breakers_stored_form() {
+        let limits = Arc::new(KeyedGovernorLimit::new(per_second(1), 10));
+        let long = "z".repeat(1 << 20);
+        limits.try_acquire_keyed(Some(&long)).unwrap();
+        assert!(limits.try_acquire_keyed(Some(&long)).is_err());
+        // A site passes its breaker's key: the stored form, the same quota.
+        let (_r, k) = base(10, "1h", false);
+        let form = k.get(&long).key().unwrap().into_owned();
+        assert!(limits.try_acquire_keyed(Some(&form)).is_err());
+        assert!(limits.for_key(long.clone()).try_acquire().is_err());
+        // Another megabyte key with the same prefix has its own.
+        limits.try_acquire_keyed(Some(&format!("{long}!"))).unwrap();
+        assert_eq!(limits.len(), 2);
+    }
 }

@@ -80,7 +80,7 @@ const LONG_MARK: &str = "…sha256:";
 
 /// The stored form of a key longer than [`KeyedBreakers::MAX_KEY_LEN`] (see the module's
 /// documentation).
-fn long_form(key: &str) -> String {
+pub(crate) fn long_form(key: &str) -> String {
     use sha2::{Digest, Sha256};
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut end = LONG_PREFIX.min(key.len());
