@@ -24,8 +24,8 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ::governor::clock::Clock;
@@ -36,7 +36,7 @@ use ::governor::{Quota, RateLimiter};
 
 use crate::clock;
 use crate::limit::RateLimit;
-use crate::lru::Lru;
+use crate::lru::{Lru, Shards};
 use crate::registry::KeyedBreakers;
 
 /// A governor clock over the runtime's clock (tokio's, pausable in tests): instants are the time
@@ -83,7 +83,7 @@ impl RateLimit for GovernorLimit {
 /// time, in nanoseconds since the limiter was made; 0 for none, as governor's own stores), least
 /// recently used first.
 struct Keys<K> {
-    map: Mutex<Lru<(K, u64), 1>>,
+    shards: Shards<Lru<(K, u64), 1>>,
     hasher: foldhash::fast::RandomState,
     max_keys: usize,
     evictions: AtomicU64,
@@ -101,7 +101,8 @@ impl<K: Hash + Eq + Clone> StateStore for Store<K> {
     {
         let keys = &*self.0;
         let hash = keys.hasher.hash_one(key);
-        let mut map = keys.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let shard = keys.shards.of(hash);
+        let mut map = keys.shards.lock(shard);
         if let Some(i) = map.find(hash, |(k, _)| k == key) {
             map.move_to_back(i, 0);
             if let Some((_, tat)) = map.get_mut(i) {
@@ -113,7 +114,7 @@ impl<K: Hash + Eq + Clone> StateStore for Store<K> {
         // A new key: kept only if it takes a permit (a refusal leaves nothing to remember).
         let (out, next) = f(None)?;
         let mut evicted = None;
-        if map.len() >= keys.max_keys
+        if map.len() >= keys.shards.bound(shard, keys.max_keys)
             && let Some(front) = map.front(0)
         {
             let hash = map.get(front).map(|(k, _)| keys.hasher.hash_one(k));
@@ -134,7 +135,9 @@ impl<K: Hash + Eq + Clone> StateStore for Store<K> {
 /// At most `max_keys` keys are kept. A new key on a full limiter evicts the least recently used
 /// one (a permit taken or refused is a use), in O(1): **an evicted key starts again with a full
 /// quota** when it comes back. With `max_keys` above the tenants active within the time a quota
-/// takes to refill, only keys that have refilled anyway are evicted. Keys are kept as given, but for a
+/// takes to refill, only keys that have refilled anyway are evicted. A limiter of 4,096 keys or
+/// more is split by key hash into shards with a share of `max_keys` each, as per-key breakers are
+/// (see [`KeyedBreakers`]): the least recently used key of the new key's shard goes. Keys are kept as given, but for a
 /// `String` key drawn through [`RateLimit::try_acquire_keyed`] or [`KeyedGovernorLimit::for_key`]
 /// (a site's `breaker_key`): one longer than [`KeyedBreakers::MAX_KEY_LEN`] bytes is kept by the
 /// stored form its breaker keeps (see [`KeyedBreakers`]), so a long key costs no more than a
@@ -176,10 +179,11 @@ impl<K: Hash + Eq + Clone> KeyedGovernorLimit<K> {
     /// 10⁸).
     pub fn new(quota: Quota, max_keys: usize) -> Self {
         let most = usize::try_from(resilience_policy::bounds::MAX_KEYS).unwrap_or(usize::MAX);
+        let max_keys = max_keys.clamp(1, most);
         let keys = Arc::new(Keys {
-            map: Mutex::new(Lru::new()),
+            shards: Shards::new(max_keys, Lru::new),
             hasher: foldhash::fast::RandomState::default(),
-            max_keys: max_keys.clamp(1, most),
+            max_keys,
             evictions: AtomicU64::new(0),
         });
         KeyedGovernorLimit {
@@ -201,11 +205,9 @@ impl<K: Hash + Eq + Clone> KeyedGovernorLimit<K> {
 
     /// Keys with state: never more than `max_keys`.
     pub fn len(&self) -> usize {
-        self.keys
-            .map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        let mut n = 0;
+        self.keys.shards.each(|m| n += m.len());
+        n
     }
 
     /// Whether no key has state.

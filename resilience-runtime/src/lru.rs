@@ -12,8 +12,73 @@
 //!
 //! The owner keeps its keys in its values and passes the hash of a key with each call; the table
 //! asks for a value's hash again (`rehash`) only when it grows.
+//!
+//! [`Shards`] splits a large map into a few such maps by key hash, each under its own mutex, so
+//! that threads looking up different keys seldom wait for one another.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hashbrown::HashTable;
+
+/// The most shards a map is split into.
+const MAX_SHARDS: usize = 16;
+/// The fewest keys a shard is made for: a map of fewer than twice this is not split, so that its
+/// order of eviction is exact over all its keys.
+const SHARD_KEYS: usize = 2_048;
+
+/// A map's keys split by hash into shards of `M`, each under its own mutex, with a share of the
+/// map's bound each.
+pub(crate) struct Shards<M> {
+    shards: Box<[Mutex<M>]>,
+}
+
+impl<M> Shards<M> {
+    /// Shards for a map of at most `max_keys` keys: one below 4,096 keys, then one per 2,048
+    /// keys, rounded down to a power of two, at most 16. Fixed for the map's life.
+    pub(crate) fn new(max_keys: usize, mut make: impl FnMut() -> M) -> Shards<M> {
+        let wanted = (max_keys / SHARD_KEYS).clamp(1, MAX_SHARDS);
+        let n = 1 << wanted.ilog2();
+        Shards {
+            shards: (0..n).map(|_| Mutex::new(make())).collect(),
+        }
+    }
+
+    /// How many shards.
+    pub(crate) fn count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard of a key whose hash is `hash`. Bits the shard's table uses for neither its
+    /// bucket (low bits) nor its control byte (top seven) pick it.
+    #[inline]
+    pub(crate) fn of(&self, hash: u64) -> usize {
+        (hash >> 40) as usize & (self.shards.len() - 1)
+    }
+
+    /// Locks shard `i` (a poisoned lock is taken over: nothing in a shard panics halfway
+    /// through a change).
+    #[inline]
+    pub(crate) fn lock(&self, i: usize) -> MutexGuard<'_, M> {
+        // A power of two of at least one shard: the mask keeps any `i` in range.
+        self.shards[i & (self.shards.len() - 1)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Shard `i`'s share of a bound of `max_keys` keys: the shares add up to `max_keys`, but
+    /// each is at least one key.
+    pub(crate) fn bound(&self, i: usize, max_keys: usize) -> usize {
+        let n = self.shards.len();
+        (max_keys / n + usize::from(i < max_keys % n)).max(1)
+    }
+
+    /// Every shard, one at a time.
+    pub(crate) fn each(&self, mut f: impl FnMut(&mut M)) {
+        for i in 0..self.shards.len() {
+            f(&mut self.lock(i));
+        }
+    }
+}
 
 /// No slot: the end of the free chain.
 const NIL: u32 = u32::MAX;
@@ -237,6 +302,24 @@ mod tests {
         assert_eq!(m.find(h(&1), |v| *v == 1), Some(a));
         assert_eq!(m.find(h(&5), |v| *v == 5), None);
         assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn a_map_is_split_only_when_large_and_its_shares_add_up_to_its_bound() {
+        let count = |max_keys| Shards::new(max_keys, || ()).count();
+        assert_eq!(
+            [1, 4_095, 4_096, 10_000, 16_383, 32_768, 100_000_000].map(count),
+            [1, 1, 2, 4, 4, 16, 16]
+        );
+        for max_keys in [1, 7, 4_096, 10_000, 10_001, 1_000_003] {
+            let s = Shards::new(max_keys, || ());
+            let total: usize = (0..s.count()).map(|i| s.bound(i, max_keys)).sum();
+            assert_eq!(total, max_keys);
+        }
+        // A bound below the shard count still leaves each shard a key.
+        let s = Shards::new(100_000, || ());
+        assert_eq!((0..16).map(|i| s.bound(i, 3)).sum::<usize>(), 16);
+        assert!((0..1_000u64).all(|h| s.of(h << 40) == (h % 16) as usize));
     }
 
     #[test]

@@ -18,6 +18,14 @@
 //! whatever their states. Each of these is the front of a list: an insertion costs O(1), the
 //! hash table's growth aside (amortised), however many keys are live.
 //!
+//! A map of 4,096 keys or more is split by key hash into shards (one per 2,048 keys, rounded
+//! down to a power of two, at most 16), each with its own lock, its own two lists and its share
+//! of `max_keys` (the shares add up to it). The order above then holds among the keys of the new
+//! key's shard: an open key goes only when every key of its shard is open. That is what lets
+//! threads looking up different keys go on at once. A smaller map is one shard, and its order is
+//! exact over all its keys. The shard count is fixed when the map is made: a `max_keys` lowered
+//! below it later still leaves each shard one key.
+//!
 //! An evicted key is forgotten: its next call makes a new, closed breaker, so **an evicted open
 //! key starts closed when it comes back** (and its failures so far are not counted). A call in
 //! flight may hold the evicted breaker: it finishes normally, and its outcome lands in a breaker
@@ -41,11 +49,11 @@
 //! A key costs its breaker (72 bytes, sharing its name and settings with every other key of the
 //! name, plus the `Arc`'s counts), its text (the key, or its stored form), a 24-byte slot in the
 //! map's slab (the breaker, two list links, the last use) and a 4-byte index in its hash table.
-//! The map is one mutex: a look-up that finds its key hashes the key (`foldhash`) before taking
-//! it, reads the clock, finds the entry, moves it to the back of its list (nothing to move when
-//! it already is, as for a key used again and again) and clones an `Arc`. No look-up walks the
-//! map; reports ([`Registry::health`](crate::Registry::health), the per-key Prometheus series)
-//! copy the live breakers out under the lock and read them after.
+//! A look-up that finds its key hashes the key (`foldhash`), reads the clock, takes its shard's
+//! mutex, finds the entry, moves it to the back of its list (nothing to move when it already is,
+//! as for a key used again and again) and clones an `Arc`. No look-up walks the map; reports
+//! ([`Registry::health`](crate::Registry::health), the per-key Prometheus series) copy the live
+//! breakers out one shard at a time and read them after.
 //!
 //! # Sensitive keys
 //!
@@ -61,12 +69,12 @@ use std::borrow::Cow;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, MutexGuard, Weak};
 use std::time::Duration;
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, Refile, Shared};
 use crate::clock;
-use crate::lru::Lru;
+use crate::lru::{Lru, Shards};
 
 /// The list of closed and half-open breakers, evicted first.
 const CLOSED: usize = 0;
@@ -141,7 +149,7 @@ impl Map {
 /// The map and its bounds, shared with the breakers' [`Shared`] (weakly) so that a breaker can
 /// move its entry between the lists when it opens or stops being open.
 struct Store {
-    map: Mutex<Map>,
+    shards: Shards<Map>,
     hasher: foldhash::fast::RandomState,
     max_keys: AtomicUsize,
     idle_ttl: AtomicU64,
@@ -149,9 +157,16 @@ struct Store {
 }
 
 impl Store {
+    /// The shard of a key whose hash is `hash`, locked.
     #[inline]
-    fn lock(&self) -> MutexGuard<'_, Map> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self, hash: u64) -> MutexGuard<'_, Map> {
+        self.shards.lock(self.shards.of(hash))
+    }
+
+    /// The most keys the shard of `hash` may hold.
+    fn bound(&self, hash: u64) -> usize {
+        let max_keys = self.max_keys.load(Ordering::Relaxed);
+        self.shards.bound(self.shards.of(hash), max_keys)
     }
 
     #[inline]
@@ -210,7 +225,7 @@ impl Refile for Store {
         };
         let hash = self.hash(b.key_is_hashed(), text);
         let now = clock::now_nanos();
-        let mut map = self.lock();
+        let mut map = self.lock(hash);
         let Some(i) = map
             .lru
             .find(hash, |e| std::ptr::eq(Arc::as_ptr(&e.breaker), b))
@@ -245,13 +260,14 @@ impl KeyedBreakers {
         idle_ttl: Duration,
     ) -> Self {
         let shared = Shared::new(name, config);
+        let max_keys = bound(max_keys);
         let store = Arc::new(Store {
-            map: Mutex::new(Map {
+            shards: Shards::new(max_keys, || Map {
                 lru: Lru::new(),
                 newest: 0,
             }),
             hasher: foldhash::fast::RandomState::default(),
-            max_keys: AtomicUsize::new(bound(max_keys)),
+            max_keys: AtomicUsize::new(max_keys),
             idle_ttl: AtomicU64::new(clock::nanos(idle_ttl)),
             evictions: AtomicU64::new(0),
         });
@@ -284,12 +300,15 @@ impl KeyedBreakers {
             .idle_ttl
             .store(clock::nanos(idle_ttl), Ordering::Relaxed);
         let now = clock::now_nanos();
-        let evicted = {
-            let mut map = self.store.lock();
-            let now = map.stamp(now);
-            self.store.shrink_to(&mut map, max_keys, now)
-        };
-        drop(evicted);
+        for i in 0..self.store.shards.count() {
+            let keep = self.store.shards.bound(i, max_keys);
+            let evicted = {
+                let mut map = self.store.shards.lock(i);
+                let now = map.stamp(now);
+                self.store.shrink_to(&mut map, keep, now)
+            };
+            drop(evicted);
+        }
         Ok(())
     }
 
@@ -307,7 +326,7 @@ impl KeyedBreakers {
         }
         let hash = self.store.hash(false, key);
         let now = clock::now_nanos();
-        let mut map = self.store.lock();
+        let mut map = self.store.lock(hash);
         let Some(i) = map.lru.find(hash, |e| e.is(false, key)) else {
             return self.insert(map, hash, key, None, now);
         };
@@ -328,7 +347,7 @@ impl KeyedBreakers {
         let form = long_form(key);
         let hash = self.store.hash(true, &form);
         let now = clock::now_nanos();
-        let mut map = self.store.lock();
+        let mut map = self.store.lock(hash);
         if let Some(i) = map.lru.find(hash, |e| e.is(true, &form)) {
             let now = map.stamp(now);
             if let Some(e) = map.lru.get_mut(i) {
@@ -353,7 +372,8 @@ impl KeyedBreakers {
         now: u64,
     ) -> Arc<Breaker> {
         let now = map.stamp(now);
-        let evicted = self.store.shrink_to(&mut map, self.max_keys() - 1, now);
+        let keep = self.store.bound(hash) - 1;
+        let evicted = self.store.shrink_to(&mut map, keep, now);
         let b = Arc::new(Breaker::keyed(&self.shared, key, long, now));
         map.lru.insert(
             hash,
@@ -396,13 +416,15 @@ impl KeyedBreakers {
             false => (false, Cow::Borrowed(key)),
         };
         let hash = self.store.hash(hashed, &text);
-        let map = self.store.lock();
+        let map = self.store.lock(hash);
         map.lru.find(hash, |e| e.is(hashed, &text)).is_some()
     }
 
     /// Live keys: never more than `max_keys`.
     pub fn len(&self) -> usize {
-        self.store.lock().lru.len()
+        let mut n = 0;
+        self.store.shards.each(|m| n += m.lru.len());
+        n
     }
 
     /// Whether no key is live.
@@ -442,18 +464,25 @@ impl KeyedBreakers {
     /// redacted forms): a report that visits every key. A key costs at most
     /// [`KeyedBreakers::MAX_KEY_LEN`] + 20 bytes of it, however long it is.
     pub fn key_bytes(&self) -> usize {
-        let map = self.store.lock();
-        map.lru.values().map(|e| e.breaker.key_text_len()).sum()
+        let mut n = 0;
+        self.store.shards.each(|m| {
+            n += m
+                .lru
+                .values()
+                .map(|e| e.breaker.key_text_len())
+                .sum::<usize>()
+        });
+        n
     }
 
     /// Visits every live key's breaker, with the key as outputs show it ([`Breaker::key`]). The
     /// breakers are copied out under the lock and visited after it, so that a report on many
     /// keys does not hold up look-ups.
     pub(crate) fn each(&self, f: &mut dyn FnMut(&Breaker, Option<&str>)) {
-        let live: Vec<Arc<Breaker>> = {
-            let map = self.store.lock();
-            map.lru.values().map(|e| e.breaker.clone()).collect()
-        };
+        let mut live: Vec<Arc<Breaker>> = Vec::new();
+        self.store
+            .shards
+            .each(|m| live.extend(m.lru.values().map(|e| e.breaker.clone())));
         for b in &live {
             f(b, b.key().as_deref());
         }
@@ -462,7 +491,7 @@ impl KeyedBreakers {
     /// The keys of one list, least recently used first, as outputs show them.
     #[cfg(test)]
     fn list(&self, list: usize) -> Vec<String> {
-        let map = self.store.lock();
+        let map = self.store.shards.lock(0);
         map.lru
             .list(list)
             .into_iter()
@@ -484,6 +513,7 @@ impl fmt::Debug for KeyedBreakers {
             .field("sensitive", &self.is_sensitive())
             .field("keys", &self.len())
             .field("max_keys", &self.max_keys())
+            .field("shards", &self.store.shards.count())
             .field(
                 "idle_ttl",
                 &Duration::from_nanos(self.store.idle_ttl.load(Ordering::Relaxed)),
