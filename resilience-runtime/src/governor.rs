@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ::governor::clock::Clock;
@@ -86,11 +86,50 @@ struct Keys<K> {
     shards: Shards<Lru<(K, u64), 1>>,
     hasher: foldhash::fast::RandomState,
     max_keys: usize,
+    /// Keys in all shards, and places taken by insertions under way: the bound is on this count.
+    live: AtomicUsize,
     evictions: AtomicU64,
 }
 
 /// The state store governor's limiter is given: the shared [`Keys`].
 struct Store<K>(Arc<Keys<K>>);
+
+impl<K: Hash + Eq> Keys<K> {
+    /// Takes the least recently used key of `map` out, and counts it.
+    fn evict(&self, map: &mut Lru<(K, u64), 1>) -> Option<(K, u64)> {
+        let front = map.front(0)?;
+        let hash = map.get(front).map(|(k, _)| self.hasher.hash_one(k))?;
+        let out = map.remove(front, hash)?;
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+        Some(out)
+    }
+
+    /// Evicts a key of a shard other than `except`.
+    fn evict_elsewhere(&self, except: usize) -> Option<(K, u64)> {
+        (0..self.shards.count())
+            .filter(|&j| j != except)
+            .find_map(|j| self.evict(&mut self.shards.lock(j)))
+    }
+}
+
+/// Applies `f` to the state of `key`, if `map` has it, as a use.
+fn update<K: Eq, T, E>(
+    map: &mut Lru<(K, u64), 1>,
+    hash: u64,
+    key: &K,
+    f: &impl Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+) -> Option<Result<T, E>> {
+    let i = map.find(hash, |(k, _)| k == key)?;
+    map.move_to_back(i, 0);
+    let (_, tat) = map.get_mut(i)?;
+    Some(
+        f((*tat != 0).then(|| Nanos::from(*tat))).map(|(out, next)| {
+            *tat = u64::from(next);
+            out
+        }),
+    )
+}
 
 impl<K: Hash + Eq + Clone> StateStore for Store<K> {
     type Key = K;
@@ -103,23 +142,28 @@ impl<K: Hash + Eq + Clone> StateStore for Store<K> {
         let hash = keys.hasher.hash_one(key);
         let shard = keys.shards.of(hash);
         let mut map = keys.shards.lock(shard);
-        if let Some(i) = map.find(hash, |(k, _)| k == key) {
-            map.move_to_back(i, 0);
-            if let Some((_, tat)) = map.get_mut(i) {
-                let (out, next) = f((*tat != 0).then(|| Nanos::from(*tat)))?;
-                *tat = u64::from(next);
-                return Ok(out);
-            }
+        if let Some(r) = update(&mut map, hash, key, &f) {
+            return r;
         }
         // A new key: kept only if it takes a permit (a refusal leaves nothing to remember).
         let (out, next) = f(None)?;
         let mut evicted = None;
-        if map.len() >= keys.shards.bound(shard, keys.max_keys)
-            && let Some(front) = map.front(0)
-        {
-            let hash = map.get(front).map(|(k, _)| keys.hasher.hash_one(k));
-            evicted = hash.and_then(|h| map.remove(front, h));
-            keys.evictions.fetch_add(1, Ordering::Relaxed);
+        // Take a place; past the bound, free one first: a key of this shard, or, when it has
+        // none, of another, with this shard's lock released meanwhile (no call holds two).
+        if keys.live.fetch_add(1, Ordering::AcqRel) >= keys.max_keys {
+            evicted = keys.evict(&mut map);
+            if evicted.is_none() {
+                drop(map);
+                evicted = keys.evict_elsewhere(shard);
+                map = keys.shards.lock(shard);
+                if let Some(r) = update(&mut map, hash, key, &f) {
+                    // Made meanwhile by another call: give the place back.
+                    keys.live.fetch_sub(1, Ordering::AcqRel);
+                    drop(map);
+                    drop(evicted);
+                    return r;
+                }
+            }
         }
         map.insert(hash, (key.clone(), u64::from(next)), 0, |(k, _)| {
             keys.hasher.hash_one(k)
@@ -136,8 +180,9 @@ impl<K: Hash + Eq + Clone> StateStore for Store<K> {
 /// one (a permit taken or refused is a use), in O(1): **an evicted key starts again with a full
 /// quota** when it comes back. With `max_keys` above the tenants active within the time a quota
 /// takes to refill, only keys that have refilled anyway are evicted. A limiter of 4,096 keys or
-/// more is split by key hash into shards with a share of `max_keys` each, as per-key breakers are
-/// (see [`KeyedBreakers`]): the least recently used key of the new key's shard goes. Keys are kept as given, but for a
+/// more is split by key hash into shards, as per-key breakers are (see [`KeyedBreakers`]): the
+/// bound is on all their keys together, and the least recently used key of the new key's shard
+/// goes. Keys are kept as given, but for a
 /// `String` key drawn through [`RateLimit::try_acquire_keyed`] or [`KeyedGovernorLimit::for_key`]
 /// (a site's `breaker_key`): one longer than [`KeyedBreakers::MAX_KEY_LEN`] bytes is kept by the
 /// stored form its breaker keeps (see [`KeyedBreakers`]), so a long key costs no more than a
@@ -184,6 +229,7 @@ impl<K: Hash + Eq + Clone> KeyedGovernorLimit<K> {
             shards: Shards::new(max_keys, Lru::new),
             hasher: foldhash::fast::RandomState::default(),
             max_keys,
+            live: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
         });
         KeyedGovernorLimit {

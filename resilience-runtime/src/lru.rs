@@ -26,8 +26,7 @@ const MAX_SHARDS: usize = 16;
 /// order of eviction is exact over all its keys.
 const SHARD_KEYS: usize = 2_048;
 
-/// A map's keys split by hash into shards of `M`, each under its own mutex, with a share of the
-/// map's bound each.
+/// A map's keys split by hash into shards of `M`, each under its own mutex.
 pub(crate) struct Shards<M> {
     shards: Box<[Mutex<M>]>,
 }
@@ -63,13 +62,6 @@ impl<M> Shards<M> {
         self.shards[i & (self.shards.len() - 1)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Shard `i`'s share of a bound of `max_keys` keys: the shares add up to `max_keys`, but
-    /// each is at least one key.
-    pub(crate) fn bound(&self, i: usize, max_keys: usize) -> usize {
-        let n = self.shards.len();
-        (max_keys / n + usize::from(i < max_keys % n)).max(1)
     }
 
     /// Every shard, one at a time.
@@ -305,20 +297,13 @@ mod tests {
     }
 
     #[test]
-    fn a_map_is_split_only_when_large_and_its_shares_add_up_to_its_bound() {
+    fn a_map_is_split_only_when_large_and_by_bits_its_tables_do_not_use() {
         let count = |max_keys| Shards::new(max_keys, || ()).count();
         assert_eq!(
             [1, 4_095, 4_096, 10_000, 16_383, 32_768, 100_000_000].map(count),
             [1, 1, 2, 4, 4, 16, 16]
         );
-        for max_keys in [1, 7, 4_096, 10_000, 10_001, 1_000_003] {
-            let s = Shards::new(max_keys, || ());
-            let total: usize = (0..s.count()).map(|i| s.bound(i, max_keys)).sum();
-            assert_eq!(total, max_keys);
-        }
-        // A bound below the shard count still leaves each shard a key.
         let s = Shards::new(100_000, || ());
-        assert_eq!((0..16).map(|i| s.bound(i, 3)).sum::<usize>(), 16);
         assert!((0..1_000u64).all(|h| s.of(h << 40) == (h % 16) as usize));
     }
 

@@ -50,11 +50,15 @@ fn a_million_distinct_keys_never_hold_more_than_max_keys() {
         if i % 1_000 == 0 {
             most = most.max(k.len());
         }
+        if i == 9_999 {
+            // Four shards, and the bound is on their keys together: all 10,000 fit.
+            assert_eq!((k.len(), k.key_evictions()), (10_000, 0));
+        }
     }
     assert_eq!((k.len(), most), (10_000, 10_000));
     assert_eq!(k.key_evictions(), (MANY - 10_000) as u64);
-    // Four shards of 2,500 keys, each keeping its most recent: the last key is kept, the first
-    // long gone.
+    // Four shards, each evicting its least recently used: the last key is kept, the first long
+    // gone.
     assert!(k.contains(&format!("tenant-{}", MANY - 1)));
     assert!(!k.contains("tenant-0"));
 }
@@ -368,6 +372,9 @@ mod limiter {
             limits.try_acquire_key(&format!("tenant-{i}")).unwrap();
             if i % 1_000 == 0 {
                 most = most.max(limits.len());
+            }
+            if i == 9_999 {
+                assert_eq!((limits.len(), limits.key_evictions()), (10_000, 0));
             }
         }
         assert_eq!((limits.len(), most), (10_000, 10_000));

@@ -19,12 +19,12 @@
 //! hash table's growth aside (amortised), however many keys are live.
 //!
 //! A map of 4,096 keys or more is split by key hash into shards (one per 2,048 keys, rounded
-//! down to a power of two, at most 16), each with its own lock, its own two lists and its share
-//! of `max_keys` (the shares add up to it). The order above then holds among the keys of the new
-//! key's shard: an open key goes only when every key of its shard is open. That is what lets
-//! threads looking up different keys go on at once. A smaller map is one shard, and its order is
-//! exact over all its keys. The shard count is fixed when the map is made: a `max_keys` lowered
-//! below it later still leaves each shard one key.
+//! down to a power of two, at most 16), each with its own lock and its own two lists, so that
+//! threads looking up different keys go on at once. The bound is on the keys of all shards
+//! together, so a map holds `max_keys` keys however they fall; the order above holds among the
+//! keys of the new key's shard (another shard gives a key only when that one has none): an open
+//! key goes only when every key of its shard is open. A smaller map is one shard, and its order
+//! is exact over all its keys.
 //!
 //! An evicted key is forgotten: its next call makes a new, closed breaker, so **an evicted open
 //! key starts closed when it comes back** (and its failures so far are not counted). A call in
@@ -152,6 +152,9 @@ struct Store {
     shards: Shards<Map>,
     hasher: foldhash::fast::RandomState,
     max_keys: AtomicUsize,
+    /// Keys in all shards, and places taken by insertions under way: the bound is on this count,
+    /// so a map holds `max_keys` keys however they fall into shards.
+    live: AtomicUsize,
     idle_ttl: AtomicU64,
     evictions: AtomicU64,
 }
@@ -161,12 +164,6 @@ impl Store {
     #[inline]
     fn lock(&self, hash: u64) -> MutexGuard<'_, Map> {
         self.shards.lock(self.shards.of(hash))
-    }
-
-    /// The most keys the shard of `hash` may hold.
-    fn bound(&self, hash: u64) -> usize {
-        let max_keys = self.max_keys.load(Ordering::Relaxed);
-        self.shards.bound(self.shards.of(hash), max_keys)
     }
 
     #[inline]
@@ -200,21 +197,20 @@ impl Store {
         };
         let hash = lru.get(victim).map(|e| self.rehash()(e))?;
         let e = map.lru.remove(victim, hash)?;
+        self.live.fetch_sub(1, Ordering::AcqRel);
         self.evictions.fetch_add(1, Ordering::Relaxed);
         Some(e.breaker)
     }
 
-    /// Evicts until at most `keep` keys are live; returns the evicted breakers, to be dropped
-    /// once the lock is released.
-    fn shrink_to(&self, map: &mut Map, keep: usize, now: u64) -> Vec<Arc<Breaker>> {
-        let mut out = Vec::new();
-        while map.lru.len() > keep {
-            match self.evict(map, now) {
-                Some(b) => out.push(b),
-                None => break,
-            }
-        }
-        out
+    /// Evicts a key of a shard other than `except` (see [`KeyedBreakers::insert`]).
+    fn evict_elsewhere(&self, except: usize, now: u64) -> Option<Arc<Breaker>> {
+        (0..self.shards.count())
+            .filter(|&j| j != except)
+            .find_map(|j| {
+                let mut map = self.shards.lock(j);
+                let now = map.stamp(now);
+                self.evict(&mut map, now)
+            })
     }
 }
 
@@ -268,6 +264,7 @@ impl KeyedBreakers {
             }),
             hasher: foldhash::fast::RandomState::default(),
             max_keys: AtomicUsize::new(max_keys),
+            live: AtomicUsize::new(0),
             idle_ttl: AtomicU64::new(clock::nanos(idle_ttl)),
             evictions: AtomicU64::new(0),
         });
@@ -299,15 +296,18 @@ impl KeyedBreakers {
         self.store
             .idle_ttl
             .store(clock::nanos(idle_ttl), Ordering::Relaxed);
+        // Down to the new bound at once, a key of each shard in turn.
         let now = clock::now_nanos();
-        for i in 0..self.store.shards.count() {
-            let keep = self.store.shards.bound(i, max_keys);
+        let shards = self.store.shards.count();
+        let (mut i, mut empty) = (0, 0);
+        while self.store.live.load(Ordering::Acquire) > max_keys && empty < shards {
             let evicted = {
-                let mut map = self.store.shards.lock(i);
+                let mut map = self.store.shards.lock(i % shards);
                 let now = map.stamp(now);
-                self.store.shrink_to(&mut map, keep, now)
+                self.store.evict(&mut map, now)
             };
-            drop(evicted);
+            empty = if evicted.is_some() { 0 } else { empty + 1 };
+            i += 1;
         }
         Ok(())
     }
@@ -363,17 +363,41 @@ impl KeyedBreakers {
     /// Adds `key` (whose stored form is `long`, if it is long), evicting first on a full map.
     #[cold]
     #[inline(never)]
-    fn insert(
-        &self,
-        mut map: MutexGuard<'_, Map>,
+    fn insert<'a>(
+        &'a self,
+        mut map: MutexGuard<'a, Map>,
         hash: u64,
         key: &str,
         long: Option<&str>,
         now: u64,
     ) -> Arc<Breaker> {
-        let now = map.stamp(now);
-        let keep = self.store.bound(hash) - 1;
-        let evicted = self.store.shrink_to(&mut map, keep, now);
+        let mut now = map.stamp(now);
+        let mut evicted = None;
+        // Take a place; past the bound, free one first: a key of this shard, or, when it has
+        // none, of another, with this shard's lock released meanwhile (no call holds two).
+        if self.store.live.fetch_add(1, Ordering::AcqRel) >= self.max_keys() {
+            evicted = self.store.evict(&mut map, now);
+            if evicted.is_none() {
+                let shard = self.store.shards.of(hash);
+                drop(map);
+                evicted = self.store.evict_elsewhere(shard, now);
+                map = self.store.shards.lock(shard);
+                now = map.stamp(now);
+                let text = long.unwrap_or(key);
+                if let Some(i) = map.lru.find(hash, |e| e.is(long.is_some(), text)) {
+                    // Made meanwhile by another call: give the place back and use its breaker.
+                    self.store.live.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(e) = map.lru.get_mut(i) {
+                        e.last = now;
+                        let b = e.breaker.clone();
+                        map.lru.move_to_back(i, list_of(&b));
+                        drop(map);
+                        drop(evicted);
+                        return b;
+                    }
+                }
+            }
+        }
         let b = Arc::new(Breaker::keyed(&self.shared, key, long, now));
         map.lru.insert(
             hash,
