@@ -1,11 +1,20 @@
-//! Per-key breakers (one per tenant): memory per live key and lookup time at 1k, 100k and 1M keys,
-//! against a `HashMap<String, _>` get of the same key.
-//! `cargo bench -p resilience-benches --bench per_key`.
+//! Per-key breakers (one per tenant): memory per live key, lookup time against a `HashMap<String,
+//! _>` get of the same key, and the cost of a new key on a full map (which evicts one), at 1k to
+//! 1M keys. `cargo bench -p resilience-benches --bench per_key` (`RESILIENCE_BENCH_QUICK=1` for
+//! 1k and 10k keys only).
 //!
 //! The two lookups are timed in alternating rounds (ours then the map's, the map's then ours,
 //! ...) and the median of the per-round ratios is reported: whichever side runs second finds
 //! the keys' strings already in cache, and a slow spell of this shared machine slows both sides
 //! of a round alike.
+//!
+//! Lookups from two threads at once (this machine has two cores) are timed too: each thread's
+//! time per lookup, the median of 4 rounds of `calls` lookups each.
+//!
+//! An insertion at the bound is timed one by one (two clock readings around each, about 40 ns,
+//! included), over as many new keys as the map holds (at most 200,000), on a map whose keys are
+//! all closed, and on one whose keys are all open (each new key is opened after it is timed, so
+//! that every insertion evicts an open key).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -15,7 +24,8 @@ use std::time::Instant;
 
 use resilience_benches::{alternate, quartiles, quick};
 use resilience_runtime::Registry;
-use resilience_runtime::registry::RegistryConfig;
+use resilience_runtime::breaker::Outcome;
+use resilience_runtime::registry::{KeyedBreakers, RegistryConfig};
 
 struct Counting;
 
@@ -51,26 +61,75 @@ fn key(i: usize) -> String {
     format!("tenant-{i:08}")
 }
 
+/// A fresh base `t` of at most `max_keys` keys, whose breakers open at their first failure.
+fn base(max_keys: usize) -> (Registry, std::sync::Arc<KeyedBreakers>) {
+    let registry = Registry::new();
+    let cfg = RegistryConfig::from_toml_str(&format!(
+        "[breakers.t]\nmax_keys = {max_keys}\nfailure_threshold = 1"
+    ))
+    .expect("config");
+    registry.apply(&cfg);
+    let keyed = registry.keyed_breakers("t");
+    (registry, keyed)
+}
+
+/// The median and 99th percentile, in ns, of inserting `n.min(200_000)` new keys one by one into
+/// a full map of `n` keys, all closed or all open.
+fn insert_at_the_bound(n: usize, open: bool) -> (f64, f64) {
+    let (_registry, keyed) = base(n);
+    let open_it = |b: &resilience_runtime::breaker::Breaker| {
+        if let Ok(p) = b.try_acquire() {
+            p.record(Outcome::Failure);
+        }
+    };
+    for i in 0..n {
+        let b = keyed.get(&key(i));
+        if open {
+            open_it(&b);
+        }
+    }
+    let m = n.min(200_000);
+    let new: Vec<String> = (n..n + m).map(key).collect();
+    let mut times = Vec::with_capacity(m);
+    for k in &new {
+        let t = Instant::now();
+        let b = black_box(keyed.get(k));
+        times.push(t.elapsed().as_nanos() as f64);
+        if open {
+            open_it(&b);
+        }
+    }
+    assert_eq!(keyed.len(), n);
+    assert_eq!(keyed.key_evictions(), m as u64);
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        times
+            .get(((m as f64 * q) as usize).min(m - 1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (at(0.5), at(0.99))
+}
+
 fn main() {
     let sizes: &[usize] = if quick() {
         &[1_000, 10_000]
     } else {
-        &[1_000, 100_000, 1_000_000]
+        &[1_000, 10_000, 100_000, 1_000_000]
     };
-    println!("| live keys | bytes per key | lookup (ours) | lookup (HashMap<String, _>) | ratio |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| live keys | bytes per key | lookup (ours) | lookup (HashMap<String, _>) | ratio | ours, 2 threads at once |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     for &n in sizes {
-        let registry = Registry::new();
-        let cfg = RegistryConfig::from_toml_str(&format!("[breakers.t]\nmax_keys = {}", n + 1))
-            .expect("config");
-        registry.apply(&cfg);
-        let keyed = registry.keyed_breakers("t");
+        let (_registry, keyed) = base(n + 1);
         let keys: Vec<String> = (0..n).map(key).collect();
         let before = LIVE_BYTES.load(Ordering::Relaxed);
         for k in &keys {
             black_box(keyed.get(k));
         }
         let per_key = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / n as f64;
+        assert_eq!((keyed.len(), keyed.key_evictions()), (n, 0));
 
         let map: HashMap<String, u64> = keys.iter().map(|k| (k.clone(), 1)).collect();
         let (rounds, calls) = if quick() {
@@ -100,6 +159,41 @@ fn main() {
         };
         let (ours, theirs) = (median(&|&(o, _)| o), median(&|&(_, m)| m));
         let ratio = median(&|&(o, m)| o / m);
-        println!("| {n} | {per_key:.0} | {ours:.1} ns | {theirs:.1} ns | {ratio:.2}x |");
+        let mut two: Vec<f64> = (0..4)
+            .flat_map(|_| {
+                std::thread::scope(|s| {
+                    let threads: Vec<_> = (0..2)
+                        .map(|t| {
+                            let (keyed, keys, order) = (&keyed, &keys, &order);
+                            s.spawn(move || {
+                                let start = Instant::now();
+                                for &i in order {
+                                    black_box(keyed.get(&keys[(i + t * 17) % n]));
+                                }
+                                start.elapsed().as_nanos() as f64 / calls as f64
+                            })
+                        })
+                        .collect();
+                    threads
+                        .into_iter()
+                        .map(|t| t.join().unwrap_or(f64::NAN))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let two = quartiles(&mut two).1;
+        println!(
+            "| {n} | {per_key:.0} | {ours:.1} ns | {theirs:.1} ns | {ratio:.2}x | {two:.1} ns |"
+        );
+    }
+    println!();
+    println!(
+        "| max_keys (full) | new key, all closed: median / p99 | new key, all open: median / p99 |"
+    );
+    println!("|---:|---:|---:|");
+    for &n in sizes {
+        let (c50, c99) = insert_at_the_bound(n, false);
+        let (o50, o99) = insert_at_the_bound(n, true);
+        println!("| {n} | {c50:.0} / {c99:.0} ns | {o50:.0} / {o99:.0} ns |");
     }
 }

@@ -39,8 +39,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use resilience_policy::{self as policy, defaults};
@@ -252,6 +252,16 @@ pub(crate) struct Shared {
     /// The name's shared side ([`crate::store`]), if a backend serves it: asked on slow paths
     /// only.
     store: StoreCell<dyn BreakerStore>,
+    /// The per-key map of a per-key base, told when one of its breakers opens or stops being
+    /// open, so that it files the key with the open ones or the others (see
+    /// [`KeyedBreakers`](crate::registry::KeyedBreakers)). Weak: the map owns the breakers.
+    keyed: OnceLock<Weak<dyn Refile>>,
+}
+
+/// What a per-key map does when one of its breakers enters or leaves the open state.
+pub(crate) trait Refile: Send + Sync {
+    /// Files `breaker` by its state now, if it is still in the map.
+    fn refile(&self, breaker: &Breaker);
 }
 
 /// The machine's limits for `config`.
@@ -285,7 +295,13 @@ impl Shared {
             limits: Limits::new(threshold, cooldown, probes, successes),
             sensitive: AtomicBool::new(false),
             store: StoreCell::new(),
+            keyed: OnceLock::new(),
         })
+    }
+
+    /// Tells `map` of every opening and closing of this base's per-key breakers from now on.
+    pub(crate) fn set_keyed(&self, map: Weak<dyn Refile>) {
+        let _ = self.keyed.set(map);
     }
 
     /// Whether the keys of this base are shown redacted.
@@ -335,12 +351,13 @@ impl HasLimits for Arc<Shared> {
     }
 }
 
-/// The bits of `Breaker::meta` that count openings; bit 47 is [`REDACTED`]; the high 16 hold
-/// the recency stamp.
+/// The bits of `Breaker::meta` that count openings; bit 47 is [`REDACTED`], bit 48 [`HASHED`].
 const OPENED_MASK: u64 = (1 << 47) - 1;
 /// The key text ends with the key's redacted form (set once, when the breaker is made).
 const REDACTED: u64 = 1 << 47;
-const STAMP_SHIFT: u32 = 48;
+/// The key text is the stored form of a key too long to keep (see
+/// [`KeyedBreakers`](crate::registry::KeyedBreakers)), not a key itself.
+const HASHED: u64 = 1 << 48;
 
 /// A circuit breaker. Share it by reference or `Arc`; every method takes `&self`.
 ///
@@ -350,14 +367,13 @@ const STAMP_SHIFT: u32 = 48;
 /// the key's redacted form instead (see [`Breaker::key`]).
 pub struct Breaker {
     machine: Machine<Arc<Shared>>,
-    /// The key of a per-key breaker, followed, when `meta` has [`REDACTED`], by its redacted form
-    /// ([`crate::redact::REDACTED_KEY_LEN`] bytes): one allocation, and the 72 bytes of a per-key
-    /// breaker kept. The key itself finds the breaker in its map and draws on its rate limit; it
-    /// is never shown.
+    /// The key of a per-key breaker (its stored form when [`HASHED`]), followed, when `meta` has
+    /// [`REDACTED`], by its redacted form ([`crate::redact::REDACTED_KEY_LEN`] bytes): one
+    /// allocation, and the 72 bytes of a per-key breaker kept. The key finds the breaker in its
+    /// map and draws on its rate limit.
     key: Option<Box<str>>,
     entered_at: AtomicU64,
-    /// Times opened (low 47 bits), [`REDACTED`] (bit 47) and, for a per-key breaker, the recency
-    /// epoch in which it was last looked up (high 16 bits; see `KeyedBreakers`).
+    /// Times opened (low 47 bits), [`REDACTED`] (bit 47) and [`HASHED`] (bit 48).
     meta: AtomicU64,
 }
 
@@ -381,17 +397,27 @@ impl Breaker {
         )
     }
 
-    /// A closed per-key breaker of `shared`'s name, stamped with recency epoch `stamp`. When the
-    /// base's keys are sensitive, the key's redacted form is computed here, once.
-    pub(crate) fn keyed(shared: &Arc<Shared>, key: &str, stamp: u16, now: u64) -> Breaker {
-        let stamp = u64::from(stamp) << STAMP_SHIFT;
-        if !shared.sensitive() {
-            return Breaker::with_shared(shared.clone(), Some(key.into()), stamp, now);
+    /// A closed per-key breaker of `shared`'s name for `key`. `stored` is the stored form of a key
+    /// too long to keep, which the breaker keeps instead (with the redacted form of `key`, so that
+    /// a later mark as sensitive can still show it). When the base's keys are sensitive, the
+    /// key's redacted form is computed here, once.
+    pub(crate) fn keyed(
+        shared: &Arc<Shared>,
+        key: &str,
+        stored: Option<&str>,
+        now: u64,
+    ) -> Breaker {
+        let (text, hashed) = match stored {
+            Some(s) => (s, HASHED),
+            None => (key, 0),
+        };
+        if hashed == 0 && !shared.sensitive() {
+            return Breaker::with_shared(shared.clone(), Some(key.into()), 0, now);
         }
-        let mut text = String::with_capacity(key.len() + crate::redact::REDACTED_KEY_LEN);
-        text.push_str(key);
-        crate::redact::push_redacted_key(&mut text, &shared.name, key);
-        Breaker::with_shared(shared.clone(), Some(text.into()), stamp | REDACTED, now)
+        let mut buf = String::with_capacity(text.len() + crate::redact::REDACTED_KEY_LEN);
+        buf.push_str(text);
+        crate::redact::push_redacted_key(&mut buf, &shared.name, key);
+        Breaker::with_shared(shared.clone(), Some(buf.into()), hashed | REDACTED, now)
     }
 
     fn with_shared(shared: Arc<Shared>, key: Option<Box<str>>, meta: u64, now: u64) -> Breaker {
@@ -419,11 +445,22 @@ impl Breaker {
         })
     }
 
-    /// The key itself, to find the breaker in its map and to draw on its rate limit: never to
-    /// show.
+    /// The key as kept (a long key's stored form), to find the breaker in its map and to draw on
+    /// its rate limit: never to show.
     #[inline]
     pub(crate) fn raw_key(&self) -> Option<&str> {
         self.key_parts().map(|(key, _)| key)
+    }
+
+    /// Bytes of key text held: the key (or its stored form) and its redacted form, if kept.
+    pub(crate) fn key_text_len(&self) -> usize {
+        self.key.as_deref().map_or(0, str::len)
+    }
+
+    /// Whether [`Breaker::raw_key`] is the stored form of a long key rather than the key.
+    #[inline]
+    pub(crate) fn key_is_hashed(&self) -> bool {
+        self.meta.load(Ordering::Relaxed) & HASHED != 0
     }
 
     fn shared(&self) -> &Shared {
@@ -453,6 +490,11 @@ impl Breaker {
     /// once, when the key's breaker is made; only a key made before its base was marked computes
     /// it each time it is shown (hence the `Cow`).
     ///
+    /// A key longer than [`KeyedBreakers::MAX_KEY_LEN`](crate::registry::KeyedBreakers::MAX_KEY_LEN)
+    /// bytes is shown by its stored form: its first 64 bytes (fewer, to end on a character),
+    /// `…sha256:` and the 64 hex digits of the SHA-256 of the whole key. Its redacted form, when
+    /// sensitive, is that of the whole key, as for any key.
+    ///
     /// ```
     /// use resilience_runtime::Registry;
     /// use resilience_runtime::registry::RegistryConfig;
@@ -466,12 +508,12 @@ impl Breaker {
     /// ```
     pub fn key(&self) -> Option<Cow<'_, str>> {
         let (key, shown) = self.key_parts()?;
+        if !self.shared().sensitive() {
+            return Some(Cow::Borrowed(key));
+        }
         Some(match shown {
             Some(shown) => Cow::Borrowed(shown),
-            None if self.shared().sensitive() => {
-                Cow::Owned(crate::redact::redacted_key(&self.shared().name, key))
-            }
-            None => Cow::Borrowed(key),
+            None => Cow::Owned(crate::redact::redacted_key(&self.shared().name, key)),
         })
     }
 
@@ -564,40 +606,6 @@ impl Breaker {
         Duration::from_nanos(
             clock::now_nanos().saturating_sub(self.entered_at.load(Ordering::Relaxed)),
         )
-    }
-
-    /// The recency epoch in which the breaker was last looked up.
-    fn stamp(&self) -> u16 {
-        (self.meta.load(Ordering::Relaxed) >> STAMP_SHIFT) as u16
-    }
-
-    /// Epochs since the breaker was last looked up, `epoch` being the current one.
-    pub(crate) fn age(&self, epoch: u16) -> u16 {
-        epoch.wrapping_sub(self.stamp())
-    }
-
-    /// Marks the breaker as looked up in `epoch`: one relaxed load when it already is. Returns
-    /// whether it was not (the first look-up of this key in this epoch).
-    #[inline]
-    pub(crate) fn touch(&self, epoch: u16) -> bool {
-        // Stamps only move forward: a look-up that read the epoch just before it advanced must
-        // not set back the stamp a later one wrote.
-        if (epoch.wrapping_sub(self.stamp()) as i16) <= 0 {
-            return false;
-        }
-        self.restamp(epoch);
-        true
-    }
-
-    #[cold]
-    fn restamp(&self, epoch: u16) {
-        let _ = self
-            .meta
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
-                let stamp = (m >> STAMP_SHIFT) as u16;
-                ((epoch.wrapping_sub(stamp) as i16) > 0)
-                    .then_some((m & ((1 << STAMP_SHIFT) - 1)) | (u64::from(epoch) << STAMP_SHIFT))
-            });
     }
 
     /// Asks to call through. A closed breaker admits with one atomic load; an open one whose
@@ -695,10 +703,13 @@ impl Breaker {
 
     fn transition_seen(&self, tr: Transition, by_store: bool) {
         if tr.to == OPEN {
-            // The count cannot reach the flag's bit: 2^47 openings.
+            // The count cannot reach the flags' bits: 2^47 openings.
             self.meta.fetch_add(1, Ordering::Relaxed);
         }
         self.entered(tr.at);
+        if (tr.from == OPEN) != (tr.to == OPEN) {
+            self.refile();
+        }
         let (from, to) = (state_of(tr.from), state_of(tr.to));
         self.log_transition(from, to, tr);
         if let Some(store) = self.shared().store.get() {
@@ -708,10 +719,21 @@ impl Breaker {
         }
     }
 
+    /// Tells a per-key breaker's map that it opened or stopped being open.
+    fn refile(&self) {
+        if self.key.is_none() {
+            return;
+        }
+        if let Some(map) = self.shared().keyed.get().and_then(Weak::upgrade) {
+            map.refile(self);
+        }
+    }
+
     /// Forces the breaker closed (an operator's reset).
     pub fn reset(&self) {
         self.machine.reset();
         self.entered(clock::now_nanos());
+        self.refile();
     }
 
     fn entered(&self, now: u64) {

@@ -106,6 +106,7 @@ pub mod context;
 pub mod engine;
 pub mod events;
 pub mod limit;
+mod lru;
 pub mod metrics;
 pub mod refresh;
 pub mod registry;

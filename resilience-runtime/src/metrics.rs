@@ -14,6 +14,7 @@
 //! | `retry_total` | connector, operation | [`SiteMetrics::retries`] |
 //! | `retry_success_total` | connector, operation | [`SiteMetrics::retry_successes`] |
 //! | `rate_limit_total` | connector, result | [`SiteMetrics::rate_limit_allowed`], [`SiteMetrics::rate_limit_blocked`] |
+//! | `breaker_key_evictions_total` | breaker | [`KeyedBreakerMetrics::key_evictions`] |
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -349,11 +350,25 @@ pub struct SiteSnapshot {
     pub metrics: SiteMetrics,
 }
 
-/// Every site of a registry.
+/// One per-key breaker base (`breaker_key`) in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyedBreakerMetrics {
+    /// The base's name: the `breaker` label.
+    pub breaker: String,
+    /// Live keys, at most the base's `max_keys`.
+    pub keys: u64,
+    /// Keys evicted to keep the bound (see
+    /// [`KeyedBreakers`](crate::registry::KeyedBreakers)): `breaker_key_evictions_total`.
+    pub key_evictions: u64,
+}
+
+/// Every site of a registry, and its per-key breaker bases.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct MetricsSnapshot {
     /// One entry per site that has been called.
     pub sites: Vec<SiteSnapshot>,
+    /// One entry per per-key breaker base, sorted by name.
+    pub keyed_breakers: Vec<KeyedBreakerMetrics>,
 }
 
 impl MetricsSnapshot {

@@ -14,6 +14,7 @@
 //! | `retry_total` | counter | `connector`, `operation` |
 //! | `retry_success_total` | counter | `connector`, `operation` |
 //! | `rate_limit_total` | counter | `connector`, `result` (`allowed`, `blocked`) |
+//! | `breaker_key_evictions_total` | counter | `breaker` (a per-key base: keys evicted to keep its `max_keys`) |
 //!
 //! ```
 //! use resilience_runtime::{prometheus::Collector, Registry};
@@ -238,6 +239,18 @@ impl prometheus_client::collector::Collector for Collector {
             "Client-side rate limiter decisions.",
             None,
             counters(rate),
+        )?;
+        let evictions = snapshot
+            .keyed_breakers
+            .iter()
+            .map(|k| (vec![("breaker", k.breaker.clone())], k.key_evictions))
+            .collect();
+        family(
+            &mut encoder,
+            "breaker_key_evictions",
+            "Keys of a per-key breaker evicted to keep its max_keys; an evicted key starts closed.",
+            None,
+            counters(evictions),
         )?;
         Ok(())
     }

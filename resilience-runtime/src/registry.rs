@@ -43,6 +43,8 @@ mod sites; // what each site uses, resolved on its first call; `Registry::metric
 pub use self::config::RegistryConfig;
 pub use self::health::{BreakerHealth, HealthReport, KeyedHealth};
 pub use self::keyed::KeyedBreakers;
+#[cfg(feature = "governor")]
+pub(crate) use self::keyed::long_form as long_key_form;
 pub use self::scope::Scoped;
 pub(crate) use self::scope::scoped_registry;
 pub(crate) use self::sites::SiteState;

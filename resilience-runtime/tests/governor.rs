@@ -74,10 +74,13 @@ async fn keyed_limits_are_per_tenant_and_bounded() {
     limits.try_acquire_key(&key("fabrikam")).unwrap(); // another tenant has its own quota
     assert_eq!(limits.len(), 2);
 
-    // Once both are idle (fully replenished), a new tenant evicts them.
-    tokio::time::advance(Duration::from_secs(2)).await;
+    // Full: a new tenant evicts the least recently used one, which starts again with a full
+    // quota when it comes back.
     limits.try_acquire_key(&key("northwind")).unwrap();
-    assert_eq!(limits.len(), 1);
+    assert_eq!((limits.len(), limits.key_evictions()), (2, 1));
+    limits.try_acquire_key(&key("contoso")).unwrap();
+    assert_eq!((limits.len(), limits.key_evictions()), (2, 2));
+    tokio::time::advance(Duration::from_secs(2)).await;
 
     // One tenant's limit as a `RateLimit`, installable under a name.
     let contoso = limits.for_key("contoso");

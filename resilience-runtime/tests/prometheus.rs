@@ -269,6 +269,12 @@ async fn per_key_breakers_are_exported_only_on_request() {
         )),
         0.0
     );
+    // Without: `graph`'s state, and the base's evictions (one series per base, not per key).
     let without = parse(&prometheus::encode(&registry).unwrap());
-    assert_eq!(without.samples.len(), 1, "only `graph`");
+    let names: Vec<&str> = without.samples.iter().map(|s| s.metric.as_str()).collect();
+    assert_eq!(
+        names,
+        ["circuit_breaker_state", "breaker_key_evictions_total"],
+        "only `graph` and the base"
+    );
 }

@@ -170,7 +170,16 @@ impl Registry {
                     }
                 })
                 .collect(),
+            keyed_breakers: self.keyed_metrics(),
         }
+    }
+
+    /// The counters of every per-key base, by name.
+    fn keyed_metrics(&self) -> Vec<crate::metrics::KeyedBreakerMetrics> {
+        let mut out = Vec::new();
+        self.inner.keyed.for_each(|name, k| out.push(k.metrics(name)));
+        out.sort_by(|a, b| a.breaker.cmp(&b.breaker));
+        out
     }
 }
 
