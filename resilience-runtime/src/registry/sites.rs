@@ -177,7 +177,9 @@ impl Registry {
     /// The counters of every per-key base, by name.
     fn keyed_metrics(&self) -> Vec<crate::metrics::KeyedBreakerMetrics> {
         let mut out = Vec::new();
-        self.inner.keyed.for_each(|name, k| out.push(k.metrics(name)));
+        self.inner
+            .keyed
+            .for_each(|name, k| out.push(k.metrics(name)));
         out.sort_by(|a, b| a.breaker.cmp(&b.breaker));
         out
     }
