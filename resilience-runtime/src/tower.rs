@@ -10,8 +10,22 @@
 //!
 //! A [`Classifier`] says which outcomes are failures: [`ErrorsOnly`] (errors classified by
 //! [`Classify`], every response a success) or, with the `http` feature, [`HttpStatus`] (4xx and 5xx
-//! responses by the status table, with their `Retry-After`; transport errors transient). When the
-//! last attempt got a failing response, the caller gets that response back, as without the layer.
+//! responses by the status table, with their `Retry-After`; transport errors transient) or an
+//! [`http::Classifier`](crate::http::Classifier) (4xx and 5xx responses by its rules, such as
+//! GitHub's rate-limited 403s; transport errors transient). When the last attempt got a failing
+//! response, the caller gets that response back, as without the layer.
+//!
+//! ```
+//! # #[cfg(feature = "http")] {
+//! use resilience_runtime::engine::Policy;
+//! use resilience_runtime::http;
+//! use resilience_runtime::tower::ResilienceLayer;
+//!
+//! let layer = ResilienceLayer::new(Policy::new("github_http", module_path!()).with_retries(3).idempotent())
+//!     .with_classifier(http::Classifier::github());
+//! # let _ = layer;
+//! # }
+//! ```
 //!
 //! Retrying re-sends the request, so the request type must be `Clone` (for `http::Request<B>`,
 //! a `Clone` body such as `Full<Bytes>` or `String`).
@@ -112,6 +126,23 @@ pub struct HttpStatus;
 impl<B, E> Classifier<::http::Response<B>, E> for HttpStatus {
     fn classify_response(&self, response: &::http::Response<B>) -> Option<Failure> {
         let e = crate::http::StatusError::from_response(response)?;
+        Some(
+            Failure::new(e.class())
+                .with_retry_after(e.retry_after())
+                .with_code(e.code()),
+        )
+    }
+    fn classify_error(&self, _: &E) -> Failure {
+        Failure::new(ErrorClass::Transient).with_code(Some("transport"))
+    }
+}
+
+/// HTTP responses: 4xx and 5xx are failures, with the classifier's verdict (class and wait hint);
+/// errors of the inner service (connect, I/O) are transient.
+#[cfg(feature = "http")]
+impl<B, E> Classifier<::http::Response<B>, E> for crate::http::Classifier {
+    fn classify_response(&self, response: &::http::Response<B>) -> Option<Failure> {
+        let e = self.error(response.status(), response.headers())?;
         Some(
             Failure::new(e.class())
                 .with_retry_after(e.retry_after())
