@@ -104,17 +104,23 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// What a [`Classifier`] says about a failed response: its class and the wait the server asked
 /// for, with the status it was made from.
 ///
-/// It classifies as it says ([`Classify`]):
+/// It classifies as it says ([`Classify`]), and a `#[derive(ConnectorError)]` variant takes both
+/// its class and its hint from a field of this type marked `#[connector(verdict)]`:
 ///
 /// ```
 /// use std::time::Duration;
 /// use http::{HeaderMap, HeaderValue, StatusCode};
 /// use resilience_runtime::http::{Classifier, Verdict};
-/// use resilience_runtime::{Classify, ErrorClass};
+/// use resilience_runtime::{Classify, ConnectorError, ErrorClass};
+///
+/// #[derive(Debug, ConnectorError)]
+/// enum GitHubError {
+///     Http(#[connector(verdict)] Verdict),
+/// }
 ///
 /// let mut headers = HeaderMap::new();
 /// headers.insert("retry-after", HeaderValue::from_static("30"));
-/// let e = Classifier::github().classify(StatusCode::FORBIDDEN, &headers);
+/// let e = GitHubError::Http(Classifier::github().classify(StatusCode::FORBIDDEN, &headers));
 /// assert_eq!(e.class(), ErrorClass::Throttled);
 /// assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
 /// assert_eq!(e.code(), Some("403"));
