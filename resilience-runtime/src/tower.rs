@@ -55,6 +55,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::breaker::Outcome;
 use crate::engine::{Hooks, Policy, Site, Slot, Step};
 use crate::{Classify, ErrorClass, Registry, Rejected};
 
@@ -68,6 +69,8 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
     /// A short code (`"503"`).
     pub code: Option<String>,
+    /// How the breaker counts it, when not as its class says ([`Classify::breaker_outcome`]).
+    pub breaker_outcome: Option<Outcome>,
 }
 
 impl Failure {
@@ -77,6 +80,7 @@ impl Failure {
             class,
             retry_after: None,
             code: None,
+            breaker_outcome: None,
         }
     }
 
@@ -89,6 +93,12 @@ impl Failure {
     /// Sets the code.
     pub fn with_code(mut self, code: Option<&str>) -> Failure {
         self.code = code.map(str::to_owned);
+        self
+    }
+
+    /// Sets how the breaker counts it (`None`: as its class says).
+    pub fn with_breaker_outcome(mut self, outcome: Option<Outcome>) -> Failure {
+        self.breaker_outcome = outcome;
         self
     }
 }
@@ -113,6 +123,7 @@ impl<Res, E: Classify> Classifier<Res, E> for ErrorsOnly {
         Failure::new(e.class())
             .with_retry_after(e.retry_after())
             .with_code(e.code())
+            .with_breaker_outcome(e.breaker_outcome())
     }
 }
 
@@ -201,6 +212,12 @@ impl<E: Classify> Classify for Error<E> {
             Error::Rejected(r) => r.code(),
         }
     }
+    fn breaker_outcome(&self) -> Option<Outcome> {
+        match self {
+            Error::Service(e) => e.breaker_outcome(),
+            Error::Rejected(r) => r.breaker_outcome(),
+        }
+    }
 }
 
 /// One attempt's failure, inside the engine.
@@ -227,6 +244,12 @@ impl<Res, E> Classify for Attempt<Res, E> {
         match self {
             Attempt::Response(_, f) | Attempt::Service(_, f) => f.code.as_deref(),
             Attempt::Rejected(r) => r.code(),
+        }
+    }
+    fn breaker_outcome(&self) -> Option<Outcome> {
+        match self {
+            Attempt::Response(_, f) | Attempt::Service(_, f) => f.breaker_outcome,
+            Attempt::Rejected(r) => r.breaker_outcome(),
         }
     }
 }

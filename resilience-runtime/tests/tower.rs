@@ -352,3 +352,35 @@ async fn the_layer_takes_an_http_classifier_that_reads_github_rate_limits() {
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[derive(Debug, resilience_runtime::ConnectorError)]
+enum LockError {
+    #[connector(transient, breaker = "ignored")]
+    Locked,
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_inner_error_says_how_the_breaker_counts_it_through_the_layer() {
+    let registry = Registry::new();
+    registry
+        .configure_breaker("locks-http", BreakerConfig::new().with_failure_threshold(1))
+        .unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let inner = tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+        h.fetch_add(1, Ordering::SeqCst);
+        async { Err::<http::Response<String>, _>(LockError::Locked) }
+    });
+    let layer =
+        ResilienceLayer::new(Policy::new("locked_http", "store::http").with_breaker("locks-http"))
+            .with_registry(registry.clone());
+    let mut svc = ServiceBuilder::new().layer(layer).service(inner);
+    for _ in 0..3 {
+        let r = svc.ready().await.unwrap().call(request("/")).await;
+        assert!(matches!(r, Err(Error::Service(LockError::Locked))), "{r:?}");
+    }
+    // Transient, but `breaker = "ignored"`: three calls through a breaker that opens on one
+    // failure, all sent.
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(registry.breaker("locks-http").state(), BreakerState::Closed);
+}
