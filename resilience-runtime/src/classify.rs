@@ -5,10 +5,14 @@
 //!
 //! | class | retried | counts for the breaker | typical source |
 //! |---|---|---|---|
-//! | [`ErrorClass::Transient`] | yes, with backoff | yes (a failure) | 429, 500, 502, 503, 504, timeouts, resets |
+//! | [`ErrorClass::Transient`] | yes, with backoff | yes (a failure) | 408, 500, 502, 503, 504, timeouts, resets |
+//! | [`ErrorClass::Throttled`] | yes, after the server's hint (else the backoff); pauses the site's rate limiter | no | 429, GitHub's rate-limited 403 |
 //! | [`ErrorClass::Permanent`] | no | no | 400, 404, 409, 422, decode errors |
 //! | [`ErrorClass::PolicyViolation`] | no, escalated | no | 403, RBAC or scope violations |
 //! | [`ErrorClass::Auth`] | once, after a credential refresh | no | 401 |
+//!
+//! How the breaker counts an error can be set apart from its class, per error, with
+//! [`Classify::breaker_outcome`] (`#[connector(breaker = "...")]` on a derived variant).
 //!
 //! Errors that must never be retried because the target's state forbids the operation carry a
 //! [`TerminalReason`] (user not provisionable, license exhausted, ...), each with the gRPC code a
@@ -20,6 +24,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::breaker::Outcome;
+
 /// What a failure means for the next attempt.
 ///
 /// # Example
@@ -28,8 +34,10 @@ use std::time::Duration;
 /// use resilience_runtime::ErrorClass;
 ///
 /// assert_eq!(ErrorClass::from_http_status(503), ErrorClass::Transient);
+/// assert_eq!(ErrorClass::from_http_status(429), ErrorClass::Throttled);
 /// assert_eq!(ErrorClass::from_http_status(403), ErrorClass::PolicyViolation);
-/// assert!(ErrorClass::Transient.is_retryable());
+/// assert!(ErrorClass::Throttled.is_retryable());
+/// assert!(!ErrorClass::Throttled.counts_for_breaker());
 /// assert_eq!(ErrorClass::PolicyViolation.as_str(), "policy_violation");
 /// ```
 #[derive(
@@ -40,6 +48,12 @@ use std::time::Duration;
 pub enum ErrorClass {
     /// Temporary: retry with backoff. Counts as a failure for the circuit breaker.
     Transient,
+    /// The server asked the client to slow down (429): retried after the server's hint
+    /// ([`Classify::retry_after`], `Retry-After`), or the backoff without one. Never a failure for
+    /// the circuit breaker (the dependency is healthy, merely throttling), and when the site has a
+    /// `rate_limit` the hint pauses that whole named limiter, so that every call through it waits
+    /// until the hint has passed (see [`RateLimit::pause`](crate::limit::RateLimit::pause)).
+    Throttled,
     /// Will not succeed on retry: fail at once and log.
     Permanent,
     /// A policy forbids the operation: never retried, blocked and escalated.
@@ -50,8 +64,9 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [ErrorClass; 4] = [
+    pub const ALL: [ErrorClass; 5] = [
         ErrorClass::Transient,
+        ErrorClass::Throttled,
         ErrorClass::Permanent,
         ErrorClass::PolicyViolation,
         ErrorClass::Auth,
@@ -61,7 +76,8 @@ impl ErrorClass {
     ///
     /// | status | class |
     /// |---|---|
-    /// | 408, 429, 500, 502, 503, 504 | `Transient` |
+    /// | 408, 500, 502, 503, 504 | `Transient` |
+    /// | 429 | `Throttled` (retried after the hint, as the seeds require; no breaker failure) |
     /// | 401 | `Auth` |
     /// | 403 | `PolicyViolation` |
     /// | 400, 404, 409, 422 and every other status | `Permanent` |
@@ -72,9 +88,10 @@ impl ErrorClass {
     /// ```
     /// use resilience_runtime::ErrorClass;
     ///
-    /// for s in [429, 500, 502, 503, 504] {
+    /// for s in [408, 500, 502, 503, 504] {
     ///     assert_eq!(ErrorClass::from_http_status(s), ErrorClass::Transient);
     /// }
+    /// assert_eq!(ErrorClass::from_http_status(429), ErrorClass::Throttled);
     /// for s in [400, 404, 409, 422] {
     ///     assert_eq!(ErrorClass::from_http_status(s), ErrorClass::Permanent);
     /// }
@@ -82,7 +99,8 @@ impl ErrorClass {
     /// ```
     pub const fn from_http_status(status: u16) -> ErrorClass {
         match status {
-            408 | 429 | 500 | 502 | 503 | 504 => ErrorClass::Transient,
+            408 | 500 | 502 | 503 | 504 => ErrorClass::Transient,
+            429 => ErrorClass::Throttled,
             401 => ErrorClass::Auth,
             403 => ErrorClass::PolicyViolation,
             _ => ErrorClass::Permanent,
@@ -93,21 +111,44 @@ impl ErrorClass {
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Transient => "transient",
+            ErrorClass::Throttled => "throttled",
             ErrorClass::Permanent => "permanent",
             ErrorClass::PolicyViolation => "policy_violation",
             ErrorClass::Auth => "auth",
         }
     }
 
-    /// Whether the engine retries an error of this class with backoff.
+    /// Whether the engine retries an error of this class: transient errors with backoff,
+    /// throttled ones after the server's hint (or the backoff without one).
     pub const fn is_retryable(self) -> bool {
-        matches!(self, ErrorClass::Transient)
+        matches!(self, ErrorClass::Transient | ErrorClass::Throttled)
     }
 
     /// Whether an error of this class counts as a failure for a circuit breaker. Only transient
-    /// failures do: a 4xx says nothing about the dependency's health.
+    /// failures do: a 4xx says nothing about the dependency's health, and a throttled answer says
+    /// it is healthy but busy (a burst of 429s must not open the breaker). An error can say
+    /// otherwise for itself with [`Classify::breaker_outcome`].
     pub const fn counts_for_breaker(self) -> bool {
         matches!(self, ErrorClass::Transient)
+    }
+
+    /// What the circuit breaker records for an error of this class, unless the error says
+    /// otherwise ([`Classify::breaker_outcome`]): a failure for a transient error, nothing for
+    /// any other.
+    ///
+    /// ```
+    /// use resilience_runtime::breaker::Outcome;
+    /// use resilience_runtime::ErrorClass;
+    ///
+    /// assert_eq!(ErrorClass::Transient.breaker_outcome(), Outcome::Failure);
+    /// assert_eq!(ErrorClass::Throttled.breaker_outcome(), Outcome::Ignored);
+    /// ```
+    pub const fn breaker_outcome(self) -> Outcome {
+        if self.counts_for_breaker() {
+            Outcome::Failure
+        } else {
+            Outcome::Ignored
+        }
     }
 
     pub(crate) const fn index(self) -> usize {
@@ -145,7 +186,7 @@ impl fmt::Display for ErrorClass {
 /// }
 ///
 /// let e: &dyn Classify = &HttpError { status: 429, retry_after: Some(Duration::from_secs(2)) };
-/// assert_eq!(e.class(), ErrorClass::Transient);
+/// assert_eq!(e.class(), ErrorClass::Throttled);
 /// assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
 /// ```
 #[diagnostic::on_unimplemented(
@@ -172,6 +213,44 @@ pub trait Classify {
     fn terminal_reason(&self) -> Option<TerminalReason> {
         None
     }
+
+    /// How a circuit breaker counts this error, when it is not what its class says
+    /// ([`ErrorClass::breaker_outcome`]: a failure for a transient error, nothing for any other).
+    /// `None`, the default, keeps the class's outcome. A timed-out attempt is always a failure.
+    ///
+    /// This is apart from whether the error is retried: a transient error that says nothing
+    /// about the dependency's health (a lock held by another writer) can be retried and
+    /// [`Outcome::Ignored`]; a permanent one that does (a corrupt answer) can end the call and be
+    /// an [`Outcome::Failure`]. The derive sets it with `#[connector(breaker = "failure" |
+    /// "success" | "ignored")]` on a variant.
+    ///
+    /// ```
+    /// use resilience_runtime::breaker::Outcome;
+    /// use resilience_runtime::{Classify, ErrorClass};
+    ///
+    /// #[derive(Debug)]
+    /// enum DbError { Locked, Corrupt }
+    ///
+    /// impl Classify for DbError {
+    ///     fn class(&self) -> ErrorClass {
+    ///         match self {
+    ///             DbError::Locked => ErrorClass::Transient,
+    ///             DbError::Corrupt => ErrorClass::Permanent,
+    ///         }
+    ///     }
+    ///     fn breaker_outcome(&self) -> Option<Outcome> {
+    ///         Some(match self {
+    ///             DbError::Locked => Outcome::Ignored,
+    ///             DbError::Corrupt => Outcome::Failure,
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// assert_eq!(DbError::Locked.breaker_outcome(), Some(Outcome::Ignored));
+    /// ```
+    fn breaker_outcome(&self) -> Option<Outcome> {
+        None
+    }
 }
 
 impl<T: Classify + ?Sized> Classify for &T {
@@ -186,6 +265,9 @@ impl<T: Classify + ?Sized> Classify for &T {
     }
     fn terminal_reason(&self) -> Option<TerminalReason> {
         (**self).terminal_reason()
+    }
+    fn breaker_outcome(&self) -> Option<Outcome> {
+        (**self).breaker_outcome()
     }
 }
 
@@ -202,6 +284,9 @@ impl<T: Classify + ?Sized> Classify for Box<T> {
     fn terminal_reason(&self) -> Option<TerminalReason> {
         (**self).terminal_reason()
     }
+    fn breaker_outcome(&self) -> Option<Outcome> {
+        (**self).breaker_outcome()
+    }
 }
 
 impl<T: Classify + ?Sized> Classify for Arc<T> {
@@ -216,6 +301,9 @@ impl<T: Classify + ?Sized> Classify for Arc<T> {
     }
     fn terminal_reason(&self) -> Option<TerminalReason> {
         (**self).terminal_reason()
+    }
+    fn breaker_outcome(&self) -> Option<Outcome> {
+        (**self).breaker_outcome()
     }
 }
 
@@ -654,7 +742,7 @@ mod tests {
     fn status_table_matches_the_seeds() {
         use ErrorClass::*;
         let table = [
-            (429, Transient),
+            (429, Throttled),
             (500, Transient),
             (502, Transient),
             (503, Transient),

@@ -1251,15 +1251,39 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         if let Some(t) = self.ticket.take()
             && let Some(b) = self.breaker()
         {
-            let outcome = if class.counts_for_breaker() {
-                Outcome::Failure
-            } else {
-                Outcome::Ignored
+            // A timeout is the dependency's silence: a failure, whatever the error says.
+            let outcome = match timed_out {
+                Some(_) => Outcome::Failure,
+                None => e.breaker_outcome().unwrap_or(class.breaker_outcome()),
             };
             b.record(t, outcome);
         }
+        if class == ErrorClass::Throttled {
+            self.pause_limiter(e.retry_after());
+        }
         let deadline = timed_out == Some(TimeoutKind::Deadline);
         self.decide_failure_as(e, class, deadline, Duration::ZERO)
+    }
+
+    /// A throttled attempt's hint pauses the site's whole named limiter (the server throttles
+    /// the app or tenant, not the operation), capped at the longest hint the site honours: a
+    /// longer one ends this call, and must not stall its siblings for longer than that.
+    fn pause_limiter(&self, hint: Option<Duration>) {
+        let (Some(hint), Some((name, limiter))) = (hint, &self.state.limiter) else {
+            return;
+        };
+        let p = self.site().policy;
+        let for_ = hint.min(p.retry_after.max);
+        // The same key the gate draws permits for.
+        let key = self.keyed.as_ref().and_then(|b| b.raw_key());
+        limiter.with(|l| l.pause(key, for_));
+        tracing::debug!(
+            parent: self.span_id(),
+            operation = p.operation,
+            rate_limit = %name,
+            pause_ms = for_.as_millis() as u64,
+            "throttled: pausing the rate limiter for the server's hint"
+        );
     }
 
     /// What follows a failure that is not an attempt's (an open circuit the site retries): as

@@ -42,6 +42,10 @@
 //! The message is made from what the runtime knows (class, code, why it stopped), never from the
 //! error's `Display`, which may carry request data: build an event by hand with
 //! [`ConnectorErrorEvent::new`] to say more.
+//!
+//! `error_classification` takes the seed's categories: a [`Throttled`](ErrorClass::Throttled)
+//! error is `transient` there, as seed 000 files rate limiting (429) under transient errors; the
+//! message still says `throttled`.
 
 use std::fmt;
 use std::io::Write;
@@ -78,7 +82,8 @@ pub struct ErrorEventData {
     pub connector_type: String,
     /// The operation (the fn's name).
     pub operation: String,
-    /// `transient`, `permanent`, `policy_violation` or `auth`.
+    /// `transient`, `permanent`, `policy_violation` or `auth`: the seed's categories, where a
+    /// throttled error is `transient` (see [`seed_category`]).
     pub error_classification: ErrorClass,
     /// The error's code (`"429"`), if it has one.
     pub error_code: Option<String>,
@@ -91,7 +96,8 @@ pub struct ErrorEventData {
 }
 
 impl ConnectorErrorEvent {
-    /// An event stamped now, with actor `system:<connector_type>_connector`.
+    /// An event stamped now, with actor `system:<connector_type>_connector`. Its
+    /// `error_classification` is the seed's category of `class` ([`seed_category`]).
     pub fn new(
         connector_type: impl Into<String>,
         operation: impl Into<String>,
@@ -107,7 +113,7 @@ impl ConnectorErrorEvent {
             event_data: ErrorEventData {
                 connector_type,
                 operation: operation.into(),
-                error_classification: class,
+                error_classification: seed_category(class),
                 error_code: None,
                 error_message: message.into(),
                 retry_count: 0,
@@ -181,6 +187,23 @@ impl ConnectorErrorEvent {
     /// Never in practice: every field serialises.
     pub fn to_json(&self) -> serde_json::Result<String> {
         serde_json::to_string(self)
+    }
+}
+
+/// The category seed 000's events give an error of `class`: the class itself, except that a
+/// throttled error is `transient` (the seed files rate limiting, 429, under transient errors).
+///
+/// ```
+/// use resilience_runtime::error_events::seed_category;
+/// use resilience_runtime::ErrorClass;
+///
+/// assert_eq!(seed_category(ErrorClass::Throttled), ErrorClass::Transient);
+/// assert_eq!(seed_category(ErrorClass::PolicyViolation), ErrorClass::PolicyViolation);
+/// ```
+pub const fn seed_category(class: ErrorClass) -> ErrorClass {
+    match class {
+        ErrorClass::Throttled => ErrorClass::Transient,
+        other => other,
     }
 }
 

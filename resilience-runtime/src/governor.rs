@@ -52,8 +52,14 @@ impl Clock for TokioClock {
 }
 
 /// One governor rate limiter (GCRA) for every caller.
+///
+/// [`pause`](RateLimit::pause) refuses every permit until the pause ends. Governor keeps its
+/// state private, so a pause cannot move it as [`Gcra`](crate::limit::Gcra)'s does: after the
+/// pause, governor's own bucket (which refilled meanwhile) may grant its burst at once.
 pub struct GovernorLimit {
     limiter: RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>,
+    /// The end of a pause, in the clock's nanoseconds; 0 without one.
+    paused_until: AtomicU64,
 }
 
 impl GovernorLimit {
@@ -61,6 +67,7 @@ impl GovernorLimit {
     pub fn new(quota: Quota) -> GovernorLimit {
         GovernorLimit {
             limiter: RateLimiter::direct_with_clock(quota, TokioClock),
+            paused_until: AtomicU64::new(0),
         }
     }
 }
@@ -73,9 +80,21 @@ impl fmt::Debug for GovernorLimit {
 
 impl RateLimit for GovernorLimit {
     fn try_acquire(&self) -> Result<(), Duration> {
+        let until = self.paused_until.load(Ordering::Acquire);
+        if until != 0 {
+            let now = clock::now_nanos();
+            if now < until {
+                return Err(Duration::from_nanos(until - now));
+            }
+        }
         self.limiter
             .check()
             .map_err(|n| n.wait_time_from(TokioClock.now()))
+    }
+
+    fn pause(&self, _key: Option<&str>, for_: Duration) {
+        let until = clock::now_nanos().saturating_add(clock::nanos(for_));
+        self.paused_until.fetch_max(until, Ordering::AcqRel);
     }
 }
 
@@ -175,6 +194,9 @@ impl<K: Hash + Eq + Clone> StateStore for Store<K> {
 }
 
 /// One governor rate limiter state per key (a tenant id): each key gets the whole quota.
+///
+/// It does not [`pause`](RateLimit::pause) (the default, which does nothing). A throttled call
+/// through it still waits out the server's hint itself.
 ///
 /// At most `max_keys` keys are kept. A new key on a full limiter evicts the least recently used
 /// one (a permit taken or refused is a use), in O(1): **an evicted key starts again with a full

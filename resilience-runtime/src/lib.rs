@@ -8,7 +8,7 @@
 //!
 //! #[derive(Debug, ConnectorError)]
 //! pub enum GraphError {
-//!     #[connector(transient, code = "429")]
+//!     #[connector(throttled, code = "429")]
 //!     Throttled {
 //!         #[connector(retry_after)]
 //!         retry_after: Option<Duration>,
@@ -63,7 +63,7 @@
 //! | `sites` (default) | `sites` | `linkme` | every annotated site listed at run time; the startup check of a configuration |
 //! | `config` (default) | `registry` | `toml`, `serde_path_to_error` | configuration files: `RegistryConfig::from_toml_str`, `from_toml_file`, `from_value`; without it a `RegistryConfig` is still read through its serde `Deserialize` impl |
 //! | `prometheus` | `prometheus` | `prometheus-client` | the seed's metric families in the OpenMetrics text format |
-//! | `http` | `http` | `http`, `httpdate` | `StatusCode` classification, `Retry-After` in both forms, header redaction |
+//! | `http` | `http` | `http`, `httpdate` | `StatusCode` classification, `Retry-After` in both forms, `http::Classifier` (rate limits read from the headers: GitHub, Graph, Slack), header redaction |
 //! | `reqwest` | `http` | `reqwest` (+ `http`) | `Classify` for `reqwest::Error` |
 //! | `tonic` | `tonic` | `tonic`, `tonic-types` | terminal reasons to and from `tonic::Status` with an `ErrorInfo` |
 //! | `error-events` | `error_events` | `serde_json` | seed 000's `CONNECTOR_ERROR` events; tracing and JSON-lines sinks; routing by class |

@@ -55,6 +55,34 @@ pub trait RateLimit: fmt::Debug + Send + Sync {
     fn acquire(&self, key: Option<&str>) -> Permit {
         self.try_acquire_keyed(key).into()
     }
+
+    /// Grants no permit for `key` (see [`try_acquire_keyed`](RateLimit::try_acquire_keyed); a
+    /// limiter with one budget for every caller pauses it whole) until `for_` has passed: what the
+    /// engine does when an attempt at a site with this `rate_limit` fails
+    /// [`Throttled`](crate::ErrorClass::Throttled) with a wait hint, because a server such as
+    /// Graph throttles per app and tenant, not per operation. Calls the paused limiter refuses
+    /// wait for capacity like any refused call, within their deadline or worst-case schedule.
+    ///
+    /// A pause never shortens one in force, and a huge `for_` saturates rather than wraps. The
+    /// default does nothing: a limiter that cannot pause (one kept on a server that has no such
+    /// command) still limits, and the throttled call itself still waits out the hint.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_runtime::limit::{Gcra, RateLimit};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let graph = Gcra::new(100, Duration::from_secs(1));
+    /// graph.pause(None, Duration::from_secs(7));
+    /// assert_eq!(graph.try_acquire(), Err(Duration::from_secs(7)));
+    /// tokio::time::advance(Duration::from_secs(7)).await;
+    /// assert_eq!(graph.try_acquire(), Ok(()));
+    /// # }
+    /// ```
+    fn pause(&self, key: Option<&str>, for_: Duration) {
+        let _ = (key, for_);
+    }
 }
 
 /// A concurrency cap.
@@ -76,6 +104,11 @@ pub trait Bulkhead: fmt::Debug + Send + Sync {
 
 /// The generic cell rate algorithm: `rate` permits per `per`, with bursts of up to `rate`.
 /// One compare-and-swap per permit.
+///
+/// [`pause`](RateLimit::pause) moves the theoretical arrival time forward: no permit is granted
+/// before the pause ends, and after it permits come at the limiter's rate, its burst refilling
+/// from empty, so that the calls that waited out a server's throttling do not all arrive at the
+/// instant it lifts.
 #[derive(Debug)]
 pub struct Gcra {
     emission: u64,
@@ -118,6 +151,16 @@ impl RateLimit for Gcra {
                 Err(actual) => tat = actual,
             }
         }
+    }
+
+    /// Moves the theoretical arrival time to at least `now + for_ + tolerance`, where the next
+    /// permit is allowed at `now + for_` exactly. The key is ignored: one budget for every caller.
+    fn pause(&self, _key: Option<&str>, for_: Duration) {
+        let until = clock::now_nanos().saturating_add(clock::nanos(for_));
+        // `fetch_max`: a shorter pause never shortens a longer one, nor takes back permits
+        // already granted past it.
+        self.tat
+            .fetch_max(until.saturating_add(self.tolerance), Ordering::AcqRel);
     }
 }
 
@@ -176,6 +219,38 @@ mod tests {
         assert_eq!(rl.try_acquire().unwrap_err(), Duration::from_millis(250));
         tokio::time::advance(Duration::from_millis(250)).await;
         rl.try_acquire().unwrap();
+        assert!(rl.try_acquire().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_refuses_every_permit_until_it_ends_then_paces() {
+        let rl = Gcra::new(4, Duration::from_secs(1));
+        rl.try_acquire().unwrap();
+        rl.pause(None, Duration::from_secs(3));
+        assert_eq!(rl.try_acquire().unwrap_err(), Duration::from_secs(3));
+        assert_eq!(
+            rl.try_acquire_keyed(Some("contoso")).unwrap_err(),
+            Duration::from_secs(3)
+        );
+        // A shorter pause does not shorten it.
+        rl.pause(None, Duration::from_secs(1));
+        assert_eq!(rl.try_acquire().unwrap_err(), Duration::from_secs(3));
+        tokio::time::advance(Duration::from_millis(2_999)).await;
+        assert_eq!(rl.try_acquire().unwrap_err(), Duration::from_millis(1));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        // One permit at the end of the pause, then one per emission interval (250 ms).
+        rl.try_acquire().unwrap();
+        assert_eq!(rl.try_acquire().unwrap_err(), Duration::from_millis(250));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_of_any_length_saturates_instead_of_wrapping() {
+        let rl = Gcra::new(10, Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        rl.pause(None, Duration::MAX);
+        assert!(rl.try_acquire().is_err());
+        rl.pause(None, Duration::MAX);
+        tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
         assert!(rl.try_acquire().is_err());
     }
 

@@ -162,7 +162,7 @@ fn take_stripe() -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     ok: Striped,
-    errors: [AtomicU64; 4],
+    errors: [AtomicU64; ErrorClass::ALL.len()],
     rejected: AtomicU64,
     retries: AtomicU64,
     retry_successes: AtomicU64,
@@ -236,10 +236,11 @@ impl Counters {
         SiteMetrics {
             ok: self.ok.sum(),
             errors: ClassCounts {
-                transient: l(&self.errors[0]),
-                permanent: l(&self.errors[1]),
-                policy_violation: l(&self.errors[2]),
-                auth: l(&self.errors[3]),
+                transient: l(&self.errors[ErrorClass::Transient.index()]),
+                throttled: l(&self.errors[ErrorClass::Throttled.index()]),
+                permanent: l(&self.errors[ErrorClass::Permanent.index()]),
+                policy_violation: l(&self.errors[ErrorClass::PolicyViolation.index()]),
+                auth: l(&self.errors[ErrorClass::Auth.index()]),
             },
             rejected: l(&self.rejected),
             retries: l(&self.retries),
@@ -263,6 +264,8 @@ impl Counters {
 pub struct ClassCounts {
     /// Transient errors that ended a call.
     pub transient: u64,
+    /// Throttled errors (429) that ended a call.
+    pub throttled: u64,
     /// Permanent errors.
     pub permanent: u64,
     /// Policy violations.
@@ -276,6 +279,7 @@ impl ClassCounts {
     pub fn get(&self, class: ErrorClass) -> u64 {
         match class {
             ErrorClass::Transient => self.transient,
+            ErrorClass::Throttled => self.throttled,
             ErrorClass::Permanent => self.permanent,
             ErrorClass::PolicyViolation => self.policy_violation,
             ErrorClass::Auth => self.auth,
@@ -284,7 +288,7 @@ impl ClassCounts {
 
     /// The sum over classes.
     pub fn total(&self) -> u64 {
-        self.transient + self.permanent + self.policy_violation + self.auth
+        self.transient + self.throttled + self.permanent + self.policy_violation + self.auth
     }
 }
 

@@ -11,6 +11,7 @@ pub use core::time::Duration;
 pub use std::string::{String, ToString};
 
 pub use crate::backoff::{Backoff, Jitter, RetryAfter};
+pub use crate::breaker::Outcome;
 pub use crate::classify::{CarriesRejected, Classify, ErrorClass, Rejected, TerminalReason};
 pub use crate::engine::{
     HookSet, Hooks, NoHook, Override, Policy, Site, SiteDef, SiteRef, Slot, Step, Typed,
@@ -85,8 +86,8 @@ pub fn from_rejected<E: CarriesRejected>(r: Rejected) -> E {
 /// The HTTP status in a field named by `#[connector(status = field)]`.
 #[diagnostic::on_unimplemented(
     message = "`#[connector(status = ...)]` names a field of type `{Self}`, which is not an HTTP status",
-    label = "`status` needs this field to be a `u16`",
-    note = "store the status as `u16` (e.g. `response.status().as_u16()`)"
+    label = "`status` needs this field to be a `u16`, or an `http::StatusCode` with the feature `http`",
+    note = "store the status as `u16` (e.g. `response.status().as_u16()`), or enable the feature `http` of `resilience-runtime` for an `http::StatusCode`"
 )]
 pub trait HttpStatus {
     /// The status code.
@@ -97,6 +98,14 @@ impl HttpStatus for u16 {
     #[inline]
     fn http_status(&self) -> u16 {
         *self
+    }
+}
+
+#[cfg(feature = "http")]
+impl HttpStatus for ::http::StatusCode {
+    #[inline]
+    fn http_status(&self) -> u16 {
+        self.as_u16()
     }
 }
 
@@ -136,6 +145,53 @@ impl<T: RetryAfterField + ?Sized> RetryAfterField for &T {
     #[inline]
     fn retry_after_hint(&self) -> Option<Duration> {
         (**self).retry_after_hint()
+    }
+}
+
+/// The verdict in a field marked `#[connector(verdict)]`: the class, wait hint and code of its
+/// variant.
+#[diagnostic::on_unimplemented(
+    message = "`#[connector(verdict)]` is on a field of type `{Self}`, which is not a verdict",
+    label = "`verdict` needs this field to be a `resilience_runtime::http::Verdict`",
+    note = "store what `http::Classifier::classify` returned (feature `http` of `resilience-runtime`), or classify the variant with `#[connector(status = field)]` instead"
+)]
+pub trait VerdictField {
+    /// The class.
+    fn verdict_class(&self) -> ErrorClass;
+    /// The wait hint.
+    fn verdict_retry_after(&self) -> Option<Duration>;
+    /// The code (the status).
+    fn verdict_code(&self) -> Option<&'static str>;
+}
+
+#[cfg(feature = "http")]
+impl VerdictField for crate::http::Verdict {
+    #[inline]
+    fn verdict_class(&self) -> ErrorClass {
+        self.class()
+    }
+    #[inline]
+    fn verdict_retry_after(&self) -> Option<Duration> {
+        self.retry_after()
+    }
+    #[inline]
+    fn verdict_code(&self) -> Option<&'static str> {
+        status_code_str(self.status().as_u16())
+    }
+}
+
+impl<T: VerdictField + ?Sized> VerdictField for &T {
+    #[inline]
+    fn verdict_class(&self) -> ErrorClass {
+        (**self).verdict_class()
+    }
+    #[inline]
+    fn verdict_retry_after(&self) -> Option<Duration> {
+        (**self).verdict_retry_after()
+    }
+    #[inline]
+    fn verdict_code(&self) -> Option<&'static str> {
+        (**self).verdict_code()
     }
 }
 

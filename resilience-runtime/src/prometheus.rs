@@ -8,7 +8,7 @@
 //!
 //! | family | type | labels |
 //! |---|---|---|
-//! | `requests_total` | counter | `connector`, `operation`, `status` (`ok`, `transient`, `permanent`, `policy_violation`, `auth`, `rejected`) |
+//! | `requests_total` | counter | `connector`, `operation`, `status` (`ok`, `transient`, `throttled`, `permanent`, `policy_violation`, `auth`, `rejected`) |
 //! | `request_latency_seconds` | histogram | `connector`, `operation` |
 //! | `circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `connector` (and `key` for per-key breakers, when enabled) |
 //! | `retry_total` | counter | `connector`, `operation` |

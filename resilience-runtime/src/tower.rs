@@ -10,8 +10,22 @@
 //!
 //! A [`Classifier`] says which outcomes are failures: [`ErrorsOnly`] (errors classified by
 //! [`Classify`], every response a success) or, with the `http` feature, [`HttpStatus`] (4xx and 5xx
-//! responses by the status table, with their `Retry-After`; transport errors transient). When the
-//! last attempt got a failing response, the caller gets that response back, as without the layer.
+//! responses by the status table, with their `Retry-After`; transport errors transient) or an
+//! [`http::Classifier`](crate::http::Classifier) (4xx and 5xx responses by its rules, such as
+//! GitHub's rate-limited 403s; transport errors transient). When the last attempt got a failing
+//! response, the caller gets that response back, as without the layer.
+//!
+//! ```
+//! # #[cfg(feature = "http")] {
+//! use resilience_runtime::engine::Policy;
+//! use resilience_runtime::http;
+//! use resilience_runtime::tower::ResilienceLayer;
+//!
+//! let layer = ResilienceLayer::new(Policy::new("github_http", module_path!()).with_retries(3).idempotent())
+//!     .with_classifier(http::Classifier::github());
+//! # let _ = layer;
+//! # }
+//! ```
 //!
 //! Retrying re-sends the request, so the request type must be `Clone` (for `http::Request<B>`,
 //! a `Clone` body such as `Full<Bytes>` or `String`).
@@ -41,6 +55,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::breaker::Outcome;
 use crate::engine::{Hooks, Policy, Site, Slot, Step};
 use crate::{Classify, ErrorClass, Registry, Rejected};
 
@@ -54,6 +69,8 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
     /// A short code (`"503"`).
     pub code: Option<String>,
+    /// How the breaker counts it, when not as its class says ([`Classify::breaker_outcome`]).
+    pub breaker_outcome: Option<Outcome>,
 }
 
 impl Failure {
@@ -63,6 +80,7 @@ impl Failure {
             class,
             retry_after: None,
             code: None,
+            breaker_outcome: None,
         }
     }
 
@@ -75,6 +93,12 @@ impl Failure {
     /// Sets the code.
     pub fn with_code(mut self, code: Option<&str>) -> Failure {
         self.code = code.map(str::to_owned);
+        self
+    }
+
+    /// Sets how the breaker counts it (`None`: as its class says).
+    pub fn with_breaker_outcome(mut self, outcome: Option<Outcome>) -> Failure {
+        self.breaker_outcome = outcome;
         self
     }
 }
@@ -99,6 +123,7 @@ impl<Res, E: Classify> Classifier<Res, E> for ErrorsOnly {
         Failure::new(e.class())
             .with_retry_after(e.retry_after())
             .with_code(e.code())
+            .with_breaker_outcome(e.breaker_outcome())
     }
 }
 
@@ -112,6 +137,23 @@ pub struct HttpStatus;
 impl<B, E> Classifier<::http::Response<B>, E> for HttpStatus {
     fn classify_response(&self, response: &::http::Response<B>) -> Option<Failure> {
         let e = crate::http::StatusError::from_response(response)?;
+        Some(
+            Failure::new(e.class())
+                .with_retry_after(e.retry_after())
+                .with_code(e.code()),
+        )
+    }
+    fn classify_error(&self, _: &E) -> Failure {
+        Failure::new(ErrorClass::Transient).with_code(Some("transport"))
+    }
+}
+
+/// HTTP responses: 4xx and 5xx are failures, with the classifier's verdict (class and wait hint);
+/// errors of the inner service (connect, I/O) are transient.
+#[cfg(feature = "http")]
+impl<B, E> Classifier<::http::Response<B>, E> for crate::http::Classifier {
+    fn classify_response(&self, response: &::http::Response<B>) -> Option<Failure> {
+        let e = self.error(response.status(), response.headers())?;
         Some(
             Failure::new(e.class())
                 .with_retry_after(e.retry_after())
@@ -170,6 +212,12 @@ impl<E: Classify> Classify for Error<E> {
             Error::Rejected(r) => r.code(),
         }
     }
+    fn breaker_outcome(&self) -> Option<Outcome> {
+        match self {
+            Error::Service(e) => e.breaker_outcome(),
+            Error::Rejected(r) => r.breaker_outcome(),
+        }
+    }
 }
 
 /// One attempt's failure, inside the engine.
@@ -196,6 +244,12 @@ impl<Res, E> Classify for Attempt<Res, E> {
         match self {
             Attempt::Response(_, f) | Attempt::Service(_, f) => f.code.as_deref(),
             Attempt::Rejected(r) => r.code(),
+        }
+    }
+    fn breaker_outcome(&self) -> Option<Outcome> {
+        match self {
+            Attempt::Response(_, f) | Attempt::Service(_, f) => f.breaker_outcome,
+            Attempt::Rejected(r) => r.breaker_outcome(),
         }
     }
 }

@@ -53,7 +53,7 @@ fn response(status: &str, headers: &[(&str, String)], body: &str) -> String {
 #[test]
 fn status_table() {
     for (s, class) in [
-        (429, ErrorClass::Transient),
+        (429, ErrorClass::Throttled),
         (500, ErrorClass::Transient),
         (502, ErrorClass::Transient),
         (503, ErrorClass::Transient),
@@ -140,7 +140,7 @@ async fn retry_after_read_from_a_real_response_in_both_forms() {
 
     let r = client.get(&url).send().await.unwrap();
     let e = StatusError::from_parts(r.status(), r.headers()).unwrap();
-    assert_eq!(e.class(), ErrorClass::Transient);
+    assert_eq!(e.class(), ErrorClass::Throttled);
     assert_eq!(e.code(), Some("429"));
     assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
 

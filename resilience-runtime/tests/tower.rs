@@ -285,3 +285,102 @@ fn layers_built_from_equal_policies_share_one_site() {
     let other = ResilienceLayer::new(policy().with_retries(2)).site();
     assert!(!std::ptr::eq(other, first), "another policy, another site");
 }
+
+/// A service that answers `first` (status and headers) to its first request and 200 after,
+/// counting requests.
+fn answers(
+    first: StatusCode,
+    headers: HeaderMap,
+) -> (
+    impl Service<
+        http::Request<Full<Bytes>>,
+        Response = http::Response<String>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static,
+    Arc<AtomicUsize>,
+) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let svc = tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+        let n = h.fetch_add(1, Ordering::SeqCst);
+        let headers = headers.clone();
+        async move {
+            let mut res = http::Response::new(String::new());
+            if n == 0 {
+                *res.status_mut() = first;
+                *res.headers_mut() = headers;
+            }
+            Ok(res)
+        }
+    });
+    (svc, hits)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_layer_takes_an_http_classifier_that_reads_github_rate_limits() {
+    let layer = || {
+        ResilienceLayer::new(
+            Policy::new("github_http", "github::http")
+                .with_retries(2)
+                .idempotent()
+                .with_backoff(Backoff::new().with_jitter(Jitter::None)),
+        )
+        .with_classifier(resilience_runtime::http::Classifier::github())
+        .with_registry(Registry::new())
+    };
+
+    // GitHub's secondary rate limit: a 403 with `retry-after`, retried after it.
+    let mut limited = HeaderMap::new();
+    limited.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+    let (inner, hits) = answers(StatusCode::FORBIDDEN, limited);
+    let mut svc = ServiceBuilder::new().layer(layer()).service(inner);
+    let start = tokio::time::Instant::now();
+    let res = svc.ready().await.unwrap().call(request("/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(start.elapsed(), Duration::from_secs(7));
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // A plain 403 is a refused permission: handed back at once, not retried.
+    let (inner, hits) = answers(StatusCode::FORBIDDEN, HeaderMap::new());
+    let mut svc = ServiceBuilder::new().layer(layer()).service(inner);
+    let start = tokio::time::Instant::now();
+    let res = svc.ready().await.unwrap().call(request("/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[derive(Debug, resilience_runtime::ConnectorError)]
+enum LockError {
+    #[connector(transient, breaker = "ignored")]
+    Locked,
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_inner_error_says_how_the_breaker_counts_it_through_the_layer() {
+    let registry = Registry::new();
+    registry
+        .configure_breaker("locks-http", BreakerConfig::new().with_failure_threshold(1))
+        .unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let inner = tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+        h.fetch_add(1, Ordering::SeqCst);
+        async { Err::<http::Response<String>, _>(LockError::Locked) }
+    });
+    let layer =
+        ResilienceLayer::new(Policy::new("locked_http", "store::http").with_breaker("locks-http"))
+            .with_registry(registry.clone());
+    let mut svc = ServiceBuilder::new().layer(layer).service(inner);
+    for _ in 0..3 {
+        let r = svc.ready().await.unwrap().call(request("/")).await;
+        assert!(matches!(r, Err(Error::Service(LockError::Locked))), "{r:?}");
+    }
+    // Transient, but `breaker = "ignored"`: three calls through a breaker that opens on one
+    // failure, all sent.
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(registry.breaker("locks-http").state(), BreakerState::Closed);
+}

@@ -73,7 +73,7 @@ fn terminal_reasons_carry_their_class_and_code() {
 #[test]
 fn status_fields_use_the_status_table() {
     for (status, class) in [
-        (429, ErrorClass::Transient),
+        (429, ErrorClass::Throttled),
         (503, ErrorClass::Transient),
         (404, ErrorClass::Permanent),
         (401, ErrorClass::Auth),

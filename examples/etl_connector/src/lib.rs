@@ -22,7 +22,8 @@ use serde::Serialize;
 /// What the data source says when it fails.
 #[derive(Debug, thiserror::Error, ConnectorError)]
 pub enum SourceError {
-    /// An HTTP status: 429 and 5xx are transient, other 4xx permanent (the status table).
+    /// An HTTP status: 429 is throttled (retried, never counted by the breaker), 5xx transient,
+    /// other 4xx permanent (the status table).
     #[error("data source answered {status}")]
     #[connector(status = status)]
     Http {

@@ -18,8 +18,8 @@ pub struct OperationRow {
     pub calls: u64,
     /// Calls that returned `Ok`.
     pub ok: u64,
-    /// Calls that ended in an error, by class (`transient`, `permanent`, `policy_violation`,
-    /// `auth`).
+    /// Calls that ended in an error, by class (`transient`, `throttled`, `permanent`,
+    /// `policy_violation`, `auth`).
     pub errors: BTreeMap<String, u64>,
     /// Calls the runtime ended itself (open circuit, timeout, budget).
     pub rejected: u64,
@@ -198,7 +198,13 @@ fn pct(rate: f64) -> String {
     }
 }
 
-const CLASSES: [&str; 4] = ["transient", "permanent", "policy_violation", "auth"];
+const CLASSES: [&str; 5] = [
+    "transient",
+    "throttled",
+    "permanent",
+    "policy_violation",
+    "auth",
+];
 
 impl fmt::Display for Report {
     /// The readable summary table.
@@ -232,6 +238,7 @@ impl fmt::Display for Report {
             "calls",
             "ok",
             "transient",
+            "throttled",
             "permanent",
             "policy",
             "auth",

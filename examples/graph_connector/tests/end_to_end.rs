@@ -63,8 +63,14 @@ async fn thirty_percent_faults_no_duplicate_no_early_request_one_refresh_per_exp
             }
             DeviceOutcome::Failed { class, stage, .. } => {
                 assert!(
-                    ["transient", "permanent", "policy_violation", "auth"]
-                        .contains(&class.as_str()),
+                    [
+                        "transient",
+                        "throttled",
+                        "permanent",
+                        "policy_violation",
+                        "auth"
+                    ]
+                    .contains(&class.as_str()),
                     "{outcome:?}"
                 );
                 if app_for(i) == BLOCKED_APP {

@@ -68,6 +68,10 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 quote!(#private::Classify::class(#f)),
             )
         }
+        Class::Verdict(member, span) => {
+            let (arg, value) = verdict(private, *span, "verdict_class");
+            (Some((member.clone(), arg)), value)
+        }
     });
 
     let retry_after = arms(model, &private, |v, private| {
@@ -83,6 +87,10 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 Some((member.clone(), f.clone())),
                 quote!(#private::Classify::retry_after(#f)),
             ),
+            (None, Class::Verdict(member, span)) => {
+                let (arg, value) = verdict(private, *span, "verdict_retry_after");
+                (Some((member.clone(), arg)), value)
+            }
             (None, _) => (None, quote!(#private::None)),
         }
     });
@@ -105,6 +113,10 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 Some((member.clone(), f.clone())),
                 quote!(#private::Classify::code(#f)),
             ),
+            (None, Class::Verdict(member, span)) => {
+                let (arg, value) = verdict(private, *span, "verdict_code");
+                (Some((member.clone(), arg)), value)
+            }
             (None, Class::Fixed(_)) => (None, quote!(#private::None)),
         }
     });
@@ -127,6 +139,21 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         _ => (None, quote!(#private::None)),
     });
 
+    let breaker = arms(model, &private, |v, private| match (v.breaker, &v.class) {
+        (Some(outcome), _) => {
+            let outcome = Ident::new(outcome, Span::call_site());
+            (None, quote!(#private::Some(#private::Outcome::#outcome)))
+        }
+        (None, Class::Delegate(member, _)) => {
+            let f = local("__resilient_field");
+            (
+                Some((member.clone(), f.clone())),
+                quote!(#private::Classify::breaker_outcome(#f)),
+            )
+        }
+        (None, _) => (None, quote!(#private::None)),
+    });
+
     let classify = quote! {
         #[automatically_derived]
         #[allow(unused_variables, clippy::match_single_binding, clippy::match_same_arms)]
@@ -142,6 +169,9 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             }
             fn terminal_reason(&self) -> #private::Option<#private::TerminalReason> {
                 #terminal
+            }
+            fn breaker_outcome(&self) -> #private::Option<#private::Outcome> {
+                #breaker
             }
         }
     };
@@ -175,6 +205,18 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     });
 
     quote!(#classify #carries)
+}
+
+/// A call of `VerdictField::method` on a variant's verdict field, reported at the field's type
+/// (`span`) when the field is not a verdict: the binding and the call.
+fn verdict(private: &TokenStream, span: Span, method: &str) -> (Ident, TokenStream) {
+    let at = respan(private.clone(), span);
+    let arg = located(&local("__resilient_field"), span);
+    let method = Ident::new(method, span);
+    (
+        arg.clone(),
+        quote_spanned!(span=> #at::VerdictField::#method(#arg)),
+    )
 }
 
 /// `Self::Variant` or `Self`.

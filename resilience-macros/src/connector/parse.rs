@@ -38,6 +38,7 @@ pub(crate) struct Variant {
 #[darling(default)]
 pub(crate) struct ClassArgs {
     pub(crate) transient: Flag,
+    pub(crate) throttled: Flag,
     pub(crate) permanent: Flag,
     pub(crate) policy: Flag,
     pub(crate) auth: Flag,
@@ -46,6 +47,8 @@ pub(crate) struct ClassArgs {
     pub(crate) delegate: Flag,
     pub(crate) rejected: Flag,
     pub(crate) code: Option<syn::LitStr>,
+    /// How the circuit breaker counts the variant: `"failure"`, `"success"` or `"ignored"`.
+    pub(crate) breaker: Option<OutcomeWord>,
 }
 
 /// One field of a variant or struct.
@@ -55,6 +58,8 @@ pub(crate) struct Field {
     pub(crate) ident: Option<syn::Ident>,
     pub(crate) ty: syn::Type,
     pub(crate) retry_after: Flag,
+    /// The field holds an `http::Verdict`: the variant's class and wait hint.
+    pub(crate) verdict: Flag,
     /// The field holds a secret: its type must print `[redacted]`.
     pub(crate) secret: Flag,
 }
@@ -130,6 +135,37 @@ impl FromMeta for Word {
     }
 }
 
+/// The value of `breaker = ...` on a variant: a string or a bare word, `breaker = "ignored"` or
+/// `breaker = ignored`. Which words are known is for validation to say.
+pub(crate) struct OutcomeWord {
+    pub(crate) value: String,
+    pub(crate) span: Span,
+}
+
+impl FromMeta for OutcomeWord {
+    fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
+        let value = match expr {
+            syn::Expr::Path(p) if p.qself.is_none() => p.path.get_ident().map(ToString::to_string),
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => Some(s.value()),
+            syn::Expr::Group(g) => return Self::from_expr(&g.expr),
+            _ => None,
+        };
+        match value {
+            Some(value) => Ok(OutcomeWord {
+                value,
+                span: expr.span(),
+            }),
+            None => Err(darling::Error::custom(
+                "write how the circuit breaker counts this variant: `breaker = \"failure\"`, `breaker = \"success\"` or `breaker = \"ignored\"`",
+            )
+            .with_span(expr)),
+        }
+    }
+}
+
 /// Parses the derive's input.
 pub(crate) fn input(input: &syn::DeriveInput) -> darling::Result<Input> {
     Input::from_derive_input(input)
@@ -156,6 +192,9 @@ mod tests {
                 B(u16),
                 #[connector(rejected)]
                 C(Rejected),
+                #[connector(throttled, breaker = "ignored")]
+                D,
+                E(#[connector(verdict)] Verdict),
             }
         });
         assert!(parsed.is_ok(), "did not parse");
@@ -165,8 +204,15 @@ mod tests {
             Some("permanent")
         );
         let variants = parsed.data.take_enum().unwrap_or_default();
-        assert_eq!(variants.len(), 3);
+        assert_eq!(variants.len(), 5);
         assert!(variants.iter().any(|v| v.class.rejected.is_present()));
+        assert!(variants.iter().any(|v| v.class.throttled.is_present()
+            && v.class.breaker.as_ref().map(|w| w.value.as_str()) == Some("ignored")));
+        assert!(
+            variants
+                .iter()
+                .any(|v| v.fields.iter().any(|f| f.verdict.is_present()))
+        );
     }
 
     #[test]

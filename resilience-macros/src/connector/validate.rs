@@ -18,7 +18,14 @@ const TERMINAL_REASONS: [(&str, &str); 5] = [
     ("operation_not_permitted", "OperationNotPermitted"),
 ];
 
-const CLASS_WORDS: [&str; 4] = ["transient", "permanent", "policy", "auth"];
+const CLASS_WORDS: [&str; 5] = ["transient", "throttled", "permanent", "policy", "auth"];
+
+/// The values of `breaker = "..."` on a variant, with their `Outcome` variants.
+const BREAKER_OUTCOMES: [(&str, &str); 3] = [
+    ("failure", "Failure"),
+    ("success", "Success"),
+    ("ignored", "Ignored"),
+];
 
 /// The finished derive.
 pub(crate) struct Model {
@@ -40,6 +47,9 @@ pub(crate) struct VariantModel {
     pub(crate) retry_after: Option<(syn::Member, Span)>,
     /// The types of the fields marked `#[connector(secret)]`.
     pub(crate) secrets: Vec<syn::Type>,
+    /// How the breaker counts the variant (`breaker = "..."`), by the name of its `Outcome`
+    /// variant; `None` leaves it to the class.
+    pub(crate) breaker: Option<&'static str>,
 }
 
 /// Where a variant's class comes from.
@@ -54,6 +64,8 @@ pub(crate) enum Class {
     Delegate(syn::Member, syn::Type),
     /// The runtime's `Rejected`, in the single field.
     Rejected(syn::Member, syn::Type),
+    /// The `http::Verdict` in a field marked `verdict`; the span is the field's type.
+    Verdict(syn::Member, Span),
 }
 
 impl Model {
@@ -121,7 +133,7 @@ pub(crate) fn validate(input: Input, mut errors: Errors) -> Result<Model, Errors
                 Checked::Unclassified => errors.error(
                     ident.span(),
                     format!(
-                        "`{name}` has no class; add one of `#[connector(transient)]`, `#[connector(permanent)]`, `#[connector(policy)]`, `#[connector(auth)]`, `#[connector(terminal = \"...\")]`, `#[connector(status = field)]` or `#[connector(delegate)]`"
+                        "`{name}` has no class; add one of `#[connector(transient)]`, `#[connector(throttled)]`, `#[connector(permanent)]`, `#[connector(policy)]`, `#[connector(auth)]`, `#[connector(terminal = \"...\")]`, `#[connector(status = field)]` or `#[connector(delegate)]`, or mark an `http::Verdict` field `#[connector(verdict)]`"
                     ),
                 ),
                 Checked::Invalid => {}
@@ -165,6 +177,14 @@ fn check_enum_level_class(class: &ClassArgs, name: &str, errors: &mut Errors) {
             "`code` on an enum has no effect; put it on a variant",
         );
     }
+    if let Some(breaker) = &class.breaker {
+        errors.error(
+            breaker.span,
+            format!(
+                "`breaker` on the enum `{name}` has no effect; put it on the variants the breaker should count apart from their class, e.g. `#[connector(transient, breaker = \"ignored\")]`"
+            ),
+        );
+    }
 }
 
 fn check_default(default: Option<&Word>, errors: &mut Errors) -> Option<&'static str> {
@@ -188,6 +208,7 @@ fn check_default(default: Option<&Word>, errors: &mut Errors) -> Option<&'static
 fn class_of_word(word: &str) -> Option<&'static str> {
     match word {
         "transient" => Some("Transient"),
+        "throttled" => Some("Throttled"),
         "permanent" => Some("Permanent"),
         "policy" => Some("PolicyViolation"),
         "auth" => Some("Auth"),
@@ -200,6 +221,7 @@ fn class_keys(class: &ClassArgs) -> Vec<(&'static str, Span)> {
     let mut keys = Vec::new();
     for (key, flag) in [
         ("transient", &class.transient),
+        ("throttled", &class.throttled),
         ("permanent", &class.permanent),
         ("policy", &class.policy),
         ("auth", &class.auth),
@@ -222,20 +244,21 @@ fn class_keys(class: &ClassArgs) -> Vec<(&'static str, Span)> {
 /// Exactly one class per variant, each well-formed.
 fn check_variant(class: &ClassArgs, fields: &[Field], name: &str, errors: &mut Errors) -> Checked {
     let keys = class_keys(class);
+    if let Some(verdict) = check_verdict(&keys, fields, name, errors) {
+        return verdict;
+    }
     let mut iter = keys.iter();
     let Some((first, _)) = iter.next() else {
         return Checked::Unclassified;
     };
     let mut ok = true;
     for (key, span) in iter {
-        errors.error(
-            *span,
-            format!("`{name}` has two classes, `{first}` and `{key}`; keep one"),
-        );
+        errors.error(*span, two_classes(name, first, key));
         ok = false;
     }
     let class = match *first {
         "transient" => Some(Class::Fixed("Transient")),
+        "throttled" => Some(Class::Fixed("Throttled")),
         "permanent" => Some(Class::Fixed("Permanent")),
         "policy" => Some(Class::Fixed("PolicyViolation")),
         "auth" => Some(Class::Fixed("Auth")),
@@ -251,6 +274,64 @@ fn check_variant(class: &ClassArgs, fields: &[Field], name: &str, errors: &mut E
         Some(class) if ok => Checked::Class(Box::new(class)),
         _ => Checked::Invalid,
     }
+}
+
+/// The message for a second class key on one variant.
+fn two_classes(name: &str, first: &str, second: &str) -> String {
+    let mut message = format!("`{name}` has two classes, `{first}` and `{second}`; keep one");
+    if first == "throttled" || second == "throttled" {
+        let other = if first == "throttled" { second } else { first };
+        message.push_str(&format!(
+            ": `throttled` is retried after the server's hint and never counts for the breaker; to count a variant of another class apart from it, keep `{other}` and add `breaker = \"ignored\"`"
+        ));
+    }
+    message
+}
+
+/// A field marked `verdict` classifies its variant: the only class, from one field.
+/// `None` when no field is marked.
+fn check_verdict(
+    keys: &[(&'static str, Span)],
+    fields: &[Field],
+    name: &str,
+    errors: &mut Errors,
+) -> Option<Checked> {
+    let mut marked = fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.verdict.is_present());
+    let (index, field) = marked.next()?;
+    let mut ok = true;
+    for (_, extra) in marked {
+        errors.error(
+            extra.verdict.span(),
+            format!(
+                "`{name}` has two `verdict` fields; keep `#[connector(verdict)]` on the one that holds the response's `http::Verdict`"
+            ),
+        );
+        ok = false;
+    }
+    let field_name = match &field.ident {
+        Some(ident) => ident.to_string(),
+        None => index.to_string(),
+    };
+    for (key, span) in keys {
+        errors.error(
+            *span,
+            format!(
+                "`{name}` takes its class from its `verdict` field `{field_name}`; remove `{key}`, or the field's `#[connector(verdict)]`"
+            ),
+        );
+        ok = false;
+    }
+    Some(if ok {
+        Checked::Class(Box::new(Class::Verdict(
+            member_of(field, index),
+            field.ty.span(),
+        )))
+    } else {
+        Checked::Invalid
+    })
 }
 
 fn check_terminal(class: &ClassArgs, errors: &mut Errors) -> Option<Class> {
@@ -375,6 +456,16 @@ fn model(
         if !field.retry_after.is_present() {
             continue;
         }
+        if let Class::Verdict(member, _) = &class {
+            errors.error(
+                field.retry_after.span(),
+                format!(
+                    "the wait hint comes from the `verdict` field `{}`; remove `#[connector(retry_after)]`",
+                    member.to_token_stream()
+                ),
+            );
+            continue;
+        }
         if retry_after.is_some() {
             errors.error(
                 field.retry_after.span(),
@@ -389,12 +480,42 @@ fn model(
         .filter(|f| f.secret.is_present())
         .map(|f| f.ty.clone())
         .collect();
+    let breaker = check_breaker(args, &class, errors);
     VariantModel {
         ident,
         class,
         code: args.code.clone(),
         retry_after,
         secrets,
+        breaker,
+    }
+}
+
+/// `breaker = "failure" | "success" | "ignored"`: how the breaker counts the variant, apart from
+/// its class. Not on the `rejected` variant: the runtime decides how its rejections count.
+fn check_breaker(args: &ClassArgs, class: &Class, errors: &mut Errors) -> Option<&'static str> {
+    let word = args.breaker.as_ref()?;
+    let value = &word.value;
+    if matches!(class, Class::Rejected(..)) {
+        errors.error(
+            word.span,
+            "`breaker` on the `rejected` variant has no effect: the runtime decides how its own rejections count (a timeout is a failure, an open circuit is not counted); remove it",
+        );
+        return None;
+    }
+    match BREAKER_OUTCOMES.iter().find(|(w, _)| w == value) {
+        Some((_, outcome)) => Some(outcome),
+        None => {
+            let words: Vec<&str> = BREAKER_OUTCOMES.iter().map(|(w, _)| *w).collect();
+            errors.error(
+                word.span,
+                format!(
+                    "unknown breaker outcome `{value}`; {}; `breaker` says how the circuit breaker counts this variant, apart from its class",
+                    suggestion(value, &words)
+                ),
+            );
+            None
+        }
     }
 }
 
@@ -409,7 +530,7 @@ fn check_all_classified(ident: &syn::Ident, unclassified: &[String], errors: &mu
     errors.error(
         ident.span(),
         format!(
-            "`{ident}` has unclassified {noun} {list}; mark each with `#[connector(transient)]`, `#[connector(permanent)]`, `#[connector(policy)]`, `#[connector(auth)]`, `#[connector(terminal = \"...\")]`, `#[connector(status = field)]` or `#[connector(delegate)]`, or give the enum `#[connector(default = \"permanent\")]`"
+            "`{ident}` has unclassified {noun} {list}; mark each with `#[connector(transient)]`, `#[connector(throttled)]`, `#[connector(permanent)]`, `#[connector(policy)]`, `#[connector(auth)]`, `#[connector(terminal = \"...\")]`, `#[connector(status = field)]` or `#[connector(delegate)]` (or an `http::Verdict` field with `#[connector(verdict)]`), or give the enum `#[connector(default = \"permanent\")]`"
         ),
     );
 }
@@ -473,6 +594,72 @@ mod tests {
             }
         });
         assert!(errs.is_empty(), "{errs:#?}");
+    }
+
+    #[test]
+    fn throttled_breaker_and_verdict_validate() {
+        let errs = errors(quote! {
+            #[connector(default = "throttled")]
+            enum E {
+                #[connector(throttled, code = "429")]
+                A { #[connector(retry_after)] wait: Option<Duration> },
+                #[connector(transient, breaker = "ignored")]
+                B,
+                #[connector(permanent, breaker = "failure")]
+                C,
+                #[connector(code = "gh")]
+                D(#[connector(verdict)] Verdict),
+                #[connector(breaker = "success")]
+                F,
+            }
+        });
+        assert!(errs.is_empty(), "{errs:#?}");
+    }
+
+    #[test]
+    fn reports_each_misuse_of_throttled_breaker_and_verdict() {
+        let errs = errors(quote! {
+            #[connector(breaker = "ignored")]
+            enum E {
+                #[connector(transient, throttled)]
+                A,
+                #[connector(transient, breaker = "faliure")]
+                B,
+                #[connector(rejected, breaker = "ignored")]
+                R(Rejected),
+                #[connector(policy)]
+                V(#[connector(verdict)] Verdict),
+                W(#[connector(verdict)] Verdict, #[connector(verdict)] Verdict),
+                X { #[connector(verdict)] v: Verdict, #[connector(retry_after)] wait: Duration },
+            }
+        });
+        assert_eq!(errs.len(), 7, "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`breaker` on the enum `E` has no effect"))
+        );
+        assert!(errs.iter().any(|e| e.contains(
+            "`A` has two classes, `transient` and `throttled`; keep one: `throttled` is retried"
+        )));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("unknown breaker outcome `faliure`; did you mean `failure`?"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`breaker` on the `rejected` variant has no effect"))
+        );
+        assert!(errs.iter().any(|e| {
+            e.contains("`V` takes its class from its `verdict` field `0`; remove `policy`")
+        }));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`W` has two `verdict` fields"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("the wait hint comes from the `verdict` field `v`"))
+        );
     }
 
     #[test]
