@@ -100,7 +100,7 @@ const QUEUE: usize = 1024;
 #[derive(Clone)]
 pub struct RedisConfig {
     /// The URL as written: shown nowhere.
-    url: String,
+    written: String,
     /// The URL with its password redacted: what every output shows.
     shown: String,
     client: redis::Client,
@@ -130,7 +130,7 @@ impl RedisConfig {
             )
         })?;
         Ok(RedisConfig {
-            url,
+            written: url,
             shown,
             client,
             key_prefix: "resilience:".to_owned(),
@@ -195,12 +195,12 @@ impl RedisConfig {
 impl PartialEq for RedisConfig {
     fn eq(&self, other: &Self) -> bool {
         (
-            &self.url,
+            &self.written,
             &self.key_prefix,
             self.round_trip_limit,
             self.sync_interval,
         ) == (
-            &other.url,
+            &other.written,
             &other.key_prefix,
             other.round_trip_limit,
             other.sync_interval,
@@ -344,7 +344,7 @@ impl Inner {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if self.state.swap(FALLBACK, Ordering::AcqRel) == SHARED {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
-            let error = scrub(&error.to_string(), &self.config.url, &self.config.shown);
+            let error = scrub(&error.to_string(), &self.config.written, &self.config.shown);
             tracing::warn!(
                 backend = %self.config.shown,
                 op = what,

@@ -166,7 +166,7 @@ async fn a_probe_lease_expires_when_its_owner_vanishes() {
     // b gets the probe once the lease expires (150 ms: three syncs of b, give or take two).
     let syncs = within_syncs(&b, 20, || bb.acquire().is_ok()).await;
     assert!(
-        syncs >= 1 && syncs <= 6,
+        (1..=6).contains(&syncs),
         "{syncs} syncs for a lease of {lease:?}"
     );
     assert_eq!(bb.state(), BreakerState::HalfOpen);

@@ -20,12 +20,17 @@ use crate::breaker::{Breaker, BreakerState};
 use crate::registry::KeyedBreakers;
 use crate::store::BreakerStore;
 
+/// A breaker of a name, in Redis: (name, member).
+type Instance = (Arc<str>, String);
+/// This replica's live breakers of one name, named and per-key.
+type LiveOfName = (Arc<str>, Vec<Arc<Breaker>>, Vec<Arc<KeyedBreakers>>);
+
 /// The breakers this backend serves, by name, and the probe slots this replica holds.
 #[derive(Default)]
 pub(super) struct Registered {
     names: Mutex<BTreeMap<Arc<str>, Local>>,
     /// Probe slots held, and the slots there are, by (name, member).
-    held: Mutex<HashMap<(Arc<str>, String), (u32, u32)>>,
+    held: Mutex<HashMap<Instance, (u32, u32)>>,
 }
 
 /// This replica's breakers of one name: held weakly, so that a dropped registry is not kept.
@@ -299,7 +304,7 @@ pub(super) async fn sync(
     inner: &Inner,
     conn: &mut ConnectionManager,
 ) -> Result<(), RoundTripError> {
-    let names: Vec<(Arc<str>, Vec<Arc<Breaker>>, Vec<Arc<KeyedBreakers>>)> = {
+    let names: Vec<LiveOfName> = {
         let mut names = lock(&inner.breakers.names);
         names.retain(|_, l| {
             l.named.retain(|w| w.strong_count() > 0);
@@ -336,7 +341,7 @@ pub(super) async fn sync(
             k.each(&mut |b, _| follow(b));
         }
     }
-    let held: Vec<((Arc<str>, String), (u32, u32))> = lock(&inner.breakers.held)
+    let held: Vec<(Instance, (u32, u32))> = lock(&inner.breakers.held)
         .iter()
         .map(|(k, v)| (k.clone(), *v))
         .collect();

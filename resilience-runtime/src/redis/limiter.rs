@@ -19,6 +19,9 @@ use crate::store::Permit;
 /// starts over (fallback keys with a fresh burst, leased permits given up).
 const MAX_LOCAL_KEYS: usize = 10_000;
 
+/// Permits leased and not spent yet, and until when they may be, by key.
+type Leases = HashMap<Option<Box<str>>, (u32, Instant)>;
+
 /// The script's clock, when a test or simulation drives it.
 type Clock = Arc<dyn Fn() -> Duration + Send + Sync>;
 
@@ -70,7 +73,7 @@ struct State {
     clock: Option<Clock>,
     local: Gcra,
     local_keyed: Mutex<HashMap<Box<str>, Arc<Gcra>>>,
-    leased: Mutex<HashMap<Option<Box<str>>, (u32, Instant)>>,
+    leased: Mutex<Leases>,
 }
 
 impl RedisRateLimit {
