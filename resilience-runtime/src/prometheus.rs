@@ -14,6 +14,11 @@
 //! | `retry_total` | counter | `connector`, `operation` |
 //! | `retry_success_total` | counter | `connector`, `operation` |
 //! | `rate_limit_total` | counter | `connector`, `result` (`allowed`, `blocked`) |
+//! | `backend_fallback` | gauge (1 when a shared backend is in fallback, else 0) | `backend` |
+//! | `backend_errors_total` | counter | `backend` |
+//!
+//! The two `backend_*` families appear once the registry has a shared backend (see
+//! [`crate::store::Backend`]).
 //!
 //! ```
 //! use resilience_runtime::{prometheus::Collector, Registry};
@@ -238,6 +243,27 @@ impl prometheus_client::collector::Collector for Collector {
             "Client-side rate limiter decisions.",
             None,
             counters(rate),
+        )?;
+        let backends = self.registry.backends_health();
+        let label =
+            |b: &crate::registry::BackendHealth| -> Labels { vec![("backend", b.name.clone())] };
+        family(
+            &mut encoder,
+            "backend_fallback",
+            "Whether a shared backend is in fallback (its instances answer from local state).",
+            None,
+            backends
+                .iter()
+                .map(|b| (label(b), ConstGauge::new(i64::from(b.backend_fallback)))),
+        )?;
+        family(
+            &mut encoder,
+            "backend_errors",
+            "Round trips to a shared backend that failed or took longer than their limit.",
+            None,
+            backends
+                .iter()
+                .map(|b| (label(b), ConstCounter::new(b.backend_errors_total))),
         )?;
         Ok(())
     }

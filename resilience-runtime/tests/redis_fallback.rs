@@ -65,6 +65,19 @@ async fn redis_killed_mid_run_calls_go_on_locally_and_sharing_resumes_after_a_re
             h.healthy,
             "a fallback alone does not make the replica unhealthy"
         );
+        #[cfg(feature = "prometheus")]
+        {
+            let text = resilience_runtime::prometheus::encode(r).unwrap();
+            assert!(
+                text.contains("backend_fallback{backend=\"fleet\"} 1"),
+                "{text}"
+            );
+            let errors = format!(
+                "backend_errors_total{{backend=\"fleet\"}} {}",
+                r.health().backends[0].backend_errors_total
+            );
+            assert!(text.contains(&errors), "{text}");
+        }
     }
     // The local breaker decides meanwhile: a's trip is a's alone.
     let ba = a.breaker("outage");

@@ -35,11 +35,7 @@ impl Registry {
             .keyed
             .for_each(|name, k| keyed.push(KeyedHealth::of(name, k)));
         keyed.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut backends: Vec<BackendHealth> = Vec::new();
-        self.inner
-            .backends
-            .for_each(|name, b| backends.push(b.health(name)));
-        backends.sort_by(|a, b| a.name.cmp(&b.name));
+        let backends = self.backends_health();
         // A backend in fallback does not make the instance unhealthy: its calls go on, decided
         // by local state (see `BackendState::Fallback`).
         let healthy = breakers.iter().all(|b| b.state != BreakerState::Open)
@@ -52,6 +48,16 @@ impl Registry {
             keyed,
             backends,
         }
+    }
+
+    /// The shared backends' health, sorted by name.
+    pub(crate) fn backends_health(&self) -> Vec<BackendHealth> {
+        let mut backends: Vec<BackendHealth> = Vec::new();
+        self.inner
+            .backends
+            .for_each(|name, b| backends.push(b.health(name)));
+        backends.sort_by(|a, b| a.name.cmp(&b.name));
+        backends
     }
 
     /// Visits every breaker, per-key ones included (for an export that asks for them).
