@@ -329,6 +329,11 @@ impl Shared {
         window_of(self.config().trip)
     }
 
+    /// Serves every breaker of this name from `store` (or from local state alone, `None`).
+    pub(crate) fn set_store(&self, store: Option<Arc<dyn BreakerStore>>) {
+        self.store.set(store);
+    }
+
     /// Replaces the settings in place; returns the trip mode they replaced, for the machines to
     /// follow with [`Breaker::follow_trip`].
     pub(crate) fn reconfigure(&self, config: BreakerConfig) -> TripMode {
@@ -645,12 +650,12 @@ impl Breaker {
     /// [`crate::store`]). Per-key breakers share their base's store: setting it on one sets it
     /// for every key of the name.
     pub fn set_store(&self, store: Arc<dyn BreakerStore>) {
-        self.shared().store.set(Some(store));
+        self.shared().set_store(Some(store));
     }
 
     /// Serves this breaker's name from its local state alone again.
     pub fn clear_store(&self) {
-        self.shared().store.set(None);
+        self.shared().set_store(None);
     }
 
     /// Opens this breaker because its store says the fleet has (another replica tripped it),

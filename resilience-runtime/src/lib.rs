@@ -51,6 +51,8 @@
 //! - [`context`]: the per-call context (attempt, idempotency key, correlation id).
 //! - [`metrics`], [`events`]: per-site counters and runtime events.
 //! - [`redact`]: [`Secret`](redact::Secret) and header redaction, so secrets never reach a log.
+//! - [`store`]: the seam where shared backends (`redis`, feature `redis`) hold named instances'
+//!   state for a fleet of replicas.
 //!
 //! # Features
 //!
@@ -70,6 +72,7 @@
 //! | `axum` | `axum` | `axum` | a health handler: JSON, 503 when a critical breaker is open |
 //! | `tower` | `tower` | `tower-layer`, `tower-service` | a `Layer` sharing breakers, budgets and metrics with annotated sites |
 //! | `governor` | `governor` | `governor` | rate limiters on governor's GCRA, keyed per tenant |
+//! | `redis` | `redis` | `redis` (tokio connection manager) | rate limits, retry budgets and breaker state shared by a fleet of replicas |
 
 //!
 //! # Order of the layers
@@ -124,6 +127,8 @@ pub mod governor;
 pub mod http;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sites")]
 pub mod sites;
 #[cfg(feature = "tonic")]

@@ -15,6 +15,11 @@
 //! | `retry_success_total` | counter | `connector`, `operation` |
 //! | `rate_limit_total` | counter | `connector`, `result` (`allowed`, `blocked`) |
 //! | `breaker_key_evictions_total` | counter | `breaker` (a per-key base: keys evicted to keep its `max_keys`) |
+//! | `backend_fallback` | gauge (1 when a shared backend is in fallback, else 0) | `backend` |
+//! | `backend_errors_total` | counter | `backend` |
+//!
+//! The two `backend_*` families appear once the registry has a shared backend (see
+//! [`crate::store::Backend`]).
 //!
 //! ```
 //! use resilience_runtime::{prometheus::Collector, Registry};
@@ -251,6 +256,27 @@ impl prometheus_client::collector::Collector for Collector {
             "Keys of a per-key breaker evicted to keep its max_keys; an evicted key starts closed.",
             None,
             counters(evictions),
+        )?;
+        let backends = self.registry.backends_health();
+        let label =
+            |b: &crate::registry::BackendHealth| -> Labels { vec![("backend", b.name.clone())] };
+        family(
+            &mut encoder,
+            "backend_fallback",
+            "Whether a shared backend is in fallback (its instances answer from local state).",
+            None,
+            backends
+                .iter()
+                .map(|b| (label(b), ConstGauge::new(i64::from(b.backend_fallback)))),
+        )?;
+        family(
+            &mut encoder,
+            "backend_errors",
+            "Round trips to a shared backend that failed or took longer than their limit.",
+            None,
+            backends
+                .iter()
+                .map(|b| (label(b), ConstCounter::new(b.backend_errors_total))),
         )?;
         Ok(())
     }

@@ -34,6 +34,7 @@ use crate::limit::{Bulkhead, RateLimit};
 // One module per concept; `Registry` and its named instances stay here, and every public item
 // is re-exported, so paths do not depend on the split.
 mod config; // `RegistryConfig`, `Registry::apply`; file loading behind the `config` feature
+mod fleet; // `[backends.*]` and the instances a configuration puts on them
 mod health; // `HealthReport`, `Registry::health`, the exports' visits
 mod keyed; // per-key breakers
 mod named; // the store of named instances, the handles sites hold
@@ -41,7 +42,7 @@ mod scope; // `Registry::scope`/`enter`/`current`: per thread, per poll
 mod sites; // what each site uses, resolved on its first call; `Registry::metrics`
 
 pub use self::config::RegistryConfig;
-pub use self::health::{BreakerHealth, HealthReport, KeyedHealth};
+pub use self::health::{BackendHealth, BackendState, BreakerHealth, HealthReport, KeyedHealth};
 pub use self::keyed::KeyedBreakers;
 #[cfg(feature = "governor")]
 pub(crate) use self::keyed::long_form as long_key_form;
@@ -64,6 +65,11 @@ struct Inner {
     budgets: Named<Arc<RetryBudget>>,
     limiters: Named<LimiterHandle>,
     bulkheads: Named<BulkheadHandle>,
+    /// Shared backends, for health.
+    backends: Named<Arc<dyn crate::store::Backend>>,
+    /// The instances a configuration puts on a backend (see `fleet`).
+    #[cfg(feature = "redis")]
+    fleet: fleet::Attachments,
     sites: RwLock<sites::Sites>,
     seed: Mutex<Option<u64>>,
     sleep: Mutex<Option<BlockingSleep>>,
@@ -311,6 +317,18 @@ impl Registry {
         self.inner.bulkheads.install(name, bulkhead);
     }
 
+    /// Lists `backend` as `name` in [`Registry::health`] (see [`crate::store::Backend`]); one
+    /// added before under that name is replaced.
+    ///
+    /// ```
+    /// use resilience_runtime::Registry;
+    ///
+    /// assert!(Registry::new().health().backends.is_empty());
+    /// ```
+    pub fn add_backend(&self, name: &str, backend: Arc<dyn crate::store::Backend>) {
+        self.inner.backends.update(name, |_| backend);
+    }
+
     /// The breaker `name`, made with its configured (or default) settings on first use.
     ///
     /// ```
@@ -321,7 +339,9 @@ impl Registry {
     /// ```
     pub fn breaker(&self, name: &str) -> Arc<Breaker> {
         self.inner.breakers.get_or_insert_with(name, || {
-            Arc::new(Breaker::new(name, self.named_breaker(name).config))
+            let b = Arc::new(Breaker::new(name, self.named_breaker(name).config));
+            self.attach_breaker(name, &b);
+            b
         })
     }
 
@@ -346,7 +366,9 @@ impl Registry {
             if named.sensitive_keys || sensitive {
                 k.mark_sensitive();
             }
-            Arc::new(k)
+            let k = Arc::new(k);
+            self.attach_keyed(name, &k);
+            k
         });
         // Made earlier, or by another thread meanwhile: unmarked, maybe.
         if sensitive {
@@ -367,7 +389,9 @@ impl Registry {
     pub fn budget(&self, name: &str) -> Arc<RetryBudget> {
         self.inner.budgets.get_or_insert_with(name, || {
             let config = self.inner.budget_configs.get(name).unwrap_or_default();
-            Arc::new(RetryBudget::new(config))
+            let b = Arc::new(RetryBudget::new(config));
+            self.attach_budget(name, &b);
+            b
         })
     }
 

@@ -237,6 +237,40 @@ pub trait BudgetStore: fmt::Debug + Send + Sync + 'static {
     fn spent(&self, budget: &RetryBudget);
 }
 
+/// A shared backend as health reports it: where the shared state of some named instances lives,
+/// and whether this replica is sharing it now or answering from its local state.
+///
+/// Made known to a registry with [`Registry::add_backend`](crate::Registry::add_backend) (a
+/// configuration's `[backends.<name>]` tables are added by
+/// [`Registry::apply`](crate::Registry::apply)); each appears in
+/// [`HealthReport::backends`](crate::registry::HealthReport::backends).
+///
+/// ```
+/// use resilience_runtime::Registry;
+/// use resilience_runtime::registry::{BackendHealth, BackendState};
+/// use resilience_runtime::store::Backend;
+///
+/// /// A backend that has lost its server.
+/// #[derive(Debug)]
+/// struct Gone;
+///
+/// impl Backend for Gone {
+///     fn health(&self, name: &str) -> BackendHealth {
+///         BackendHealth::new(name, "memory", BackendState::Fallback).with_errors_total(3)
+///     }
+/// }
+///
+/// let registry = Registry::new();
+/// registry.add_backend("fleet", std::sync::Arc::new(Gone));
+/// let fleet = &registry.health().backends[0];
+/// assert!(fleet.backend_fallback);
+/// assert_eq!(fleet.backend_errors_total, 3);
+/// ```
+pub trait Backend: fmt::Debug + Send + Sync + 'static {
+    /// How the backend configured as `name` is doing.
+    fn health(&self, name: &str) -> crate::registry::BackendHealth;
+}
+
 /// Where a breaker or budget keeps its store: read on slow paths only, replaced rarely.
 pub(crate) struct StoreCell<S: ?Sized>(RwLock<Option<Arc<S>>>);
 

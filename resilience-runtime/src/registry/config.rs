@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use resilience_policy as policy;
 
+use super::fleet::{FleetConfig, RawBackend};
 use super::{NamedBreaker, Registry};
 use crate::InvalidConfig;
 use crate::breaker::{BreakerConfig, TripMode};
@@ -43,6 +44,7 @@ impl Registry {
                 self.set_bulkhead(name, Arc::new(ConcurrencyLimit::new(*n)));
             }
         }
+        self.apply_fleet(config);
     }
 }
 
@@ -123,6 +125,8 @@ pub struct RegistryConfig {
     budgets: BTreeMap<String, BudgetConfig>,
     rate_limits: BTreeMap<String, RateLimitSpec>,
     bulkheads: BTreeMap<String, usize>,
+    /// `[backends.*]` and the instances on them (see `fleet`).
+    fleet: FleetConfig,
 }
 
 /// A configuration read by any serde format; the values are validated as they are read. Needs no
@@ -146,20 +150,23 @@ impl<'de> serde::Deserialize<'de> for RegistryConfig {
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub(super) struct RawConfig {
     #[serde(default)]
-    breakers: BTreeMap<String, RawBreaker>,
+    pub(super) breakers: BTreeMap<String, RawBreaker>,
     #[serde(default)]
-    budgets: BTreeMap<String, RawBudget>,
+    pub(super) budgets: BTreeMap<String, RawBudget>,
     #[serde(default)]
-    rate_limits: BTreeMap<String, RawRateLimit>,
+    pub(super) rate_limits: BTreeMap<String, RawRateLimit>,
     #[serde(default)]
     bulkheads: BTreeMap<String, RawBulkhead>,
+    /// Read by `fleet`.
+    #[serde(default)]
+    pub(super) backends: BTreeMap<String, RawBackend>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawBreaker {
+pub(super) struct RawBreaker {
     failure_threshold: Option<u32>,
     window: Option<u32>,
     failure_ratio: Option<f64>,
@@ -169,33 +176,41 @@ struct RawBreaker {
     max_keys: Option<usize>,
     idle_ttl: Option<String>,
     sensitive_keys: Option<bool>,
+    /// Read by `fleet`.
+    pub(super) backend: Option<String>,
+    pub(super) quorum: Option<u32>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawBudget {
+pub(super) struct RawBudget {
     capacity: Option<u32>,
     retry_cost: Option<u32>,
     refund: Option<f64>,
     enabled: Option<bool>,
+    /// Read by `fleet`.
+    pub(super) backend: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRateLimit {
+pub(super) struct RawRateLimit {
     rate: u32,
     per: Option<String>,
     per_key: Option<bool>,
     max_keys: Option<usize>,
+    /// Read by `fleet`.
+    pub(super) backend: Option<String>,
+    pub(super) lease: Option<u32>,
 }
 
 /// One configured rate limit: `rate` permits per `per`, in bursts of up to `rate`; with
 /// `per_key`, one such quota per key (the call's `breaker_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RateLimitSpec {
-    rate: u32,
-    per: Duration,
-    per_key: bool,
+pub(super) struct RateLimitSpec {
+    pub(super) rate: u32,
+    pub(super) per: Duration,
+    pub(super) per_key: bool,
     max_keys: usize,
 }
 
@@ -231,7 +246,7 @@ struct RawBulkhead {
 }
 
 /// The duration `text` of `key` in the table at `at`, within the policy's bounds.
-fn duration(at: &str, key: &str, text: &str) -> Result<Duration, InvalidConfig> {
+pub(super) fn duration(at: &str, key: &str, text: &str) -> Result<Duration, InvalidConfig> {
     let d = humantime::parse_duration(text).map_err(|e| {
         InvalidConfig::new(
             format!("{at}.{key}"),
@@ -335,7 +350,10 @@ impl RegistryConfig {
     }
 
     fn validate(raw: RawConfig) -> Result<RegistryConfig, InvalidConfig> {
-        let mut out = RegistryConfig::default();
+        let mut out = RegistryConfig {
+            fleet: FleetConfig::validate(&raw)?,
+            ..RegistryConfig::default()
+        };
         for (name, b) in raw.breakers {
             let table = format!("breakers.{name}");
             let at = |f: &str| format!("{table}.{f}");
@@ -417,7 +435,8 @@ impl RegistryConfig {
                 None => Duration::from_secs(1),
             };
             let per_key = r.per_key.unwrap_or(false);
-            if per_key && !cfg!(feature = "governor") {
+            // A limit on a backend keeps per-key quotas itself.
+            if per_key && !cfg!(feature = "governor") && !FleetConfig::has_rate_limit(&r) {
                 return Err(InvalidConfig::new(
                     format!("{table}.per_key"),
                     "a per-key rate limit needs the `governor` feature of resilience-runtime",
@@ -459,6 +478,17 @@ impl RegistryConfig {
     /// ```
     pub fn breaker_names(&self) -> impl Iterator<Item = &str> {
         self.breakers.keys().map(String::as_str)
+    }
+
+    /// The backends and the instances on them.
+    pub(super) fn fleet(&self) -> &FleetConfig {
+        &self.fleet
+    }
+
+    /// The settings of the rate limit `name`.
+    #[cfg(feature = "redis")]
+    pub(super) fn rate_limit_spec(&self, name: &str) -> Option<&RateLimitSpec> {
+        self.rate_limits.get(name)
     }
 }
 

@@ -35,6 +35,9 @@ impl Registry {
             .keyed
             .for_each(|name, k| keyed.push(KeyedHealth::of(name, k)));
         keyed.sort_by(|a, b| a.name.cmp(&b.name));
+        let backends = self.backends_health();
+        // A backend in fallback does not make the instance unhealthy: its calls go on, decided
+        // by local state (see `BackendState::Fallback`).
         let healthy = breakers.iter().all(|b| b.state != BreakerState::Open)
             && keyed
                 .iter()
@@ -43,7 +46,18 @@ impl Registry {
             healthy,
             breakers,
             keyed,
+            backends,
         }
+    }
+
+    /// The shared backends' health, sorted by name.
+    pub(crate) fn backends_health(&self) -> Vec<BackendHealth> {
+        let mut backends: Vec<BackendHealth> = Vec::new();
+        self.inner
+            .backends
+            .for_each(|name, b| backends.push(b.health(name)));
+        backends.sort_by(|a, b| a.name.cmp(&b.name));
+        backends
     }
 
     /// Visits every breaker, per-key ones included (for an export that asks for them).
@@ -208,6 +222,94 @@ pub struct HealthReport {
     pub breakers: Vec<BreakerHealth>,
     /// The per-key bases, sorted by name.
     pub keyed: Vec<KeyedHealth>,
+    /// The shared backends (see [`crate::store::Backend`]), sorted by name.
+    pub backends: Vec<BackendHealth>,
+}
+
+/// Whether a replica shares state through its backend now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BackendState {
+    /// Not reached yet: the instances on it answer from local state.
+    Connecting,
+    /// Reached: the instances on it share their state with the fleet.
+    Shared,
+    /// A round trip failed or took longer than its limit: the instances on it answer from local
+    /// state (a limiter from an in-process one of the same rate) until the backend answers again.
+    Fallback,
+}
+
+impl BackendState {
+    /// The state's name (`"fallback"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Connecting => "connecting",
+            BackendState::Shared => "shared",
+            BackendState::Fallback => "fallback",
+        }
+    }
+}
+
+/// One shared backend in a [`HealthReport`].
+///
+/// ```
+/// use resilience_runtime::registry::{BackendHealth, BackendState};
+///
+/// let h = BackendHealth::new("fleet", "redis", BackendState::Shared);
+/// assert!(!h.backend_fallback);
+/// assert_eq!(serde_json::to_value(&h).unwrap()["state"], "shared");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BackendHealth {
+    /// The backend's name (`[backends.<name>]`).
+    pub name: String,
+    /// Its kind (`"redis"`).
+    pub kind: String,
+    /// Where it is, with any password redacted.
+    pub url: String,
+    /// Sharing, or answering from local state.
+    pub state: BackendState,
+    /// The state is not [`BackendState::Shared`]: local state decides this replica's calls.
+    pub backend_fallback: bool,
+    /// Round trips that failed or took longer than their limit.
+    pub backend_errors_total: u64,
+    /// Times the backend went from sharing to fallback.
+    pub fallbacks_total: u64,
+}
+
+impl BackendHealth {
+    /// A backend's health, with no errors counted.
+    pub fn new(name: impl Into<String>, kind: impl Into<String>, state: BackendState) -> Self {
+        BackendHealth {
+            name: name.into(),
+            kind: kind.into(),
+            url: String::new(),
+            state,
+            backend_fallback: state != BackendState::Shared,
+            backend_errors_total: 0,
+            fallbacks_total: 0,
+        }
+    }
+
+    /// Sets where it is (redacted by the caller).
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// Sets the errors counted.
+    pub fn with_errors_total(mut self, errors: u64) -> Self {
+        self.backend_errors_total = errors;
+        self
+    }
+
+    /// Sets the times it fell back.
+    pub fn with_fallbacks_total(mut self, fallbacks: u64) -> Self {
+        self.fallbacks_total = fallbacks;
+        self
+    }
 }
 
 #[cfg(test)]

@@ -456,6 +456,52 @@ impl KeyedBreakers {
         self.len() == 0
     }
 
+    /// The name the keys' breakers share.
+    ///
+    /// ```
+    /// use resilience_runtime::Registry;
+    ///
+    /// assert_eq!(Registry::new().keyed_breakers("okta").name(), "okta");
+    /// ```
+    pub fn name(&self) -> &str {
+        self.shared.name()
+    }
+
+    /// Serves every key of this name from `store` as well as from its local state (see
+    /// [`crate::store`]), the keys made later included; as [`Breaker::set_store`] on any key.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use resilience_runtime::breaker::{Breaker, BreakerState};
+    /// use resilience_runtime::store::BreakerStore;
+    /// use resilience_runtime::Registry;
+    ///
+    /// /// Lets no replica probe.
+    /// #[derive(Debug)]
+    /// struct NoProbes;
+    /// impl BreakerStore for NoProbes {
+    ///     fn transitioned(&self, _: &Breaker, _: BreakerState, _: BreakerState, _: bool) {}
+    ///     fn may_probe(&self, _: &Breaker) -> Result<(), Duration> {
+    ///         Err(Duration::from_secs(1))
+    ///     }
+    /// }
+    ///
+    /// let okta = Registry::new().keyed_breakers("okta");
+    /// okta.set_store(Arc::new(NoProbes));
+    /// let b = okta.get("tenant-1");
+    /// b.open_by_store();
+    /// assert_eq!(b.state(), BreakerState::Open);
+    /// ```
+    pub fn set_store(&self, store: Arc<dyn crate::store::BreakerStore>) {
+        self.shared.set_store(Some(store));
+    }
+
+    /// Serves the keys of this name from their local state alone again.
+    pub fn clear_store(&self) {
+        self.shared.set_store(None);
+    }
+
     /// Keys evicted so far to keep the bound (see the module's documentation); exported as
     /// `breaker_key_evictions_total{breaker}`.
     ///
