@@ -100,6 +100,12 @@ pub struct Policy {
     pub operation: &'static str,
     /// The module path of the fn.
     pub module: &'static str,
+    /// The site's name when it is not `<module>::<operation>` (`#[resilient(name = "...")]`);
+    /// see [`Policy::site_name`].
+    pub name: Option<&'static str>,
+    /// Whether the fn is blocking (a plain `fn`): no `timeout` or `deadline` can apply to it,
+    /// from the attribute or from a configuration.
+    pub blocking: bool,
     /// Extra attempts after the first.
     pub retries: u32,
     /// The backoff schedule.
@@ -124,6 +130,8 @@ pub struct Policy {
     pub rate_limit: Option<&'static str>,
     /// The bulkhead's name.
     pub bulkhead: Option<&'static str>,
+    /// The retry budget's name when it is not the default (see [`Policy::budget_name`]).
+    pub budget: Option<&'static str>,
 }
 
 impl Policy {
@@ -132,6 +140,8 @@ impl Policy {
         Policy {
             operation,
             module,
+            name: None,
+            blocking: false,
             retries: 0,
             backoff: Backoff::new(),
             retry_after: RetryAfter::new(),
@@ -144,7 +154,76 @@ impl Policy {
             deadline: None,
             rate_limit: None,
             bulkhead: None,
+            budget: None,
         }
+    }
+
+    /// Names the site: what `[sites."<name>"]` tables, reports and the startup check call it,
+    /// instead of `<module>::<operation>`. Two sites may not share a name (the startup check
+    /// refuses it): give one of two methods of the same name in one module a name of its own.
+    /// What `#[resilient(name = "...")]` sets.
+    ///
+    /// ```
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// const P: Policy = Policy::new("list", "graph::users").with_name("graph::users::list_all");
+    /// assert_eq!(P.site_name(), "graph::users::list_all");
+    /// assert_eq!(Policy::new("list", "graph::users").site_name(), "graph::users::list");
+    /// ```
+    pub const fn with_name(mut self, name: &'static str) -> Policy {
+        self.name = Some(name);
+        self
+    }
+
+    /// Marks the fn blocking: a configuration cannot give it a `timeout` or a `deadline` (a
+    /// blocking call cannot be interrupted). `#[resilient]` sets it on a plain `fn`.
+    pub const fn blocking(mut self) -> Policy {
+        self.blocking = true;
+        self
+    }
+
+    /// Spends the named retry budget: sites that name the same budget share its tokens. What
+    /// `#[resilient(budget = "...")]` sets; see [`Policy::budget_name`] for the default.
+    ///
+    /// ```
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// const P: Policy = Policy::new("list", "graph::users").with_breaker("graph").with_budget("graph-reads");
+    /// assert_eq!(P.budget_name(), "graph-reads");
+    /// ```
+    pub const fn with_budget(mut self, name: &'static str) -> Policy {
+        self.budget = Some(name);
+        self
+    }
+
+    /// The site's name: [`Policy::name`] when set, else `<module>::<operation>`.
+    pub fn site_name(&self) -> std::borrow::Cow<'static, str> {
+        match self.name {
+            Some(n) => n.into(),
+            None => format!("{}::{}", self.module, self.operation).into(),
+        }
+    }
+
+    /// The retry budget's name: [`Policy::budget`] when set, else the breaker's name, else the
+    /// site's name ([`Policy::site_name`]).
+    ///
+    /// ```
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// assert_eq!(Policy::new("list", "graph::users").with_breaker("graph").budget_name(), "graph");
+    /// assert_eq!(Policy::new("list", "graph::users").budget_name(), "graph::users::list");
+    /// ```
+    pub fn budget_name(&self) -> std::borrow::Cow<'static, str> {
+        match self.budget.or(self.breaker) {
+            Some(n) => n.into(),
+            None => self.site_name(),
+        }
+    }
+
+    /// Whether the site is safe to repeat (`idempotent` or an idempotency key): the only sites
+    /// a configuration may give retries.
+    pub const fn safe_to_repeat(&self) -> bool {
+        self.idempotent || self.idempotency_key
     }
 
     /// Sets the extra attempts after the first.
@@ -274,6 +353,15 @@ impl Policy {
                 rules::check_timeout_within_deadline(t, d)?;
             }
             rules::check_deadline_fits(d, self.retries, &self.backoff.schedule(), self.timeout)?;
+        }
+        if self.timeout.is_some() {
+            rules::check_needs_async("timeout", self.operation, !self.blocking)?;
+        }
+        if self.deadline.is_some() {
+            rules::check_needs_async("deadline", self.operation, !self.blocking)?;
+        }
+        if let Some(b) = self.budget {
+            rules::check_name("budget", b)?;
         }
         Ok(())
     }

@@ -85,10 +85,7 @@ impl Registry {
             (Some(name), false) => (Some(self.breaker(name)), None),
             (None, _) => (None, None),
         };
-        let budget_name: Arc<str> = p
-            .breaker
-            .map(Arc::from)
-            .unwrap_or_else(|| format!("{}::{}", p.module, p.operation).into());
+        let budget_name: Arc<str> = p.budget_name().into();
         let budget = self.budget(&budget_name);
         let limiter = p.rate_limit.map(|name| {
             gate_or_default(
