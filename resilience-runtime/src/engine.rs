@@ -67,12 +67,13 @@ use std::time::Duration;
 use crate::InvalidConfig;
 use crate::backoff::{Backoff, RetryAfter, Rng};
 use crate::breaker::{Breaker, Outcome, Ticket};
+use crate::budget::RetryBudget;
 use crate::classify::{Classify, ErrorClass, Rejected};
 use crate::clock::{self, Instant};
 use crate::context::{self, CorrelationId};
 use crate::events::{self, GiveUpReason, RuntimeEvent};
 use crate::metrics;
-use crate::registry::{self, SiteState};
+use crate::registry::{self, Effective, SiteState};
 use crate::store::{Permit, StoreFuture};
 
 mod slot;
@@ -450,6 +451,17 @@ impl Site {
         })
     }
 
+    /// The site's state in the registry in force here, if the site has been called through it
+    /// (for what a call's context reports; not on a call's path).
+    pub(crate) fn state_here(&'static self) -> Option<StateRef> {
+        match registry::scoped_registry() {
+            Some(r) if !r.ptr_eq(crate::Registry::global()) => {
+                r.called_site(self).map(StateRef::Owned)
+            }
+            _ => self.global.get().map(|s| StateRef::Static(s)),
+        }
+    }
+
     #[inline(always)]
     fn state(&'static self) -> StateRef {
         if let Some(r) = registry::scoped_registry()
@@ -468,9 +480,26 @@ impl fmt::Debug for Site {
     }
 }
 
-enum StateRef {
+pub(crate) enum StateRef {
     Static(&'static SiteState),
     Owned(Arc<SiteState>),
+}
+
+/// A call's policy, held apart from the call: the attribute's, or a merged one.
+enum PolicyRef {
+    Static(&'static Policy),
+    Shared(Arc<Effective>),
+}
+
+impl std::ops::Deref for PolicyRef {
+    type Target = Policy;
+    #[inline]
+    fn deref(&self) -> &Policy {
+        match self {
+            PolicyRef::Static(p) => p,
+            PolicyRef::Shared(e) => &e.policy,
+        }
+    }
 }
 
 impl std::ops::Deref for StateRef {
@@ -788,6 +817,9 @@ const SEEDED: u8 = 32;
 /// of a call on the happy path is inline: it compares the ticket and one byte.
 pub(crate) struct Call<T, E, H> {
     state: StateRef,
+    /// The call's policy when it is not the attribute's (a `[sites]` table, a per-call
+    /// override): read through [`Call::policy`]. Released by `Drop` under `OWNS`, as `keyed` is.
+    over: ManuallyDrop<Option<Arc<Effective>>>,
     /// The hooks; `refresh` is also `HOOK_REFRESH` in `clock`.
     hooks: H,
     types: PhantomData<fn() -> (T, E)>,
@@ -820,6 +852,9 @@ pub(crate) struct Call<T, E, H> {
 /// rate-limit permit, or out a backoff).
 #[derive(Default)]
 struct Cold {
+    /// The attempt's timer when the attempt's future holds none (the attribute has no `timeout`
+    /// or `deadline`) and the call's policy gives it one (see `Call::arm_spare_timer`).
+    spare_timer: Option<Pin<Box<slot::Timer>>>,
     span: Option<tracing::Span>,
     key: Option<Arc<str>>,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -877,9 +912,14 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// Starts a call at `site` with any [`HookSet`].
     #[inline(always)]
     pub(crate) fn with_hooks(site: &'static Site, hooks: H) -> Self {
-        let p = site.policy;
-        let mut call = Call::bare(site.state(), hooks, context::correlation_for_new_call());
-        let needs_deadline = p.deadline.is_some() && hooks.rejects();
+        let state = site.state();
+        let over = state.effective(hooks.rejects());
+        let mut call = Call::bare(state, hooks, context::correlation_for_new_call());
+        if over.is_some() {
+            *call.over = over;
+            call.flags |= OWNS;
+        }
+        let needs_deadline = call.policy().deadline.is_some() && hooks.rejects();
         let clock = if metrics::latency_enabled() {
             CLOCK_LATENCY
         } else {
@@ -892,7 +932,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         // The level check inline (a load and a compare); the span, and the check of the
         // subscriber's interest in it, out of line.
         if slot::span_wanted()
-            && let Some(cold) = traced(p, &call.correlation)
+            && let Some(cold) = traced(site.policy, &call.correlation)
         {
             *call.cold = Some(cold);
             call.flags |= OWNS;
@@ -905,6 +945,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     fn bare(state: StateRef, hooks: H, correlation: CorrelationId) -> Self {
         Call {
             state,
+            over: ManuallyDrop::new(None),
             hooks,
             types: PhantomData,
             keyed: ManuallyDrop::new(None),
@@ -967,7 +1008,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                         }
                         self.end_ask();
                         self.release_ticket();
-                        let deadline = self.site().policy.deadline.unwrap_or_default();
+                        let deadline = self.policy().deadline.unwrap_or_default();
                         self.reject(Rejected::DeadlineExceeded { deadline })
                     }
                 }
@@ -1036,7 +1077,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
         let deadline_at = self.deadline_at();
         if deadline_at != 0 && clock::now_nanos() >= deadline_at {
-            let d = self.site().policy.deadline.unwrap_or_default();
+            let d = self.policy().deadline.unwrap_or_default();
             return self.reject(Rejected::DeadlineExceeded { deadline: d });
         }
         // A ticket already held was taken by this gate before a store's round trip.
@@ -1150,7 +1191,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// gate again; when capacity cannot come in time it ends with the rejection. A wait spends
     /// no retry and no budget, records nothing on the breaker and needs no `idempotent`.
     fn wait_for_capacity(&mut self, r: Rejected, hint: Option<Duration>) -> Gate<T, E> {
-        let p = self.site().policy;
+        let p = self.policy_ref();
         let deadline_at = self.deadline_at();
         let wait = match hint {
             Some(w) => w,
@@ -1221,8 +1262,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             return None;
         }
         let by_timeout = self
-            .site()
-            .policy
+            .policy()
             .timeout
             .and_then(|t| Instant::now().checked_add(t));
         if self.clock & CLOCK_DEADLINE == 0 {
@@ -1271,7 +1311,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// The deadline passed outside an attempt: the call ends with its rejection.
     #[cold]
     fn deadline_passed(&mut self) -> Result<(), Result<T, E>> {
-        let deadline = self.site().policy.deadline.unwrap_or_default();
+        let deadline = self.policy().deadline.unwrap_or_default();
         match self.hooks.rejected(Rejected::DeadlineExceeded { deadline }) {
             Some(e) => Err(self.end_with(e, ErrorClass::Transient, GiveUpReason::Deadline)),
             // A call has a deadline only when its site takes rejections (`CLOCK_DEADLINE`).
@@ -1307,7 +1347,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                     .ticket
                     .take()
                     .and_then(|t| self.breaker().map(|b| (b, t)));
-                slot::succeeded(&self.state, admitted, self.retries > 0);
+                slot::succeeded(&self.state, self.budget(), admitted, self.retries > 0);
                 self.flags |= ENDED;
                 if self.clock & CLOCK_LATENCY != 0 {
                     self.record_latency();
@@ -1366,7 +1406,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         floor: Duration,
     ) -> Step<T, E> {
         let over = self.hooks.override_class(&e);
-        let p = self.site().policy;
+        let p = self.policy_ref();
         self.attempt += 1;
 
         if over == Some(Override::Abort) {
@@ -1416,7 +1456,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         {
             return self.give_up(e, class, GiveUpReason::Deadline);
         }
-        if !self.state.budget.try_spend() {
+        if !self.budget().try_spend() {
             self.state.counters.budget_exhausted();
             return self.give_up(e, class, GiveUpReason::BudgetExhausted);
         }
@@ -1566,13 +1606,80 @@ impl<T, E, H> Call<T, E, H> {
         self.state.site
     }
 
+    /// The call's policy: the attribute's, unless a `[sites]` table or a per-call override
+    /// changed it (then the one merged when the call started: a reconfiguration meanwhile
+    /// reaches the next call).
+    #[inline(always)]
+    pub(crate) fn policy(&self) -> &Policy {
+        match &*self.over {
+            Some(e) => &e.policy,
+            None => self.site().policy,
+        }
+    }
+
+    /// [`Call::policy`], held apart from the call, for code that borrows the call mutably
+    /// meanwhile.
+    fn policy_ref(&self) -> PolicyRef {
+        match &*self.over {
+            Some(e) => PolicyRef::Shared(e.clone()),
+            None => PolicyRef::Static(self.site().policy),
+        }
+    }
+
+    /// The retry budget the call's retries spend.
+    #[inline(always)]
+    fn budget(&self) -> &RetryBudget {
+        match &*self.over {
+            Some(e) => &e.budget,
+            None => &self.state.budget,
+        }
+    }
+
+    /// Whether the call runs under a policy other than its attribute's.
+    #[inline(always)]
+    pub(crate) fn overridden(&self) -> bool {
+        self.over.is_some()
+    }
+
+    /// Arms the timer of an attempt whose future holds none, when the call's policy (a
+    /// `[sites]` table, a per-call override) gives the site a `timeout` or `deadline` its
+    /// attribute has not: in the call's cold state, so that the futures of sites no
+    /// configuration times keep no room for one.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn arm_spare_timer(&mut self, limit: Option<(Instant, TimeoutKind)>) {
+        match limit {
+            Some(_) => {
+                let mut timer = Box::pin(slot::Timer::new());
+                slot::AttemptTimer::arm(timer.as_mut(), || limit);
+                self.cold().spare_timer = Some(timer);
+            }
+            None => self.disarm_spare_timer(),
+        }
+    }
+
+    /// Whether the spare timer (see [`Call::arm_spare_timer`]) has fired.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn poll_spare_timer(&mut self, cx: &mut TaskContext<'_>) -> Option<TimeoutKind> {
+        let timer = self.cold.as_mut()?.spare_timer.as_mut()?;
+        slot::AttemptTimer::poll_expired(timer.as_mut(), cx)
+    }
+
+    /// The attempt is over: its spare timer, if any, is dropped.
+    pub(crate) fn disarm_spare_timer(&mut self) {
+        if let Some(c) = self.cold.as_mut() {
+            c.spare_timer = None;
+        }
+    }
+
     /// The deadline, in the clock's nanoseconds; 0 for none.
     #[inline]
     fn deadline_at(&self) -> u64 {
         if self.clock & CLOCK_DEADLINE == 0 {
             return 0;
         }
-        let d = self.site().policy.deadline.unwrap_or_default();
+        let d = self.policy().deadline.unwrap_or_default();
         self.started.saturating_add(clock::nanos(d)).max(1)
     }
 
@@ -1683,6 +1790,8 @@ impl<T, E, H> Call<T, E, H> {
             drop(ManuallyDrop::into_inner(keyed));
             let cold = std::mem::replace(&mut self.cold, ManuallyDrop::new(None));
             drop(ManuallyDrop::into_inner(cold));
+            let over = std::mem::replace(&mut self.over, ManuallyDrop::new(None));
+            drop(ManuallyDrop::into_inner(over));
         }
     }
 }

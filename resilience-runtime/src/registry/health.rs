@@ -1,11 +1,12 @@
 //! Health: a snapshot of a registry's breakers whose size does not grow with the keys, and the
 //! visits the exports (Prometheus, the axum handler) make of the same instances.
 
-use super::{KeyedBreakers, Registry};
+use super::{KeyedBreakers, Registry, SitePolicy};
 use crate::breaker::{Breaker, BreakerState};
 
 impl Registry {
-    /// A snapshot of every breaker: state, counts and time in state.
+    /// A snapshot of every breaker: state, counts and time in state; and the policy in force
+    /// at every site called through the registry, with where each value came from.
     ///
     /// Named breakers are listed one by one. A per-key base is summarised, however many keys it
     /// has: its key count by state and its [`KeyedHealth::WORST`] worst keys, so the report's
@@ -43,6 +44,7 @@ impl Registry {
             healthy,
             breakers,
             keyed,
+            sites: self.site_policies(),
         }
     }
 
@@ -199,6 +201,7 @@ impl KeyedHealth {
 ///
 /// let report = Registry::new().health();
 /// assert!(report.healthy && report.breakers.is_empty() && report.keyed.is_empty());
+/// assert!(report.sites.is_empty());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HealthReport {
@@ -208,6 +211,9 @@ pub struct HealthReport {
     pub breakers: Vec<BreakerHealth>,
     /// The per-key bases, sorted by name.
     pub keyed: Vec<KeyedHealth>,
+    /// The policy in force at each site called through the registry (its attribute's, with the
+    /// configuration's `[sites]` table over it) and where each value came from, sorted by name.
+    pub sites: Vec<SitePolicy>,
 }
 
 #[cfg(test)]
