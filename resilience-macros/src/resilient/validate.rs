@@ -11,7 +11,7 @@ use resilience_policy::bounds::MAX_RETRIES;
 use resilience_policy::{self as policy, Jitter, Schedule, defaults};
 use syn::spanned::Spanned;
 
-use super::parse::{Args, BackoffArgs};
+use super::parse::{Args, BackoffArgs, Verbatim};
 use crate::diag::{Errors, suggestion};
 use crate::duration;
 
@@ -148,7 +148,8 @@ pub(crate) fn validate(
     check_sensitive_key(&args, &mut errors);
     let rate_limit = check_name(&args.rate_limit, "rate_limit", &mut errors);
     let bulkhead = check_name(&args.bulkhead, "bulkhead", &mut errors);
-    let budget = check_name(&args.budget, "budget", &mut errors);
+    let budget_lit = string(&args.budget, "budget", "graph", &mut errors);
+    let budget = check_name(&budget_lit, "budget", &mut errors);
     let retry_on = check_variant_list(&args.retry_on, "retry_on", &mut errors);
     let abort_on = check_variant_list(&args.abort_on, "abort_on", &mut errors);
     check_overrides_disjoint(&retry_on, &abort_on, &mut errors);
@@ -460,11 +461,35 @@ fn check_name(lit: &Option<syn::LitStr>, key: &str, errors: &mut Errors) -> Opti
     Some(name)
 }
 
+/// A key that takes a string literal: its literal, or an error at the value that says what to
+/// write (darling's own says only the type it found).
+fn string(
+    value: &Option<Verbatim>,
+    key: &str,
+    example: &str,
+    errors: &mut Errors,
+) -> Option<syn::LitStr> {
+    match &value.as_ref()?.0 {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(lit),
+            ..
+        }) => Some(lit.clone()),
+        other => {
+            errors.spanned(
+                other,
+                format!("`{key}` takes a string literal, e.g. `{key} = \"{example}\"`"),
+            );
+            None
+        }
+    }
+}
+
 /// `name = "..."` names the site in configuration tables (`[sites."<name>"]`), reports and the
 /// startup check: it must say something, and say it without padding (`[sites." a"]` and
 /// `[sites."a"]` are two tables).
 fn check_site_name(args: &Args, errors: &mut Errors) -> Option<String> {
-    let lit = args.name.as_ref()?;
+    let lit = string(&args.name, "name", "graph::users::list", errors)?;
+    let lit = &lit;
     let name = lit.value();
     if name.trim().is_empty() {
         errors.error(
@@ -933,6 +958,22 @@ mod tests {
             Some("graph::list")
         );
         assert_eq!(config.and_then(|c| c.budget), Some("reads".to_owned()));
+    }
+
+    #[test]
+    fn a_name_or_budget_that_is_not_a_string_says_what_to_write() {
+        let item = quote!(
+            async fn f() -> Result<(), E> {
+                Ok(())
+            }
+        );
+        assert_eq!(
+            errors(quote!(name = graph::list, budget = 3), item),
+            [
+                "`name` takes a string literal, e.g. `name = \"graph::users::list\"`",
+                "`budget` takes a string literal, e.g. `budget = \"graph\"`"
+            ]
+        );
     }
 
     #[test]
