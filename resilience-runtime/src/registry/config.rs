@@ -641,6 +641,58 @@ mod tests {
                 "[bulkheads.graph]\nmax_concurrent = 0",
                 "bulkheads.graph.max_concurrent",
             ),
+            (
+                "[sites.\"graph::list\"]\nretires = 3",
+                "sites.\"graph::list\".retires",
+            ),
+            (
+                "[sites.\"graph::list\"]\nretries = \"3\"",
+                "sites.\"graph::list\".retries",
+            ),
+            (
+                "[sites.\"graph::list\"]\nretries = 21",
+                "sites.\"graph::list\".retries",
+            ),
+            (
+                "[sites.graph]\nbackoff = { bse = \"1s\" }",
+                "sites.graph.backoff.bse",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbackoff = { base = \"soon\" }",
+                "sites.\"graph::list\".backoff.base",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbackoff = { base = \"2s\", max = \"1s\" }",
+                "sites.\"graph::list\".backoff.base",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbackoff = { factor = 0.5 }",
+                "sites.\"graph::list\".backoff.factor",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbackoff = { jitter = \"gaussian\" }",
+                "sites.\"graph::list\".backoff.jitter",
+            ),
+            (
+                "[sites.\"graph::list\"]\ntimeout = \"0s\"",
+                "sites.\"graph::list\".timeout",
+            ),
+            (
+                "[sites.\"graph::list\"]\ntimeout = \"1m\"\ndeadline = \"10s\"",
+                "sites.\"graph::list\".timeout",
+            ),
+            (
+                "[sites.\"graph::list\"]\ndeadline = \"31days\"",
+                "sites.\"graph::list\".deadline",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbudget = \" \"",
+                "sites.\"graph::list\".budget",
+            ),
+            (
+                "[sites.\"graph::list\"]\nidempotent = true",
+                "sites.\"graph::list\".idempotent",
+            ),
         ];
         for (text, field) in cases {
             let err = RegistryConfig::from_toml_str(text).unwrap_err();
@@ -648,6 +700,48 @@ mod tests {
         }
         let err = RegistryConfig::from_toml_str("[breakers.graph]\ncoldown = \"1s\"").unwrap_err();
         assert!(err.to_string().contains("coldown"), "{err}");
+    }
+
+    #[test]
+    fn a_sites_table_keeps_what_it_sets_and_its_errors_say_what_to_write() {
+        let cfg = RegistryConfig::from_toml_str(
+            "[sites.\"graph::list\"]\nretries = 5\nbackoff = { base = \"500ms\", max = \"8s\", factor = 3, jitter = \"full\" }\ntimeout = \"5s\"\ndeadline = \"2m\"\nbudget = \"graph-reads\"\n[sites.empty]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.site_names().collect::<Vec<_>>(),
+            ["empty", "graph::list"]
+        );
+        let table = &cfg.sites["graph::list"];
+        assert_eq!(
+            *table,
+            Layer {
+                retries: Some(5),
+                base: Some(Duration::from_millis(500)),
+                max: Some(Duration::from_secs(8)),
+                factor: Some(3.0),
+                jitter: Some(Jitter::Full),
+                timeout: Some(Duration::from_secs(5)),
+                deadline: Some(Duration::from_secs(120)),
+                budget: Some("graph-reads".into()),
+            }
+        );
+        assert_eq!(cfg.sites["empty"], Layer::default());
+        let err =
+            RegistryConfig::from_toml_str("[sites.\"graph::list\"]\nretries = 21").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`sites.\"graph::list\".retries`: `retries = 21` is above the limit of 20; lower it (a `deadline` bounds a long outage better than more retries)"
+        );
+        let err = RegistryConfig::from_toml_str("[sites.\"graph::list\"]\nidempotent = true")
+            .unwrap_err();
+        // Idempotency comes from code only.
+        assert!(
+            err.reason().ends_with(
+                "unknown field `idempotent`, expected one of `retries`, `backoff`, `timeout`, `deadline`, `budget`"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

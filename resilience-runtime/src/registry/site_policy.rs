@@ -157,8 +157,14 @@ pub struct PolicySources {
 }
 
 impl PolicySources {
-    /// Every value from the attribute.
-    pub(crate) const ATTRIBUTE: PolicySources = PolicySources {
+    /// Every value from the attribute: what a site with nothing over it reports.
+    ///
+    /// ```
+    /// use resilience_runtime::registry::{PolicySource, PolicySources};
+    ///
+    /// assert_eq!(PolicySources::ATTRIBUTE.timeout, PolicySource::Attribute);
+    /// ```
+    pub const ATTRIBUTE: PolicySources = PolicySources {
         retries: PolicySource::Attribute,
         backoff: PolicySource::Attribute,
         timeout: PolicySource::Attribute,
