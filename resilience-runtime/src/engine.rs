@@ -385,6 +385,10 @@ pub struct Site {
     warned: std::sync::atomic::AtomicBool,
     /// [`Site::check_policy`] has run.
     validated: std::sync::Once,
+    /// Whether the global registry's `[sites]` table overrides the policy: the first attempt's
+    /// fast path, which runs at the global registry only, reads it here, at the site's address
+    /// (a constant where `#[resilient]` drives the call), rather than through its state.
+    overridden_globally: std::sync::atomic::AtomicBool,
 }
 
 impl Site {
@@ -395,7 +399,21 @@ impl Site {
             global: OnceLock::new(),
             warned: std::sync::atomic::AtomicBool::new(false),
             validated: std::sync::Once::new(),
+            overridden_globally: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the global registry's `[sites]` table overrides the site's policy.
+    #[inline(always)]
+    pub(crate) fn overridden_globally(&self) -> bool {
+        self.overridden_globally
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records whether the global registry's `[sites]` table overrides the site's policy.
+    pub(crate) fn set_overridden_globally(&self, overridden: bool) {
+        self.overridden_globally
+            .store(overridden, std::sync::atomic::Ordering::Release);
     }
 
     /// Checks the policy once per site, when the site is first resolved: a hand-built policy
@@ -806,6 +824,10 @@ const OWNS: u8 = 8;
 const PERMITTED: u8 = 16;
 /// `Call::flags`: `Call::retry`'s generator is seeded (at the first wait the call draws).
 const SEEDED: u8 = 32;
+/// `Call::flags`: the call runs under a policy other than its attribute's (`Call::over` holds
+/// it; `OWNS` is set too). A bit of `flags`, which the success path tests anyway, so that a call
+/// nothing overrides pays a bit test for it.
+const OVER: u8 = 64;
 
 /// One logical call in progress, held by a [`Slot`]; see the [module docs](self).
 ///
@@ -829,10 +851,12 @@ pub(crate) struct Call<T, E, H> {
     /// `IN_BULKHEAD`, `ENDED`, `OWNS`.
     flags: u8,
     timed_out: Option<TimeoutKind>,
-    attempt: u32,
-    retries: u32,
+    /// Attempts made, and retries among them: small, so that these and the bytes above fit
+    /// beside the ticket in 16 bytes (a policy's retries are at most 20; the counts saturate).
+    attempt: u16,
+    retries: u16,
     /// Credential refreshes made: at most `retries + 1` in one call.
-    refreshes: u32,
+    refreshes: u8,
     /// The correlation id, assigned on first use (`CorrelationId::UNSET` until then): a call
     /// that nobody traces, asks about or logs never takes one.
     correlation: std::cell::Cell<CorrelationId>,
@@ -917,7 +941,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         let mut call = Call::bare(state, hooks, context::correlation_for_new_call());
         if over.is_some() {
             *call.over = over;
-            call.flags |= OWNS;
+            call.flags |= OWNS | OVER;
         }
         let needs_deadline = call.policy().deadline.is_some() && hooks.rejects();
         let clock = if metrics::latency_enabled() {
@@ -1347,7 +1371,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                     .ticket
                     .take()
                     .and_then(|t| self.breaker().map(|b| (b, t)));
-                slot::succeeded(&self.state, self.budget(), admitted, self.retries > 0);
+                slot::succeeded_with(&self.state, self.budget(), admitted, self.retries > 0);
                 self.flags |= ENDED;
                 if self.clock & CLOCK_LATENCY != 0 {
                     self.record_latency();
@@ -1407,7 +1431,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     ) -> Step<T, E> {
         let over = self.hooks.override_class(&e);
         let p = self.policy_ref();
-        self.attempt += 1;
+        self.attempt = self.attempt.saturating_add(1);
 
         if over == Some(Override::Abort) {
             return self.give_up(e, class, GiveUpReason::Aborted);
@@ -1419,10 +1443,10 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         // refreshes of one call by its attempts, `retries + 1`.
         if class == ErrorClass::Auth
             && self.clock & HOOK_REFRESH != 0
-            && self.refreshes <= p.retries
+            && u32::from(self.refreshes) <= p.retries
             && over.is_none()
         {
-            self.refreshes += 1;
+            self.refreshes = self.refreshes.saturating_add(1);
             self.state.counters.refresh();
             tracing::info!(
                 parent: self.span_id(),
@@ -1441,12 +1465,12 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         if !retryable {
             return self.give_up(e, class, GiveUpReason::NotRetryable);
         }
-        if self.retries >= p.retries {
+        if u32::from(self.retries) >= p.retries.min(u32::from(u16::MAX)) {
             return self.give_up(e, class, GiveUpReason::RetriesExhausted);
         }
         let deadline_at = self.deadline_at();
         let prev = self.retry.prev_wait();
-        let backoff = p.backoff.delay(self.retries, prev, self.rng());
+        let backoff = p.backoff.delay(u32::from(self.retries), prev, self.rng());
         let hint = e.retry_after();
         let Some(wait) = p.retry_after.wait(backoff, hint) else {
             return self.give_up(e, class, GiveUpReason::RetryAfterTooLong);
@@ -1460,7 +1484,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             self.state.counters.budget_exhausted();
             return self.give_up(e, class, GiveUpReason::BudgetExhausted);
         }
-        self.retries += 1;
+        self.retries = self.retries.saturating_add(1);
         self.retry.prev_wait = clock::nanos(wait);
         self.state.counters.retry();
         let correlation_id = self.correlation_or_default();
@@ -1479,12 +1503,14 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             p.operation,
             self.attempt,
             // Refreshed attempts come on top of the retries.
-            p.retries.saturating_add(1).saturating_add(self.refreshes),
+            p.retries
+                .saturating_add(1)
+                .saturating_add(u32::from(self.refreshes)),
             resilience_policy::format_rounded(wait)
         );
         events::emit(RuntimeEvent::Retry {
             operation: p.operation,
-            attempt: self.attempt,
+            attempt: u32::from(self.attempt),
             max_retries: p.retries,
             class,
             code,
@@ -1545,8 +1571,8 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         events::emit(RuntimeEvent::GaveUp {
             operation: self.site().policy.operation,
             connector: &self.state.connector,
-            attempts: self.attempt,
-            retry_count: self.retries,
+            attempts: u32::from(self.attempt),
+            retry_count: u32::from(self.retries),
             class: e.class(),
             code: e.code(),
             reason,
@@ -1612,8 +1638,8 @@ impl<T, E, H> Call<T, E, H> {
     #[inline(always)]
     pub(crate) fn policy(&self) -> &Policy {
         match &*self.over {
-            Some(e) => &e.policy,
-            None => self.site().policy,
+            Some(e) if self.flags & OVER != 0 => &e.policy,
+            _ => self.site().policy,
         }
     }
 
@@ -1629,6 +1655,16 @@ impl<T, E, H> Call<T, E, H> {
     /// The retry budget the call's retries spend.
     #[inline(always)]
     fn budget(&self) -> &RetryBudget {
+        if self.flags & OVER != 0 {
+            return self.budget_over();
+        }
+        &self.state.budget
+    }
+
+    /// [`Call::budget`] of a call under a policy other than its attribute's.
+    #[cold]
+    #[inline(never)]
+    fn budget_over(&self) -> &RetryBudget {
         match &*self.over {
             Some(e) => &e.budget,
             None => &self.state.budget,
@@ -1638,7 +1674,7 @@ impl<T, E, H> Call<T, E, H> {
     /// Whether the call runs under a policy other than its attribute's.
     #[inline(always)]
     pub(crate) fn overridden(&self) -> bool {
-        self.over.is_some()
+        self.flags & OVER != 0
     }
 
     /// Arms the timer of an attempt whose future holds none, when the call's policy (a
@@ -1667,6 +1703,8 @@ impl<T, E, H> Call<T, E, H> {
     }
 
     /// The attempt is over: its spare timer, if any, is dropped.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn disarm_spare_timer(&mut self) {
         if let Some(c) = self.cold.as_mut() {
             c.spare_timer = None;
@@ -1748,7 +1786,7 @@ impl<T, E, H> Call<T, E, H> {
         let active = context::Active {
             site: Some(self.state.site),
             correlation: self.correlation.get(),
-            attempt: self.attempt,
+            attempt: u32::from(self.attempt),
             has_key: 0,
         };
         match self.cold.as_deref_mut() {
@@ -1782,10 +1820,10 @@ impl<T, E, H> Call<T, E, H> {
         // breaker ticket was released above rather than recorded as a failure).
         if self.flags & ENDED == 0 && std::thread::panicking() {
             self.flags |= ENDED;
-            count_panic(&self.state, self.attempt, self.span_id());
+            count_panic(&self.state, u32::from(self.attempt), self.span_id());
         }
         if self.flags & OWNS != 0 {
-            self.flags &= !OWNS;
+            self.flags &= !(OWNS | OVER);
             let keyed = std::mem::replace(&mut self.keyed, ManuallyDrop::new(None));
             drop(ManuallyDrop::into_inner(keyed));
             let cold = std::mem::replace(&mut self.cold, ManuallyDrop::new(None));
@@ -2262,5 +2300,20 @@ impl<T, E, H: HookSet<T, E>, const ON: bool> HookSet<T, E> for Refreshing<H, ON>
     #[inline(always)]
     fn refresh(&self) -> bool {
         ON
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A call lives in its caller's future, which is moved (into a task, into `ready`): every
+    /// word it grows by is copied on every move. 88 bytes: the state (two words), the per-key
+    /// breaker, the merged policy of an overridden call, the ticket with the counters, the
+    /// correlation id, the start, the jitter's state (two words) and the cold box.
+    #[test]
+    fn a_call_takes_eleven_words() {
+        assert_eq!(
+            std::mem::size_of::<super::Call<u64, (), super::Hooks>>(),
+            88
+        );
     }
 }

@@ -125,6 +125,29 @@ async fn a_site_of_the_global_registry_follows_its_table_and_an_empty_table_give
     assert_eq!(runs(&GLOBAL_RUNS), 5);
 }
 
+static FRESH_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[resilient(
+    retries = 0,
+    idempotent,
+    breaker = "sp_fresh",
+    backoff(base = "10ms", max = "10ms"),
+    jitter = "none"
+)]
+async fn fresh_list() -> Result<u32, ApiError> {
+    FRESH_RUNS.fetch_add(1, Ordering::SeqCst);
+    Err(ApiError::Busy)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_table_applied_before_a_sites_first_call_holds_from_that_call() {
+    Registry::global().apply(&config(
+        "[breakers.sp_fresh]\nfailure_threshold = 20\n\n[sites.\"site_policies::fresh_list\"]\nretries = 1\n",
+    ));
+    assert!(fresh_list().await.is_err());
+    assert_eq!(runs(&FRESH_RUNS), 2);
+}
+
 static TENANT_RUNS: AtomicU32 = AtomicU32::new(0);
 
 #[resilient(

@@ -240,7 +240,7 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
             let correlation = guard.finish();
             return match r {
                 Ok(v) => {
-                    succeeded(state, &state.budget, admitted, false);
+                    succeeded(state, admitted, false);
                     Step::Ok(v)
                 }
                 Err(e) => {
@@ -286,9 +286,9 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
             return None;
         }
         let state = self.site.site().global_state();
-        // A nested or scoped call (a per-call override is a scope), or a site a `[sites]` table
-        // overrides: its policy is not the constant above.
-        if context::in_call_or_scope() || state.overridden() {
+        // A nested or scoped call (a per-call override is a scope), or a site the global
+        // registry's `[sites]` table overrides: its policy is not the constant above.
+        if context::in_call_or_scope() || self.site.site().overridden_globally() {
             return None;
         }
         // The gate consults the site's breaker when the runtime may reject. Whether the site has
@@ -349,7 +349,13 @@ pub(super) fn span_wanted() -> bool {
 
 /// A success: the breaker's record, the budget's refund and the site's counter.
 #[inline(always)]
-pub(super) fn succeeded(
+pub(super) fn succeeded(state: &SiteState, admitted: Admitted<'_>, retried: bool) {
+    succeeded_with(state, &state.budget, admitted, retried);
+}
+
+/// [`succeeded`], refunding `budget` (a call's policy may name another than its site's).
+#[inline(always)]
+pub(super) fn succeeded_with(
     state: &SiteState,
     budget: &RetryBudget,
     admitted: Admitted<'_>,
@@ -570,7 +576,7 @@ where
                 let correlation = guard.finish();
                 return match poll {
                     Poll::Ready(Ok(v)) => {
-                        succeeded(state, &state.budget, admitted, false);
+                        succeeded(state, admitted, false);
                         Poll::Ready(Step::Ok(v))
                     }
                     Poll::Ready(Err(e)) => {
@@ -610,9 +616,8 @@ where
         };
         match call.entered(|| fut.poll(cx)) {
             Poll::Ready(r) => {
-                if !L::IN_FUTURE && call.overridden() {
-                    call.disarm_spare_timer();
-                }
+                // A spare timer left armed is replaced by the next attempt's, or dropped with
+                // the call: its one wake-up, at the most, finds the call waiting out a backoff.
                 let step = call.decide(r);
                 settle(this.phase, this.stage, step, cx)
             }

@@ -45,6 +45,9 @@ pub(crate) struct SiteState {
     overridden: AtomicBool,
     /// A per-call override the site could not take has been logged.
     refused_call: AtomicBool,
+    /// Whether this is the global registry's state, whose `overridden` the site itself also
+    /// keeps (`Site::overridden_globally`), for the fast path.
+    global: bool,
     pub(crate) limiter: Option<(Arc<str>, LimiterHandle)>,
     pub(crate) bulkhead: Option<(Arc<str>, BulkheadHandle)>,
     pub(crate) counters: Counters,
@@ -139,6 +142,9 @@ impl SiteState {
         let overridden = file.is_some();
         self.file.store(file);
         self.overridden.store(overridden, Ordering::Release);
+        if self.global {
+            self.site.set_overridden_globally(overridden);
+        }
     }
 
     /// The site's policy in force, and where each value came from: `call`'s when given (a
@@ -283,6 +289,10 @@ impl Registry {
         });
         let simple_gate = limiter.is_none() && bulkhead.is_none();
         let file = self.file_policy(p, &name);
+        let global = self.ptr_eq(Registry::global());
+        if global {
+            site.set_overridden_globally(file.is_some());
+        }
         let state = Arc::new(SiteState {
             site,
             name,
@@ -295,6 +305,7 @@ impl Registry {
             overridden: AtomicBool::new(file.is_some()),
             file: arc_swap::ArcSwapOption::new(file),
             refused_call: AtomicBool::new(false),
+            global,
             simple_gate,
             limiter,
             bulkhead,
