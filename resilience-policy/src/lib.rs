@@ -54,6 +54,8 @@
 //! | budget `refund` | 0 to 1,000 tokens | [`check_refund`] |
 //! | bulkhead `max_concurrent` | at least 1 | [`check_max_concurrent`] |
 //! | `timeout` and `deadline` | `timeout <= deadline` | [`check_timeout_within_deadline`] |
+//! | `timeout` and `deadline` | an async fn only | [`check_needs_async`] |
+//! | names: `breaker`, `budget`, `rate_limit`, `bulkhead` | not empty | [`check_name`] |
 //! | `deadline` and the schedule | the deadline holds the worst-case schedule | [`check_deadline_fits`] |
 //!
 //! The 255 of probes and successes is the breaker's state word, which counts each in 8 bits; the
@@ -87,9 +89,9 @@ pub use jitter::Jitter;
 pub use rules::{
     check_backoff_factor, check_backoff_order, check_budget_capacity, check_deadline_fits,
     check_duration, check_failure_ratio, check_failure_threshold, check_half_open_probes,
-    check_jitter_fraction, check_max_concurrent, check_max_keys, check_rate, check_refund,
-    check_retries, check_retries_are_safe, check_retry_cost, check_success_threshold,
-    check_timeout_within_deadline, check_window,
+    check_jitter_fraction, check_max_concurrent, check_max_keys, check_name, check_needs_async,
+    check_rate, check_refund, check_retries, check_retries_are_safe, check_retry_cost,
+    check_success_threshold, check_timeout_within_deadline, check_window,
 };
 pub use schedule::Schedule;
 pub use violation::Violation;

@@ -68,6 +68,62 @@ pub fn check_retries_are_safe(
     Ok(())
 }
 
+/// A named instance (`breaker`, `budget`, `rate_limit`, `bulkhead`) has a name: sites that give
+/// the same name share the instance, so an empty one is a mistake.
+///
+/// # Errors
+///
+/// `name` is empty or only whitespace; the violation is keyed `key`.
+///
+/// ```
+/// use resilience_policy::check_name;
+///
+/// assert!(check_name("budget", "graph").is_ok());
+/// assert_eq!(
+///     check_name("budget", " ").unwrap_err().to_string(),
+///     "`budget` needs a non-empty name, e.g. `budget = \"graph\"`; sites with the same name share it"
+/// );
+/// ```
+pub fn check_name(key: &str, name: &str) -> Result<(), Violation> {
+    if name.trim().is_empty() {
+        return Err(Violation::new(
+            key,
+            name,
+            format!("`{key}` needs a non-empty name, e.g. `{key} = \"graph\"`"),
+            "sites with the same name share it",
+        ));
+    }
+    Ok(())
+}
+
+/// `timeout` and `deadline` need an async fn: a blocking call cannot be interrupted, so neither
+/// the attribute nor a configuration can give one to a blocking site.
+///
+/// # Errors
+///
+/// `is_async` is false; the violation is keyed `key` and names the fn `operation`.
+///
+/// ```
+/// use resilience_policy::check_needs_async;
+///
+/// assert!(check_needs_async("timeout", "fetch", true).is_ok());
+/// assert_eq!(
+///     check_needs_async("timeout", "fetch", false).unwrap_err().to_string(),
+///     "`timeout` needs an async fn: a blocking call cannot be interrupted; remove `timeout` or make `fetch` async"
+/// );
+/// ```
+pub fn check_needs_async(key: &str, operation: &str, is_async: bool) -> Result<(), Violation> {
+    if !is_async {
+        return Err(Violation::new(
+            key,
+            "",
+            format!("`{key}` needs an async fn: a blocking call cannot be interrupted"),
+            format!("remove `{key}` or make `{operation}` async"),
+        ));
+    }
+    Ok(())
+}
+
 /// A duration setting (`timeout`, `deadline`, `cooldown`, `idle_ttl`, a limiter's `per`, backoff
 /// `base` and `max`) lies within [`MIN_DURATION`] (1 ms) and [`MAX_DURATION`] (30 days).
 ///

@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::engine::Site;
+use crate::registry::SitePolicy;
 
 /// An id that ties together every log line, retry and event of one logical call. Nested resilient
 /// calls share their outer call's id.
@@ -90,6 +91,25 @@ pub struct CallContext {
     pub(crate) max_attempts: u32,
     pub(crate) correlation_id: CorrelationId,
     pub(crate) idempotency_key: Option<Arc<str>>,
+    site: SiteOf,
+}
+
+/// The site of a [`CallContext`], compared by address.
+#[derive(Clone, Copy)]
+struct SiteOf(&'static Site);
+
+impl PartialEq for SiteOf {
+    fn eq(&self, other: &SiteOf) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for SiteOf {}
+
+impl fmt::Debug for SiteOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.policy().site_name())
+    }
 }
 
 /// What is installed while an attempt is polled: plain data, three words, so the thread-local
@@ -290,13 +310,56 @@ impl CallContext {
             None
         };
         let p = site.policy();
+        let retries = match effective(site) {
+            Some(e) => e.policy.retries,
+            None => p.retries,
+        };
         Some(CallContext {
             operation: p.operation,
             attempt: a.attempt,
-            max_attempts: p.retries.saturating_add(1),
+            max_attempts: retries.saturating_add(1),
             correlation_id: a.correlation,
             idempotency_key,
+            site: SiteOf(site),
         })
+    }
+
+    /// The policy the call runs under, and where each value came from: the attribute's, with the
+    /// configuration's `[sites]` table and the per-call override in force
+    /// ([`with_policy`](crate::with_policy)) over it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use resilience_runtime::registry::{PolicyOverride, PolicySource};
+    /// use resilience_runtime::{resilient, with_policy, CallContext, ConnectorError, Rejected};
+    ///
+    /// #[derive(Debug, ConnectorError)]
+    /// enum ApiError {
+    ///     #[connector(transient)]
+    ///     Busy,
+    ///     #[connector(rejected)]
+    ///     Rejected(Rejected),
+    /// }
+    ///
+    /// #[resilient(retries = 3, idempotent, timeout = "10s")]
+    /// async fn list() -> Result<(u32, Option<Duration>, PolicySource), ApiError> {
+    ///     let p = CallContext::current().expect("in a call").policy();
+    ///     Ok((p.retries, p.timeout, p.sources.timeout))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let tenant = PolicyOverride::new().with_timeout(Duration::from_secs(2));
+    /// let seen = with_policy(tenant, list()).unwrap().await.unwrap();
+    /// assert_eq!(seen, (3, Some(Duration::from_secs(2)), PolicySource::Call));
+    /// # }
+    /// ```
+    pub fn policy(&self) -> SitePolicy {
+        let site = self.site.0;
+        match site.state_here() {
+            Some(s) => s.report(s.effective(site.policy().needs_rejected()).as_deref()),
+            None => crate::registry::attribute_policy(site.policy()),
+        }
     }
 
     /// The operation (the annotated fn's name).
@@ -323,6 +386,14 @@ impl CallContext {
     pub fn idempotency_key(&self) -> Option<&str> {
         self.idempotency_key.as_deref()
     }
+}
+
+/// The policy a call at `site` starting here runs under, when it is not the attribute's (see
+/// `SiteState::effective`): for what the call's context reports, not on the call's path. A
+/// `timeout` or `deadline` of a per-call override is shown as the site takes it when its error
+/// type carries `Rejected`.
+fn effective(site: &'static Site) -> Option<Arc<crate::registry::Effective>> {
+    site.state_here()?.effective(site.policy().needs_rejected())
 }
 
 /// The correlation id for a new call: the one of the resilient call running on this thread (a

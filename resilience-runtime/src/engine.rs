@@ -67,12 +67,13 @@ use std::time::Duration;
 use crate::InvalidConfig;
 use crate::backoff::{Backoff, RetryAfter, Rng};
 use crate::breaker::{Breaker, Outcome, Ticket};
+use crate::budget::RetryBudget;
 use crate::classify::{Classify, ErrorClass, Rejected};
 use crate::clock::{self, Instant};
 use crate::context::{self, CorrelationId};
 use crate::events::{self, GiveUpReason, RuntimeEvent};
 use crate::metrics;
-use crate::registry::{self, SiteState};
+use crate::registry::{self, Effective, SiteState};
 use crate::store::{Permit, StoreFuture};
 
 mod slot;
@@ -100,6 +101,12 @@ pub struct Policy {
     pub operation: &'static str,
     /// The module path of the fn.
     pub module: &'static str,
+    /// The site's name when it is not `<module>::<operation>` (`#[resilient(name = "...")]`);
+    /// see [`Policy::site_name`].
+    pub name: Option<&'static str>,
+    /// Whether the fn is blocking (a plain `fn`): no `timeout` or `deadline` can apply to it,
+    /// from the attribute or from a configuration.
+    pub blocking: bool,
     /// Extra attempts after the first.
     pub retries: u32,
     /// The backoff schedule.
@@ -124,6 +131,8 @@ pub struct Policy {
     pub rate_limit: Option<&'static str>,
     /// The bulkhead's name.
     pub bulkhead: Option<&'static str>,
+    /// The retry budget's name when it is not the default (see [`Policy::budget_name`]).
+    pub budget: Option<&'static str>,
 }
 
 impl Policy {
@@ -132,6 +141,8 @@ impl Policy {
         Policy {
             operation,
             module,
+            name: None,
+            blocking: false,
             retries: 0,
             backoff: Backoff::new(),
             retry_after: RetryAfter::new(),
@@ -144,7 +155,76 @@ impl Policy {
             deadline: None,
             rate_limit: None,
             bulkhead: None,
+            budget: None,
         }
+    }
+
+    /// Names the site: what `[sites."<name>"]` tables, reports and the startup check call it,
+    /// instead of `<module>::<operation>`. Two sites may not share a name (the startup check
+    /// refuses it): give one of two methods of the same name in one module a name of its own.
+    /// What `#[resilient(name = "...")]` sets.
+    ///
+    /// ```
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// const P: Policy = Policy::new("list", "graph::users").with_name("graph::users::list_all");
+    /// assert_eq!(P.site_name(), "graph::users::list_all");
+    /// assert_eq!(Policy::new("list", "graph::users").site_name(), "graph::users::list");
+    /// ```
+    pub const fn with_name(mut self, name: &'static str) -> Policy {
+        self.name = Some(name);
+        self
+    }
+
+    /// Marks the fn blocking: a configuration cannot give it a `timeout` or a `deadline` (a
+    /// blocking call cannot be interrupted). `#[resilient]` sets it on a plain `fn`.
+    pub const fn blocking(mut self) -> Policy {
+        self.blocking = true;
+        self
+    }
+
+    /// Spends the named retry budget: sites that name the same budget share its tokens. What
+    /// `#[resilient(budget = "...")]` sets; see [`Policy::budget_name`] for the default.
+    ///
+    /// ```
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// const P: Policy = Policy::new("list", "graph::users").with_breaker("graph").with_budget("graph-reads");
+    /// assert_eq!(P.budget_name(), "graph-reads");
+    /// ```
+    pub const fn with_budget(mut self, name: &'static str) -> Policy {
+        self.budget = Some(name);
+        self
+    }
+
+    /// The site's name: [`Policy::name`] when set, else `<module>::<operation>`.
+    pub fn site_name(&self) -> std::borrow::Cow<'static, str> {
+        match self.name {
+            Some(n) => n.into(),
+            None => format!("{}::{}", self.module, self.operation).into(),
+        }
+    }
+
+    /// The retry budget's name: [`Policy::budget`] when set, else the breaker's name, else the
+    /// site's name ([`Policy::site_name`]).
+    ///
+    /// ```
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// assert_eq!(Policy::new("list", "graph::users").with_breaker("graph").budget_name(), "graph");
+    /// assert_eq!(Policy::new("list", "graph::users").budget_name(), "graph::users::list");
+    /// ```
+    pub fn budget_name(&self) -> std::borrow::Cow<'static, str> {
+        match self.budget.or(self.breaker) {
+            Some(n) => n.into(),
+            None => self.site_name(),
+        }
+    }
+
+    /// Whether the site is safe to repeat (`idempotent` or an idempotency key): the only sites
+    /// a configuration may give retries.
+    pub const fn safe_to_repeat(&self) -> bool {
+        self.idempotent || self.idempotency_key
     }
 
     /// Sets the extra attempts after the first.
@@ -275,6 +355,15 @@ impl Policy {
             }
             rules::check_deadline_fits(d, self.retries, &self.backoff.schedule(), self.timeout)?;
         }
+        if self.timeout.is_some() {
+            rules::check_needs_async("timeout", self.operation, !self.blocking)?;
+        }
+        if self.deadline.is_some() {
+            rules::check_needs_async("deadline", self.operation, !self.blocking)?;
+        }
+        if let Some(b) = self.budget {
+            rules::check_name("budget", b)?;
+        }
         Ok(())
     }
 
@@ -296,6 +385,10 @@ pub struct Site {
     warned: std::sync::atomic::AtomicBool,
     /// [`Site::check_policy`] has run.
     validated: std::sync::Once,
+    /// Whether the global registry's `[sites]` table overrides the policy: the first attempt's
+    /// fast path, which runs at the global registry only, reads it here, at the site's address
+    /// (a constant where `#[resilient]` drives the call), rather than through its state.
+    overridden_globally: std::sync::atomic::AtomicBool,
 }
 
 impl Site {
@@ -306,7 +399,21 @@ impl Site {
             global: OnceLock::new(),
             warned: std::sync::atomic::AtomicBool::new(false),
             validated: std::sync::Once::new(),
+            overridden_globally: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the global registry's `[sites]` table overrides the site's policy.
+    #[inline(always)]
+    pub(crate) fn overridden_globally(&self) -> bool {
+        self.overridden_globally
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records whether the global registry's `[sites]` table overrides the site's policy.
+    pub(crate) fn set_overridden_globally(&self, overridden: bool) {
+        self.overridden_globally
+            .store(overridden, std::sync::atomic::Ordering::Release);
     }
 
     /// Checks the policy once per site, when the site is first resolved: a hand-built policy
@@ -362,6 +469,17 @@ impl Site {
         })
     }
 
+    /// The site's state in the registry in force here, if the site has been called through it
+    /// (for what a call's context reports; not on a call's path).
+    pub(crate) fn state_here(&'static self) -> Option<StateRef> {
+        match registry::scoped_registry() {
+            Some(r) if !r.ptr_eq(crate::Registry::global()) => {
+                r.called_site(self).map(StateRef::Owned)
+            }
+            _ => self.global.get().map(|s| StateRef::Static(s)),
+        }
+    }
+
     #[inline(always)]
     fn state(&'static self) -> StateRef {
         if let Some(r) = registry::scoped_registry()
@@ -380,9 +498,26 @@ impl fmt::Debug for Site {
     }
 }
 
-enum StateRef {
+pub(crate) enum StateRef {
     Static(&'static SiteState),
     Owned(Arc<SiteState>),
+}
+
+/// A call's policy, held apart from the call: the attribute's, or a merged one.
+enum PolicyRef {
+    Static(&'static Policy),
+    Shared(Arc<Effective>),
+}
+
+impl std::ops::Deref for PolicyRef {
+    type Target = Policy;
+    #[inline]
+    fn deref(&self) -> &Policy {
+        match self {
+            PolicyRef::Static(p) => p,
+            PolicyRef::Shared(e) => &e.policy,
+        }
+    }
 }
 
 impl std::ops::Deref for StateRef {
@@ -689,6 +824,10 @@ const OWNS: u8 = 8;
 const PERMITTED: u8 = 16;
 /// `Call::flags`: `Call::retry`'s generator is seeded (at the first wait the call draws).
 const SEEDED: u8 = 32;
+/// `Call::flags`: the call runs under a policy other than its attribute's (`Call::over` holds
+/// it; `OWNS` is set too). A bit of `flags`, which the success path tests anyway, so that a call
+/// nothing overrides pays a bit test for it.
+const OVER: u8 = 64;
 
 /// One logical call in progress, held by a [`Slot`]; see the [module docs](self).
 ///
@@ -700,6 +839,9 @@ const SEEDED: u8 = 32;
 /// of a call on the happy path is inline: it compares the ticket and one byte.
 pub(crate) struct Call<T, E, H> {
     state: StateRef,
+    /// The call's policy when it is not the attribute's (a `[sites]` table, a per-call
+    /// override): read through [`Call::policy`]. Released by `Drop` under `OWNS`, as `keyed` is.
+    over: ManuallyDrop<Option<Arc<Effective>>>,
     /// The hooks; `refresh` is also `HOOK_REFRESH` in `clock`.
     hooks: H,
     types: PhantomData<fn() -> (T, E)>,
@@ -709,10 +851,12 @@ pub(crate) struct Call<T, E, H> {
     /// `IN_BULKHEAD`, `ENDED`, `OWNS`.
     flags: u8,
     timed_out: Option<TimeoutKind>,
-    attempt: u32,
-    retries: u32,
+    /// Attempts made, and retries among them: small, so that these and the bytes above fit
+    /// beside the ticket in 16 bytes (a policy's retries are at most 20; the counts saturate).
+    attempt: u16,
+    retries: u16,
     /// Credential refreshes made: at most `retries + 1` in one call.
-    refreshes: u32,
+    refreshes: u8,
     /// The correlation id, assigned on first use (`CorrelationId::UNSET` until then): a call
     /// that nobody traces, asks about or logs never takes one.
     correlation: std::cell::Cell<CorrelationId>,
@@ -732,6 +876,9 @@ pub(crate) struct Call<T, E, H> {
 /// rate-limit permit, or out a backoff).
 #[derive(Default)]
 struct Cold {
+    /// The attempt's timer when the attempt's future holds none (the attribute has no `timeout`
+    /// or `deadline`) and the call's policy gives it one (see `Call::arm_spare_timer`).
+    spare_timer: Option<Pin<Box<slot::Timer>>>,
     span: Option<tracing::Span>,
     key: Option<Arc<str>>,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -789,9 +936,14 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// Starts a call at `site` with any [`HookSet`].
     #[inline(always)]
     pub(crate) fn with_hooks(site: &'static Site, hooks: H) -> Self {
-        let p = site.policy;
-        let mut call = Call::bare(site.state(), hooks, context::correlation_for_new_call());
-        let needs_deadline = p.deadline.is_some() && hooks.rejects();
+        let state = site.state();
+        let over = state.effective(hooks.rejects());
+        let mut call = Call::bare(state, hooks, context::correlation_for_new_call());
+        if over.is_some() {
+            *call.over = over;
+            call.flags |= OWNS | OVER;
+        }
+        let needs_deadline = call.policy().deadline.is_some() && hooks.rejects();
         let clock = if metrics::latency_enabled() {
             CLOCK_LATENCY
         } else {
@@ -804,7 +956,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         // The level check inline (a load and a compare); the span, and the check of the
         // subscriber's interest in it, out of line.
         if slot::span_wanted()
-            && let Some(cold) = traced(p, &call.correlation)
+            && let Some(cold) = traced(site.policy, &call.correlation)
         {
             *call.cold = Some(cold);
             call.flags |= OWNS;
@@ -817,6 +969,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     fn bare(state: StateRef, hooks: H, correlation: CorrelationId) -> Self {
         Call {
             state,
+            over: ManuallyDrop::new(None),
             hooks,
             types: PhantomData,
             keyed: ManuallyDrop::new(None),
@@ -879,7 +1032,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                         }
                         self.end_ask();
                         self.release_ticket();
-                        let deadline = self.site().policy.deadline.unwrap_or_default();
+                        let deadline = self.policy().deadline.unwrap_or_default();
                         self.reject(Rejected::DeadlineExceeded { deadline })
                     }
                 }
@@ -948,7 +1101,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
         let deadline_at = self.deadline_at();
         if deadline_at != 0 && clock::now_nanos() >= deadline_at {
-            let d = self.site().policy.deadline.unwrap_or_default();
+            let d = self.policy().deadline.unwrap_or_default();
             return self.reject(Rejected::DeadlineExceeded { deadline: d });
         }
         // A ticket already held was taken by this gate before a store's round trip.
@@ -1062,7 +1215,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// gate again; when capacity cannot come in time it ends with the rejection. A wait spends
     /// no retry and no budget, records nothing on the breaker and needs no `idempotent`.
     fn wait_for_capacity(&mut self, r: Rejected, hint: Option<Duration>) -> Gate<T, E> {
-        let p = self.site().policy;
+        let p = self.policy_ref();
         let deadline_at = self.deadline_at();
         let wait = match hint {
             Some(w) => w,
@@ -1133,8 +1286,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             return None;
         }
         let by_timeout = self
-            .site()
-            .policy
+            .policy()
             .timeout
             .and_then(|t| Instant::now().checked_add(t));
         if self.clock & CLOCK_DEADLINE == 0 {
@@ -1183,7 +1335,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// The deadline passed outside an attempt: the call ends with its rejection.
     #[cold]
     fn deadline_passed(&mut self) -> Result<(), Result<T, E>> {
-        let deadline = self.site().policy.deadline.unwrap_or_default();
+        let deadline = self.policy().deadline.unwrap_or_default();
         match self.hooks.rejected(Rejected::DeadlineExceeded { deadline }) {
             Some(e) => Err(self.end_with(e, ErrorClass::Transient, GiveUpReason::Deadline)),
             // A call has a deadline only when its site takes rejections (`CLOCK_DEADLINE`).
@@ -1219,7 +1371,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
                     .ticket
                     .take()
                     .and_then(|t| self.breaker().map(|b| (b, t)));
-                slot::succeeded(&self.state, admitted, self.retries > 0);
+                slot::succeeded_with(&self.state, self.budget(), admitted, self.retries > 0);
                 self.flags |= ENDED;
                 if self.clock & CLOCK_LATENCY != 0 {
                     self.record_latency();
@@ -1302,8 +1454,8 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         floor: Duration,
     ) -> Step<T, E> {
         let over = self.hooks.override_class(&e);
-        let p = self.site().policy;
-        self.attempt += 1;
+        let p = self.policy_ref();
+        self.attempt = self.attempt.saturating_add(1);
 
         if over == Some(Override::Abort) {
             return self.give_up(e, class, GiveUpReason::Aborted);
@@ -1315,10 +1467,10 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         // refreshes of one call by its attempts, `retries + 1`.
         if class == ErrorClass::Auth
             && self.clock & HOOK_REFRESH != 0
-            && self.refreshes <= p.retries
+            && u32::from(self.refreshes) <= p.retries
             && over.is_none()
         {
-            self.refreshes += 1;
+            self.refreshes = self.refreshes.saturating_add(1);
             self.state.counters.refresh();
             tracing::info!(
                 parent: self.span_id(),
@@ -1337,12 +1489,12 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         if !retryable {
             return self.give_up(e, class, GiveUpReason::NotRetryable);
         }
-        if self.retries >= p.retries {
+        if u32::from(self.retries) >= p.retries.min(u32::from(u16::MAX)) {
             return self.give_up(e, class, GiveUpReason::RetriesExhausted);
         }
         let deadline_at = self.deadline_at();
         let prev = self.retry.prev_wait();
-        let backoff = p.backoff.delay(self.retries, prev, self.rng());
+        let backoff = p.backoff.delay(u32::from(self.retries), prev, self.rng());
         let hint = e.retry_after();
         let Some(wait) = p.retry_after.wait(backoff, hint) else {
             return self.give_up(e, class, GiveUpReason::RetryAfterTooLong);
@@ -1352,11 +1504,11 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         {
             return self.give_up(e, class, GiveUpReason::Deadline);
         }
-        if !self.state.budget.try_spend() {
+        if !self.budget().try_spend() {
             self.state.counters.budget_exhausted();
             return self.give_up(e, class, GiveUpReason::BudgetExhausted);
         }
-        self.retries += 1;
+        self.retries = self.retries.saturating_add(1);
         self.retry.prev_wait = clock::nanos(wait);
         self.state.counters.retry();
         let correlation_id = self.correlation_or_default();
@@ -1375,12 +1527,14 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             p.operation,
             self.attempt,
             // Refreshed attempts come on top of the retries.
-            p.retries.saturating_add(1).saturating_add(self.refreshes),
+            p.retries
+                .saturating_add(1)
+                .saturating_add(u32::from(self.refreshes)),
             resilience_policy::format_rounded(wait)
         );
         events::emit(RuntimeEvent::Retry {
             operation: p.operation,
-            attempt: self.attempt,
+            attempt: u32::from(self.attempt),
             max_retries: p.retries,
             class,
             code,
@@ -1441,8 +1595,8 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         events::emit(RuntimeEvent::GaveUp {
             operation: self.site().policy.operation,
             connector: &self.state.connector,
-            attempts: self.attempt,
-            retry_count: self.retries,
+            attempts: u32::from(self.attempt),
+            retry_count: u32::from(self.retries),
             class: e.class(),
             code: e.code(),
             reason,
@@ -1502,13 +1656,92 @@ impl<T, E, H> Call<T, E, H> {
         self.state.site
     }
 
+    /// The call's policy: the attribute's, unless a `[sites]` table or a per-call override
+    /// changed it (then the one merged when the call started: a reconfiguration meanwhile
+    /// reaches the next call).
+    #[inline(always)]
+    pub(crate) fn policy(&self) -> &Policy {
+        match &*self.over {
+            Some(e) if self.flags & OVER != 0 => &e.policy,
+            _ => self.site().policy,
+        }
+    }
+
+    /// [`Call::policy`], held apart from the call, for code that borrows the call mutably
+    /// meanwhile.
+    fn policy_ref(&self) -> PolicyRef {
+        match &*self.over {
+            Some(e) => PolicyRef::Shared(e.clone()),
+            None => PolicyRef::Static(self.site().policy),
+        }
+    }
+
+    /// The retry budget the call's retries spend.
+    #[inline(always)]
+    fn budget(&self) -> &RetryBudget {
+        if self.flags & OVER != 0 {
+            return self.budget_over();
+        }
+        &self.state.budget
+    }
+
+    /// [`Call::budget`] of a call under a policy other than its attribute's.
+    #[cold]
+    #[inline(never)]
+    fn budget_over(&self) -> &RetryBudget {
+        match &*self.over {
+            Some(e) => &e.budget,
+            None => &self.state.budget,
+        }
+    }
+
+    /// Whether the call runs under a policy other than its attribute's.
+    #[inline(always)]
+    pub(crate) fn overridden(&self) -> bool {
+        self.flags & OVER != 0
+    }
+
+    /// Arms the timer of an attempt whose future holds none, when the call's policy (a
+    /// `[sites]` table, a per-call override) gives the site a `timeout` or `deadline` its
+    /// attribute has not: in the call's cold state, so that the futures of sites no
+    /// configuration times keep no room for one.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn arm_spare_timer(&mut self, limit: Option<(Instant, TimeoutKind)>) {
+        match limit {
+            Some(_) => {
+                let mut timer = Box::pin(slot::Timer::new());
+                slot::AttemptTimer::arm(timer.as_mut(), || limit);
+                self.cold().spare_timer = Some(timer);
+            }
+            None => self.disarm_spare_timer(),
+        }
+    }
+
+    /// Whether the spare timer (see [`Call::arm_spare_timer`]) has fired.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn poll_spare_timer(&mut self, cx: &mut TaskContext<'_>) -> Option<TimeoutKind> {
+        let timer = self.cold.as_mut()?.spare_timer.as_mut()?;
+        slot::AttemptTimer::poll_expired(timer.as_mut(), cx)
+    }
+
+    /// The attempt is over: its spare timer, if any, is dropped.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn disarm_spare_timer(&mut self) {
+        if let Some(c) = self.cold.as_mut() {
+            c.spare_timer = None;
+        }
+    }
+
     /// The deadline, in the clock's nanoseconds; 0 for none.
     #[inline]
     fn deadline_at(&self) -> u64 {
         if self.clock & CLOCK_DEADLINE == 0 {
             return 0;
         }
-        let d = self.site().policy.deadline.unwrap_or_default();
+        let d = self.policy().deadline.unwrap_or_default();
         self.started.saturating_add(clock::nanos(d)).max(1)
     }
 
@@ -1577,7 +1810,7 @@ impl<T, E, H> Call<T, E, H> {
         let active = context::Active {
             site: Some(self.state.site),
             correlation: self.correlation.get(),
-            attempt: self.attempt,
+            attempt: u32::from(self.attempt),
             has_key: 0,
         };
         match self.cold.as_deref_mut() {
@@ -1611,14 +1844,16 @@ impl<T, E, H> Call<T, E, H> {
         // breaker ticket was released above rather than recorded as a failure).
         if self.flags & ENDED == 0 && std::thread::panicking() {
             self.flags |= ENDED;
-            count_panic(&self.state, self.attempt, self.span_id());
+            count_panic(&self.state, u32::from(self.attempt), self.span_id());
         }
         if self.flags & OWNS != 0 {
-            self.flags &= !OWNS;
+            self.flags &= !(OWNS | OVER);
             let keyed = std::mem::replace(&mut self.keyed, ManuallyDrop::new(None));
             drop(ManuallyDrop::into_inner(keyed));
             let cold = std::mem::replace(&mut self.cold, ManuallyDrop::new(None));
             drop(ManuallyDrop::into_inner(cold));
+            let over = std::mem::replace(&mut self.over, ManuallyDrop::new(None));
+            drop(ManuallyDrop::into_inner(over));
         }
     }
 }
@@ -2089,5 +2324,20 @@ impl<T, E, H: HookSet<T, E>, const ON: bool> HookSet<T, E> for Refreshing<H, ON>
     #[inline(always)]
     fn refresh(&self) -> bool {
         ON
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A call lives in its caller's future, which is moved (into a task, into `ready`): every
+    /// word it grows by is copied on every move. 88 bytes: the state (two words), the per-key
+    /// breaker, the merged policy of an overridden call, the ticket with the counters, the
+    /// correlation id, the start, the jitter's state (two words) and the cold box.
+    #[test]
+    fn a_call_takes_eleven_words() {
+        assert_eq!(
+            std::mem::size_of::<super::Call<u64, (), super::Hooks>>(),
+            88
+        );
     }
 }

@@ -46,7 +46,9 @@
 //! - [`breaker`]: lock-free circuit breakers.
 //! - [`budget`]: retry budgets.
 //! - [`limit`]: rate limiters and bulkheads.
-//! - [`registry`]: named instances, configuration, health, isolated registries for tests.
+//! - [`registry`]: named instances, configuration (the `[sites]` tables of site policies
+//!   included), health, per-call policy overrides ([`with_policy`]), isolated registries for
+//!   tests.
 //! - [`engine`]: the execution engine, async and blocking.
 //! - [`context`]: the per-call context (attempt, idempotency key, correlation id).
 //! - [`metrics`], [`events`]: per-site counters and runtime events.
@@ -145,7 +147,7 @@ pub use classify::{
     find_in_chain, find_terminal_reason, register_terminal_lookup,
 };
 pub use context::{CallContext, CorrelationId, attempt, idempotency_key};
-pub use registry::Registry;
+pub use registry::{PolicyOverride, Registry, with_policy};
 
 #[doc(inline)]
 pub use resilience_macros::{ConnectorError, resilient};

@@ -38,7 +38,8 @@ mod fleet; // `[backends.*]` and the instances a configuration puts on them
 mod health; // `HealthReport`, `Registry::health`, the exports' visits
 mod keyed; // per-key breakers
 mod named; // the store of named instances, the handles sites hold
-mod scope; // `Registry::scope`/`enter`/`current`: per thread, per poll
+mod scope; // `Registry::scope`/`enter`/`current`, `with_policy`: per thread, per poll
+mod site_policy; // `[sites]` tables and per-call overrides over a site's attribute
 mod sites; // what each site uses, resolved on its first call; `Registry::metrics`
 
 pub use self::config::RegistryConfig;
@@ -46,9 +47,17 @@ pub use self::health::{BackendHealth, BackendState, BreakerHealth, HealthReport,
 pub use self::keyed::KeyedBreakers;
 #[cfg(feature = "governor")]
 pub(crate) use self::keyed::long_form as long_key_form;
-pub use self::scope::Scoped;
+
 pub(crate) use self::scope::scoped_registry;
-pub(crate) use self::sites::SiteState;
+pub use self::scope::{Scoped, WithPolicy, with_policy};
+pub(crate) use self::site_policy::{Effective, Layer};
+pub use self::site_policy::{PolicyOverride, PolicySource, PolicySources, SitePolicy};
+pub(crate) use self::sites::{SiteState, attribute_policy};
+#[cfg(feature = "sites")]
+pub(crate) use self::{
+    site_policy::serialize_backoff,
+    sites::{resolve_table, table_path},
+};
 
 use self::named::{BulkheadHandle, LimiterHandle, Named};
 
@@ -70,6 +79,8 @@ struct Inner {
     /// The instances a configuration puts on a backend (see `fleet`).
     #[cfg(feature = "redis")]
     fleet: fleet::Attachments,
+    /// The configuration's `[sites."<name>"]` tables, by site name.
+    site_tables: Named<Layer>,
     sites: RwLock<sites::Sites>,
     seed: Mutex<Option<u64>>,
     sleep: Mutex<Option<BlockingSleep>>,

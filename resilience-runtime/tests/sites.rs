@@ -96,7 +96,7 @@ fn the_startup_check_names_sites_whose_breaker_the_file_does_not_configure() {
     let report = sites::report(&Registry::new());
     let err = report.check(&config).unwrap_err();
     assert_eq!(
-        err.sites,
+        err.unconfigured_breakers,
         [("sites::assign_license".to_owned(), "licensing")]
     );
     assert_eq!(
@@ -192,7 +192,7 @@ async fn sites_made_by_hand_are_listed_once_called() {
         report
             .check(&RegistryConfig::default())
             .unwrap_err()
-            .sites
+            .unconfigured_breakers
             .iter()
             .any(|(_, b)| *b == "manual-breaker")
     );

@@ -7,6 +7,7 @@
 //! Breakers and retry budgets keep their local state and ask a store on their slow paths only:
 //! two registries here are two replicas sharing one in-memory "fleet" store.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -108,11 +109,15 @@ impl RateLimit for Remote {
     }
 }
 
-static RUNS: AtomicU32 = AtomicU32::new(0);
+thread_local! {
+    /// Attempts run on this thread: each test drives its calls on its own thread (a
+    /// current-thread runtime), so tests running in parallel do not see each other's.
+    static RUNS: Cell<u32> = const { Cell::new(0) };
+}
 
 #[resilient(retries = 3, idempotent, rate_limit = "store_remote", deadline = "10s")]
 async fn limited() -> Result<u32, ApiError> {
-    RUNS.fetch_add(1, Ordering::SeqCst);
+    RUNS.set(RUNS.get() + 1);
     Ok(1)
 }
 
@@ -125,11 +130,11 @@ async fn a_granted_round_trip_lets_the_attempt_run_once_it_is_answered() {
     let registry = Registry::new();
     let remote = Remote::answering([Ok(())]);
     registry.set_rate_limit("store_remote", remote.clone());
-    let runs = RUNS.load(Ordering::SeqCst);
+    let runs = RUNS.get();
     let start = Instant::now();
     assert_eq!(registry.scope(limited()).await.unwrap(), 1);
     assert_eq!(start.elapsed(), ROUND_TRIP);
-    assert_eq!(RUNS.load(Ordering::SeqCst), runs + 1);
+    assert_eq!(RUNS.get(), runs + 1);
     assert_eq!(remote.asked(), vec![None]);
     let s = site(&registry, "limited");
     assert_eq!(
@@ -148,12 +153,12 @@ async fn a_refusal_by_round_trip_is_waited_out_and_asked_again() {
     let registry = Registry::new();
     let remote = Remote::answering([Err(Duration::from_millis(300)), Ok(())]);
     registry.set_rate_limit("store_remote", remote.clone());
-    let runs = RUNS.load(Ordering::SeqCst);
+    let runs = RUNS.get();
     let start = Instant::now();
     assert_eq!(registry.scope(limited()).await.unwrap(), 1);
     // A round trip, the server's 300 ms, another round trip.
     assert_eq!(start.elapsed(), ROUND_TRIP * 2 + Duration::from_millis(300));
-    assert_eq!(RUNS.load(Ordering::SeqCst), runs + 1, "one attempt");
+    assert_eq!(RUNS.get(), runs + 1, "one attempt");
     assert_eq!(remote.asked().len(), 2);
     let s = site(&registry, "limited");
     assert_eq!(
@@ -173,7 +178,7 @@ async fn a_round_trip_that_never_answers_ends_at_the_deadline() {
     let registry = Registry::new();
     let remote = Remote::answering([]);
     registry.set_rate_limit("store_remote", remote.clone());
-    let runs = RUNS.load(Ordering::SeqCst);
+    let runs = RUNS.get();
     let start = Instant::now();
     let r = registry.scope(limited()).await;
     assert!(
@@ -184,7 +189,7 @@ async fn a_round_trip_that_never_answers_ends_at_the_deadline() {
         "{r:?}"
     );
     assert_eq!(start.elapsed(), Duration::from_secs(10));
-    assert_eq!(RUNS.load(Ordering::SeqCst), runs, "no attempt");
+    assert_eq!(RUNS.get(), runs, "no attempt");
     assert_eq!(remote.abandoned.load(Ordering::SeqCst), 1);
     let s = site(&registry, "limited");
     assert_eq!((s.ok, s.rejected, s.rate_limit_allowed), (0, 1, 0));
@@ -232,11 +237,15 @@ async fn keyed(tenant: &str) -> Result<u32, ApiError> {
     Ok(2)
 }
 
-static BLOCKING_RUNS: AtomicU32 = AtomicU32::new(0);
+thread_local! {
+    /// Attempts run on this thread: each test drives its calls on its own thread (a
+    /// current-thread runtime), so tests running in parallel do not see each other's.
+    static BLOCKING_RUNS: Cell<u32> = const { Cell::new(0) };
+}
 
 #[resilient(retries = 3, idempotent, rate_limit = "store_blocking")]
 fn blocking() -> Result<u32, ApiError> {
-    BLOCKING_RUNS.fetch_add(1, Ordering::SeqCst);
+    BLOCKING_RUNS.set(RUNS.get() + 1);
     Ok(3)
 }
 
@@ -250,7 +259,7 @@ fn a_blocking_call_waits_for_its_round_trip_on_its_thread() {
     });
     registry.set_rate_limit("store_blocking", remote.clone());
     assert_eq!(registry.enter(blocking).unwrap(), 3);
-    assert_eq!(BLOCKING_RUNS.load(Ordering::SeqCst), 1);
+    assert_eq!(BLOCKING_RUNS.get(), 1);
     assert_eq!(remote.asked().len(), 2);
     let s = site(&registry, "blocking");
     assert_eq!(
@@ -303,11 +312,15 @@ impl BreakerStore for FleetBreaker {
     }
 }
 
-static FLEET_RUNS: AtomicU32 = AtomicU32::new(0);
+thread_local! {
+    /// Attempts run on this thread: each test drives its calls on its own thread (a
+    /// current-thread runtime), so tests running in parallel do not see each other's.
+    static FLEET_RUNS: Cell<u32> = const { Cell::new(0) };
+}
 
 #[resilient(retries = 2, idempotent, jitter = "none", breaker = "store_fleet")]
 async fn fleet_call(fail: bool) -> Result<u32, ApiError> {
-    FLEET_RUNS.fetch_add(1, Ordering::SeqCst);
+    FLEET_RUNS.set(RUNS.get() + 1);
     if fail { Err(ApiError::Busy) } else { Ok(4) }
 }
 
@@ -322,7 +335,7 @@ async fn a_breaker_opened_on_one_replica_opens_on_the_other_and_the_fleet_probes
     }
     let [a, b] = &replicas;
     // Replica a trips its breaker; b learns it at its next sync and refuses without an attempt.
-    let runs = FLEET_RUNS.load(Ordering::SeqCst);
+    let runs = FLEET_RUNS.get();
     assert!(matches!(
         a.scope(fleet_call(true)).await,
         Err(ApiError::Rejected(_))
@@ -335,11 +348,7 @@ async fn a_breaker_opened_on_one_replica_opens_on_the_other_and_the_fleet_probes
         matches!(r, Err(ApiError::Rejected(Rejected::CircuitOpen { .. }))),
         "{r:?}"
     );
-    assert_eq!(
-        FLEET_RUNS.load(Ordering::SeqCst),
-        runs + 1,
-        "only a's first attempt ran"
-    );
+    assert_eq!(FLEET_RUNS.get(), runs + 1, "only a's first attempt ran");
     // Both cooled down: a takes the fleet's probe, b is refused while it is out.
     tokio::time::advance(config.cooldown).await;
     let probe = a.breaker("store_fleet").acquire().expect("a probes");
@@ -445,12 +454,12 @@ async fn a_panicking_store_leaves_the_local_state_in_charge() {
     r.budget("store_fleet").set_store(Arc::new(Broken));
     // The failure trips the breaker (the store's panic at the transition changes nothing), and
     // the budget's panicking store refuses the retry rather than let it through unbounded.
-    let runs = FLEET_RUNS.load(Ordering::SeqCst);
+    let runs = FLEET_RUNS.get();
     assert!(matches!(
         r.scope(fleet_call(true)).await,
         Err(ApiError::Busy)
     ));
-    assert_eq!(FLEET_RUNS.load(Ordering::SeqCst), runs + 1);
+    assert_eq!(FLEET_RUNS.get(), runs + 1);
     assert_eq!(r.breaker("store_fleet").state(), BreakerState::Open);
     assert_eq!(r.budget("store_fleet").exhausted_total(), 1);
     // After the cooldown the local machine decides the probe, and closes on its success.

@@ -151,12 +151,19 @@ fn private(config: &Config) -> TokenStream {
 fn policy(config: &Config, private: &TokenStream) -> TokenStream {
     let operation = &config.operation;
     let mut policy = quote!(#private::Policy::new(#operation, #private::module_path!()));
+    if let Some(name) = &config.name {
+        policy.extend(quote!(.with_name(#name)));
+    }
+    if !config.is_async {
+        policy.extend(quote!(.blocking()));
+    }
     if config.retries > 0 {
         let retries = config.retries;
         policy.extend(quote!(.with_retries(#retries)));
     }
-    // The schedule of retries, and of the waits for a bulkhead slot.
-    if config.retries > 0 || config.bulkhead.is_some() {
+    // The schedule of retries (a configuration may give a site safe to repeat retries it has not
+    // got), and of the waits for a bulkhead slot.
+    if config.retries > 0 || config.safe_to_repeat() || config.bulkhead.is_some() {
         let b = &config.backoff;
         let base = duration::tokens(private, b.base);
         let max = duration::tokens(private, b.max);
@@ -208,6 +215,9 @@ fn policy(config: &Config, private: &TokenStream) -> TokenStream {
     }
     if let Some(name) = &config.bulkhead {
         policy.extend(quote!(.with_bulkhead(#name)));
+    }
+    if let Some(name) = &config.budget {
+        policy.extend(quote!(.with_budget(#name)));
     }
     policy
 }
@@ -567,6 +577,66 @@ mod tests {
         );
         let plain = expand_str(quote!(breaker = "okta", breaker_key = tenant), item);
         assert!(!plain.contains("with_sensitive_key"), "{plain}");
+    }
+
+    #[test]
+    fn the_name_the_budget_and_blocking_reach_the_policy() {
+        let out = expand_str(
+            quote!(name = "graph::users::list", budget = "graph-reads"),
+            quote!(
+                fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(
+            out.contains(". with_name (\"graph::users::list\") . blocking ()"),
+            "{out}"
+        );
+        assert!(out.contains(". with_budget (\"graph-reads\")"), "{out}");
+        let plain = expand_str(
+            quote!(),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(
+            !plain.contains("with_name") && !plain.contains("blocking ()"),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn a_site_safe_to_repeat_loops_even_without_retries() {
+        let out = expand_str(
+            quote!(retries = 0, idempotent, backoff(base = "10ms")),
+            quote!(
+                async fn f(id: String) -> Result<(), E> {
+                    drop(id);
+                    Ok(())
+                }
+            ),
+        );
+        // A configuration may give it retries: the body is in a loop, its argument cloned per
+        // attempt, and the schedule is the attribute's.
+        assert!(out.contains("loop { match"), "{out}");
+        assert!(out.contains("clone_arg (& id)"), "{out}");
+        assert!(out.contains(". with_base ("), "{out}");
+        let once = expand_str(
+            quote!(retries = 0),
+            quote!(
+                async fn f(id: String) -> Result<(), E> {
+                    drop(id);
+                    Ok(())
+                }
+            ),
+        );
+        assert!(
+            !once.contains("loop { match") && once.contains(":: once ("),
+            "{once}"
+        );
     }
 
     #[test]

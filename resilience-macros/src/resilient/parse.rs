@@ -11,6 +11,9 @@ use syn::spanned::Spanned;
 #[derive(Debug, Default, FromMeta)]
 #[darling(default)]
 pub(crate) struct Args {
+    /// Any expression, so that a value that is not a string gets a message that says what to
+    /// write (`validate::string`).
+    pub(crate) name: Option<Verbatim>,
     pub(crate) retries: Option<syn::LitInt>,
     pub(crate) backoff: Option<BackoffArgs>,
     pub(crate) jitter: Option<syn::LitStr>,
@@ -27,6 +30,8 @@ pub(crate) struct Args {
     pub(crate) refresh: Option<syn::Path>,
     pub(crate) rate_limit: Option<syn::LitStr>,
     pub(crate) bulkhead: Option<syn::LitStr>,
+    /// As `name`.
+    pub(crate) budget: Option<Verbatim>,
     #[darling(rename = "crate")]
     pub(crate) krate: Option<syn::Path>,
     /// Not a key: accepted only to explain that `retries` counts the extra attempts.
@@ -125,6 +130,7 @@ mod tests {
     #[test]
     fn parses_every_key() {
         let args = args(quote!(
+            name = "graph::devices::list",
             retries = 3,
             backoff(base = "1s", max = "16s", factor = 2, jitter = "full"),
             breaker = "graph",
@@ -140,6 +146,7 @@ mod tests {
             refresh = Self::refresh,
             rate_limit = "graph",
             bulkhead = "graph",
+            budget = "graph-reads",
             crate = "::my::rt"
         ))
         .ok();
@@ -148,6 +155,7 @@ mod tests {
         assert!(args.sensitive_key.is_present());
         assert_eq!(args.retry_on.map(|a| a.elems.len()), Some(2));
         assert!(args.krate.is_some());
+        assert!(args.name.is_some() && args.budget.is_some());
         assert!(args.backoff.and_then(|b| b.factor).is_some());
     }
 
@@ -156,6 +164,8 @@ mod tests {
         assert!(args(quote!(retires = 3)).is_err());
         assert!(args(quote!(timeout = "1s", timeout = "2s")).is_err());
         assert!(args(quote!(sensitive_key = true)).is_err());
+        assert!(args(quote!(name = "a", name = "b")).is_err());
+        assert!(args(quote!(budget)).is_err());
         let misspelt = args(quote!(breaker_key = k, sensitiv_key)).err();
         let message = misspelt.map(|e| e.to_string()).unwrap_or_default();
         assert!(

@@ -11,7 +11,7 @@ use resilience_policy::bounds::MAX_RETRIES;
 use resilience_policy::{self as policy, Jitter, Schedule, defaults};
 use syn::spanned::Spanned;
 
-use super::parse::{Args, BackoffArgs};
+use super::parse::{Args, BackoffArgs, Verbatim};
 use crate::diag::{Errors, suggestion};
 use crate::duration;
 
@@ -21,6 +21,8 @@ pub(crate) struct Config {
     pub(crate) krate: TokenStream,
     /// The fn's name.
     pub(crate) operation: String,
+    /// `name = "..."`: the site's name, when it is not `<module path>::<fn>`.
+    pub(crate) name: Option<String>,
     pub(crate) is_async: bool,
     pub(crate) retries: u32,
     pub(crate) backoff: Schedule,
@@ -38,6 +40,8 @@ pub(crate) struct Config {
     pub(crate) refresh: Option<syn::Path>,
     pub(crate) rate_limit: Option<String>,
     pub(crate) bulkhead: Option<String>,
+    /// `budget = "..."`: the retry budget, when it is not the breaker's (or the site's) name.
+    pub(crate) budget: Option<String>,
     /// The declared return type.
     pub(crate) ret: syn::Type,
     pub(crate) receiver: Receiver,
@@ -46,9 +50,16 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// Whether the body may run more than once (retries, or a credential refresh).
+    /// Whether the body may run more than once: retries, a credential refresh, or a site marked
+    /// safe to repeat, whose retries a configuration may raise at run time.
     pub(crate) fn repeats(&self) -> bool {
-        self.retries > 0 || self.refresh.is_some()
+        self.retries > 0 || self.refresh.is_some() || self.safe_to_repeat()
+    }
+
+    /// Whether the operation is marked safe to repeat (`idempotent` or `idempotency_key`): the
+    /// only sites a configuration may give retries.
+    pub(crate) fn safe_to_repeat(&self) -> bool {
+        self.idempotent || self.idempotency_key.is_some()
     }
 
     /// Whether an attempt may capture by move (`async move`): always when the body runs once;
@@ -123,6 +134,7 @@ pub(crate) fn validate(
 
     check_not_const(sig, &mut errors);
     check_attempts_keys(&args, &mut errors);
+    let name = check_site_name(&args, &mut errors);
     let ret = check_return_type(sig, &mut errors);
     let idempotent = args.idempotent.is_present();
     let retries = check_retries(&args, &mut errors);
@@ -136,10 +148,16 @@ pub(crate) fn validate(
     check_sensitive_key(&args, &mut errors);
     let rate_limit = check_name(&args.rate_limit, "rate_limit", &mut errors);
     let bulkhead = check_name(&args.bulkhead, "bulkhead", &mut errors);
+    let budget_lit = string(&args.budget, "budget", "graph", &mut errors);
+    let budget = check_name(&budget_lit, "budget", &mut errors);
     let retry_on = check_variant_list(&args.retry_on, "retry_on", &mut errors);
     let abort_on = check_variant_list(&args.abort_on, "abort_on", &mut errors);
     check_overrides_disjoint(&retry_on, &abort_on, &mut errors);
-    let repeats = retries > 0 || args.refresh.is_some();
+    // A site safe to repeat loops even with `retries = 0`: a configuration may give it retries.
+    let repeats = retries > 0
+        || args.refresh.is_some()
+        || args.idempotent.is_present()
+        || args.idempotency_key.is_some();
     let receiver = check_receiver(sig, &args, retries, repeats, &mut errors);
     let rebinds = if repeats { rebinds(item) } else { Vec::new() };
 
@@ -152,6 +170,7 @@ pub(crate) fn validate(
         Some(ret) if errors.is_empty() => Ok(Config {
             krate,
             operation,
+            name,
             is_async,
             retries,
             backoff,
@@ -168,6 +187,7 @@ pub(crate) fn validate(
             refresh: args.refresh,
             rate_limit,
             bulkhead,
+            budget,
             ret,
             receiver,
             rebinds,
@@ -385,14 +405,9 @@ fn check_async_only(
     errors: &mut Errors,
 ) -> Option<Duration> {
     let lit = lit.as_ref()?;
-    if sig.asyncness.is_none() {
-        errors.error(
-            lit.span(),
-            format!(
-                "`{key}` needs an async fn: a blocking call cannot be interrupted; remove `{key}` or make `{}` async",
-                sig.ident
-            ),
-        );
+    let operation = sig.ident.to_string();
+    if let Err(v) = policy::check_needs_async(key, &operation, sig.asyncness.is_some()) {
+        errors.error(lit.span(), v);
         // Still check the literal itself, so every mistake shows in one build.
         let _ = errors.handle(duration::parse(key, lit));
         return None;
@@ -439,10 +454,57 @@ fn check_deadline_fits(
 fn check_name(lit: &Option<syn::LitStr>, key: &str, errors: &mut Errors) -> Option<String> {
     let lit = lit.as_ref()?;
     let name = lit.value();
+    if let Err(v) = policy::check_name(key, &name) {
+        errors.error(lit.span(), v);
+        return None;
+    }
+    Some(name)
+}
+
+/// A key that takes a string literal: its literal, or an error at the value that says what to
+/// write (darling's own says only the type it found).
+fn string(
+    value: &Option<Verbatim>,
+    key: &str,
+    example: &str,
+    errors: &mut Errors,
+) -> Option<syn::LitStr> {
+    match &value.as_ref()?.0 {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(lit),
+            ..
+        }) => Some(lit.clone()),
+        other => {
+            errors.spanned(
+                other,
+                format!("`{key}` takes a string literal, e.g. `{key} = \"{example}\"`"),
+            );
+            None
+        }
+    }
+}
+
+/// `name = "..."` names the site in configuration tables (`[sites."<name>"]`), reports and the
+/// startup check: it must say something, and say it without padding (`[sites." a"]` and
+/// `[sites."a"]` are two tables).
+fn check_site_name(args: &Args, errors: &mut Errors) -> Option<String> {
+    let lit = string(&args.name, "name", "graph::users::list", errors)?;
+    let lit = &lit;
+    let name = lit.value();
     if name.trim().is_empty() {
         errors.error(
             lit.span(),
-            format!("`{key}` needs a non-empty name, e.g. `{key} = \"graph\"`; sites with the same name share it"),
+            "`name` needs a non-empty site name, e.g. `name = \"graph::users::list\"`; it names the site in `[sites.\"<name>\"]` tables and reports, or remove it for `<module path>::<fn>`",
+        );
+        return None;
+    }
+    if name.trim() != name {
+        errors.error(
+            lit.span(),
+            format!(
+                "`name = \"{name}\"` starts or ends with whitespace, which a `[sites.\"<name>\"]` table would have to repeat; write `name = \"{}\"`",
+                name.trim()
+            ),
         );
         return None;
     }
@@ -525,6 +587,10 @@ fn check_receiver(
             format!("`retries = {retries}` runs the body more than once")
         } else if args.refresh.is_some() {
             "`refresh` runs the body again after refreshing credentials".to_owned()
+        } else if args.idempotent.is_present() {
+            "`idempotent` lets a configuration (`[sites]`, `with_policy`) give it retries, which run the body more than once".to_owned()
+        } else if args.idempotency_key.is_some() {
+            "`idempotency_key` lets a configuration (`[sites]`, `with_policy`) give it retries, which run the body more than once".to_owned()
         } else {
             "the body runs more than once".to_owned()
         };
@@ -859,6 +925,96 @@ mod tests {
                 quote!(retries = 2, idempotent),
                 quote!(
                     fn f(self: Arc<Self>) -> Result<(), E> {
+                        Ok(())
+                    }
+                )
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_site_name_must_say_something_without_padding() {
+        let item = quote!(
+            async fn f() -> Result<(), E> {
+                Ok(())
+            }
+        );
+        let errs = errors(quote!(name = " "), item.clone());
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("`name` needs a non-empty site name"),
+            "{errs:#?}"
+        );
+        let errs = errors(quote!(name = "graph::list "), item.clone());
+        assert!(
+            errs[0].contains("write `name = \"graph::list\"`"),
+            "{errs:#?}"
+        );
+        let config = run(quote!(name = "graph::list", budget = "reads"), item);
+        let config = config.ok();
+        assert_eq!(
+            config.as_ref().and_then(|c| c.name.as_deref()),
+            Some("graph::list")
+        );
+        assert_eq!(config.and_then(|c| c.budget), Some("reads".to_owned()));
+    }
+
+    #[test]
+    fn a_name_or_budget_that_is_not_a_string_says_what_to_write() {
+        let item = quote!(
+            async fn f() -> Result<(), E> {
+                Ok(())
+            }
+        );
+        assert_eq!(
+            errors(quote!(name = graph::list, budget = 3), item),
+            [
+                "`name` takes a string literal, e.g. `name = \"graph::users::list\"`",
+                "`budget` takes a string literal, e.g. `budget = \"graph\"`"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_budget_needs_a_name() {
+        let errs = errors(
+            quote!(budget = ""),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(
+            errs,
+            [
+                "`budget` needs a non-empty name, e.g. `budget = \"graph\"`; sites with the same name share it"
+            ]
+        );
+    }
+
+    #[test]
+    fn by_value_self_cannot_be_marked_safe_to_repeat() {
+        // Configuration may give an idempotent site retries, which run the body again.
+        let errs = errors(
+            quote!(retries = 0, idempotent),
+            quote!(
+                fn f(self) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`idempotent` lets a configuration")),
+            "{errs:#?}"
+        );
+        assert!(
+            run(
+                quote!(retries = 0),
+                quote!(
+                    fn f(self) -> Result<(), E> {
                         Ok(())
                     }
                 )

@@ -16,6 +16,8 @@
 //!   [`Registry::scope`](crate::Registry::scope) is in force on its thread (one thread-local
 //!   tells both);
 //! - no latency histogram is exported, and the policy has no deadline;
+//! - no configuration overrides the site's policy (a `[sites]` table, a per-call override): its
+//!   policy is the attribute's, a constant;
 //! - the gate is the breaker alone (no rate limit, no bulkhead), and the breaker is closed.
 //!
 //! Any other call takes the full path from its start. Both paths count, record and log the same.
@@ -27,6 +29,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 
 use crate::breaker::{Breaker, Outcome, Ticket};
+use crate::budget::RetryBudget;
 use crate::classify::Classify;
 use crate::clock::Instant;
 use crate::context::{self, CorrelationId};
@@ -219,10 +222,7 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
         Attempt {
             slot: self,
             phase: BEFORE,
-            timer: Timer {
-                sleep: None,
-                kind: TimeoutKind::Attempt,
-            },
+            timer: Timer::new(),
             stage: Stage::Running { fut: attempt },
         }
     }
@@ -286,7 +286,9 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
             return None;
         }
         let state = self.site.site().global_state();
-        if context::in_call_or_scope() {
+        // A nested or scoped call (a per-call override is a scope), or a site the global
+        // registry's `[sites]` table overrides: its policy is not the constant above.
+        if context::in_call_or_scope() || self.site.site().overridden_globally() {
             return None;
         }
         // The gate consults the site's breaker when the runtime may reject. Whether the site has
@@ -348,10 +350,21 @@ pub(super) fn span_wanted() -> bool {
 /// A success: the breaker's record, the budget's refund and the site's counter.
 #[inline(always)]
 pub(super) fn succeeded(state: &SiteState, admitted: Admitted<'_>, retried: bool) {
+    succeeded_with(state, &state.budget, admitted, retried);
+}
+
+/// [`succeeded`], refunding `budget` (a call's policy may name another than its site's).
+#[inline(always)]
+pub(super) fn succeeded_with(
+    state: &SiteState,
+    budget: &RetryBudget,
+    admitted: Admitted<'_>,
+    retried: bool,
+) {
     if let Some((b, t)) = admitted {
         b.record(t, Outcome::Success);
     }
-    state.budget.refund();
+    budget.refund();
     state.counters.ok(retried);
 }
 
@@ -400,6 +413,9 @@ fn unwound(site: &'static Site) {
 /// A timer for the attempt: [`NoTimer`] or [`Timer`].
 #[doc(hidden)]
 pub trait AttemptTimer {
+    /// Whether the attempt's future holds the timer; without it, a call whose configuration
+    /// gives the site a `timeout` or `deadline` keeps one in its cold state.
+    const IN_FUTURE: bool;
     /// Arms the timer for an attempt that starts now.
     /// `limit` is the call's: asked only by a timer that has a use for it.
     fn arm(self: Pin<&mut Self>, limit: impl FnOnce() -> Option<(Instant, TimeoutKind)>);
@@ -415,6 +431,7 @@ pub trait AttemptTimer {
 pub struct NoTimer;
 
 impl AttemptTimer for NoTimer {
+    const IN_FUTURE: bool = false;
     #[inline(always)]
     fn arm(self: Pin<&mut Self>, _: impl FnOnce() -> Option<(Instant, TimeoutKind)>) {}
     #[inline(always)]
@@ -451,7 +468,18 @@ fn limit_at(at: Instant) -> tokio::task::Unconstrained<tokio::time::Sleep> {
     tokio::task::unconstrained(tokio::time::sleep_until(at))
 }
 
+impl Timer {
+    /// A timer not armed.
+    pub(super) fn new() -> Timer {
+        Timer {
+            sleep: None,
+            kind: TimeoutKind::Attempt,
+        }
+    }
+}
+
 impl AttemptTimer for Timer {
+    const IN_FUTURE: bool = true;
     #[inline]
     fn arm(self: Pin<&mut Self>, limit: impl FnOnce() -> Option<(Instant, TimeoutKind)>) {
         let mut this = self.project();
@@ -572,6 +600,10 @@ where
             call.start_attempt();
             call.timed_out = None;
             this.timer.as_mut().arm(|| call.attempt_limit());
+            if !L::IN_FUTURE && call.overridden() {
+                let limit = call.attempt_limit();
+                call.arm_spare_timer(limit);
+            }
             *this.phase = RUNNING;
         }
         let call = this.slot.call();
@@ -584,6 +616,8 @@ where
         };
         match call.entered(|| fut.poll(cx)) {
             Poll::Ready(r) => {
+                // A spare timer left armed is replaced by the next attempt's, or dropped with
+                // the call: its one wake-up, at the most, finds the call waiting out a backoff.
                 let step = call.decide(r);
                 settle(this.phase, this.stage, step, cx)
             }
@@ -648,7 +682,11 @@ fn poll_timer<T, E: Classify, H: HookSet<T, E>, F, L: AttemptTimer>(
     timer: Pin<&mut L>,
     cx: &mut TaskContext<'_>,
 ) -> Poll<Step<T, E>> {
-    match timer.poll_expired(cx) {
+    let expired = match timer.poll_expired(cx) {
+        None if !L::IN_FUTURE && call.overridden() => call.poll_spare_timer(cx),
+        expired => expired,
+    };
+    match expired {
         None => Poll::Pending,
         Some(kind) => match timed_out(call, kind) {
             Some(step) => settle(phase, stage, step, cx),
@@ -665,8 +703,9 @@ fn timed_out<T, E: Classify, H: HookSet<T, E>>(
     call: &mut Call<T, E, H>,
     kind: TimeoutKind,
 ) -> Option<Step<T, E>> {
-    match call.hooks.rejected(kind.rejection(call.site().policy)) {
+    match call.hooks.rejected(kind.rejection(call.policy())) {
         Some(e) => {
+            call.disarm_spare_timer();
             call.timed_out = Some(kind);
             Some(call.decide(Err(e)))
         }

@@ -8,8 +8,11 @@ use std::time::Duration;
 use resilience_policy as policy;
 
 use super::fleet::{FleetConfig, RawBackend};
+use super::site_policy::Layer;
+use super::sites::table_path;
 use super::{NamedBreaker, Registry};
 use crate::InvalidConfig;
+use crate::backoff::Jitter;
 use crate::breaker::{BreakerConfig, TripMode};
 use crate::budget::BudgetConfig;
 use crate::limit::{ConcurrencyLimit, Gcra, RateLimit};
@@ -17,6 +20,12 @@ use crate::limit::{ConcurrencyLimit, Gcra, RateLimit};
 impl Registry {
     /// Applies a whole configuration (see [`RegistryConfig`]). Instances already in use are
     /// reconfigured in place and keep their state; sites see the change on their next call.
+    ///
+    /// A `[sites."<name>"]` table replaces the one applied before for that site (an empty table
+    /// gives the site back its attribute's policy); a site the configuration has no table for
+    /// keeps the one it had. A table the site cannot take (see [`RegistryConfig`]) is refused
+    /// and logged at ERROR, and the site keeps the policy of its code: check a configuration
+    /// against the sites first, with `sites::report(&registry).check(&config)`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -45,6 +54,8 @@ impl Registry {
             }
         }
         self.apply_fleet(config);
+        // After the budgets: a table that names a budget finds it configured.
+        self.apply_site_tables(config.sites.iter().map(|(k, v)| (k.as_str(), v)));
     }
 }
 
@@ -80,10 +91,57 @@ fn field_at(text: &str, at: usize) -> String {
     table
 }
 
+/// A field's path as the file spells it: dotted, with a key that is not a bare TOML key quoted
+/// (`sites."graph::list".retries`), as the loader's own errors name it.
+#[cfg(feature = "config")]
+fn path_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => {
+                out.push_str(&format!("[{index}]"));
+                continue;
+            }
+            _ if !out.is_empty() => out.push('.'),
+            _ => {}
+        }
+        match segment {
+            Segment::Map { key } if is_bare(key) => out.push_str(key),
+            Segment::Map { key } => {
+                let quoted = key.replace('\\', "\\\\").replace('"', "\\\"");
+                out.push_str(&format!("\"{quoted}\""));
+            }
+            Segment::Enum { variant } => out.push_str(variant),
+            _ => out.push('?'),
+        }
+    }
+    out
+}
+
+/// Whether `key` may be written bare in TOML (`graph`, `rate-limits_2`).
+#[cfg(feature = "config")]
+fn is_bare(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// A whole registry's configuration, read from TOML (`from_toml_str`, `from_toml_file`: the
 /// `config` feature, on by default) or from any serde format (its `Deserialize` impl, with or
 /// without the feature; `from_value` with it, for errors that name the field of a wrong type
 /// too), then applied with [`Registry::apply`].
+///
+/// A `[sites."<name>"]` table tunes the policy of the site named `<name>` (`<module
+/// path>::<fn>`, or its `#[resilient(name = "...")]`): `retries`, `backoff = { base, max,
+/// factor, jitter }`, `timeout`, `deadline` and `budget = "<budget name>"`, over the
+/// attribute's (a per-call override, [`with_policy`](crate::with_policy), wins over both).
+/// Idempotency, keys and hooks come from code only. Each value is checked at load by the rules
+/// the attribute is checked by at compile time; what needs the site (a `retries` for a site that
+/// is not safe to repeat, a `timeout` for a blocking fn, a `deadline` the schedule does not fit
+/// in, a table naming no site) is refused by the startup check (`sites::report(..).check`),
+/// which knows the sites, and at [`Registry::apply`].
 ///
 /// Every value is held to the bounds `#[resilient]` applies at compile time (the table in
 /// [`policy`]): durations from 1 ms to 30 days, a `window` and a consecutive
@@ -113,6 +171,12 @@ fn field_at(text: &str, at: usize) -> String {
 ///
 ///     [bulkheads.graph]
 ///     max_concurrent = 8
+///
+///     [sites."graph::client::list_devices"]
+///     retries = 5
+///     backoff = { base = "500ms", max = "8s" }
+///     timeout = "5s"
+///     budget = "graph-reads"
 /// "#).unwrap();
 /// let err = RegistryConfig::from_toml_str("[breakers.graph]\ncooldown = \"soon\"").unwrap_err();
 /// assert_eq!(err.field(), "breakers.graph.cooldown");
@@ -127,6 +191,7 @@ pub struct RegistryConfig {
     bulkheads: BTreeMap<String, usize>,
     /// `[backends.*]` and the instances on them (see `fleet`).
     fleet: FleetConfig,
+    sites: BTreeMap<String, Layer>,
 }
 
 /// A configuration read by any serde format; the values are validated as they are read. Needs no
@@ -162,6 +227,27 @@ pub(super) struct RawConfig {
     /// Read by `fleet`.
     #[serde(default)]
     pub(super) backends: BTreeMap<String, RawBackend>,
+    #[serde(default)]
+    sites: BTreeMap<String, RawSite>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    retries: Option<u32>,
+    backoff: Option<RawBackoff>,
+    timeout: Option<String>,
+    deadline: Option<String>,
+    budget: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    base: Option<String>,
+    max: Option<String>,
+    factor: Option<f64>,
+    jitter: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -341,10 +427,7 @@ impl RegistryConfig {
         d: D,
     ) -> Result<RegistryConfig, InvalidConfig> {
         let raw: RawConfig = serde_path_to_error::deserialize(d).map_err(|e| {
-            InvalidConfig::new(
-                e.path().to_string(),
-                e.inner().to_string().trim().to_owned(),
-            )
+            InvalidConfig::new(path_of(e.path()), e.inner().to_string().trim().to_owned())
         })?;
         Self::validate(raw)
     }
@@ -465,7 +548,63 @@ impl RegistryConfig {
             )?;
             out.bulkheads.insert(name, b.max_concurrent);
         }
+        for (name, raw) in raw.sites {
+            let table = table_path(&name);
+            let layer = Self::site_table(&table, raw)?;
+            out.sites.insert(name, layer);
+        }
         Ok(out)
+    }
+
+    /// A `[sites."<name>"]` table's values, each checked alone (what needs the site is checked
+    /// by the startup check and at apply).
+    fn site_table(table: &str, raw: RawSite) -> Result<Layer, InvalidConfig> {
+        let mut layer = Layer {
+            retries: raw.retries,
+            ..Layer::default()
+        };
+        if let Some(b) = raw.backoff {
+            let at = format!("{table}.backoff");
+            if let Some(s) = &b.base {
+                layer.base = Some(duration(&at, "base", s)?);
+            }
+            if let Some(s) = &b.max {
+                layer.max = Some(duration(&at, "max", s)?);
+            }
+            layer.factor = b.factor;
+            if let Some(j) = &b.jitter {
+                let jitter =
+                    Jitter::from_name(j).map_err(|v| InvalidConfig::from(v).within(&at))?;
+                layer.jitter = Some(jitter);
+            }
+        }
+        if let Some(s) = &raw.timeout {
+            layer.timeout = Some(duration(table, "timeout", s)?);
+        }
+        if let Some(s) = &raw.deadline {
+            layer.deadline = Some(duration(table, "deadline", s)?);
+        }
+        layer.budget = raw.budget.map(Arc::from);
+        layer.check().map_err(|e| e.within(table))?;
+        Ok(layer)
+    }
+
+    /// The names of the sites the `[sites]` tables configure.
+    ///
+    /// ```
+    /// use resilience_runtime::registry::RegistryConfig;
+    ///
+    /// let cfg = RegistryConfig::from_toml_str("[sites.\"graph::list\"]\nretries = 1").unwrap();
+    /// assert_eq!(cfg.site_names().collect::<Vec<_>>(), ["graph::list"]);
+    /// ```
+    pub fn site_names(&self) -> impl Iterator<Item = &str> {
+        self.sites.keys().map(String::as_str)
+    }
+
+    /// The `[sites]` table of `name`, if any.
+    #[cfg(feature = "sites")]
+    pub(crate) fn site_table_of(&self, name: &str) -> Option<&Layer> {
+        self.sites.get(name)
     }
 
     /// The names of the configured breakers.
@@ -532,6 +671,58 @@ mod tests {
                 "[bulkheads.graph]\nmax_concurrent = 0",
                 "bulkheads.graph.max_concurrent",
             ),
+            (
+                "[sites.\"graph::list\"]\nretires = 3",
+                "sites.\"graph::list\".retires",
+            ),
+            (
+                "[sites.\"graph::list\"]\nretries = \"3\"",
+                "sites.\"graph::list\".retries",
+            ),
+            (
+                "[sites.\"graph::list\"]\nretries = 21",
+                "sites.\"graph::list\".retries",
+            ),
+            (
+                "[sites.graph]\nbackoff = { bse = \"1s\" }",
+                "sites.graph.backoff.bse",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbackoff = { base = \"soon\" }",
+                "sites.\"graph::list\".backoff.base",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbackoff = { base = \"2s\", max = \"1s\" }",
+                "sites.\"graph::list\".backoff.base",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbackoff = { factor = 0.5 }",
+                "sites.\"graph::list\".backoff.factor",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbackoff = { jitter = \"gaussian\" }",
+                "sites.\"graph::list\".backoff.jitter",
+            ),
+            (
+                "[sites.\"graph::list\"]\ntimeout = \"0s\"",
+                "sites.\"graph::list\".timeout",
+            ),
+            (
+                "[sites.\"graph::list\"]\ntimeout = \"1m\"\ndeadline = \"10s\"",
+                "sites.\"graph::list\".timeout",
+            ),
+            (
+                "[sites.\"graph::list\"]\ndeadline = \"31days\"",
+                "sites.\"graph::list\".deadline",
+            ),
+            (
+                "[sites.\"graph::list\"]\nbudget = \" \"",
+                "sites.\"graph::list\".budget",
+            ),
+            (
+                "[sites.\"graph::list\"]\nidempotent = true",
+                "sites.\"graph::list\".idempotent",
+            ),
         ];
         for (text, field) in cases {
             let err = RegistryConfig::from_toml_str(text).unwrap_err();
@@ -539,6 +730,48 @@ mod tests {
         }
         let err = RegistryConfig::from_toml_str("[breakers.graph]\ncoldown = \"1s\"").unwrap_err();
         assert!(err.to_string().contains("coldown"), "{err}");
+    }
+
+    #[test]
+    fn a_sites_table_keeps_what_it_sets_and_its_errors_say_what_to_write() {
+        let cfg = RegistryConfig::from_toml_str(
+            "[sites.\"graph::list\"]\nretries = 5\nbackoff = { base = \"500ms\", max = \"8s\", factor = 3, jitter = \"full\" }\ntimeout = \"5s\"\ndeadline = \"2m\"\nbudget = \"graph-reads\"\n[sites.empty]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.site_names().collect::<Vec<_>>(),
+            ["empty", "graph::list"]
+        );
+        let table = &cfg.sites["graph::list"];
+        assert_eq!(
+            *table,
+            Layer {
+                retries: Some(5),
+                base: Some(Duration::from_millis(500)),
+                max: Some(Duration::from_secs(8)),
+                factor: Some(3.0),
+                jitter: Some(Jitter::Full),
+                timeout: Some(Duration::from_secs(5)),
+                deadline: Some(Duration::from_secs(120)),
+                budget: Some("graph-reads".into()),
+            }
+        );
+        assert_eq!(cfg.sites["empty"], Layer::default());
+        let err =
+            RegistryConfig::from_toml_str("[sites.\"graph::list\"]\nretries = 21").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`sites.\"graph::list\".retries`: `retries = 21` is above the limit of 20; lower it (a `deadline` bounds a long outage better than more retries)"
+        );
+        let err = RegistryConfig::from_toml_str("[sites.\"graph::list\"]\nidempotent = true")
+            .unwrap_err();
+        // Idempotency comes from code only.
+        assert!(
+            err.reason().ends_with(
+                "unknown field `idempotent`, expected one of `retries`, `backoff`, `timeout`, `deadline`, `budget`"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Health: a snapshot of a registry's breakers whose size does not grow with the keys, and the
 //! visits the exports (Prometheus, the axum handler) make of the same instances.
 
-use super::{KeyedBreakers, Registry};
+use super::{KeyedBreakers, Registry, SitePolicy};
 use crate::breaker::{Breaker, BreakerState};
 
 impl Registry {
-    /// A snapshot of every breaker: state, counts and time in state.
+    /// A snapshot of every breaker: state, counts and time in state; and the policy in force
+    /// at every site called through the registry, with where each value came from.
     ///
     /// Named breakers are listed one by one. A per-key base is summarised, however many keys it
     /// has: its key count by state and its [`KeyedHealth::WORST`] worst keys, so the report's
@@ -47,6 +48,7 @@ impl Registry {
             breakers,
             keyed,
             backends,
+            sites: self.site_policies(),
         }
     }
 
@@ -213,6 +215,7 @@ impl KeyedHealth {
 ///
 /// let report = Registry::new().health();
 /// assert!(report.healthy && report.breakers.is_empty() && report.keyed.is_empty());
+/// assert!(report.sites.is_empty());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HealthReport {
@@ -224,6 +227,9 @@ pub struct HealthReport {
     pub keyed: Vec<KeyedHealth>,
     /// The shared backends (see [`crate::store::Backend`]), sorted by name.
     pub backends: Vec<BackendHealth>,
+    /// The policy in force at each site called through the registry (its attribute's, with the
+    /// configuration's `[sites]` table over it) and where each value came from, sorted by name.
+    pub sites: Vec<SitePolicy>,
 }
 
 /// Whether a replica shares state through its backend now.

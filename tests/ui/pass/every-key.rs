@@ -31,6 +31,7 @@ impl Client {
 
     #[resilient(
         crate = "crate::rt",
+        name = "api::client::get",
         retries = 4,
         backoff(base = "250ms", max = "4s", factor = 1.5, jitter = "decorrelated"),
         breaker = "api",
@@ -44,7 +45,8 @@ impl Client {
         fallback = give_up,
         refresh = Self::refresh,
         rate_limit = "api",
-        bulkhead = "api"
+        bulkhead = "api",
+        budget = "api-reads"
     )]
     pub async fn get(&self, id: u64) -> Result<u64, ApiError> {
         Ok(id)
