@@ -209,7 +209,7 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
             slot: self,
             phase: BEFORE,
             timer: NoTimer,
-            stage: Stage::Running { fut: attempt },
+            fut: Some(attempt),
         }
     }
 
@@ -223,7 +223,7 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
             slot: self,
             phase: BEFORE,
             timer: Timer::new(),
-            stage: Stage::Running { fut: attempt },
+            fut: Some(attempt),
         }
     }
 
@@ -519,21 +519,10 @@ pin_project_lite::pin_project! {
         phase: u8,
         #[pin]
         timer: L,
-        // The attempt, then the backoff's timer in the same room: the attempt is dropped
-        // before the wait, so that what it held (a connection, a permit, a lock) is released,
-        // and a retrying call allocates nothing for its wait.
+        // The attempt; `None` once it ended and the call waits out its backoff, so that what
+        // the attempt held (a connection, a permit, a lock) is released before the wait.
         #[pin]
-        stage: Stage<F>,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// What an attempt's future holds: the attempt while it runs, then the backoff's timer.
-    #[project = StageProj]
-    enum Stage<F> {
-        Running { #[pin] fut: F },
-        Backoff { #[pin] sleep: tokio::time::Sleep },
-        Over,
+        fut: Option<F>,
     }
 }
 
@@ -567,7 +556,7 @@ where
                 this.timer
                     .as_mut()
                     .arm_fast(slot.site.policy(), slot.hooks.rejects());
-                let StageProj::Running { fut } = this.stage.as_mut().project() else {
+                let Some(fut) = this.fut.as_mut().as_pin_mut() else {
                     // Only a backoff clears the attempt, and a backoff comes after `BEFORE`.
                     return Poll::Pending;
                 };
@@ -582,12 +571,12 @@ where
                     Poll::Ready(Err(e)) => {
                         let call = slot.store(state, admitted, correlation);
                         let step = call.decide(Err(e));
-                        settle(this.phase, this.stage, step, cx)
+                        settle(call, this.phase, this.fut, step, cx)
                     }
                     Poll::Pending => {
                         slot.store(state, admitted, correlation);
                         *this.phase = RUNNING;
-                        poll_timer(slot.call(), this.phase, this.stage, this.timer, cx)
+                        poll_timer(slot.call(), this.phase, this.fut, this.timer, cx)
                     }
                 };
             }
@@ -608,10 +597,10 @@ where
         }
         let call = this.slot.call();
         if *this.phase == BACKOFF {
-            return backoff(this.stage, cx);
+            return backoff(call, cx);
         }
-        let StageProj::Running { fut } = this.stage.as_mut().project() else {
-            // Only a backoff ends the attempt, and it returned above.
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            // Only a backoff clears the attempt, and it returned above.
             return Poll::Pending;
         };
         match call.entered(|| fut.poll(cx)) {
@@ -619,30 +608,30 @@ where
                 // A spare timer left armed is replaced by the next attempt's, or dropped with
                 // the call: its one wake-up, at the most, finds the call waiting out a backoff.
                 let step = call.decide(r);
-                settle(this.phase, this.stage, step, cx)
+                settle(call, this.phase, this.fut, step, cx)
             }
-            Poll::Pending => poll_timer(call, this.phase, this.stage, this.timer, cx),
+            Poll::Pending => poll_timer(call, this.phase, this.fut, this.timer, cx),
         }
     }
 }
 
-/// What the attempt's decision means for its future: a backoff is waited out here, in the
-/// future's own room once the attempt is dropped, and the future resolves to [`Step::Retry`]
-/// when it is over.
+/// What the attempt's decision means for its future: a backoff is waited out here (in the call's
+/// cold state), after the attempt is dropped, and the future resolves to [`Step::Retry`] when
+/// it is over.
 #[inline(always)]
-fn settle<T, E, F>(
+fn settle<T, E: Classify, H: HookSet<T, E>, F>(
+    call: &mut Call<T, E, H>,
     phase: &mut u8,
-    mut stage: Pin<&mut Stage<F>>,
+    mut fut: Pin<&mut Option<F>>,
     step: Step<T, E>,
     cx: &mut TaskContext<'_>,
 ) -> Poll<Step<T, E>> {
     match step {
         Step::Wait(d) => {
-            stage.set(Stage::Backoff {
-                sleep: tokio::time::sleep(d),
-            });
+            fut.set(None);
+            call.start_wait(d);
             *phase = BACKOFF;
-            backoff(stage, cx)
+            backoff(call, cx)
         }
         other => Poll::Ready(other),
     }
@@ -650,10 +639,13 @@ fn settle<T, E, F>(
 
 /// Waits out the backoff before the next attempt.
 #[inline(never)]
-fn backoff<T, E, F>(mut stage: Pin<&mut Stage<F>>, cx: &mut TaskContext<'_>) -> Poll<Step<T, E>> {
-    if let StageProj::Backoff { sleep } = stage.as_mut().project() {
-        ready!(sleep.poll(cx));
-        stage.set(Stage::Over);
+fn backoff<T, E: Classify, H: HookSet<T, E>>(
+    call: &mut Call<T, E, H>,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Step<T, E>> {
+    if let Some(w) = call.wait() {
+        ready!(w.as_mut().poll(cx));
+        call.end_wait();
     }
     Poll::Ready(Step::Retry)
 }
@@ -678,7 +670,7 @@ fn settle_blocking<T, E: Classify, H: HookSet<T, E>>(
 fn poll_timer<T, E: Classify, H: HookSet<T, E>, F, L: AttemptTimer>(
     call: &mut Call<T, E, H>,
     phase: &mut u8,
-    stage: Pin<&mut Stage<F>>,
+    fut: Pin<&mut Option<F>>,
     timer: Pin<&mut L>,
     cx: &mut TaskContext<'_>,
 ) -> Poll<Step<T, E>> {
@@ -689,7 +681,7 @@ fn poll_timer<T, E: Classify, H: HookSet<T, E>, F, L: AttemptTimer>(
     match expired {
         None => Poll::Pending,
         Some(kind) => match timed_out(call, kind) {
-            Some(step) => settle(phase, stage, step, cx),
+            Some(step) => settle(call, phase, fut, step, cx),
             // A timer is armed only when the runtime may reject (`Call::attempt_limit`).
             None => Poll::Pending,
         },
