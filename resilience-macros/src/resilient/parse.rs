@@ -15,6 +15,7 @@ pub(crate) struct Args {
     /// write (`validate::string`).
     pub(crate) name: Option<Verbatim>,
     pub(crate) retries: Option<syn::LitInt>,
+    #[darling(with = backoff_list)]
     pub(crate) backoff: Option<BackoffArgs>,
     pub(crate) jitter: Option<syn::LitStr>,
     pub(crate) breaker: Option<syn::LitStr>,
@@ -22,7 +23,9 @@ pub(crate) struct Args {
     pub(crate) sensitive_key: Flag,
     pub(crate) idempotent: Flag,
     pub(crate) idempotency_key: Option<Verbatim>,
+    #[darling(with = duration)]
     pub(crate) timeout: Option<syn::LitStr>,
+    #[darling(with = duration)]
     pub(crate) deadline: Option<syn::LitStr>,
     pub(crate) retry_on: Option<syn::ExprArray>,
     pub(crate) abort_on: Option<syn::ExprArray>,
@@ -55,10 +58,62 @@ impl FromMeta for Verbatim {
 #[derive(Debug, Default, FromMeta)]
 #[darling(default)]
 pub(crate) struct BackoffArgs {
+    #[darling(with = duration)]
     pub(crate) base: Option<syn::LitStr>,
+    #[darling(with = duration)]
     pub(crate) max: Option<syn::LitStr>,
     pub(crate) factor: Option<syn::Lit>,
     pub(crate) jitter: Option<syn::LitStr>,
+}
+
+/// A duration key's value: a string literal (`timeout = "10s"`). Anything else is refused with
+/// what to write, spanned on the value (darling's own message names only the literal's type).
+fn duration(meta: &syn::Meta) -> darling::Result<Option<syn::LitStr>> {
+    let key = meta
+        .path()
+        .get_ident()
+        .map_or_else(|| "the duration".to_owned(), ToString::to_string);
+    let syn::Meta::NameValue(nv) = meta else {
+        return Err(darling::Error::custom(format!(
+            "`{key}` takes a duration: write `{key} = \"10s\"`"
+        ))
+        .with_span(meta));
+    };
+    let mut value = &nv.value;
+    while let syn::Expr::Group(g) = value {
+        value = &g.expr;
+    }
+    let write = match value {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) => return Ok(Some(s.clone())),
+        // A bare number has no unit: show it with the two it most likely meant.
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(i),
+            ..
+        }) => {
+            let n = i.base10_digits();
+            format!("`{key} = \"{n}ms\"` or `{key} = \"{n}s\"`")
+        }
+        _ => format!("`{key} = \"10s\"`"),
+    };
+    Err(darling::Error::custom(format!(
+        "a duration is a string with its unit: write {write} (units: `ms`, `s`, `m`, `h`, `days`)"
+    ))
+    .with_span(value))
+}
+
+/// `backoff(...)`: a list of keys. `backoff = "1ms"` is refused with what to write.
+fn backoff_list(meta: &syn::Meta) -> darling::Result<Option<BackoffArgs>> {
+    match meta {
+        syn::Meta::NameValue(nv) => Err(darling::Error::custom(
+            "`backoff` takes a list of keys: write `backoff(base = \"1ms\", max = \"1ms\")` \
+             (the first wait and the longest; add `jitter = \"none\"` for a constant wait)",
+        )
+        .with_span(&nv.value)),
+        _ => BackoffArgs::from_meta(meta).map(Some),
+    }
 }
 
 /// The annotated item: a fn with a body, or what the attribute was put on by mistake.
