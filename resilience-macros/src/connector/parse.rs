@@ -113,25 +113,26 @@ pub(crate) struct Word {
 
 impl FromMeta for Word {
     fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
-        let value = match expr {
-            syn::Expr::Path(p) if p.qself.is_none() => p.path.get_ident().map(ToString::to_string),
-            syn::Expr::Lit(syn::ExprLit {
-                lit: syn::Lit::Str(s),
-                ..
-            }) => Some(s.value()),
-            syn::Expr::Group(g) => return Self::from_expr(&g.expr),
-            _ => None,
-        };
-        match value {
-            Some(value) => Ok(Word {
-                value,
-                span: expr.span(),
-            }),
-            None => Err(
-                darling::Error::custom("write a class, e.g. `default = \"permanent\"`")
-                    .with_span(expr),
-            ),
+        let (value, span) = word_of(expr).ok_or_else(|| {
+            darling::Error::custom("write a class, e.g. `default = \"permanent\"`").with_span(expr)
+        })?;
+        Ok(Word { value, span })
+    }
+}
+
+/// The text of a bare word or a string literal (through macro-made invisible groups), and its
+/// span; `None` for anything else.
+fn word_of(expr: &syn::Expr) -> Option<(String, Span)> {
+    match expr {
+        syn::Expr::Path(p) if p.qself.is_none() => {
+            p.path.get_ident().map(|i| (i.to_string(), expr.span()))
         }
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) => Some((s.value(), expr.span())),
+        syn::Expr::Group(g) => word_of(&g.expr),
+        _ => None,
     }
 }
 
@@ -144,25 +145,13 @@ pub(crate) struct OutcomeWord {
 
 impl FromMeta for OutcomeWord {
     fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
-        let value = match expr {
-            syn::Expr::Path(p) if p.qself.is_none() => p.path.get_ident().map(ToString::to_string),
-            syn::Expr::Lit(syn::ExprLit {
-                lit: syn::Lit::Str(s),
-                ..
-            }) => Some(s.value()),
-            syn::Expr::Group(g) => return Self::from_expr(&g.expr),
-            _ => None,
-        };
-        match value {
-            Some(value) => Ok(OutcomeWord {
-                value,
-                span: expr.span(),
-            }),
-            None => Err(darling::Error::custom(
+        let (value, span) = word_of(expr).ok_or_else(|| {
+            darling::Error::custom(
                 "write how the circuit breaker counts this variant: `breaker = \"failure\"`, `breaker = \"success\"` or `breaker = \"ignored\"`",
             )
-            .with_span(expr)),
-        }
+            .with_span(expr)
+        })?;
+        Ok(OutcomeWord { value, span })
     }
 }
 
