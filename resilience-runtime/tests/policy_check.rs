@@ -2,33 +2,13 @@
 //! its site's first call: a violation is logged at ERROR with the field, and the call runs as
 //! written.
 
-use std::io;
-use std::sync::{Arc, Mutex};
+mod common;
+use common::Capture;
+
 use std::time::Duration;
 
 use resilience_runtime::engine::{Hooks, Policy, Site, execute};
 use resilience_runtime::{Classify, ErrorClass};
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 #[derive(Debug)]
 struct E;
@@ -64,7 +44,7 @@ async fn a_hand_built_policy_that_breaks_a_rule_is_reported_once_at_its_first_ca
         let r = execute(&VALID, Hooks::new(), || async { Ok::<u32, E>(2) }).await;
         assert_eq!(r.unwrap(), 2);
     }
-    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let out = capture.text();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "{out}");
     assert!(lines[0].contains("ERROR"), "{out}");

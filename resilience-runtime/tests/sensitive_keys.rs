@@ -3,7 +3,9 @@
 //! holds one test.
 #![cfg(feature = "prometheus")]
 
-use std::io;
+mod common;
+use common::Capture;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +13,6 @@ use resilience_runtime::events::{self, EventSink, RuntimeEvent};
 use resilience_runtime::limit::RateLimit;
 use resilience_runtime::prometheus::Collector;
 use resilience_runtime::{ConnectorError, Registry, Rejected, resilient};
-use tracing_subscriber::fmt::MakeWriter;
 
 const SECRET: &str = "sk_live_51HqTenantSecret";
 /// `printf 'okta\0sk_live_51HqTenantSecret' | sha256sum`, its first 16 hex digits.
@@ -33,24 +34,6 @@ async fn users(api_key: &str, fail: bool) -> Result<u32, OktaError> {
         Err(OktaError::Unavailable)
     } else {
         Ok(3)
-    }
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
     }
 }
 
@@ -129,7 +112,7 @@ async fn a_sensitive_key_reaches_no_output_and_its_redacted_form_reaches_each() 
         .await;
     events::remove_sink(&sink);
 
-    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let log = log.text();
     let printed = recorder.printed.lock().unwrap().join("\n");
     let transitions = recorder.transitions.lock().unwrap().clone();
     if std::env::var_os("SHOW_LOG").is_some() {

@@ -2,8 +2,10 @@
 //! levels, and no secret anywhere (feature `http`; `error-events` adds its tracing sink).
 #![cfg(feature = "http")]
 
-use std::io;
-use std::sync::{Arc, Mutex};
+mod common;
+use common::Capture;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::AUTHORIZATION;
@@ -11,28 +13,9 @@ use http::{HeaderMap, HeaderValue};
 use resilience_runtime::engine::{Execution, Hooks, Policy, Site};
 use resilience_runtime::redact::{Secret, mark_sensitive, redacted_headers};
 use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Registry, Rejected};
-use tracing_subscriber::fmt::MakeWriter;
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2Vu.sig";
 const PASSWORD: &str = "hunter2-client-secret";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 /// An error that holds the credential it was refused with, as connectors' errors often do.
 #[derive(Debug)]
@@ -156,7 +139,7 @@ async fn no_secret_reaches_the_log_and_fields_follow_the_conventions() {
     #[cfg(feature = "error-events")]
     resilience_runtime::events::remove_sink(&sink);
 
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     if std::env::var_os("SHOW_LOG").is_some() {
         eprintln!("{text}");
     }
