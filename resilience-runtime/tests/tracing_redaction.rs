@@ -5,7 +5,6 @@
 mod common;
 use common::Capture;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::AUTHORIZATION;
@@ -97,9 +96,10 @@ async fn no_secret_reaches_the_log_and_fields_follow_the_conventions() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     #[cfg(feature = "error-events")]
-    let sink: Arc<dyn resilience_runtime::events::EventSink> = Arc::new(
-        resilience_runtime::error_events::ErrorEvents::new()
-            .with_sink(Arc::new(resilience_runtime::error_events::TracingSink)),
+    let sink: std::sync::Arc<dyn resilience_runtime::events::EventSink> = std::sync::Arc::new(
+        resilience_runtime::error_events::ErrorEvents::new().with_sink(std::sync::Arc::new(
+            resilience_runtime::error_events::TracingSink,
+        )),
     );
     #[cfg(feature = "error-events")]
     resilience_runtime::events::add_sink(sink.clone());
