@@ -79,7 +79,10 @@ use crate::store::{Permit, StoreFuture};
 mod slot;
 
 #[doc(hidden)]
-pub use self::slot::{Attempt, AttemptTimer, NoTimer, SiteDef, SiteRef, Slot, Timer, Typed};
+pub use self::slot::{
+    Attempt, AttemptTimer, BreakerKey, KeySlot, NoKey, NoTimer, SiteDef, SiteRef, Slot, Timer,
+    Typed,
+};
 
 /// A call site's policy: what `#[resilient(...)]` says, as a `const`.
 ///
@@ -994,9 +997,13 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         state: &'static SiteState,
         ticket: Option<Ticket>,
         correlation: CorrelationId,
+        keyed: Option<Arc<Breaker>>,
     ) -> Self {
         let mut call = Call::bare(StateRef::Static(state), hooks, correlation);
         call.ticket = ticket;
+        if let Some(b) = keyed {
+            call.set_keyed(b);
+        }
         call
     }
 
@@ -1008,9 +1015,15 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// Chooses the per-key breaker for this call (for `breaker_key = expr`).
     pub(crate) fn set_breaker_key(&mut self, key: &str) {
         if let Some(k) = &self.state.keyed {
-            *self.keyed = Some(k.get(key));
-            self.flags |= OWNS;
+            let b = k.get(key);
+            self.set_keyed(b);
         }
+    }
+
+    /// Makes `b` the call's breaker (a key's, looked up before the call started).
+    pub(crate) fn set_keyed(&mut self, b: Arc<Breaker>) {
+        *self.keyed = Some(b);
+        self.flags |= OWNS;
     }
 
     /// The gate, waiting (in the call's cold state) for a rate-limit permit when it must:

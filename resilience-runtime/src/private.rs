@@ -14,7 +14,8 @@ pub use crate::backoff::{Backoff, Jitter, RetryAfter};
 pub use crate::breaker::Outcome;
 pub use crate::classify::{CarriesRejected, Classify, ErrorClass, Rejected, TerminalReason};
 pub use crate::engine::{
-    HookSet, Hooks, NoHook, Override, Policy, Site, SiteDef, SiteRef, Slot, Step, Typed,
+    BreakerKey, HookSet, Hooks, KeySlot, NoHook, NoKey, Override, Policy, Site, SiteDef, SiteRef,
+    Slot, Step, Typed,
 };
 pub use crate::redact::Redacted;
 
@@ -61,8 +62,15 @@ impl<E, F: Future<Output = Result<(), E>>> RefreshFuture<E> for F {
 /// `Call::refresh`: the `refresh` hook's future under the call's deadline. A free fn with one
 /// bound on the hook, so that a hook of the wrong shape is reported once, at its path.
 #[inline(always)]
-pub fn refresh<T, E: Classify, S: SiteRef, H: HookSet<T, E>, F: Future<Output = Result<(), E>>>(
-    call: &mut Slot<T, E, S, H>,
+pub fn refresh<
+    T,
+    E: Classify,
+    S: SiteRef,
+    H: HookSet<T, E>,
+    K: KeySlot,
+    F: Future<Output = Result<(), E>>,
+>(
+    call: &mut Slot<T, E, S, H, K>,
     hook: F,
 ) -> impl Future<Output = Result<(), Result<T, E>>> {
     call.refresh(hook)
@@ -70,8 +78,8 @@ pub fn refresh<T, E: Classify, S: SiteRef, H: HookSet<T, E>, F: Future<Output = 
 
 /// `Call::refreshed`: a blocking `refresh` hook's result.
 #[inline(always)]
-pub fn refreshed<T, E: Classify, S: SiteRef, H: HookSet<T, E>>(
-    call: &mut Slot<T, E, S, H>,
+pub fn refreshed<T, E: Classify, S: SiteRef, H: HookSet<T, E>, K: KeySlot>(
+    call: &mut Slot<T, E, S, H, K>,
     hook: Result<(), E>,
 ) -> Result<(), Result<T, E>> {
     call.refreshed(hook)
@@ -285,36 +293,36 @@ pub trait Engine<T>: Sized {
 
 #[diagnostic::do_not_recommend]
 impl<T, E: Classify> Engine<T> for E {
-    type Call<S: SiteDef, H: HookSet<T, E>> = Slot<T, E, Typed<S>, H>;
+    type Call<S: SiteDef, H: HookSet<T, E>> = Slot<T, E, Typed<S>, H, S::Key>;
 
     #[inline(always)]
-    fn start<S: SiteDef, H: HookSet<T, E>>(hooks: H) -> Slot<T, E, Typed<S>, H> {
+    fn start<S: SiteDef, H: HookSet<T, E>>(hooks: H) -> Slot<T, E, Typed<S>, H, S::Key> {
         Slot::new(Typed::new(), hooks)
     }
     #[inline(always)]
     fn set_idempotency_key<S: SiteDef, H: HookSet<T, E>>(
-        call: &mut Slot<T, E, Typed<S>, H>,
+        call: &mut Slot<T, E, Typed<S>, H, S::Key>,
         key: String,
     ) {
         call.set_idempotency_key(key);
     }
     #[inline(always)]
     fn set_breaker_key<S: SiteDef, H: HookSet<T, E>>(
-        call: &mut Slot<T, E, Typed<S>, H>,
+        call: &mut Slot<T, E, Typed<S>, H, S::Key>,
         key: &str,
     ) {
         call.set_breaker_key(key);
     }
     #[inline(always)]
     fn attempt<S: SiteDef, H: HookSet<T, E>, F: Future<Output = Result<T, E>>>(
-        call: &mut Slot<T, E, Typed<S>, H>,
+        call: &mut Slot<T, E, Typed<S>, H, S::Key>,
         attempt: F,
     ) -> impl Future<Output = Step<T, E>> {
         call.attempt(attempt)
     }
     #[inline(always)]
     fn attempt_timed<S: SiteDef, H: HookSet<T, E>, F: Future<Output = Result<T, E>>>(
-        call: &mut Slot<T, E, Typed<S>, H>,
+        call: &mut Slot<T, E, Typed<S>, H, S::Key>,
         attempt: F,
     ) -> impl Future<Output = Step<T, E>> {
         call.attempt_timed(attempt)
@@ -325,14 +333,14 @@ impl<T, E: Classify> Engine<T> for E {
     }
     #[inline(always)]
     fn attempt_blocking<S: SiteDef, H: HookSet<T, E>>(
-        call: &mut Slot<T, E, Typed<S>, H>,
+        call: &mut Slot<T, E, Typed<S>, H, S::Key>,
         attempt: impl FnOnce() -> Result<T, E>,
     ) -> Step<T, E> {
         call.attempt_blocking(attempt)
     }
     #[inline(always)]
     fn fail<S: SiteDef, H: HookSet<T, E>>(
-        call: &mut Slot<T, E, Typed<S>, H>,
+        call: &mut Slot<T, E, Typed<S>, H, S::Key>,
         error: E,
     ) -> Result<T, E> {
         call.fail(error)

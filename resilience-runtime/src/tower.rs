@@ -56,7 +56,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::breaker::Outcome;
-use crate::engine::{Hooks, Policy, Site, Slot, Step};
+use crate::engine::{Hooks, NoKey, Policy, Site, Slot, Step};
 use crate::{Classify, ErrorClass, Registry, Rejected};
 
 /// What a [`Classifier`] says about a failed attempt.
@@ -408,7 +408,7 @@ where
     Req: Clone,
 {
     let hooks = Hooks::new().with_from_rejected(Attempt::Rejected);
-    let mut slot = Slot::new(site, hooks);
+    let mut slot: Slot<_, _, _, _, NoKey> = Slot::new(site, hooks);
     let result = loop {
         let req = req.clone();
         let (svc, classifier) = (&mut svc, &classifier);

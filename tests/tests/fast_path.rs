@@ -457,3 +457,62 @@ async fn a_breaker_beside_a_bulkhead_leaves_the_gate_to_the_full_path() {
     assert_eq!(bulkhead.in_use(), 0);
     assert_eq!(holds_the_bulkhead(false).await.unwrap(), 5);
 }
+
+thread_local! {
+    /// Whether `per_tenant` fails for tenant "a" (each test drives its calls on its own thread).
+    static TENANT_A_DOWN: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+#[resilient(retries = 0, breaker = "fast_keyed", breaker_key = tenant)]
+async fn per_tenant(tenant: &str) -> Result<u32, ApiError> {
+    if tenant == "a" && TENANT_A_DOWN.get() {
+        return Err(ApiError::Busy);
+    }
+    Ok(1)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_keyed_site_admits_through_its_keys_breaker_on_either_path() {
+    use resilience_runtime::breaker::BreakerConfig;
+    Registry::global()
+        .configure_breaker(
+            "fast_keyed",
+            BreakerConfig::new()
+                .with_failure_threshold(2)
+                .with_cooldown(Duration::from_secs(1)),
+        )
+        .unwrap();
+    // Tenant "a" fails twice (first attempts on the fast path) and its breaker opens.
+    for _ in 0..2 {
+        assert!(matches!(per_tenant("a").await, Err(ApiError::Busy)));
+    }
+    let keyed = Registry::global().keyed_breakers("fast_keyed");
+    assert_eq!(keyed.get("a").state(), BreakerState::Open);
+    // The open key refuses (the full path) while another key's calls pass.
+    assert!(matches!(
+        per_tenant("a").await,
+        Err(ApiError::Rejected(Rejected::CircuitOpen { .. }))
+    ));
+    assert_eq!(per_tenant("b").await.unwrap(), 1);
+    assert_eq!(keyed.get("b").state(), BreakerState::Closed);
+    // After the cooldown, a success of the probe closes the key's breaker again.
+    TENANT_A_DOWN.set(false);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(per_tenant("a").await.unwrap(), 1);
+    assert_eq!(keyed.get("a").state(), BreakerState::Closed);
+    // In a scope, the key's breaker is the scoped registry's, not the global one's.
+    let scoped = Registry::new();
+    scoped
+        .configure_breaker("fast_keyed", BreakerConfig::new().with_failure_threshold(1))
+        .unwrap();
+    TENANT_A_DOWN.set(true);
+    let r = scoped.scope(per_tenant("a")).await;
+    assert!(matches!(r, Err(ApiError::Busy)));
+    assert_eq!(
+        scoped.keyed_breakers("fast_keyed").get("a").state(),
+        BreakerState::Open
+    );
+    assert_eq!(keyed.get("a").state(), BreakerState::Closed);
+    let m = site("per_tenant");
+    assert_eq!((m.ok, m.errors.total()), (2, 2));
+}

@@ -75,6 +75,12 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
     };
 
     let policy = policy(config, &private);
+    // Where a call holds its key's breaker until it starts: nothing at a site without a key.
+    let key_slot = if config.breaker_key.is_some() {
+        quote!(#private::BreakerKey)
+    } else {
+        quote!(#private::NoKey)
+    };
     let hooks_init = hooks_init(config, &private, &hooks);
     let keys = keys(config, &private, &engine, &call);
     let rebinds = rebinds(config, &private);
@@ -129,6 +135,7 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
         struct #site_type;
         impl #private::SiteDef for #site_type {
             const POLICY: &'static #private::Policy = &__RESILIENT_POLICY;
+            type Key = #key_slot;
             #[inline(always)]
             fn site() -> &'static #private::Site {
                 &__RESILIENT_SITE

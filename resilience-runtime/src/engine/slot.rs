@@ -18,7 +18,8 @@
 //! - no latency histogram is exported, and the policy has no deadline;
 //! - no configuration overrides the site's policy (a `[sites]` table, a per-call override): its
 //!   policy is the attribute's, a constant;
-//! - the gate is the breaker alone (no rate limit, no bulkhead), and the breaker is closed.
+//! - the gate is the breaker alone (no rate limit, no bulkhead), and the breaker is closed (the
+//!   key's breaker, for a keyed site, looked up before the attempt).
 //!
 //! Any other call takes the full path from its start. Both paths count, record and log the same.
 
@@ -26,6 +27,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
 
 use crate::breaker::{Breaker, Outcome, Ticket};
@@ -50,6 +52,9 @@ const BACKOFF: u8 = 2;
 pub trait SiteDef: 'static {
     /// The site's policy.
     const POLICY: &'static Policy;
+    /// Where a call holds its key's breaker before it starts: [`BreakerKey`] for a site with a
+    /// `breaker_key`, else [`NoKey`], which takes no room.
+    type Key: KeySlot;
     /// The site.
     fn site() -> &'static Site;
 }
@@ -120,20 +125,75 @@ impl SiteRef for &'static Site {
     }
 }
 
+/// Where a [`Slot`] holds its call's per-key breaker until the call starts.
+#[doc(hidden)]
+pub trait KeySlot: Default + 'static {
+    /// The breaker held, if any.
+    fn breaker(&self) -> Option<&Breaker>;
+    /// Takes the breaker held, if any.
+    fn take(&mut self) -> Option<Arc<Breaker>>;
+    /// Holds `b`; gives it back if this slot holds none.
+    fn hold(&mut self, b: Arc<Breaker>) -> Result<(), Arc<Breaker>>;
+}
+
+/// No per-key breaker: a site without `breaker_key`.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct NoKey;
+
+impl KeySlot for NoKey {
+    #[inline(always)]
+    fn breaker(&self) -> Option<&Breaker> {
+        None
+    }
+    #[inline(always)]
+    fn take(&mut self) -> Option<Arc<Breaker>> {
+        None
+    }
+    #[inline(always)]
+    fn hold(&mut self, b: Arc<Breaker>) -> Result<(), Arc<Breaker>> {
+        Err(b)
+    }
+}
+
+/// A per-key breaker, once chosen: a site with `breaker_key`.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct BreakerKey(Option<Arc<Breaker>>);
+
+impl KeySlot for BreakerKey {
+    #[inline(always)]
+    fn breaker(&self) -> Option<&Breaker> {
+        self.0.as_deref()
+    }
+    #[inline(always)]
+    fn take(&mut self) -> Option<Arc<Breaker>> {
+        self.0.take()
+    }
+    #[inline(always)]
+    fn hold(&mut self, b: Arc<Breaker>) -> Result<(), Arc<Breaker>> {
+        self.0 = Some(b);
+        Ok(())
+    }
+}
+
 /// One logical call as the generated code holds it: the site's hooks and the [`Call`], started
 /// by the first attempt that needs it. The site and the hooks are known by type (`S`, and `H`
 /// when it is [`StaticHooks`](super::StaticHooks)): the caller's future holds the call alone.
 #[doc(hidden)]
-pub struct Slot<T, E, S, H> {
+pub struct Slot<T, E, S, H, K = BreakerKey> {
     hooks: H,
     /// Dropped by `Slot`'s own `Drop`, out of line: dropping a slot whose call never started
     /// (every call the fast path ended) is then one compare, small enough to inline into the
     /// caller's future's drop.
     call: ManuallyDrop<Option<Call<T, E, H>>>,
+    /// The call's per-key breaker, chosen before the call started (`breaker_key`): the fast
+    /// path admits through it, and a call that starts takes it over.
+    key: K,
     site: S,
 }
 
-impl<T, E, S, H> Drop for Slot<T, E, S, H> {
+impl<T, E, S, H, K> Drop for Slot<T, E, S, H, K> {
     #[inline(always)]
     fn drop(&mut self) {
         match &*self.call {
@@ -152,7 +212,7 @@ fn drop_call<C>(call: &mut ManuallyDrop<Option<C>>) {
     **call = None;
 }
 
-impl<T, E, S: SiteRef, H> std::fmt::Debug for Slot<T, E, S, H> {
+impl<T, E, S: SiteRef, H, K> std::fmt::Debug for Slot<T, E, S, H, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
             .field("operation", &self.site.policy().operation)
@@ -161,13 +221,14 @@ impl<T, E, S: SiteRef, H> std::fmt::Debug for Slot<T, E, S, H> {
     }
 }
 
-impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
+impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>, K: KeySlot> Slot<T, E, S, H, K> {
     /// A call at `site`, not started.
     #[inline(always)]
     pub fn new(site: S, hooks: H) -> Self {
         Slot {
             hooks,
             call: ManuallyDrop::new(None),
+            key: K::default(),
             site,
         }
     }
@@ -176,8 +237,9 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
     #[inline(always)]
     pub(crate) fn call(&mut self) -> &mut Call<T, E, H> {
         let (hooks, site) = (self.hooks, self.site);
+        let key = &mut self.key;
         self.call
-            .get_or_insert_with(|| start_call::<T, E, H>(site.site(), hooks))
+            .get_or_insert_with(|| start_call::<T, E, H>(site.site(), hooks, key))
     }
 
     /// Sets the call's idempotency key (see [`Call::set_idempotency_key`]).
@@ -186,9 +248,20 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
         self.call().set_idempotency_key(key);
     }
 
-    /// Chooses the call's per-key breaker (see [`Call::set_breaker_key`]).
+    /// Chooses the call's per-key breaker (see [`Call::set_breaker_key`]). Before the call
+    /// starts, at the global registry, the slot holds it, so that the first attempt may still
+    /// take the fast path.
     #[inline]
     pub fn set_breaker_key(&mut self, key: &str) {
+        if self.call.is_none() && !context::in_call_or_scope() {
+            let Some(keyed) = &self.site.site().global_state().keyed else {
+                return;
+            };
+            match self.key.hold(keyed.get(key)) {
+                Ok(()) => return,
+                Err(b) => return self.call().set_keyed(b),
+            }
+        }
         self.call().set_breaker_key(key);
     }
 
@@ -204,7 +277,7 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
     pub fn attempt<F: Future<Output = Result<T, E>>>(
         &mut self,
         attempt: F,
-    ) -> Attempt<'_, T, E, S, H, F, NoTimer> {
+    ) -> Attempt<'_, T, E, S, H, F, NoTimer, K> {
         Attempt {
             slot: self,
             phase: BEFORE,
@@ -218,7 +291,7 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
     pub fn attempt_timed<F: Future<Output = Result<T, E>>>(
         &mut self,
         attempt: F,
-    ) -> Attempt<'_, T, E, S, H, F, Timer> {
+    ) -> Attempt<'_, T, E, S, H, F, Timer, K> {
         Attempt {
             slot: self,
             phase: BEFORE,
@@ -244,7 +317,8 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
                     Step::Ok(v)
                 }
                 Err(e) => {
-                    let call = self.store(state, admitted, correlation);
+                    let ticket = admitted.map(|(_, t)| t);
+                    let call = self.store(state, ticket, correlation);
                     let step = call.decide(Err(e));
                     settle_blocking(call, step)
                 }
@@ -279,7 +353,7 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
     /// Whether the first attempt may take the fast path (see the [module docs](self)), and what
     /// it starts with if so. Reads only; takes nothing.
     #[inline(always)]
-    fn fast_start(&self) -> Option<FastStart> {
+    fn fast_start(&self) -> Option<FastStart<'_>> {
         let p = self.site.policy();
         let rejects = self.hooks.rejects();
         if crate::metrics::latency_enabled() || (rejects && p.deadline.is_some()) || span_wanted() {
@@ -293,10 +367,14 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
         }
         // The gate consults the site's breaker when the runtime may reject. Whether the site has
         // one is its policy's, a constant: the registry gives a breaker to every site whose
-        // policy names one (a keyed one aside, which the fast path leaves to the full path).
+        // policy names one, and a keyed site's call holds its key's.
         let admitted = if rejects && p.breaker.is_some() {
-            // Set only when the breaker is the whole gate: one check for both.
-            let b = state.gate_breaker.as_deref()?;
+            let b = match self.key.breaker() {
+                Some(b) if state.simple_gate => b,
+                Some(_) => return None,
+                // Set only when the breaker is the whole gate: one check for both.
+                None => state.gate_breaker.as_deref()?,
+            };
             Some((b, b.closed_ticket()?))
         } else {
             if rejects && !state.simple_gate {
@@ -313,20 +391,33 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
     fn store(
         &mut self,
         state: &'static SiteState,
-        admitted: Admitted<'_>,
+        ticket: Option<Ticket>,
         correlation: CorrelationId,
     ) -> &mut Call<T, E, H> {
-        let ticket = admitted.map(|(_, t)| t);
-        self.call
-            .insert(Call::started_fast(self.hooks, state, ticket, correlation))
+        let key = self.key.take();
+        self.call.insert(Call::started_fast(
+            self.hooks,
+            state,
+            ticket,
+            correlation,
+            key,
+        ))
     }
 }
 
 /// Starts a call at `S` (out of line: a started call is the common case where it is asked for).
 #[cold]
 #[inline(never)]
-fn start_call<T, E: Classify, H: HookSet<T, E>>(site: &'static Site, hooks: H) -> Call<T, E, H> {
-    Call::with_hooks(site, hooks)
+fn start_call<T, E: Classify, H: HookSet<T, E>>(
+    site: &'static Site,
+    hooks: H,
+    key: &mut impl KeySlot,
+) -> Call<T, E, H> {
+    let mut call = Call::with_hooks(site, hooks);
+    if let Some(key) = key.take() {
+        call.set_keyed(key);
+    }
+    call
 }
 
 /// The breaker that admitted the attempt, and its ticket.
@@ -334,9 +425,9 @@ pub(super) type Admitted<'a> = Option<(&'a Breaker, Ticket)>;
 
 /// What the fast path starts with.
 #[derive(Clone, Copy)]
-struct FastStart {
+struct FastStart<'a> {
     state: &'static SiteState,
-    admitted: Admitted<'static>,
+    admitted: Admitted<'a>,
 }
 
 /// Whether a subscriber may want the call's span: the level check alone (a load and a
@@ -513,8 +604,8 @@ pin_project_lite::pin_project! {
     /// One attempt of a [`Slot`]'s call: resolves to what comes next.
     #[doc(hidden)]
     #[must_use = "futures do nothing unless polled"]
-    pub struct Attempt<'a, T, E, S, H, F, L> {
-        slot: &'a mut Slot<T, E, S, H>,
+    pub struct Attempt<'a, T, E, S, H, F, L, K = BreakerKey> {
+        slot: &'a mut Slot<T, E, S, H, K>,
         // `BEFORE`, `RUNNING` or `BACKOFF`.
         phase: u8,
         #[pin]
@@ -526,7 +617,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<T, E, S, H, F, L> std::fmt::Debug for Attempt<'_, T, E, S, H, F, L> {
+impl<T, E, S, H, F, L, K> std::fmt::Debug for Attempt<'_, T, E, S, H, F, L, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Attempt")
             .field("phase", &self.phase)
@@ -534,13 +625,14 @@ impl<T, E, S, H, F, L> std::fmt::Debug for Attempt<'_, T, E, S, H, F, L> {
     }
 }
 
-impl<T, E, S, H, F, L> Future for Attempt<'_, T, E, S, H, F, L>
+impl<T, E, S, H, F, L, K> Future for Attempt<'_, T, E, S, H, F, L, K>
 where
     E: Classify,
     S: SiteRef,
     H: HookSet<T, E>,
     F: Future<Output = Result<T, E>>,
     L: AttemptTimer,
+    K: KeySlot,
 {
     type Output = Step<T, E>;
 
@@ -552,15 +644,13 @@ where
                 && let Some(fast) = this.slot.fast_start()
             {
                 let FastStart { state, admitted } = fast;
-                let slot = &mut **this.slot;
-                this.timer
-                    .as_mut()
-                    .arm_fast(slot.site.policy(), slot.hooks.rejects());
+                let (site, rejects) = (this.slot.site, this.slot.hooks.rejects());
+                this.timer.as_mut().arm_fast(site.policy(), rejects);
                 let Some(fut) = this.fut.as_mut().as_pin_mut() else {
                     // Only a backoff clears the attempt, and a backoff comes after `BEFORE`.
                     return Poll::Pending;
                 };
-                let mut guard = FastGuard::install(slot.site);
+                let mut guard = FastGuard::install(site);
                 let poll = fut.poll(cx);
                 let correlation = guard.finish();
                 return match poll {
@@ -569,12 +659,15 @@ where
                         Poll::Ready(Step::Ok(v))
                     }
                     Poll::Ready(Err(e)) => {
-                        let call = slot.store(state, admitted, correlation);
+                        let ticket = admitted.map(|(_, t)| t);
+                        let call = this.slot.store(state, ticket, correlation);
                         let step = call.decide(Err(e));
                         settle(call, this.phase, this.fut, step, cx)
                     }
                     Poll::Pending => {
-                        slot.store(state, admitted, correlation);
+                        let ticket = admitted.map(|(_, t)| t);
+                        let slot = &mut **this.slot;
+                        slot.store(state, ticket, correlation);
                         *this.phase = RUNNING;
                         poll_timer(slot.call(), this.phase, this.fut, this.timer, cx)
                     }
