@@ -281,3 +281,48 @@ fn a_blocking_call_outside_any_runtime_asks_on_the_backends_runtime() {
     ));
     assert_eq!(a.errors_total(), 0);
 }
+
+/// `l`'s answer now, waiting for its round trip: `Ok` or the wait until a permit.
+async fn answer(l: &dyn RateLimit, key: Option<&str>) -> Result<(), Duration> {
+    match l.acquire(key) {
+        Permit::Granted => Ok(()),
+        Permit::Refused(wait) => Err(wait),
+        Permit::Ask(round_trip) => round_trip.await,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_hint_on_one_replica_pauses_the_limit_for_the_whole_fleet() {
+    let server = RedisServer::start();
+    let now = Arc::new(AtomicU64::new(9_000_000));
+    let (a, b) = (backend(&server).await, backend(&server).await);
+    // A high rate (one permit per ms): only a pause refuses here.
+    let la = a.rate_limit("paused", 1000, PER).with_clock(clock(&now));
+    let lb = b.rate_limit("paused", 1000, PER).with_clock(clock(&now));
+    assert_eq!(answer(&la, None).await, Ok(()));
+    assert_eq!(answer(&lb, None).await, Ok(()));
+    let hint = Duration::from_secs(3);
+    la.pause(None, hint);
+    // The replica that saw the hint refuses at once, without a round trip.
+    let Permit::Refused(wait) = la.acquire(None) else {
+        panic!("the paused replica refuses at once");
+    };
+    assert!(
+        wait > Duration::from_millis(2900) && wait <= hint,
+        "{wait:?}"
+    );
+    // The other replica is refused as soon as the pause's round trip has landed, until the
+    // hint passes on the scripts' clock (frozen here, so the wait is the whole hint).
+    let mut refused = None;
+    for _ in 0..2_000 {
+        if let Err(wait) = answer(&lb, None).await {
+            refused = Some(wait);
+            break;
+        }
+    }
+    assert_eq!(refused, Some(hint), "the fleet waits out the hint");
+    now.fetch_add(hint.as_micros() as u64, Ordering::SeqCst);
+    assert_eq!(answer(&lb, None).await, Ok(()));
+    assert_eq!(a.errors_total() + b.errors_total(), 0);
+}

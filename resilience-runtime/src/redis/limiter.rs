@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ const MAX_LOCAL_KEYS: usize = 10_000;
 
 /// Permits leased and not spent yet, and until when they may be, by key.
 type Leases = HashMap<Option<Box<str>>, (u32, Instant)>;
+
+/// Until when a throttled hint pauses this replica's calls, by key.
+type Pauses = HashMap<Option<Box<str>>, Instant>;
 
 /// The script's clock, when a test or simulation drives it.
 type Clock = Arc<dyn Fn() -> Duration + Send + Sync>;
@@ -74,6 +78,9 @@ struct State {
     local: Gcra,
     local_keyed: Mutex<HashMap<Box<str>, Arc<Gcra>>>,
     leased: Mutex<Leases>,
+    /// Set once a hint paused a key: until then no call asks the lock.
+    any_paused: AtomicBool,
+    paused: Mutex<Pauses>,
 }
 
 impl RedisRateLimit {
@@ -96,6 +103,8 @@ impl RedisRateLimit {
                 local: Gcra::new(rate, per),
                 local_keyed: Mutex::new(HashMap::new()),
                 leased: Mutex::new(HashMap::new()),
+                any_paused: AtomicBool::new(false),
+                paused: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -172,6 +181,51 @@ impl State {
         gcra.try_acquire()
     }
 
+    /// The time left of a throttled hint's pause on `key`, seen by this replica.
+    fn paused_for(&self, key: Option<&str>) -> Option<Duration> {
+        if !self.any_paused.load(Ordering::Relaxed) {
+            return None;
+        }
+        let paused = lock(&self.paused);
+        let until = *paused.get(&key.map(Box::<str>::from))?;
+        let now = Instant::now();
+        (now < until).then(|| until - now)
+    }
+
+    /// Pauses `key` on this replica until `until`, and gives up its leased permits.
+    fn pause_here(&self, key: Option<&str>, until: Instant) {
+        let k = key.map(Box::<str>::from);
+        lock(&self.leased).remove(&k);
+        let mut paused = lock(&self.paused);
+        if paused.len() >= MAX_LOCAL_KEYS {
+            let now = Instant::now();
+            paused.retain(|_, u| *u > now);
+        }
+        let at = paused.entry(k).or_insert(until);
+        *at = (*at).max(until);
+        self.any_paused.store(true, Ordering::Relaxed);
+    }
+
+    /// The limit's key in Redis, before the backend's prefix.
+    fn tag(&self, key: Option<&str>) -> String {
+        match key {
+            None => format!("rl:{}", self.name),
+            Some(k) => format!(
+                "rl:{}/{}",
+                self.name,
+                crate::redact::redacted_key(&self.name, k)
+            ),
+        }
+    }
+
+    /// The script's clock argument: empty for the server's `TIME`.
+    fn now_arg(&self) -> String {
+        self.clock
+            .as_ref()
+            .map(|c| c().as_micros().to_string())
+            .unwrap_or_default()
+    }
+
     /// A permit leased earlier, if one is left and its period has not passed.
     fn take_leased(&self, key: Option<&str>) -> bool {
         if self.lease <= 1 {
@@ -228,6 +282,9 @@ impl RateLimit for RedisRateLimit {
 
     fn try_acquire_keyed(&self, key: Option<&str>) -> Result<(), Duration> {
         let key = self.state.key(key);
+        if let Some(left) = self.state.paused_for(key) {
+            return Err(left);
+        }
         if self.state.take_leased(key) {
             return Ok(());
         }
@@ -240,6 +297,9 @@ impl RateLimit for RedisRateLimit {
     fn acquire(&self, key: Option<&str>) -> Permit {
         let s = &self.state;
         let key = s.key(key);
+        if let Some(left) = s.paused_for(key) {
+            return Permit::Refused(left);
+        }
         if s.take_leased(key) {
             return Permit::Granted;
         }
@@ -247,18 +307,9 @@ impl RateLimit for RedisRateLimit {
         let Some(mut conn) = self.inner.shared_conn() else {
             return s.local(key).into();
         };
-        let tag = match key {
-            None => format!("rl:{}", s.name),
-            Some(k) => format!("rl:{}/{}", s.name, crate::redact::redacted_key(&s.name, k)),
-        };
         let mut call = scripts::GCRA.prepare_invoke();
-        call.key(self.inner.key(&tag, ""))
-            .arg(
-                s.clock
-                    .as_ref()
-                    .map(|c| c().as_micros().to_string())
-                    .unwrap_or_default(),
-            )
+        call.key(self.inner.key(&s.tag(key), ""))
+            .arg(s.now_arg())
             .arg(s.emission_us)
             .arg(s.tolerance_us)
             .arg(s.lease)
@@ -285,5 +336,47 @@ impl RateLimit for RedisRateLimit {
                 .unwrap_or(Err(RoundTripError::Timeout(limit)));
             state.answer(&inner, key.as_deref(), r)
         })
+    }
+    /// A throttled hint, for the whole fleet: this replica stops granting `key`'s permits at
+    /// once (its leased permits given up, its fallback limiter paused too), and the server's
+    /// state is moved past the pause in one round trip, sent in the background (bounded by the
+    /// backend's `round_trip_limit`), so that every replica's next permit waits for it.
+    fn pause(&self, key: Option<&str>, for_: Duration) {
+        let s = &self.state;
+        let key = s.key(key);
+        s.pause_here(key, Instant::now() + for_);
+        match key {
+            None => s.local.pause(None, for_),
+            Some(k) => {
+                if let Some(g) = lock(&s.local_keyed).get(k) {
+                    g.pause(None, for_);
+                }
+            }
+        }
+        task::start(&self.inner);
+        let Some(mut conn) = self.inner.shared_conn() else {
+            return;
+        };
+        let mut call = scripts::PAUSE.prepare_invoke();
+        call.key(self.inner.key(&s.tag(key), ""))
+            .arg(s.now_arg())
+            .arg(u64::try_from(for_.as_micros()).unwrap_or(u64::MAX))
+            .arg(s.tolerance_us)
+            .arg(s.extra_ttl_ms);
+        let limit = self.inner.config.round_trip_limit;
+        let inner = self.inner.clone();
+        let send = async move {
+            if let Err(e) = round_trip(limit, call.invoke_async::<u32>(&mut conn)).await {
+                inner.failed("rate limit pause", &e);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn(send)),
+            Err(_) => {
+                if let Some(h) = lock(&self.inner.runtime).clone() {
+                    drop(h.spawn(send));
+                }
+            }
+        }
     }
 }

@@ -42,6 +42,32 @@ return {n, 0}
     )
 });
 
+/// A throttled hint: no permit of the limit on one key before `now + pause`, for the fleet.
+///
+/// KEYS[1]: the limit's key. ARGV: now in µs (empty: the server's `TIME`), the pause in µs, the
+/// burst tolerance in µs, the key's extra lifetime in ms. Moves the theoretical arrival time to
+/// at least `now + pause + tolerance` (a shorter pause never shortens a longer one). Returns 1.
+pub(super) static PAUSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local target = now + tonumber(ARGV[2]) + tonumber(ARGV[3])
+if tat < target then
+  local ttl = math.ceil((target - now) / 1000) + tonumber(ARGV[4])
+  redis.call('SET', KEYS[1], string.format('%.0f', target), 'PX', ttl)
+end
+return 1
+",
+    )
+});
+
 /// A replica tripped a breaker locally: counted toward the quorum, and the breaker opened for the
 /// fleet once `quorum` replicas tripped it within one cooldown.
 ///
