@@ -2018,7 +2018,8 @@ impl TimeoutKind {
 /// `attempt` is called once per attempt; the future it returns is one attempt. This is what
 /// `#[resilient]` does, on the same call machine, for code that cannot use the macro (see the
 /// [module docs](self)). An `auth` error ends the call; [`Execution`] adds a credential refresh,
-/// an idempotency key or a breaker key.
+/// an idempotency key or a breaker key. The site's metrics are labelled with
+/// [`Policy::with_connector`]'s name, else with its module path's first segment.
 pub async fn execute<T, E, H, F, Fut>(site: &'static Site, hooks: H, attempt: F) -> Result<T, E>
 where
     E: Classify,

@@ -8,13 +8,22 @@
 //!
 //! | metric | labels | source |
 //! |---|---|---|
-//! | `requests_total` | connector, operation, status | [`SiteMetrics::ok`], [`SiteMetrics::errors`], [`SiteMetrics::rejected`] |
+//! | `requests_total` | connector, operation, status | [`SiteMetrics::ok`], [`SiteMetrics::errors`] |
+//! | `requests_total` | connector, operation, status = `rejected`, reason | [`SiteMetrics::rejections`] (by [`Rejected::kind`]) |
 //! | `request_latency_seconds` | connector, operation | [`SiteMetrics::latency`] |
-//! | `circuit_breaker_state` | connector | [`crate::registry::BreakerHealth::gauge`] |
+//! | `circuit_breaker_state` | connector (the breaker's name) | [`crate::registry::BreakerHealth::gauge`] |
 //! | `retry_total` | connector, operation | [`SiteMetrics::retries`] |
 //! | `retry_success_total` | connector, operation | [`SiteMetrics::retry_successes`] |
+//! | `retry_budget_exhausted_total` | connector, operation | [`SiteMetrics::budget_exhausted`] |
+//! | `credential_refresh_total` | connector, operation, result | [`SiteMetrics::refreshes`], [`SiteMetrics::refresh_errors`] |
+//! | `fallback_total` | connector, operation | [`SiteMetrics::fallbacks`] |
 //! | `rate_limit_total` | connector, result | [`SiteMetrics::rate_limit_allowed`], [`SiteMetrics::rate_limit_blocked`] |
+//! | `rate_limit_wait_seconds` | limiter | [`SiteMetrics::rate_limit_wait`] |
 //! | `breaker_key_evictions_total` | breaker | [`KeyedBreakerMetrics::key_evictions`] |
+//!
+//! The `connector` label is [`SiteSnapshot::connector`]: `#[resilient(connector = "...")]`, else
+//! the crate's name. The counters of these events are taken where each happens (a rejection, a
+//! refused retry, a refresh's end, a fallback, a wait for a permit), never on a call's happy path.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

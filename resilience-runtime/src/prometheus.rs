@@ -8,18 +8,26 @@
 //!
 //! | family | type | labels |
 //! |---|---|---|
-//! | `requests_total` | counter | `connector`, `operation`, `status` (`ok`, `transient`, `throttled`, `permanent`, `policy_violation`, `auth`, `rejected`) |
+//! | `requests_total` | counter | `connector`, `operation`, `status` (`ok`, `transient`, `throttled`, `permanent`, `policy_violation`, `auth`) |
+//! | `requests_total` | counter | `connector`, `operation`, `status` = `rejected`, `reason` (a [`Rejected::kind`](crate::Rejected::kind): one of [`Rejected::KINDS`](crate::Rejected::KINDS)) |
 //! | `request_latency_seconds` | histogram | `connector`, `operation` |
-//! | `circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `connector` (and `key` for per-key breakers, when enabled) |
+//! | `circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `connector`: the breaker's name (and `key` for per-key breakers, when enabled) |
 //! | `retry_total` | counter | `connector`, `operation` |
 //! | `retry_success_total` | counter | `connector`, `operation` |
+//! | `retry_budget_exhausted_total` | counter | `connector`, `operation` (retries the retry budget refused) |
+//! | `credential_refresh_total` | counter | `connector`, `operation`, `result` (`ok`, `error`); for sites that have refreshed |
+//! | `fallback_total` | counter | `connector`, `operation` (calls whose error went to the fallback) |
 //! | `rate_limit_total` | counter | `connector`, `result` (`allowed`, `blocked`) |
+//! | `rate_limit_wait_seconds` | histogram | `limiter` (waits for the limiter's next permit) |
 //! | `breaker_key_evictions_total` | counter | `breaker` (a per-key base: keys evicted to keep its `max_keys`) |
 //! | `backend_fallback` | gauge (1 when a shared backend is in fallback, else 0) | `backend` |
 //! | `backend_errors_total` | counter | `backend` |
 //!
 //! The two `backend_*` families appear once the registry has a shared backend (see
-//! [`crate::store::Backend`]).
+//! [`crate::store::Backend`]). A call ended by a rejection is counted under its `reason` only
+//! (an attempt's timeout that ended the call is not also a `transient` error). The `connector`
+//! label of a site is its `#[resilient(connector = "...")]`, else its crate's name (see
+//! [`Policy::connector_name`](crate::engine::Policy::connector_name)).
 //!
 //! ```
 //! use resilience_runtime::{prometheus::Collector, Registry};
