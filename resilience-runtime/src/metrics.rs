@@ -271,7 +271,10 @@ impl Counters {
             rate_limit_blocked: l(&self.rate_blocked),
             capacity_waits: l(&self.capacity_waits),
             latency: LatencySnapshot::of(&self.latency_buckets, &self.latency_sum_nanos),
-            rate_limit_wait: LatencySnapshot::of(&self.rate_wait_buckets, &self.rate_wait_sum_nanos),
+            rate_limit_wait: LatencySnapshot::of(
+                &self.rate_wait_buckets,
+                &self.rate_wait_sum_nanos,
+            ),
         }
     }
 }

@@ -2,10 +2,10 @@
 
 pub use core::clone::Clone;
 pub use core::convert::AsRef;
+pub use core::env;
 pub use core::future::Future;
 pub use core::matches;
 pub use core::module_path;
-pub use core::env;
 pub use core::option::Option::{self, None, Some};
 pub use core::result::Result::{self, Err, Ok};
 pub use core::time::Duration;

@@ -151,9 +151,7 @@ fn add_histogram(
 }
 
 /// Cumulative histograms over [`LATENCY_BUCKETS`], from counts per bucket.
-fn histograms(
-    map: BTreeMap<Labels, (Vec<u64>, f64)>,
-) -> impl Iterator<Item = (Labels, Histogram)> {
+fn histograms(map: BTreeMap<Labels, (Vec<u64>, f64)>) -> impl Iterator<Item = (Labels, Histogram)> {
     let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
     map.into_iter().map(move |(l, (counts, sum))| {
         let buckets: Vec<(f64, u64)> = bounds.clone().zip(counts).collect();

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
 use resilience_runtime::breaker::BreakerConfig;
-use resilience_runtime::engine::{HookSet, Hooks, Policy, Site, execute};
 use resilience_runtime::budget::BudgetConfig;
 use resilience_runtime::engine::Execution;
+use resilience_runtime::engine::{HookSet, Hooks, Policy, Site, execute};
 use resilience_runtime::limit::{ConcurrencyLimit, Gcra};
 use resilience_runtime::prometheus::{self, Collector};
 use resilience_runtime::{CarriesRejected, Classify, ErrorClass, Registry, Rejected};
@@ -302,9 +302,8 @@ async fn per_key_breakers_are_exported_only_on_request() {
     );
 }
 
-static SLOW: Site = Site::new(
-    &Policy::new("slow", "okta::client").with_timeout(Duration::from_millis(100)),
-);
+static SLOW: Site =
+    Site::new(&Policy::new("slow", "okta::client").with_timeout(Duration::from_millis(100)));
 static LATE: Site =
     Site::new(&Policy::new("late", "okta::client").with_deadline(Duration::from_millis(500)));
 static HELD: Site = Site::new(&Policy::new("held", "okta::client").with_bulkhead("okta-pool"));
@@ -398,9 +397,13 @@ async fn each_event_is_exported_with_its_labels() {
                 .await;
             assert!(matches!(failed, Err(E::Bad)));
             // The fallback answers a failed call.
-            let fell = execute(&FALLS, Hooks::new().with_from_rejected(E::Rejected).with_fallback(|_: E| Ok(9)), || async {
-                Err::<u32, E>(E::Bad)
-            })
+            let fell = execute(
+                &FALLS,
+                Hooks::new()
+                    .with_from_rejected(E::Rejected)
+                    .with_fallback(|_: E| Ok(9)),
+                || async { Err::<u32, E>(E::Bad) },
+            )
             .await;
             assert_eq!(fell.unwrap(), 9);
             // One permit a second: the second call waits a second for its permit.
@@ -429,7 +432,11 @@ async fn each_event_is_exported_with_its_labels() {
         ("held", "bulkhead_full"),
     ] {
         assert_eq!(
-            number(sample(&scrape, "requests_total", &rejected(operation, reason))),
+            number(sample(
+                &scrape,
+                "requests_total",
+                &rejected(operation, reason)
+            )),
             1.0,
             "{operation}: {reason}\n{text}"
         );
@@ -450,11 +457,18 @@ async fn each_event_is_exported_with_its_labels() {
         .map(|s| s.labels.get("reason").expect("a reason"))
         .collect();
     assert_eq!(kinds.len(), Rejected::KINDS.len());
-    assert!(Rejected::KINDS.iter().all(|k| kinds.contains(k)), "{kinds:?}");
+    assert!(
+        Rejected::KINDS.iter().all(|k| kinds.contains(k)),
+        "{kinds:?}"
+    );
 
     // retry_budget_exhausted_total{connector, operation}
     assert_eq!(
-        number(sample(&scrape, "retry_budget_exhausted_total", &op("spent"))),
+        number(sample(
+            &scrape,
+            "retry_budget_exhausted_total",
+            &op("spent")
+        )),
         1.0
     );
     assert_eq!(number(sample(&scrape, "retry_total", &op("spent"))), 1.0);
@@ -476,7 +490,11 @@ async fn each_event_is_exported_with_its_labels() {
         1.0
     );
     assert_eq!(
-        number(sample(&scrape, "credential_refresh_total", &refresh("error"))),
+        number(sample(
+            &scrape,
+            "credential_refresh_total",
+            &refresh("error")
+        )),
         1.0
     );
     // Only sites that refreshed have the series.
@@ -511,7 +529,11 @@ async fn each_event_is_exported_with_its_labels() {
         1.0
     );
     assert_eq!(
-        number(sample(&scrape, "rate_limit_total", &[("connector", "okta"), ("result", "blocked")])),
+        number(sample(
+            &scrape,
+            "rate_limit_total",
+            &[("connector", "okta"), ("result", "blocked")]
+        )),
         1.0
     );
 

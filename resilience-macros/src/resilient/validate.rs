@@ -802,9 +802,18 @@ mod tests {
         let config = run(quote!(connector = "graph"), item.clone());
         assert_eq!(config.ok().and_then(|c| c.connector), Some("graph".into()));
         for (args, says) in [
-            (quote!(connector = " "), "`connector` needs a non-empty name"),
-            (quote!(connector = " graph"), "write `connector = \"graph\"`"),
-            (quote!(connector = graph), "`connector` takes a string literal"),
+            (
+                quote!(connector = " "),
+                "`connector` needs a non-empty name",
+            ),
+            (
+                quote!(connector = " graph"),
+                "write `connector = \"graph\"`",
+            ),
+            (
+                quote!(connector = graph),
+                "`connector` takes a string literal",
+            ),
         ] {
             let errs = errors(args, item.clone());
             assert_eq!(errs.len(), 1, "{errs:#?}");
