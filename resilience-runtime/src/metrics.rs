@@ -250,6 +250,7 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> SiteMetrics {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let refresh_errors = l(&self.refresh_errors);
         SiteMetrics {
             ok: self.ok.sum(),
             errors: ClassCounts {
@@ -265,8 +266,9 @@ impl Counters {
             retry_successes: l(&self.retry_successes),
             budget_exhausted: l(&self.budget_exhausted),
             fallbacks: l(&self.fallbacks),
-            refreshes: l(&self.refresh_ok) + l(&self.refresh_errors),
-            refresh_errors: l(&self.refresh_errors),
+            // `refresh_errors` read once, so that `refreshes` is never below it.
+            refreshes: l(&self.refresh_ok) + refresh_errors,
+            refresh_errors,
             rate_limit_allowed: l(&self.rate_allowed),
             rate_limit_blocked: l(&self.rate_blocked),
             capacity_waits: l(&self.capacity_waits),

@@ -209,7 +209,7 @@ impl prometheus_client::collector::Collector for Collector {
             *budget_exhausted.entry(site.clone()).or_default() += m.budget_exhausted;
             *fallbacks.entry(site.clone()).or_default() += m.fallbacks;
             if m.refreshes > 0 {
-                let ok = m.refreshes - m.refresh_errors;
+                let ok = m.refreshes.saturating_sub(m.refresh_errors);
                 for (result, n) in [("ok", ok), ("error", m.refresh_errors)] {
                     let mut l = site.clone();
                     l.push(("result", result.to_owned()));
