@@ -555,3 +555,60 @@ async fn each_event_is_exported_with_its_labels() {
     let paced = &m.site("paced").unwrap().metrics;
     assert_eq!(paced.rate_limit_wait.count(), 1);
 }
+
+static SLOW_REFRESH: Site = Site::new(
+    &Policy::new("slow_refresh", "okta::client").with_deadline(Duration::from_millis(500)),
+);
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_the_deadline_cuts_short_is_a_failed_refresh_and_a_deadline_rejection() {
+    let registry = Registry::new();
+    let r = registry
+        .scope(
+            Execution::new(&SLOW_REFRESH, hooks())
+                .refresh(|| async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Ok::<(), E>(())
+                })
+                .run(|| async { Err::<u32, E>(E::Expired) }),
+        )
+        .await;
+    assert!(matches!(
+        r,
+        Err(E::Rejected(Rejected::DeadlineExceeded { .. }))
+    ));
+    let scrape = parse(&prometheus::encode(&registry).unwrap());
+    let op = [("connector", "okta"), ("operation", "slow_refresh")];
+    let with = |k, v| {
+        let mut l = op.to_vec();
+        l.push((k, v));
+        l
+    };
+    assert_eq!(
+        number(sample(
+            &scrape,
+            "credential_refresh_total",
+            &with("result", "error")
+        )),
+        1.0
+    );
+    assert_eq!(
+        number(sample(
+            &scrape,
+            "credential_refresh_total",
+            &with("result", "ok")
+        )),
+        0.0
+    );
+    let mut deadline = with("status", "rejected");
+    deadline.push(("reason", "deadline_exceeded"));
+    assert_eq!(number(sample(&scrape, "requests_total", &deadline)), 1.0);
+    assert_eq!(
+        number(sample(
+            &scrape,
+            "requests_total",
+            &with("status", "transient")
+        )),
+        0.0
+    );
+}
