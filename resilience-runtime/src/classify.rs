@@ -632,6 +632,36 @@ pub enum Rejected {
 }
 
 impl Rejected {
+    /// Every [`Rejected::kind`], in the order of the variants: the values of the `reason` label
+    /// of `requests_total{status="rejected"}`.
+    ///
+    /// ```
+    /// use resilience_runtime::Rejected;
+    ///
+    /// let r = Rejected::BulkheadFull { bulkhead: "graph".into() };
+    /// assert!(Rejected::KINDS.contains(&r.kind()));
+    /// ```
+    pub const KINDS: [&'static str; 6] = [
+        "circuit_open",
+        "timeout",
+        "deadline_exceeded",
+        "budget_exhausted",
+        "rate_limited",
+        "bulkhead_full",
+    ];
+
+    /// The index of [`Rejected::kind`] in [`Rejected::KINDS`].
+    pub(crate) const fn index(&self) -> usize {
+        match self {
+            Rejected::CircuitOpen { .. } => 0,
+            Rejected::AttemptTimeout { .. } => 1,
+            Rejected::DeadlineExceeded { .. } => 2,
+            Rejected::BudgetExhausted { .. } => 3,
+            Rejected::RateLimited { .. } => 4,
+            Rejected::BulkheadFull { .. } => 5,
+        }
+    }
+
     /// A short code for logs and metrics (`"circuit_open"`, `"timeout"`, ...).
     pub const fn kind(&self) -> &'static str {
         match self {
@@ -832,6 +862,7 @@ mod tests {
             assert!(!s.ends_with('.'), "{s}");
             assert_eq!(r.class(), ErrorClass::Transient);
             assert_eq!(r.code(), Some(r.kind()));
+            assert_eq!(Rejected::KINDS[r.index()], r.kind());
         }
         assert_eq!(all[1].to_string(), "attempt timed out after 250ms");
     }

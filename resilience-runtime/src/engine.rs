@@ -136,6 +136,9 @@ pub struct Policy {
     pub bulkhead: Option<&'static str>,
     /// The retry budget's name when it is not the default (see [`Policy::budget_name`]).
     pub budget: Option<&'static str>,
+    /// The `connector` label of the site's metrics and events when it is not the default (see
+    /// [`Policy::connector_name`]).
+    pub connector: Option<&'static str>,
 }
 
 impl Policy {
@@ -159,6 +162,7 @@ impl Policy {
             rate_limit: None,
             bulkhead: None,
             budget: None,
+            connector: None,
         }
     }
 
@@ -198,6 +202,40 @@ impl Policy {
     pub const fn with_budget(mut self, name: &'static str) -> Policy {
         self.budget = Some(name);
         self
+    }
+
+    /// Labels the site's metrics and events with `connector = name`: the sites of one
+    /// connector (one crate, usually) share the label, so that their series add up. What
+    /// `#[resilient(connector = "...")]` sets; `#[resilient]` without it sets the crate's name.
+    /// A policy made by hand (for [`execute`] or a [tower layer](crate::tower)) without it is
+    /// labelled with the first segment of its module path: the crate's name, when the module is
+    /// `module_path!()`. See [`Policy::connector_name`].
+    ///
+    /// ```
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// const P: Policy = Policy::new("list", "graph::users").with_connector("msgraph");
+    /// assert_eq!(P.connector_name(), "msgraph");
+    /// ```
+    pub const fn with_connector(mut self, name: &'static str) -> Policy {
+        self.connector = Some(name);
+        self
+    }
+
+    /// The `connector` label: [`Policy::connector`] when set, else the first segment of
+    /// [`Policy::module`] (the crate's name, for `module_path!()`).
+    ///
+    /// ```
+    /// use resilience_runtime::engine::Policy;
+    ///
+    /// assert_eq!(Policy::new("list", "graph_connector::users").connector_name(), "graph_connector");
+    /// assert_eq!(Policy::new("list", "graph").with_breaker("msgraph").connector_name(), "graph");
+    /// ```
+    pub fn connector_name(&self) -> &'static str {
+        match self.connector {
+            Some(c) => c,
+            None => self.module.split("::").next().unwrap_or(self.module),
+        }
     }
 
     /// The site's name: [`Policy::name`] when set, else `<module>::<operation>`.
@@ -1214,6 +1252,8 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         let Some(e) = retried else {
             return self.reject(r);
         };
+        // The error in hand is no attempt's timeout (see `Call::end_with`).
+        self.timed_out = None;
         match self.decide_failure(e, retry_in) {
             Step::Wait(d) => Gate::Wait(d),
             Step::Retry | Step::Refresh => Gate::Wait(Duration::ZERO),
@@ -1250,6 +1290,9 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         cold.capacity_waits = cold.capacity_waits.saturating_add(1);
         cold.capacity_waited = cold.capacity_waited.saturating_add(wait);
         self.state.counters.capacity_wait();
+        if let Rejected::RateLimited { .. } = r {
+            self.state.counters.rate_limit_wait(wait);
+        }
         tracing::debug!(
             parent: self.span_id(),
             operation = p.operation,
@@ -1261,7 +1304,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     }
 
     fn reject(&mut self, r: Rejected) -> Gate<T, E> {
-        self.state.counters.rejected();
+        self.state.counters.rejected(r.index());
         tracing::warn!(
             parent: self.span_id(),
             operation = self.site().policy.operation,
@@ -1329,7 +1372,11 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         } else {
             match tokio::time::timeout_at(clock::instant_at(deadline_at), refresh).await {
                 Ok(r) => r,
-                Err(_) => return self.deadline_passed(),
+                Err(_) => {
+                    // Cut short: no fresh credentials came of it.
+                    self.state.counters.refresh(false);
+                    return self.deadline_passed();
+                }
             }
         };
         self.refreshed(refreshed)
@@ -1342,6 +1389,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     ///
     /// As [`Call::refresh`].
     pub(crate) fn refreshed(&mut self, refreshed: Result<(), E>) -> Result<(), Result<T, E>> {
+        self.state.counters.refresh(refreshed.is_ok());
         refreshed.map_err(|e| self.fail(e))
     }
 
@@ -1350,7 +1398,11 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     fn deadline_passed(&mut self) -> Result<(), Result<T, E>> {
         let deadline = self.policy().deadline.unwrap_or_default();
         match self.hooks.rejected(Rejected::DeadlineExceeded { deadline }) {
-            Some(e) => Err(self.end_with(e, ErrorClass::Transient, GiveUpReason::Deadline)),
+            Some(e) => {
+                // The error in hand is the deadline's rejection (see `Call::end_with`).
+                self.timed_out = Some(TimeoutKind::Deadline);
+                Err(self.end_with(e, ErrorClass::Transient, GiveUpReason::Deadline))
+            }
             // A call has a deadline only when its site takes rejections (`CLOCK_DEADLINE`).
             None => Ok(()),
         }
@@ -1407,7 +1459,9 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     #[cold]
     #[inline(never)]
     fn decide_err(&mut self, e: E) -> Step<T, E> {
-        let timed_out = self.timed_out.take();
+        // Kept until the next attempt starts: a call that ends with this error ends with the
+        // timeout's rejection, and is counted as one (`Call::end_with`).
+        let timed_out = self.timed_out;
         let class = if timed_out.is_some() {
             ErrorClass::Transient
         } else {
@@ -1484,7 +1538,6 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             && over.is_none()
         {
             self.refreshes = self.refreshes.saturating_add(1);
-            self.state.counters.refresh();
             tracing::info!(
                 parent: self.span_id(),
                 operation = p.operation,
@@ -1564,7 +1617,14 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
 
     /// Ends the call with `e`: counted, logged, reported, and through the fallback.
     fn end_with(&mut self, e: E, class: ErrorClass, reason: GiveUpReason) -> Result<T, E> {
-        self.state.counters.error(class);
+        match self.timed_out {
+            // `e` is the rejection of the limit that stopped the last attempt (or the call).
+            Some(kind) => {
+                let r = kind.rejection(self.policy()).index();
+                self.state.counters.rejected(r);
+            }
+            None => self.state.counters.error(class),
+        }
         let p = self.site().policy;
         // WARN when the engine stopped a failing call, or when a policy refused it (to be
         // escalated); DEBUG when it merely passed a permanent error on to the caller.
@@ -1971,7 +2031,8 @@ impl TimeoutKind {
 /// `attempt` is called once per attempt; the future it returns is one attempt. This is what
 /// `#[resilient]` does, on the same call machine, for code that cannot use the macro (see the
 /// [module docs](self)). An `auth` error ends the call; [`Execution`] adds a credential refresh,
-/// an idempotency key or a breaker key.
+/// an idempotency key or a breaker key. The site's metrics are labelled with
+/// [`Policy::with_connector`]'s name, else with its module path's first segment.
 pub async fn execute<T, E, H, F, Fut>(site: &'static Site, hooks: H, attempt: F) -> Result<T, E>
 where
     E: Classify,

@@ -78,7 +78,8 @@ pub struct ConnectorErrorEvent {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ErrorEventData {
-    /// The connector (breaker name, or module path).
+    /// The connector: the site's `connector` label
+    /// ([`Policy::connector_name`](crate::engine::Policy::connector_name)).
     pub connector_type: String,
     /// The operation (the fn's name).
     pub operation: String,

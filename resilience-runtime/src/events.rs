@@ -54,7 +54,7 @@ pub enum RuntimeEvent<'a> {
     GaveUp {
         /// The operation.
         operation: &'static str,
-        /// The connector label (breaker name or module path).
+        /// The connector label ([`Policy::connector_name`](crate::engine::Policy::connector_name)).
         connector: &'a str,
         /// Attempts made.
         attempts: u32,

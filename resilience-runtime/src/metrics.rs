@@ -8,18 +8,27 @@
 //!
 //! | metric | labels | source |
 //! |---|---|---|
-//! | `requests_total` | connector, operation, status | [`SiteMetrics::ok`], [`SiteMetrics::errors`], [`SiteMetrics::rejected`] |
+//! | `requests_total` | connector, operation, status | [`SiteMetrics::ok`], [`SiteMetrics::errors`] |
+//! | `requests_total` | connector, operation, status = `rejected`, reason | [`SiteMetrics::rejections`] (by [`Rejected::kind`]) |
 //! | `request_latency_seconds` | connector, operation | [`SiteMetrics::latency`] |
-//! | `circuit_breaker_state` | connector | [`crate::registry::BreakerHealth::gauge`] |
+//! | `circuit_breaker_state` | connector (the breaker's name) | [`crate::registry::BreakerHealth::gauge`] |
 //! | `retry_total` | connector, operation | [`SiteMetrics::retries`] |
 //! | `retry_success_total` | connector, operation | [`SiteMetrics::retry_successes`] |
+//! | `retry_budget_exhausted_total` | connector, operation | [`SiteMetrics::budget_exhausted`] |
+//! | `credential_refresh_total` | connector, operation, result | [`SiteMetrics::refreshes`], [`SiteMetrics::refresh_errors`] |
+//! | `fallback_total` | connector, operation | [`SiteMetrics::fallbacks`] |
 //! | `rate_limit_total` | connector, result | [`SiteMetrics::rate_limit_allowed`], [`SiteMetrics::rate_limit_blocked`] |
+//! | `rate_limit_wait_seconds` | limiter | [`SiteMetrics::rate_limit_wait`] |
 //! | `breaker_key_evictions_total` | breaker | [`KeyedBreakerMetrics::key_evictions`] |
+//!
+//! The `connector` label is [`SiteSnapshot::connector`]: `#[resilient(connector = "...")]`, else
+//! the crate's name. The counters of these events are taken where each happens (a rejection, a
+//! refused retry, a refresh's end, a fallback, a wait for a permit), never on a call's happy path.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::ErrorClass;
+use crate::{ErrorClass, Rejected};
 
 /// Turns latency measurement on or off for every site (off by default: it costs two clock reads
 /// per call). Exporters turn it on.
@@ -163,17 +172,22 @@ fn take_stripe() -> usize {
 pub(crate) struct Counters {
     ok: Striped,
     errors: [AtomicU64; ErrorClass::ALL.len()],
-    rejected: AtomicU64,
+    /// By [`Rejected::index`](crate::Rejected).
+    rejected: [AtomicU64; Rejected::KINDS.len()],
     retries: AtomicU64,
     retry_successes: AtomicU64,
     budget_exhausted: AtomicU64,
     fallbacks: AtomicU64,
-    refreshes: AtomicU64,
+    refresh_ok: AtomicU64,
+    refresh_errors: AtomicU64,
     rate_allowed: AtomicU64,
     rate_blocked: AtomicU64,
     capacity_waits: AtomicU64,
     latency_buckets: [AtomicU64; 12],
     latency_sum_nanos: AtomicU64,
+    /// Waits for the rate limiter's permit, by [`LATENCY_BUCKETS`].
+    rate_wait_buckets: [AtomicU64; 12],
+    rate_wait_sum_nanos: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -193,8 +207,11 @@ impl Counters {
             inc(c);
         }
     }
-    pub(crate) fn rejected(&self) {
-        inc(&self.rejected);
+    /// A call ended by the rejection `kind` ([`Rejected::index`](crate::Rejected)).
+    pub(crate) fn rejected(&self, kind: usize) {
+        if let Some(c) = self.rejected.get(kind) {
+            inc(c);
+        }
     }
     pub(crate) fn retry(&self) {
         inc(&self.retries);
@@ -205,8 +222,13 @@ impl Counters {
     pub(crate) fn fallback(&self) {
         inc(&self.fallbacks);
     }
-    pub(crate) fn refresh(&self) {
-        inc(&self.refreshes);
+    /// A credential refresh ended: `ok` when it succeeded.
+    pub(crate) fn refresh(&self, ok: bool) {
+        inc(if ok {
+            &self.refresh_ok
+        } else {
+            &self.refresh_errors
+        });
     }
     pub(crate) fn rate(&self, allowed: bool) {
         inc(if allowed {
@@ -218,21 +240,17 @@ impl Counters {
     pub(crate) fn capacity_wait(&self) {
         inc(&self.capacity_waits);
     }
+    /// A call waits `d` for the rate limiter's next permit.
+    pub(crate) fn rate_limit_wait(&self, d: Duration) {
+        observe(&self.rate_wait_buckets, &self.rate_wait_sum_nanos, d);
+    }
     pub(crate) fn latency(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        if let Some(c) = self.latency_buckets.get(i) {
-            inc(c);
-        }
-        self.latency_sum_nanos
-            .fetch_add(crate::clock::nanos(d), Ordering::Relaxed);
+        observe(&self.latency_buckets, &self.latency_sum_nanos, d);
     }
 
     pub(crate) fn snapshot(&self) -> SiteMetrics {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let refresh_errors = l(&self.refresh_errors);
         SiteMetrics {
             ok: self.ok.sum(),
             errors: ClassCounts {
@@ -242,20 +260,75 @@ impl Counters {
                 policy_violation: l(&self.errors[ErrorClass::PolicyViolation.index()]),
                 auth: l(&self.errors[ErrorClass::Auth.index()]),
             },
-            rejected: l(&self.rejected),
+            rejected: self.rejected.iter().map(l).sum(),
+            rejections: RejectedCounts(self.rejected.each_ref().map(l)),
             retries: l(&self.retries),
             retry_successes: l(&self.retry_successes),
             budget_exhausted: l(&self.budget_exhausted),
             fallbacks: l(&self.fallbacks),
-            refreshes: l(&self.refreshes),
+            // `refresh_errors` read once, so that `refreshes` is never below it.
+            refreshes: l(&self.refresh_ok) + refresh_errors,
+            refresh_errors,
             rate_limit_allowed: l(&self.rate_allowed),
             rate_limit_blocked: l(&self.rate_blocked),
             capacity_waits: l(&self.capacity_waits),
-            latency: LatencySnapshot {
-                buckets: self.latency_buckets.iter().map(l).collect(),
-                sum_seconds: Duration::from_nanos(l(&self.latency_sum_nanos)).as_secs_f64(),
-            },
+            latency: LatencySnapshot::of(&self.latency_buckets, &self.latency_sum_nanos),
+            rate_limit_wait: LatencySnapshot::of(
+                &self.rate_wait_buckets,
+                &self.rate_wait_sum_nanos,
+            ),
         }
+    }
+}
+
+/// Counts `d` in the bucket of [`LATENCY_BUCKETS`] it falls in, and adds it to `sum_nanos`.
+fn observe(buckets: &[AtomicU64; 12], sum_nanos: &AtomicU64, d: Duration) {
+    let s = d.as_secs_f64();
+    let i = LATENCY_BUCKETS
+        .iter()
+        .position(|b| s <= *b)
+        .unwrap_or(LATENCY_BUCKETS.len());
+    if let Some(c) = buckets.get(i) {
+        inc(c);
+    }
+    sum_nanos.fetch_add(crate::clock::nanos(d), Ordering::Relaxed);
+}
+
+/// Calls ended by a rejection of the runtime, by [`Rejected::kind`].
+///
+/// ```
+/// use resilience_runtime::metrics::RejectedCounts;
+///
+/// let none = RejectedCounts::default();
+/// assert_eq!(none.get("circuit_open"), Some(0));
+/// assert_eq!(none.get("no_such_kind"), None);
+/// assert_eq!(none.iter().count(), resilience_runtime::Rejected::KINDS.len());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RejectedCounts([u64; Rejected::KINDS.len()]);
+
+impl RejectedCounts {
+    /// The count of one kind (one of [`Rejected::KINDS`]); `None` for another string.
+    pub fn get(&self, kind: &str) -> Option<u64> {
+        let i = Rejected::KINDS.iter().position(|k| *k == kind)?;
+        self.0.get(i).copied()
+    }
+
+    /// Each kind of [`Rejected::KINDS`] with its count, in that order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Rejected::KINDS.iter().copied().zip(self.0.iter().copied())
+    }
+
+    /// The sum over kinds.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+impl serde::Serialize for RejectedCounts {
+    /// A map from each kind to its count.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
     }
 }
 
@@ -292,7 +365,7 @@ impl ClassCounts {
     }
 }
 
-/// A latency histogram's counts: one per bound of [`LATENCY_BUCKETS`], then `+Inf`
+/// A histogram of durations: counts one per bound of [`LATENCY_BUCKETS`], then `+Inf`
 /// (not cumulative).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct LatencySnapshot {
@@ -302,6 +375,21 @@ pub struct LatencySnapshot {
     pub sum_seconds: f64,
 }
 
+impl LatencySnapshot {
+    fn of(buckets: &[AtomicU64; 12], sum_nanos: &AtomicU64) -> LatencySnapshot {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LatencySnapshot {
+            buckets: buckets.iter().map(l).collect(),
+            sum_seconds: Duration::from_nanos(l(sum_nanos)).as_secs_f64(),
+        }
+    }
+
+    /// Observations counted, over all buckets.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
 /// One site's counters at one moment. Calls are counted once, when they end.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct SiteMetrics {
@@ -309,8 +397,13 @@ pub struct SiteMetrics {
     pub ok: u64,
     /// Calls that returned an error from the dependency, by class (rejections excluded).
     pub errors: ClassCounts,
-    /// Calls ended by a rejection of the runtime (open circuit, timeout, deadline, limit).
+    /// Calls ended by a rejection of the runtime (open circuit, timeout, deadline, limit): the
+    /// sum of `rejections`.
     pub rejected: u64,
+    /// Calls ended by a rejection, by its kind: a gate's (open circuit, deadline before an
+    /// attempt, no rate-limit permit or bulkhead slot in time), or an attempt's timeout or the
+    /// deadline that ended the call.
+    pub rejections: RejectedCounts,
     /// Retries made.
     pub retries: u64,
     /// Calls that succeeded after at least one retry.
@@ -319,8 +412,11 @@ pub struct SiteMetrics {
     pub budget_exhausted: u64,
     /// Calls answered by the fallback.
     pub fallbacks: u64,
-    /// Credential refreshes.
+    /// Credential refreshes run (each after an `auth` error), whatever their result.
     pub refreshes: u64,
+    /// Credential refreshes that failed (or that the call's deadline cut short): the call ended
+    /// with the refresh's error.
+    pub refresh_errors: u64,
     /// Permits the rate limiter granted.
     pub rate_limit_allowed: u64,
     /// Permits the rate limiter refused.
@@ -330,6 +426,11 @@ pub struct SiteMetrics {
     pub capacity_waits: u64,
     /// Latency histogram (empty counts unless [`set_latency_enabled`] is on).
     pub latency: LatencySnapshot,
+    /// The waits for the rate limiter's next permit (each a [`capacity_waits`] of the rate
+    /// limit), as the limiter gave them.
+    ///
+    /// [`capacity_waits`]: SiteMetrics::capacity_waits
+    pub rate_limit_wait: LatencySnapshot,
 }
 
 impl SiteMetrics {
@@ -342,7 +443,8 @@ impl SiteMetrics {
 /// One annotated site in a snapshot.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SiteSnapshot {
-    /// The connector label: the breaker's name, else the module path.
+    /// The connector label ([`Policy::connector_name`](crate::engine::Policy::connector_name)):
+    /// `#[resilient(connector = "...")]`, else the crate's name.
     pub connector: String,
     /// The operation: the fn's name.
     pub operation: &'static str,
@@ -350,6 +452,8 @@ pub struct SiteSnapshot {
     pub module: &'static str,
     /// The breaker's name, if any.
     pub breaker: Option<&'static str>,
+    /// The rate limiter's name, if any.
+    pub rate_limit: Option<&'static str>,
     /// The counters.
     pub metrics: SiteMetrics,
 }

@@ -2,6 +2,7 @@
 
 pub use core::clone::Clone;
 pub use core::convert::AsRef;
+pub use core::env;
 pub use core::future::Future;
 pub use core::matches;
 pub use core::module_path;

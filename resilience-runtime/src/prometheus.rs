@@ -8,18 +8,26 @@
 //!
 //! | family | type | labels |
 //! |---|---|---|
-//! | `requests_total` | counter | `connector`, `operation`, `status` (`ok`, `transient`, `throttled`, `permanent`, `policy_violation`, `auth`, `rejected`) |
+//! | `requests_total` | counter | `connector`, `operation`, `status` (`ok`, `transient`, `throttled`, `permanent`, `policy_violation`, `auth`) |
+//! | `requests_total` | counter | `connector`, `operation`, `status` = `rejected`, `reason` (a [`Rejected::kind`](crate::Rejected::kind): one of [`Rejected::KINDS`](crate::Rejected::KINDS)) |
 //! | `request_latency_seconds` | histogram | `connector`, `operation` |
-//! | `circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `connector` (and `key` for per-key breakers, when enabled) |
+//! | `circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `connector`: the breaker's name (and `key` for per-key breakers, when enabled) |
 //! | `retry_total` | counter | `connector`, `operation` |
 //! | `retry_success_total` | counter | `connector`, `operation` |
+//! | `retry_budget_exhausted_total` | counter | `connector`, `operation` (retries the retry budget refused) |
+//! | `credential_refresh_total` | counter | `connector`, `operation`, `result` (`ok`, `error`); for sites that have refreshed |
+//! | `fallback_total` | counter | `connector`, `operation` (calls whose error went to the fallback) |
 //! | `rate_limit_total` | counter | `connector`, `result` (`allowed`, `blocked`) |
+//! | `rate_limit_wait_seconds` | histogram | `limiter` (waits for the limiter's next permit) |
 //! | `breaker_key_evictions_total` | counter | `breaker` (a per-key base: keys evicted to keep its `max_keys`) |
 //! | `backend_fallback` | gauge (1 when a shared backend is in fallback, else 0) | `backend` |
 //! | `backend_errors_total` | counter | `backend` |
 //!
 //! The two `backend_*` families appear once the registry has a shared backend (see
-//! [`crate::store::Backend`]).
+//! [`crate::store::Backend`]). A call ended by a rejection is counted under its `reason` only
+//! (an attempt's timeout that ended the call is not also a `transient` error). The `connector`
+//! label of a site is its `#[resilient(connector = "...")]`, else its crate's name (see
+//! [`Policy::connector_name`](crate::engine::Policy::connector_name)).
 //!
 //! ```
 //! use resilience_runtime::{prometheus::Collector, Registry};
@@ -127,6 +135,38 @@ fn family<M: EncodeMetric>(
     Ok(())
 }
 
+/// Adds one site's histogram to the series of `labels`.
+fn add_histogram(
+    map: &mut BTreeMap<Labels, (Vec<u64>, f64)>,
+    labels: Labels,
+    h: &crate::metrics::LatencySnapshot,
+) {
+    let acc = map
+        .entry(labels)
+        .or_insert_with(|| (vec![0; LATENCY_BUCKETS.len() + 1], 0.0));
+    for (acc, n) in acc.0.iter_mut().zip(&h.buckets) {
+        *acc += n;
+    }
+    acc.1 += h.sum_seconds;
+}
+
+/// Cumulative histograms over [`LATENCY_BUCKETS`], from counts per bucket.
+fn histograms(map: BTreeMap<Labels, (Vec<u64>, f64)>) -> impl Iterator<Item = (Labels, Histogram)> {
+    let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+    map.into_iter().map(move |(l, (counts, sum))| {
+        let buckets: Vec<(f64, u64)> = bounds.clone().zip(counts).collect();
+        let count = buckets.iter().map(|b| b.1).sum();
+        (
+            l,
+            Histogram {
+                buckets,
+                sum,
+                count,
+            },
+        )
+    })
+}
+
 fn counters(map: BTreeMap<Labels, u64>) -> impl Iterator<Item = (Labels, ConstCounter<u64>)> {
     map.into_iter().map(|(l, v)| (l, ConstCounter::new(v)))
 }
@@ -139,6 +179,10 @@ impl prometheus_client::collector::Collector for Collector {
         let mut retries: BTreeMap<Labels, u64> = BTreeMap::new();
         let mut retry_successes: BTreeMap<Labels, u64> = BTreeMap::new();
         let mut rate: BTreeMap<Labels, u64> = BTreeMap::new();
+        let mut budget_exhausted: BTreeMap<Labels, u64> = BTreeMap::new();
+        let mut refreshes: BTreeMap<Labels, u64> = BTreeMap::new();
+        let mut fallbacks: BTreeMap<Labels, u64> = BTreeMap::new();
+        let mut rate_waits: BTreeMap<Labels, (Vec<u64>, f64)> = BTreeMap::new();
         for s in &snapshot.sites {
             let m = &s.metrics;
             let site: Labels = vec![
@@ -146,22 +190,36 @@ impl prometheus_client::collector::Collector for Collector {
                 ("operation", s.operation.to_owned()),
             ];
             let statuses = std::iter::once(("ok", m.ok))
-                .chain(ErrorClass::ALL.map(|c| (c.as_str(), m.errors.get(c))))
-                .chain(std::iter::once(("rejected", m.rejected)));
+                .chain(ErrorClass::ALL.map(|c| (c.as_str(), m.errors.get(c))));
             for (status, n) in statuses {
                 let mut l = site.clone();
                 l.push(("status", status.to_owned()));
                 *requests.entry(l).or_default() += n;
             }
-            let h = latency
-                .entry(site.clone())
-                .or_insert_with(|| (vec![0; LATENCY_BUCKETS.len() + 1], 0.0));
-            for (acc, n) in h.0.iter_mut().zip(&m.latency.buckets) {
-                *acc += n;
+            // A rejection is counted by its kind: `status="rejected"` and a `reason`.
+            for (reason, n) in m.rejections.iter() {
+                let mut l = site.clone();
+                l.push(("status", "rejected".to_owned()));
+                l.push(("reason", reason.to_owned()));
+                *requests.entry(l).or_default() += n;
             }
-            h.1 += m.latency.sum_seconds;
+            add_histogram(&mut latency, site.clone(), &m.latency);
             *retries.entry(site.clone()).or_default() += m.retries;
-            *retry_successes.entry(site).or_default() += m.retry_successes;
+            *retry_successes.entry(site.clone()).or_default() += m.retry_successes;
+            *budget_exhausted.entry(site.clone()).or_default() += m.budget_exhausted;
+            *fallbacks.entry(site.clone()).or_default() += m.fallbacks;
+            if m.refreshes > 0 {
+                let ok = m.refreshes.saturating_sub(m.refresh_errors);
+                for (result, n) in [("ok", ok), ("error", m.refresh_errors)] {
+                    let mut l = site.clone();
+                    l.push(("result", result.to_owned()));
+                    *refreshes.entry(l).or_default() += n;
+                }
+            }
+            if let Some(limiter) = s.rate_limit {
+                let l = vec![("limiter", limiter.to_owned())];
+                add_histogram(&mut rate_waits, l, &m.rate_limit_wait);
+            }
             if m.rate_limit_allowed + m.rate_limit_blocked > 0 {
                 for (result, n) in [
                     ("allowed", m.rate_limit_allowed),
@@ -183,24 +241,12 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             counters(requests),
         )?;
-        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
         family(
             &mut encoder,
             "request_latency",
             "Latency of whole calls (retries and waits included).",
             Some(&Unit::Seconds),
-            latency.into_iter().map(|(l, (counts, sum))| {
-                let buckets: Vec<(f64, u64)> = bounds.clone().zip(counts).collect();
-                let count = buckets.iter().map(|b| b.1).sum();
-                (
-                    l,
-                    Histogram {
-                        buckets,
-                        sum,
-                        count,
-                    },
-                )
-            }),
+            histograms(latency),
         )?;
         let mut states: Vec<(Labels, ConstGauge)> = Vec::new();
         let per_key = self.per_key_breakers;
@@ -244,6 +290,34 @@ impl prometheus_client::collector::Collector for Collector {
             "Client-side rate limiter decisions.",
             None,
             counters(rate),
+        )?;
+        family(
+            &mut encoder,
+            "rate_limit_wait",
+            "Waits for a client-side rate limiter's next permit, as the limiter gave them.",
+            Some(&Unit::Seconds),
+            histograms(rate_waits),
+        )?;
+        family(
+            &mut encoder,
+            "retry_budget_exhausted",
+            "Retries the retry budget refused: the call ended with its last error.",
+            None,
+            counters(budget_exhausted),
+        )?;
+        family(
+            &mut encoder,
+            "credential_refresh",
+            "Credential refreshes after an auth error, by result.",
+            None,
+            counters(refreshes),
+        )?;
+        family(
+            &mut encoder,
+            "fallback",
+            "Calls whose error went to the site's fallback.",
+            None,
+            counters(fallbacks),
         )?;
         let evictions = snapshot
             .keyed_breakers

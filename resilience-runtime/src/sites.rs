@@ -53,6 +53,9 @@ pub struct SiteInfo {
     pub operation: &'static str,
     /// The module path of the fn.
     pub module: &'static str,
+    /// The `connector` label of the site's metrics
+    /// ([`Policy::connector_name`]): `#[resilient(connector = "...")]`, else the crate's name.
+    pub connector: &'static str,
     /// The breaker's name, if any.
     pub breaker: Option<&'static str>,
     /// Whether the breaker is one per key.
@@ -92,6 +95,7 @@ impl SiteInfo {
             name: now.name,
             operation: p.operation,
             module: p.module,
+            connector: p.connector_name(),
             breaker: p.breaker,
             keyed_breaker: p.keyed_breaker,
             sensitive_key: p.sensitive_key,

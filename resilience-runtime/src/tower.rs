@@ -6,7 +6,10 @@
 //! bulkhead, in the order of [`engine`](crate::engine). The breaker, the retry budget and the
 //! limits are the registry's named instances, so a tower, hyper or tonic client shares them with
 //! the annotated methods that name the same breaker, and its calls are counted in
-//! [`Registry::metrics`] under the layer's operation.
+//! [`Registry::metrics`] under the layer's operation. Their `connector` label is the policy's
+//! [`Policy::with_connector`], else the first segment of its module path (the crate's name, for
+//! `module_path!()`): set it to the label of the annotated methods of the same connector, so
+//! that their series add up.
 //!
 //! A [`Classifier`] says which outcomes are failures: [`ErrorsOnly`] (errors classified by
 //! [`Classify`], every response a success) or, with the `http` feature, [`HttpStatus`] (4xx and 5xx
@@ -40,7 +43,8 @@
 //!         .with_retries(3)
 //!         .idempotent()
 //!         .with_breaker("graph")
-//!         .with_timeout(Duration::from_secs(10)),
+//!         .with_timeout(Duration::from_secs(10))
+//!         .with_connector("graph"),
 //! );
 //! # let _: &ResilienceLayer<ErrorsOnly> = &layer;
 //! // tower::ServiceBuilder::new().layer(layer).service(client)

@@ -38,6 +38,12 @@ fn sites_are_listed_before_their_first_call() {
     for op in ["never_called_graph", "never_called_okta", "generic_site"] {
         assert!(ops.contains(&op), "{op} missing from {ops:?}");
     }
+    // Each is listed with its `connector` label: this crate's name, breaker or not.
+    let report = sites::report(&Registry::new());
+    for op in ["never_called_graph", "never_called_okta", "generic_site"] {
+        let site = report.sites.iter().find(|s| s.operation == op).unwrap();
+        assert_eq!(site.connector, "sites", "{op}");
+    }
 }
 
 #[test]

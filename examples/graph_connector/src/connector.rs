@@ -372,6 +372,7 @@ impl GraphClient {
 
     /// `POST /oauth2/token` (client credentials).
     #[resilient(
+        connector = "graph",
         retries = 3,
         backoff(base = "100ms", max = "1s"),
         idempotent,
@@ -437,6 +438,7 @@ impl GraphClient {
 
     /// `GET` one page of devices (`url` is the first page's or a `nextLink`).
     #[resilient(
+        connector = "graph",
         retries = 5,
         backoff(base = "100ms", max = "2s"),
         breaker = "graph",
@@ -475,6 +477,7 @@ impl GraphClient {
     /// applied but its answer lost, this attempt meets `409` and resolves to the existing
     /// assignment through `Location`.
     #[resilient(
+        connector = "graph",
         retries = 5,
         backoff(base = "100ms", max = "2s"),
         breaker = "graph",
@@ -549,6 +552,7 @@ impl GraphClient {
     /// `GET /v1.0/assignments/{id}`. A new assignment is `404` for a short while (eventual
     /// consistency, seed 000): here, and only here, `404` is retried.
     #[resilient(
+        connector = "graph",
         retries = 5,
         backoff(base = "100ms", max = "1s"),
         breaker = "graph",

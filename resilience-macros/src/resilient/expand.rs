@@ -226,6 +226,12 @@ fn policy(config: &Config, private: &TokenStream) -> TokenStream {
     if let Some(name) = &config.budget {
         policy.extend(quote!(.with_budget(#name)));
     }
+    // The `connector` label: the attribute's, else the name of the crate the site is compiled
+    // in (never its module path).
+    match &config.connector {
+        Some(c) => policy.extend(quote!(.with_connector(#c))),
+        None => policy.extend(quote!(.with_connector(#private::env!("CARGO_CRATE_NAME")))),
+    }
     policy
 }
 
@@ -611,6 +617,23 @@ mod tests {
         );
         assert!(
             !plain.contains("with_name") && !plain.contains("blocking ()"),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn the_connector_label_is_the_attributes_else_the_crates_name() {
+        let item = quote!(
+            async fn f() -> Result<(), E> {
+                Ok(())
+            }
+        );
+        let out = expand_str(quote!(connector = "msgraph"), item.clone());
+        assert!(out.contains(". with_connector (\"msgraph\")"), "{out}");
+        assert!(!out.contains("CARGO_CRATE_NAME"), "{out}");
+        let plain = expand_str(quote!(), item);
+        assert!(
+            plain.contains(". with_connector (:: resilience_runtime :: __private :: env ! (\"CARGO_CRATE_NAME\"))"),
             "{plain}"
         );
     }

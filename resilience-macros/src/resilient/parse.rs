@@ -35,6 +35,8 @@ pub(crate) struct Args {
     pub(crate) bulkhead: Option<syn::LitStr>,
     /// As `name`.
     pub(crate) budget: Option<Verbatim>,
+    /// As `name`.
+    pub(crate) connector: Option<Verbatim>,
     #[darling(rename = "crate")]
     pub(crate) krate: Option<syn::Path>,
     /// Not a key: accepted only to explain that `retries` counts the extra attempts.

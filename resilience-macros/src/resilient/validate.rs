@@ -42,6 +42,9 @@ pub(crate) struct Config {
     pub(crate) bulkhead: Option<String>,
     /// `budget = "..."`: the retry budget, when it is not the breaker's (or the site's) name.
     pub(crate) budget: Option<String>,
+    /// `connector = "..."`: the `connector` label of the site's metrics, when it is not the
+    /// crate's name.
+    pub(crate) connector: Option<String>,
     /// The declared return type.
     pub(crate) ret: syn::Type,
     pub(crate) receiver: Receiver,
@@ -150,6 +153,7 @@ pub(crate) fn validate(
     let bulkhead = check_name(&args.bulkhead, "bulkhead", &mut errors);
     let budget_lit = string(&args.budget, "budget", "graph", &mut errors);
     let budget = check_name(&budget_lit, "budget", &mut errors);
+    let connector = check_connector(&args, &mut errors);
     let retry_on = check_variant_list(&args.retry_on, "retry_on", &mut errors);
     let abort_on = check_variant_list(&args.abort_on, "abort_on", &mut errors);
     check_overrides_disjoint(&retry_on, &abort_on, &mut errors);
@@ -188,6 +192,7 @@ pub(crate) fn validate(
             rate_limit,
             bulkhead,
             budget,
+            connector,
             ret,
             receiver,
             rebinds,
@@ -511,6 +516,31 @@ fn check_site_name(args: &Args, errors: &mut Errors) -> Option<String> {
     Some(name)
 }
 
+/// `connector = "..."` labels the site's metrics (`connector="..."`), in place of the crate's
+/// name: a label that says nothing, or says it padded, would split the connector's series.
+fn check_connector(args: &Args, errors: &mut Errors) -> Option<String> {
+    let lit = string(&args.connector, "connector", "graph", errors)?;
+    let name = lit.value();
+    if name.trim().is_empty() {
+        errors.error(
+            lit.span(),
+            "`connector` needs a non-empty name, e.g. `connector = \"graph\"`; it is the `connector` label of the site's metrics, or remove it for the crate's name",
+        );
+        return None;
+    }
+    if name.trim() != name {
+        errors.error(
+            lit.span(),
+            format!(
+                "`connector = \"{name}\"` starts or ends with whitespace, which would make a label of its own; write `connector = \"{}\"`",
+                name.trim()
+            ),
+        );
+        return None;
+    }
+    Some(name)
+}
+
 fn check_breaker_key(args: &Args, errors: &mut Errors) {
     if let (Some(key), None) = (&args.breaker_key, &args.breaker) {
         errors.spanned(
@@ -760,6 +790,35 @@ mod tests {
         )
         .ok();
         assert_eq!(config.map(|c| c.retries), Some(defaults::RETRIES));
+    }
+
+    #[test]
+    fn a_connector_is_a_non_empty_unpadded_string() {
+        let item = quote!(
+            async fn f() -> Result<(), E> {
+                Ok(())
+            }
+        );
+        let config = run(quote!(connector = "graph"), item.clone());
+        assert_eq!(config.ok().and_then(|c| c.connector), Some("graph".into()));
+        for (args, says) in [
+            (
+                quote!(connector = " "),
+                "`connector` needs a non-empty name",
+            ),
+            (
+                quote!(connector = " graph"),
+                "write `connector = \"graph\"`",
+            ),
+            (
+                quote!(connector = graph),
+                "`connector` takes a string literal",
+            ),
+        ] {
+            let errs = errors(args, item.clone());
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+            assert!(errs[0].contains(says), "{errs:#?}");
+        }
     }
 
     #[test]

@@ -296,7 +296,7 @@ impl Registry {
         let state = Arc::new(SiteState {
             site,
             name,
-            connector: p.breaker.unwrap_or(p.module).into(),
+            connector: p.connector_name().into(),
             gate_breaker: breaker.clone().filter(|_| simple_gate),
             breaker,
             keyed,
@@ -449,6 +449,7 @@ impl Registry {
                         operation: p.operation,
                         module: p.module,
                         breaker: p.breaker,
+                        rate_limit: p.rate_limit,
                         metrics: s.counters.snapshot(),
                     }
                 })

@@ -46,7 +46,8 @@ impl Client {
         refresh = Self::refresh,
         rate_limit = "api",
         bulkhead = "api",
-        budget = "api-reads"
+        budget = "api-reads",
+        connector = "api"
     )]
     pub async fn get(&self, id: u64) -> Result<u64, ApiError> {
         Ok(id)

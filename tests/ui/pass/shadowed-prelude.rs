@@ -1,5 +1,5 @@
 //! The expansion names nothing from the user's scope: user types named `Result`, `Ok`, `Err`,
-//! `Option`, `Some`, `None`, `Clone` and `Duration` do not break it.
+//! `Option`, `Some`, `None`, `Clone` and `Duration`, or a macro `env`, do not break it.
 #![deny(warnings)]
 #![allow(non_camel_case_types, dead_code)]
 
@@ -15,6 +15,13 @@ struct Duration;
 struct Future;
 trait ToString {}
 trait AsRef {}
+// Nor a user macro named `env` (the default `connector` label is the crate's name).
+#[allow(unused_macros)]
+macro_rules! env {
+    ($($t:tt)*) => {
+        compile_error!("the user's `env!`")
+    };
+}
 
 #[derive(Debug, ConnectorError)]
 enum ApiError {
