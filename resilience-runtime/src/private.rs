@@ -3,6 +3,9 @@
 pub use core::clone::Clone;
 pub use core::convert::AsRef;
 pub use core::future::Future;
+pub use core::marker::PhantomData;
+pub use core::ops::FnOnce;
+pub use core::primitive::bool;
 pub use core::matches;
 pub use core::module_path;
 pub use core::option::Option::{self, None, Some};
@@ -14,7 +17,7 @@ pub use crate::backoff::{Backoff, Jitter, RetryAfter};
 pub use crate::breaker::Outcome;
 pub use crate::classify::{CarriesRejected, Classify, ErrorClass, Rejected, TerminalReason};
 pub use crate::engine::{
-    HookSet, Hooks, NoHook, Override, Policy, Site, SiteDef, SiteRef, Slot, Step, Typed,
+    HookSet, Hooks, NoHook, Override, Policy, RetryOk, Site, SiteDef, SiteRef, Slot, Step, Typed,
 };
 pub use crate::redact::Redacted;
 
@@ -364,11 +367,66 @@ where
     <R::Err as Engine<R::Ok>>::start::<S, H>(hooks)
 }
 
-/// A site's fallback, checked where it is named: a fn from the error to the call's result. (A
-/// fn pointer: a fallback of the wrong shape is then one error, at its name.)
+/// A `retry_if_ok` hook: a fn from a reference to the call's `Ok` value to a [`RetryOk`].
+#[diagnostic::on_unimplemented(
+    message = "`retry_if_ok` needs a fn that takes `&{T}` and returns `RetryOk`",
+    label = "this is not a `fn(&{T}) -> RetryOk`",
+    note = "write it as `fn still_working(value: &{T}) -> resilience_runtime::RetryOk`, returning `RetryOk::Accept` for a value to keep"
+)]
+pub trait RetryIfOk<T>: Copy {}
+
+#[diagnostic::do_not_recommend]
+impl<T, C: Fn(&T) -> RetryOk + Copy> RetryIfOk<T> for C {}
+
+/// A site's `retry_if_ok` hook, checked where it is named (one error, at its path), and kept
+/// as its own zero-sized type.
 #[inline(always)]
-pub const fn fallback<T, E>(f: fn(E) -> Result<T, E>) -> fn(E) -> Result<T, E> {
-    f
+pub const fn retry_if_ok<T, C: RetryIfOk<T>>(c: C) -> C {
+    c
+}
+
+/// What a fallback returned, for an async site: the `Result` of a plain fn ([`Now`]) or the
+/// future of an async fn ([`Later`]). The marker is inferred: only one of the two applies.
+pub trait FallbackOutput<T, E, M> {
+    /// The future the site awaits.
+    type Fut: Future<Output = Result<T, E>>;
+    /// The fallback's result as a future.
+    fn into_fallback(self) -> Self::Fut;
+}
+
+/// A fallback that is a plain fn: its result is ready.
+#[derive(Debug)]
+pub struct Now;
+
+/// A fallback that is an async fn: its result is a future.
+#[derive(Debug)]
+pub struct Later;
+
+/// A fallback that takes the site's receiver and arguments, then the error.
+#[derive(Debug)]
+pub struct AllArgs;
+
+/// A fallback that takes the error alone.
+#[derive(Debug)]
+pub struct ErrorOnly;
+
+/// A bound no type meets: an impl that must exist but never apply.
+pub trait NeverApplies {}
+
+impl<T, E> FallbackOutput<T, E, Now> for Result<T, E> {
+    type Fut = core::future::Ready<Result<T, E>>;
+    #[inline(always)]
+    fn into_fallback(self) -> Self::Fut {
+        core::future::ready(self)
+    }
+}
+
+impl<T, E, F: Future<Output = Result<T, E>>> FallbackOutput<T, E, Later> for F {
+    type Fut = F;
+    #[inline(always)]
+    fn into_fallback(self) -> F {
+        self
+    }
 }
 
 /// The hooks of a site; see [`Hooks`].

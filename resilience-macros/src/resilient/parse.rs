@@ -30,6 +30,8 @@ pub(crate) struct Args {
     pub(crate) retry_on: Option<syn::ExprArray>,
     pub(crate) abort_on: Option<syn::ExprArray>,
     pub(crate) fallback: Option<syn::Path>,
+    pub(crate) fallback_on: Option<Keyed<syn::ExprArray>>,
+    pub(crate) retry_if_ok: Option<Keyed<syn::Path>>,
     pub(crate) refresh: Option<syn::Path>,
     pub(crate) rate_limit: Option<syn::LitStr>,
     pub(crate) bulkhead: Option<syn::LitStr>,
@@ -51,6 +53,23 @@ pub(crate) struct Verbatim(pub(crate) syn::Expr);
 impl FromMeta for Verbatim {
     fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
         Ok(Verbatim(expr.clone()))
+    }
+}
+
+/// A value with the span of its key, for an error about the key itself (a key that needs
+/// another).
+#[derive(Debug, Clone)]
+pub(crate) struct Keyed<T> {
+    pub(crate) key: Span,
+    pub(crate) value: T,
+}
+
+impl<T: FromMeta> FromMeta for Keyed<T> {
+    fn from_meta(meta: &syn::Meta) -> darling::Result<Self> {
+        Ok(Keyed {
+            key: meta.path().span(),
+            value: T::from_meta(meta)?,
+        })
     }
 }
 
@@ -198,6 +217,8 @@ mod tests {
             retry_on = [E::A, E::B],
             abort_on = [E::C],
             fallback = cached,
+            fallback_on = [E::A],
+            retry_if_ok = still_running,
             refresh = Self::refresh,
             rate_limit = "graph",
             bulkhead = "graph",

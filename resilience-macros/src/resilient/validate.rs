@@ -36,7 +36,9 @@ pub(crate) struct Config {
     pub(crate) deadline: Option<Duration>,
     pub(crate) retry_on: Vec<syn::Path>,
     pub(crate) abort_on: Vec<syn::Path>,
-    pub(crate) fallback: Option<syn::Path>,
+    pub(crate) fallback: Option<Fallback>,
+    /// `retry_if_ok = path`: the verdict on an attempt's `Ok`.
+    pub(crate) retry_if_ok: Option<syn::Path>,
     pub(crate) refresh: Option<syn::Path>,
     pub(crate) rate_limit: Option<String>,
     pub(crate) bulkhead: Option<String>,
@@ -62,11 +64,18 @@ impl Config {
         self.idempotent || self.idempotency_key.is_some()
     }
 
-    /// Whether an attempt may capture by move (`async move`): always when the body runs once;
-    /// when it repeats, if the fn has no `self` or takes `&self` (a `Copy` reference), since
-    /// `&mut self` and `self: Arc<Self>` must stay with the loop.
+    /// Whether the arguments outlive the attempts: when the body may run again, and when a
+    /// fallback gets them after the last attempt.
+    pub(crate) fn keeps_args(&self) -> bool {
+        self.repeats() || self.fallback.is_some()
+    }
+
+    /// Whether an attempt may capture by move (`async move`): always when the body runs once
+    /// and nothing needs the arguments after it; otherwise if the fn has no `self` or takes
+    /// `&self` (a `Copy` reference), since `&mut self` and `self: Arc<Self>` must stay with the
+    /// loop (and the fallback).
     pub(crate) fn move_attempt(&self) -> bool {
-        !self.repeats() || matches!(self.receiver, Receiver::None | Receiver::Shared)
+        !self.keeps_args() || matches!(self.receiver, Receiver::None | Receiver::Shared)
     }
 
     /// Whether the runtime may reject a call (and so the error type must carry `Rejected`).
@@ -92,6 +101,27 @@ pub(crate) enum Receiver {
     Typed,
     /// `self` by value: only legal when the body runs once.
     Value,
+}
+
+/// `fallback = path`: what the expansion passes it, and the signature it must have.
+pub(crate) struct Fallback {
+    pub(crate) path: syn::Path,
+    /// `fallback_on`: the variants it takes; empty for every error.
+    pub(crate) on: Vec<syn::Path>,
+    /// The arguments it gets after the receiver, in order.
+    pub(crate) args: Vec<FallbackArg>,
+    /// The signature it must have, as written (`fn cached(&self, id: &u64, error: E) -> ..`),
+    /// without `async`.
+    pub(crate) expected: String,
+    /// The error type's name in `expected`, when the return type spells it.
+    pub(crate) error_type: Option<String>,
+}
+
+/// An argument as the fallback gets it: a shared reference.
+pub(crate) struct FallbackArg {
+    pub(crate) ident: syn::Ident,
+    /// The argument is a reference already (`&T` or `&mut T`): passed as `&T`, not `&&T`.
+    pub(crate) is_ref: bool,
 }
 
 /// A per-attempt rebinding of an argument, so that every attempt gets a fresh value that it
@@ -159,7 +189,14 @@ pub(crate) fn validate(
         || args.idempotent.is_present()
         || args.idempotency_key.is_some();
     let receiver = check_receiver(sig, &args, retries, repeats, &mut errors);
-    let rebinds = if repeats { rebinds(item) } else { Vec::new() };
+    let fallback = check_fallback(&args, sig, receiver, &mut errors);
+    check_retry_if_ok(&args, &mut errors);
+    // The fallback gets the arguments after the attempt: an attempt gets its own copies.
+    let rebinds = if repeats || fallback.is_some() {
+        rebinds(item)
+    } else {
+        Vec::new()
+    };
 
     let krate = match &args.krate {
         Some(path) => path.to_token_stream(),
@@ -183,7 +220,8 @@ pub(crate) fn validate(
             deadline,
             retry_on,
             abort_on,
-            fallback: args.fallback,
+            fallback,
+            retry_if_ok: args.retry_if_ok.map(|k| k.value),
             refresh: args.refresh,
             rate_limit,
             bulkhead,
@@ -603,6 +641,153 @@ fn check_receiver(
         );
     }
     kind
+}
+
+/// `fallback = path` and `fallback_on = [..]`: the fallback's arguments (each needs a name to
+/// be passed by), the variants it takes, and the signature it must have.
+fn check_fallback(
+    args: &Args,
+    sig: &syn::Signature,
+    receiver: Receiver,
+    errors: &mut Errors,
+) -> Option<Fallback> {
+    let on = args
+        .fallback_on
+        .as_ref()
+        .map(|k| check_variant_list(&Some(k.value.clone()), "fallback_on", errors))
+        .unwrap_or_default();
+    let Some(path) = &args.fallback else {
+        if let Some(k) = &args.fallback_on {
+            errors.error(
+                k.key,
+                "`fallback_on` picks the errors that reach the fallback, and this site has none; add `fallback = path` or remove `fallback_on`",
+            );
+        }
+        return None;
+    };
+    let name = path
+        .segments
+        .last()
+        .map_or_else(|| "fallback".to_owned(), |s| s.ident.to_string());
+    let mut params = Vec::new();
+    match (receiver, sig.receiver()) {
+        (Receiver::Value, Some(r)) => errors.error(
+            r.self_token.span,
+            format!(
+                "`{}` takes `self` by value, which its body consumes, but `fallback = {name}` gets `&self` after the last attempt; take `&self`, `&mut self` or `self: Arc<Self>`",
+                sig.ident
+            ),
+        ),
+        (Receiver::Unique, _) => params.push("&mut self".to_owned()),
+        (Receiver::Shared | Receiver::Typed, _) => params.push("&self".to_owned()),
+        _ => {}
+    }
+    let mut passed = Vec::new();
+    for arg in &sig.inputs {
+        let syn::FnArg::Typed(pat_type) = arg else {
+            continue;
+        };
+        let (is_ref, shown) = match &*pat_type.ty {
+            syn::Type::Reference(r) => {
+                let lifetime = r
+                    .lifetime
+                    .as_ref()
+                    .map(|l| format!("{l} "))
+                    .unwrap_or_default();
+                (true, format!("&{lifetime}{}", render(&r.elem)))
+            }
+            ty => (false, format!("&{}", render(ty))),
+        };
+        match &*pat_type.pat {
+            syn::Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                let ident = p.ident.clone();
+                params.push(format!(
+                    "{}: {shown}",
+                    ident.to_string().trim_start_matches("r#")
+                ));
+                passed.push(FallbackArg { ident, is_ref });
+            }
+            other => errors.spanned(
+                other,
+                format!(
+                    "`fallback = {name}` gets every argument by reference, so each needs a name: write `name: {}` and take it apart in the body",
+                    render(&pat_type.ty)
+                ),
+            ),
+        }
+    }
+    let (error_type, ret) = match result_types(sig) {
+        Some((ret, err)) => (Some(err), ret),
+        None => (None, String::new()),
+    };
+    params.push(format!("error: {}", error_type.as_deref().unwrap_or("E")));
+    let expected = format!("fn {name}({}) -> {ret}", params.join(", "));
+    Some(Fallback {
+        path: path.clone(),
+        on,
+        args: passed,
+        expected,
+        error_type,
+    })
+}
+
+/// The declared return type as written, and its error type when it spells `Result<T, E>`.
+fn result_types(sig: &syn::Signature) -> Option<(String, String)> {
+    let syn::ReturnType::Type(_, ty) = &sig.output else {
+        return None;
+    };
+    let err = match &**ty {
+        syn::Type::Path(p) => p.path.segments.last().and_then(|last| match &last.arguments {
+            syn::PathArguments::AngleBracketed(a) if last.ident == "Result" => {
+                let mut types = a.args.iter().filter_map(|g| match g {
+                    syn::GenericArgument::Type(t) => Some(t),
+                    _ => None,
+                });
+                match (types.next(), types.next(), types.next()) {
+                    (Some(_), Some(e), None) => Some(render(e)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }),
+        _ => None,
+    };
+    Some((render(ty), err.unwrap_or_else(|| "E".to_owned())))
+}
+
+/// A type as a user writes it (`Vec<String>`, `&'a str`), not as tokens print (`Vec < String >`).
+fn render(ty: &impl ToTokens) -> String {
+    let mut out = ty.to_token_stream().to_string();
+    for (from, to) in [
+        (" < ", "<"),
+        ("< ", "<"),
+        (" <", "<"),
+        (" >", ">"),
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" ,", ","),
+        ("& ", "&"),
+        ("( ", "("),
+        (" )", ")"),
+        ("[ ", "["),
+        (" ]", "]"),
+        (" ;", ";"),
+    ] {
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// `retry_if_ok` makes another attempt after an `Ok`: a retry, which needs the operation to be
+/// safe to repeat, as `retries` does.
+fn check_retry_if_ok(args: &Args, errors: &mut Errors) {
+    let Some(k) = &args.retry_if_ok else { return };
+    if !args.idempotent.is_present() && args.idempotency_key.is_none() {
+        errors.error(
+            k.key,
+            "`retry_if_ok` makes another attempt after an `Ok`, which runs the operation again, so it must be safe to repeat; add `idempotent`, or `idempotency_key = <expr>` for a create",
+        );
+    }
 }
 
 fn is_self_type(ty: &syn::Type) -> bool {

@@ -35,7 +35,7 @@ use crate::clock::Instant;
 use crate::context::{self, CorrelationId};
 use crate::registry::SiteState;
 
-use super::{Call, HookSet, Policy, Site, Step, TimeoutKind};
+use super::{Call, HookSet, Policy, RetryOk, Site, Step, TimeoutKind};
 
 /// [`Attempt::phase`]: the gate has not passed yet.
 const BEFORE: u8 = 0;
@@ -240,6 +240,13 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
             let correlation = guard.finish();
             return match r {
                 Ok(v) => {
+                    // `RetryOk::Accept`, inline, for hooks without `retry_if_ok`.
+                    let verdict = self.hooks.ok_verdict(&v);
+                    if verdict != RetryOk::Accept {
+                        let call = self.store(state, admitted, correlation);
+                        let step = call.decide_ok(v, verdict);
+                        return settle_blocking(call, step);
+                    }
                     succeeded(state, admitted, false);
                     Step::Ok(v)
                 }
@@ -565,6 +572,13 @@ where
                 let correlation = guard.finish();
                 return match poll {
                     Poll::Ready(Ok(v)) => {
+                        // `RetryOk::Accept`, inline, for hooks without `retry_if_ok`.
+                        let verdict = slot.hooks.ok_verdict(&v);
+                        if verdict != RetryOk::Accept {
+                            let call = slot.store(state, admitted, correlation);
+                            let step = call.decide_ok(v, verdict);
+                            return settle(call, this.phase, this.fut, step, cx);
+                        }
                         succeeded(state, admitted, false);
                         Poll::Ready(Step::Ok(v))
                     }

@@ -1,5 +1,5 @@
 //! The expansion names nothing from the user's scope: user types named `Result`, `Ok`, `Err`,
-//! `Option`, `Some`, `None`, `Clone` and `Duration` do not break it.
+//! `Option`, `Some`, `None`, `Clone`, `Duration`, `FnOnce`, `PhantomData` and `bool` do not break it.
 #![deny(warnings)]
 #![allow(non_camel_case_types, dead_code)]
 
@@ -13,6 +13,9 @@ struct Err;
 struct Clone;
 struct Duration;
 struct Future;
+struct FnOnce;
+struct PhantomData;
+struct bool;
 trait ToString {}
 trait AsRef {}
 
