@@ -672,10 +672,42 @@ impl<R, O, F, const REFRESH: bool, K> Hooks<R, O, F, REFRESH, K> {
             retry_ok: self.retry_ok,
         }
     }
-    /// A fallback that the caller runs itself, on the errors `takes` accepts: the engine counts
-    /// it and passes the error on. What `#[resilient(fallback = ..)]` sets, since its fallback
-    /// gets the receiver and the arguments (and may be async), which only the fn has.
-    #[doc(hidden)]
+    /// A fallback that the caller runs itself on the errors `takes` accepts: the engine counts
+    /// each in the site's `fallbacks` and passes the error on, and the caller calls its fallback
+    /// with it. What `#[resilient(fallback = .., fallback_on = [..])]` sets, since its fallback
+    /// gets the receiver and the arguments (and may be async), which only the caller has.
+    ///
+    /// ```
+    /// use resilience_runtime::engine::{execute, Hooks, Policy, Site};
+    /// use resilience_runtime::{Classify, ErrorClass};
+    ///
+    /// #[derive(Debug)]
+    /// enum DbError { Down, Missing }
+    /// impl Classify for DbError {
+    ///     fn class(&self) -> ErrorClass { ErrorClass::Permanent }
+    /// }
+    /// static SITE: Site = Site::new(&Policy::new("lookup", module_path!()));
+    ///
+    /// async fn from_replica(key: &str, _: DbError) -> Result<String, DbError> {
+    ///     Ok(format!("replica:{key}"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let key = "user-7";
+    /// let takes = |e: &DbError| matches!(e, DbError::Down);
+    /// let r = match execute(&SITE, Hooks::new().with_fallback_on(takes), || async {
+    ///     Err::<String, _>(DbError::Down)
+    /// })
+    /// .await
+    /// {
+    ///     Err(e) if takes(&e) => from_replica(key, e).await,
+    ///     r => r,
+    /// };
+    /// assert_eq!(r.unwrap(), "replica:user-7");
+    /// # let _ = DbError::Missing;
+    /// # }
+    /// ```
     #[inline(always)]
     pub fn with_fallback_on<C>(self, takes: C) -> Hooks<R, O, Hook<FallbackOn<C>>, REFRESH, K> {
         Hooks {

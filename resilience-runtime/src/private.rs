@@ -367,23 +367,39 @@ where
     <R::Err as Engine<R::Ok>>::start::<S, H>(hooks)
 }
 
-/// A `retry_if_ok` hook: a fn from a reference to the call's `Ok` value to a [`RetryOk`].
+/// A `retry_if_ok` hook: a fn from a reference to the call's `Ok` value to a [`RetryOk`]. The
+/// marker `M` is `()`; the impl for [`Unreachable`] never applies, and is there so that a hook
+/// of the wrong shape is reported as this trait not implemented, with its message, rather than
+/// as a mismatch of its `Fn` bound.
 #[diagnostic::on_unimplemented(
     message = "`retry_if_ok` needs a fn that takes `&{T}` and returns `RetryOk`",
     label = "this is not a `fn(&{T}) -> RetryOk`",
     note = "write it as `fn still_working(value: &{T}) -> resilience_runtime::RetryOk`, returning `RetryOk::Accept` for a value to keep"
 )]
-pub trait RetryIfOk<T>: Copy {}
+pub trait RetryIfOk<T, M>: Copy {
+    /// The hook's verdict on `v`.
+    fn verdict(&self, v: &T) -> RetryOk;
+}
 
 #[diagnostic::do_not_recommend]
-impl<T, C: Fn(&T) -> RetryOk + Copy> RetryIfOk<T> for C {}
-
-/// A site's `retry_if_ok` hook, checked where it is named (one error, at its path), and kept
-/// as its own zero-sized type.
-#[inline(always)]
-pub const fn retry_if_ok<T, C: RetryIfOk<T>>(c: C) -> C {
-    c
+impl<T, C: Fn(&T) -> RetryOk + Copy> RetryIfOk<T, ()> for C {
+    #[inline(always)]
+    fn verdict(&self, v: &T) -> RetryOk {
+        self(v)
+    }
 }
+
+#[diagnostic::do_not_recommend]
+impl<T, C: NeverApplies + Copy> RetryIfOk<T, Unreachable> for C {
+    #[inline(always)]
+    fn verdict(&self, _: &T) -> RetryOk {
+        RetryOk::Accept
+    }
+}
+
+/// The marker of an impl that never applies.
+#[derive(Debug)]
+pub enum Unreachable {}
 
 /// What a fallback returned, for an async site: the `Result` of a plain fn ([`Now`]) or the
 /// future of an async fn ([`Later`]). The marker is inferred: only one of the two applies.
@@ -411,7 +427,10 @@ pub struct AllArgs;
 pub struct ErrorOnly;
 
 /// A bound no type meets: an impl that must exist but never apply.
-pub trait NeverApplies {}
+pub trait NeverApplies {
+    /// A value of any type, from a type that has no value.
+    fn never<T>() -> T;
+}
 
 impl<T, E> FallbackOutput<T, E, Now> for Result<T, E> {
     type Fut = core::future::Ready<Result<T, E>>;

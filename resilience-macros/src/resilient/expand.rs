@@ -316,9 +316,16 @@ fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStr
         init.extend(quote_spanned!(ret.span()=> .with_fallback_on(#takes)));
     }
     if let Some(path) = &config.retry_if_ok {
-        // Checked at the path: a hook of the wrong shape is reported on its name.
-        let at_path = respan(private.clone(), path.span());
-        let hook = quote_spanned!(path.span()=> #at_path::retry_if_ok::<#ok, _>(#path));
+        // A closure of the right type whatever the hook is, whose call checks the hook at its
+        // path: a hook of the wrong shape is one error, on its name.
+        let span = path.segments.last().map_or_else(|| path.span(), |s| s.ident.span());
+        let at_path = respan(private.clone(), span);
+        let v = local("__resilient_v");
+        let hook = local("__resilient_retry_if_ok");
+        let verdict = quote_spanned!(span=> <_ as #at_path::RetryIfOk<#ok, _>>::verdict(&#path, #v));
+        pre.extend(quote! {
+            let #hook = |#v: &#ok| -> #private::RetryOk { #verdict };
+        });
         init.extend(quote_spanned!(ret.span()=> .with_retry_if_ok(#hook)));
     }
     if config.refresh.is_some() {
@@ -684,6 +691,19 @@ fn fallback_traits(config: &Config, fallback: &Fallback, private: &TokenStream) 
                 #[inline(always)]
                 fn __resilient_result(self, r: #private::Result<__T, __E>) -> #private::Result<__T, __E> {
                     r
+                }
+            }
+            // Never applies: with two impls, an async fallback is reported with the message
+            // above, without rustc's comparison of `Later` with `Now`.
+            #[diagnostic::do_not_recommend]
+            impl<__W, __R, __T, __E> __ResilientBlockingFallback<__R, __T, __E>
+                for #private::PhantomData<(#private::Later, __W)>
+            where
+                __W: #private::NeverApplies,
+            {
+                #[inline(always)]
+                fn __resilient_result(self, _: __R) -> #private::Result<__T, __E> {
+                    <__W as #private::NeverApplies>::never()
                 }
             }
         }

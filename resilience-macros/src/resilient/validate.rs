@@ -716,10 +716,7 @@ fn check_fallback(
             ),
         }
     }
-    let (error_type, ret) = match result_types(sig) {
-        Some((ret, err)) => (Some(err), ret),
-        None => (None, String::new()),
-    };
+    let (ret, error_type) = result_types(sig);
     params.push(format!("error: {}", error_type.as_deref().unwrap_or("E")));
     let expected = format!("fn {name}({}) -> {ret}", params.join(", "));
     Some(Fallback {
@@ -732,9 +729,9 @@ fn check_fallback(
 }
 
 /// The declared return type as written, and its error type when it spells `Result<T, E>`.
-fn result_types(sig: &syn::Signature) -> Option<(String, String)> {
+fn result_types(sig: &syn::Signature) -> (String, Option<String>) {
     let syn::ReturnType::Type(_, ty) = &sig.output else {
-        return None;
+        return ("()".to_owned(), None);
     };
     let err = match &**ty {
         syn::Type::Path(p) => p.path.segments.last().and_then(|last| match &last.arguments {
@@ -752,7 +749,7 @@ fn result_types(sig: &syn::Signature) -> Option<(String, String)> {
         }),
         _ => None,
     };
-    Some((render(ty), err.unwrap_or_else(|| "E".to_owned())))
+    (render(ty), err)
 }
 
 /// A type as a user writes it (`Vec<String>`, `&'a str`), not as tokens print (`Vec < String >`).
@@ -1222,6 +1219,60 @@ mod tests {
             errs.iter().any(|e| e.contains("write `retries = 3`")),
             "{errs:#?}"
         );
+    }
+
+    #[test]
+    fn the_fallback_signature_is_the_fns_own() {
+        let config = run(
+            quote!(fallback = Self::cached, fallback_on = [GraphError::Unavailable]),
+            quote!(
+                async fn device(
+                    &self,
+                    id: u64,
+                    tenant: &'a str,
+                    out: &mut Vec<Device>,
+                ) -> Result<Option<Device>, GraphError> {
+                    Ok(None)
+                }
+            ),
+        );
+        let fallback = config.ok().and_then(|c| c.fallback);
+        assert_eq!(
+            fallback.as_ref().map(|f| f.expected.as_str()),
+            Some(
+                "fn cached(&self, id: &u64, tenant: &'a str, out: &Vec<Device>, error: GraphError) -> Result<Option<Device>, GraphError>"
+            )
+        );
+        assert_eq!(fallback.map(|f| f.on.len()), Some(1));
+        // Through an alias, the error type is `E`.
+        let config = run(
+            quote!(fallback = cached),
+            quote!(
+                fn read(&mut self) -> ApiResult<u32> {
+                    Ok(1)
+                }
+            ),
+        );
+        let fallback = config.ok().and_then(|c| c.fallback);
+        assert_eq!(
+            fallback.as_ref().map(|f| f.expected.as_str()),
+            Some("fn cached(&mut self, error: E) -> ApiResult<u32>")
+        );
+        assert!(fallback.is_some_and(|f| f.error_type.is_none()));
+    }
+
+    #[test]
+    fn retry_if_ok_is_a_retry() {
+        let item = quote!(
+            async fn f() -> Result<u16, E> {
+                Ok(202)
+            }
+        );
+        let errs = errors(quote!(retry_if_ok = accepted), item.clone());
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].contains("add `idempotent`"), "{errs:#?}");
+        assert!(run(quote!(idempotent, retry_if_ok = accepted), item.clone()).is_ok());
+        assert!(run(quote!(idempotency_key = "k", retry_if_ok = accepted), item).is_ok());
     }
 
     /// The rebinds of `item` at a retrying site, as `clone x` or `reborrow x`.
