@@ -79,9 +79,9 @@ use crate::store::{Permit, StoreFuture};
 mod retry_ok;
 mod slot;
 
-pub use self::retry_ok::RetryOk;
 #[doc(hidden)]
 pub use self::retry_ok::OkHook;
+pub use self::retry_ok::RetryOk;
 #[doc(hidden)]
 pub use self::slot::{Attempt, AttemptTimer, NoTimer, SiteDef, SiteRef, Slot, Timer, Typed};
 
@@ -1519,7 +1519,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     #[inline(always)]
     fn decide_ok(&mut self, v: T, verdict: RetryOk) -> Step<T, E> {
         // Compiled out for hooks without `retry_if_ok`.
-        if verdict != RetryOk::Accept
+        if !matches!(verdict, RetryOk::Accept)
             && let Some(wait) = self.decide_ok_retry(verdict)
         {
             return Step::Wait(wait);

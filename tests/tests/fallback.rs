@@ -76,6 +76,8 @@ struct Graph {
 }
 
 impl Graph {
+    // The fallback gets each argument by reference, as declared: `&Vec<String>`.
+    #[allow(clippy::ptr_arg)]
     async fn cached(
         &self,
         id: &u64,
@@ -88,12 +90,7 @@ impl Graph {
             .lock()
             .unwrap()
             .push(format!("{id} {tenant} {} {error:?}", fields.join(",")));
-        self.cache
-            .lock()
-            .unwrap()
-            .get(id)
-            .cloned()
-            .ok_or(error)
+        self.cache.lock().unwrap().get(id).cloned().ok_or(error)
     }
 
     #[resilient(
@@ -137,17 +134,23 @@ async fn an_async_fallback_of_self_reads_the_cache_with_the_arguments_in_order()
 
     graph.up = false;
     // Down: the cached device, read by the fallback with the same arguments.
-    let r = registry.scope(graph.device(7, "contoso", fields.clone())).await;
+    let r = registry
+        .scope(graph.device(7, "contoso", fields.clone()))
+        .await;
     assert_eq!(r.unwrap(), fresh);
     // Not cached: the fallback passes the error on.
-    let r = registry.scope(graph.device(8, "fabrikam", Vec::new())).await;
+    let r = registry
+        .scope(graph.device(8, "fabrikam", Vec::new()))
+        .await;
     assert!(matches!(r, Err(ApiError::Unavailable)));
     assert_eq!(
         *graph.seen.lock().unwrap(),
         ["7 contoso name,os Unavailable", "8 fabrikam  Unavailable"]
     );
     // `Throttled` is in `fallback_on` too.
-    let r = registry.scope(graph.device(429, "contoso", Vec::new())).await;
+    let r = registry
+        .scope(graph.device(429, "contoso", Vec::new()))
+        .await;
     assert!(matches!(r, Err(ApiError::Throttled)));
     assert_eq!(graph.seen.lock().unwrap().len(), 3);
     // `NotFound` is not in `fallback_on`: returned as it is, without the fallback.
@@ -194,6 +197,7 @@ async fn a_mut_self_fallback_gets_the_receiver_mutably() {
 }
 
 /// A blocking site and its plain fallback, with an owned argument the body consumes.
+#[allow(clippy::ptr_arg)]
 fn from_disk(path: &String, error: ApiError) -> Result<usize, ApiError> {
     match error {
         ApiError::Unavailable => Ok(path.len() * 10),

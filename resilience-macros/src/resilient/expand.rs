@@ -306,7 +306,10 @@ fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStr
         let test = if fallback.on.is_empty() {
             quote!(true)
         } else {
-            let patterns = fallback.on.iter().map(|p| quote_spanned!(p.span()=> #p { .. }));
+            let patterns = fallback
+                .on
+                .iter()
+                .map(|p| quote_spanned!(p.span()=> #p { .. }));
             quote!(#private::matches!(#e, #(#patterns)|*))
         };
         pre.extend(quote! {
@@ -318,11 +321,15 @@ fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStr
     if let Some(path) = &config.retry_if_ok {
         // A closure of the right type whatever the hook is, whose call checks the hook at its
         // path: a hook of the wrong shape is one error, on its name.
-        let span = path.segments.last().map_or_else(|| path.span(), |s| s.ident.span());
+        let span = path
+            .segments
+            .last()
+            .map_or_else(|| path.span(), |s| s.ident.span());
         let at_path = respan(private.clone(), span);
         let v = local("__resilient_v");
         let hook = local("__resilient_retry_if_ok");
-        let verdict = quote_spanned!(span=> <_ as #at_path::RetryIfOk<#ok, _>>::verdict(&#path, #v));
+        let verdict =
+            quote_spanned!(span=> <_ as #at_path::RetryIfOk<#ok, _>>::verdict(&#path, #v));
         pre.extend(quote! {
             let #hook = |#v: &#ok| -> #private::RetryOk { #verdict };
         });
@@ -507,7 +514,12 @@ fn attempt(
 
 /// What `Step::Refresh` does: refresh the credentials once, or fail the call with the refresh's
 /// error.
-fn refresh(config: &Config, private: &TokenStream, call: &Ident, exit: &TokenStream) -> TokenStream {
+fn refresh(
+    config: &Config,
+    private: &TokenStream,
+    call: &Ident,
+    exit: &TokenStream,
+) -> TokenStream {
     let Some(path) = &config.refresh else {
         return TokenStream::new();
     };
@@ -554,7 +566,10 @@ fn fallback_call(
     let path = &fallback.path;
     // At the fallback's name (`cached` of `Self::cached`): a fallback of the wrong shape is
     // reported there.
-    let span = path.segments.last().map_or_else(|| path.span(), |s| s.ident.span());
+    let span = path
+        .segments
+        .last()
+        .map_or_else(|| path.span(), |s| s.ident.span());
     let at_path = respan(private.clone(), span);
     let ret = &config.ret;
     let at_ret = respan(private.clone(), ret.span());

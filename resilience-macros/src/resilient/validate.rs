@@ -734,19 +734,23 @@ fn result_types(sig: &syn::Signature) -> (String, Option<String>) {
         return ("()".to_owned(), None);
     };
     let err = match &**ty {
-        syn::Type::Path(p) => p.path.segments.last().and_then(|last| match &last.arguments {
-            syn::PathArguments::AngleBracketed(a) if last.ident == "Result" => {
-                let mut types = a.args.iter().filter_map(|g| match g {
-                    syn::GenericArgument::Type(t) => Some(t),
-                    _ => None,
-                });
-                match (types.next(), types.next(), types.next()) {
-                    (Some(_), Some(e), None) => Some(render(e)),
-                    _ => None,
+        syn::Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .and_then(|last| match &last.arguments {
+                syn::PathArguments::AngleBracketed(a) if last.ident == "Result" => {
+                    let mut types = a.args.iter().filter_map(|g| match g {
+                        syn::GenericArgument::Type(t) => Some(t),
+                        _ => None,
+                    });
+                    match (types.next(), types.next(), types.next()) {
+                        (Some(_), Some(e), None) => Some(render(e)),
+                        _ => None,
+                    }
                 }
-            }
-            _ => None,
-        }),
+                _ => None,
+            }),
         _ => None,
     };
     (render(ty), err)
@@ -1224,7 +1228,10 @@ mod tests {
     #[test]
     fn the_fallback_signature_is_the_fns_own() {
         let config = run(
-            quote!(fallback = Self::cached, fallback_on = [GraphError::Unavailable]),
+            quote!(
+                fallback = Self::cached,
+                fallback_on = [GraphError::Unavailable]
+            ),
             quote!(
                 async fn device(
                     &self,

@@ -13,7 +13,7 @@ use crate::classify::Classify;
 use crate::clock;
 use crate::events::{self, RuntimeEvent};
 
-use super::{Call, HookSet, Hook, NoHook};
+use super::{Call, Hook, HookSet, NoHook};
 
 /// What to do with an attempt's `Ok`: the verdict of a `retry_if_ok` hook.
 ///

@@ -242,7 +242,7 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>> Slot<T, E, S, H> {
                 Ok(v) => {
                     // `RetryOk::Accept`, inline, for hooks without `retry_if_ok`.
                     let verdict = self.hooks.ok_verdict(&v);
-                    if verdict != RetryOk::Accept {
+                    if !matches!(verdict, RetryOk::Accept) {
                         let call = self.store(state, admitted, correlation);
                         let step = call.decide_ok(v, verdict);
                         return settle_blocking(call, step);
@@ -574,7 +574,7 @@ where
                     Poll::Ready(Ok(v)) => {
                         // `RetryOk::Accept`, inline, for hooks without `retry_if_ok`.
                         let verdict = slot.hooks.ok_verdict(&v);
-                        if verdict != RetryOk::Accept {
+                        if !matches!(verdict, RetryOk::Accept) {
                             let call = slot.store(state, admitted, correlation);
                             let step = call.decide_ok(v, verdict);
                             return settle(call, this.phase, this.fut, step, cx);
