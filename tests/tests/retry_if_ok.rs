@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use resilience_runtime::budget::BudgetConfig;
 use resilience_runtime::{ConnectorError, Registry, Rejected, RetryOk, resilient};
 use tokio::time::Instant;
 
@@ -76,6 +77,18 @@ impl Reports {
     }
 
     #[resilient(
+        retries = 3,
+        idempotent,
+        jitter = "none",
+        backoff(base = "100ms"),
+        budget = "reports-budget",
+        retry_if_ok = still_computing
+    )]
+    async fn report_on_budget(&self) -> Result<Response, ApiError> {
+        Ok(self.answer())
+    }
+
+    #[resilient(
         retries = 2,
         idempotent,
         jitter = "none",
@@ -139,6 +152,31 @@ async fn a_wait_past_the_deadline_returns_the_last_ok_at_once() {
     assert_eq!(r.status, 202);
     assert_eq!(reports.polls.load(Ordering::SeqCst), 2);
     assert_eq!(start.elapsed(), Duration::from_secs(6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_budget_runs_out_the_last_ok_is_the_result() {
+    // One retry's worth of tokens.
+    let registry = Registry::new();
+    registry
+        .configure_budget(
+            "reports-budget",
+            BudgetConfig::new()
+                .with_capacity(5)
+                .with_retry_cost(5)
+                .with_refund_milli(0),
+        )
+        .unwrap();
+    let reports = Reports {
+        polls: AtomicU32::new(0),
+        ready_after: u32::MAX,
+        hint: None,
+    };
+    let r = registry.scope(reports.report_on_budget()).await.unwrap();
+    assert_eq!(r.status, 202);
+    assert_eq!(reports.polls.load(Ordering::SeqCst), 2);
+    let m = metrics(&registry, "report_on_budget");
+    assert_eq!((m.ok, m.retries, m.budget_exhausted), (1, 1, 1));
 }
 
 static JOB_POLLS: AtomicU32 = AtomicU32::new(0);
