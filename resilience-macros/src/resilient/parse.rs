@@ -43,6 +43,17 @@ pub(crate) struct Args {
     pub(crate) max_attempts: Option<syn::Meta>,
     /// Not a key: accepted only to explain that `retries` counts the extra attempts.
     pub(crate) attempts: Option<syn::Meta>,
+    /// Every key as written, with its span: for an error about a key itself (a key that needs an
+    /// async fn), which belongs on the key rather than its value.
+    #[darling(skip)]
+    pub(crate) keys: Vec<(String, Span)>,
+}
+
+impl Args {
+    /// Where `key` was written, if it was.
+    pub(crate) fn key_span(&self, key: &str) -> Option<Span> {
+        self.keys.iter().find(|(k, _)| k == key).map(|(_, s)| *s)
+    }
 }
 
 /// An expression taken as written. (darling's `syn::Expr` would parse a string literal's
@@ -149,7 +160,18 @@ pub(crate) enum Item {
 /// duplicates and wrongly typed values.
 pub(crate) fn args(tokens: TokenStream) -> darling::Result<Args> {
     let items = NestedMeta::parse_meta_list(tokens)?;
-    Args::from_list(&items)
+    let mut args = Args::from_list(&items)?;
+    args.keys = items
+        .iter()
+        .filter_map(|item| match item {
+            NestedMeta::Meta(m) => {
+                let path = m.path();
+                path.get_ident().map(|i| (i.to_string(), path.span()))
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(args)
 }
 
 /// Parses the annotated item.

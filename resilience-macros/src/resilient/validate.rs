@@ -169,8 +169,8 @@ pub(crate) fn validate(
     let idempotent = args.idempotent.is_present();
     let retries = check_retries(&args, &mut errors);
     let backoff = check_backoff(&args, &mut errors);
-    let timeout = check_async_only(&args.timeout, "timeout", sig, &mut errors);
-    let deadline = check_async_only(&args.deadline, "deadline", sig, &mut errors);
+    let timeout = check_async_only(&args, &args.timeout, "timeout", sig, &mut errors);
+    let deadline = check_async_only(&args, &args.deadline, "deadline", sig, &mut errors);
     check_timeout_within_deadline(&args, timeout, deadline, &mut errors);
     check_deadline_fits(&args, retries, &backoff, timeout, deadline, &mut errors);
     let breaker = check_name(&args.breaker, "breaker", &mut errors);
@@ -436,7 +436,10 @@ fn check_jitter(args: &Args, raw: Option<&BackoffArgs>, errors: &mut Errors) -> 
     }
 }
 
+/// A key that needs an async fn (`timeout`, `deadline`: a blocking call cannot be interrupted)
+/// is an error on a plain fn, at the key.
 fn check_async_only(
+    args: &Args,
     lit: &Option<syn::LitStr>,
     key: &str,
     sig: &syn::Signature,
@@ -445,7 +448,7 @@ fn check_async_only(
     let lit = lit.as_ref()?;
     let operation = sig.ident.to_string();
     if let Err(v) = policy::check_needs_async(key, &operation, sig.asyncness.is_some()) {
-        errors.error(lit.span(), v);
+        errors.error(args.key_span(key).unwrap_or_else(|| lit.span()), v);
         // Still check the literal itself, so every mistake shows in one build.
         let _ = errors.handle(duration::parse(key, lit));
         return None;
