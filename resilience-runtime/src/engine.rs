@@ -584,7 +584,8 @@ pub struct NoHook;
 pub struct Hook<F>(F);
 
 /// A site's hooks into the user's types: how a [`Rejected`] becomes the site's error, a per-site
-/// override of the classification, a fallback, and whether the caller refreshes credentials.
+/// override of the classification, a fallback, a verdict on an attempt's `Ok`
+/// ([`Hooks::with_retry_if_ok`]), and whether the caller refreshes credentials.
 ///
 /// Each hook is a fn item or a closure that captures nothing, known by type: a hook the site
 /// does not have costs nothing, and a call holds none of them. `#[resilient]` builds one from its
