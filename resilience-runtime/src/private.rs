@@ -237,6 +237,33 @@ impl<T: Clone> CloneArg for T {
     }
 }
 
+/// Clones an owned argument for the only attempt of a site with a fallback, which gets the
+/// argument after the attempt.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is kept for the fallback while the attempt gets its own, but it is not `Clone`: take `&{Self}` instead, or implement `Clone`",
+    label = "this owned argument is cloned for the attempt, because the fallback gets it by reference after the attempt",
+    note = "borrow it instead (take `&{Self}`), or implement `Clone` for it"
+)]
+pub trait CloneForFallback: Sized {
+    /// A copy for the attempt.
+    fn clone_for_fallback(&self) -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Clone> CloneForFallback for T {
+    #[inline]
+    fn clone_for_fallback(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// A copy of an owned argument for the attempt of a site that runs its body once but keeps its
+/// arguments for a fallback; see [`CloneForFallback`].
+#[inline]
+pub fn clone_for_fallback<T: CloneForFallback>(arg: &T) -> T {
+    arg.clone_for_fallback()
+}
+
 /// The engine, reached through the site's error type: [`Slot`] and its methods when
 /// `E: Classify`.
 ///

@@ -380,6 +380,12 @@ fn rebinds(config: &Config, private: &TokenStream) -> TokenStream {
         .map(|rebind| {
             let (ident, mutability) = rebind.binding();
             let value = match rebind {
+                // A site that runs its body once clones only for its fallback: the error for an
+                // argument that is not `Clone` says so.
+                Rebind::Clone { span, .. } if !config.repeats() => {
+                    let private = respan(private.clone(), *span);
+                    quote_spanned!(*span=> #private::clone_for_fallback(&#ident))
+                }
                 Rebind::Clone { span, .. } => {
                     let private = respan(private.clone(), *span);
                     quote_spanned!(*span=> #private::clone_arg(&#ident))
