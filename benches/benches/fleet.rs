@@ -243,7 +243,11 @@ async fn round_trips(server: &Server) {
     println!("| lease | permits/s | round trips/s |\n|---:|---:|---:|");
     for lease in [1, 16] {
         let limit = backend
-            .rate_limit(&format!("bench-lease-{lease}"), 1_000_000_000, Duration::from_secs(1))
+            .rate_limit(
+                &format!("bench-lease-{lease}"),
+                1_000_000_000,
+                Duration::from_secs(1),
+            )
             .with_lease(lease);
         let start = Instant::now();
         let (mut permits, mut trips) = (0u64, 0u64);

@@ -76,8 +76,12 @@ use crate::metrics;
 use crate::registry::{self, Effective, SiteState};
 use crate::store::{Permit, StoreFuture};
 
+mod retry_ok;
 mod slot;
 
+#[doc(hidden)]
+pub use self::retry_ok::OkHook;
+pub use self::retry_ok::RetryOk;
 #[doc(hidden)]
 pub use self::slot::{
     Attempt, AttemptTimer, BreakerKey, KeySlot, NoKey, NoTimer, SiteDef, SiteRef, Slot, Timer,
@@ -596,6 +600,18 @@ pub trait HookSet<T, E>: Copy {
     fn fallback(&self, e: E) -> Result<T, E>;
     /// Whether the caller refreshes credentials on [`Step::Refresh`].
     fn refresh(&self) -> bool;
+    /// Whether the fallback takes `e` (`fallback_on`): counted as a fallback when it does.
+    #[inline(always)]
+    fn fallback_takes(&self, e: &E) -> bool {
+        let _ = e;
+        true
+    }
+    /// The verdict on an attempt's `Ok` (`retry_if_ok`): [`RetryOk::Accept`] without a hook.
+    #[inline(always)]
+    fn ok_verdict(&self, v: &T) -> RetryOk {
+        let _ = v;
+        RetryOk::Accept
+    }
 }
 
 /// A hook the site does not have.
@@ -609,7 +625,8 @@ pub struct NoHook;
 pub struct Hook<F>(F);
 
 /// A site's hooks into the user's types: how a [`Rejected`] becomes the site's error, a per-site
-/// override of the classification, a fallback, and whether the caller refreshes credentials.
+/// override of the classification, a fallback, a verdict on an attempt's `Ok`
+/// ([`Hooks::with_retry_if_ok`]), and whether the caller refreshes credentials.
 ///
 /// Each hook is a fn item or a closure that captures nothing, known by type: a hook the site
 /// does not have costs nothing, and a call holds none of them. `#[resilient]` builds one from its
@@ -638,10 +655,11 @@ pub struct Hook<F>(F);
 /// # let _ = hooks;
 /// ```
 #[derive(Debug, Clone, Copy)]
-pub struct Hooks<R = NoHook, O = NoHook, F = NoHook, const REFRESH: bool = false> {
+pub struct Hooks<R = NoHook, O = NoHook, F = NoHook, const REFRESH: bool = false, K = NoHook> {
     rejected: R,
     over: O,
     fallback: F,
+    retry_ok: K,
 }
 
 impl Hooks<NoHook, NoHook, NoHook, false> {
@@ -652,6 +670,7 @@ impl Hooks<NoHook, NoHook, NoHook, false> {
             rejected: NoHook,
             over: NoHook,
             fallback: NoHook,
+            retry_ok: NoHook,
         }
     }
 }
@@ -662,53 +681,143 @@ impl Default for Hooks<NoHook, NoHook, NoHook, false> {
     }
 }
 
-impl<R, O, F, const REFRESH: bool> Hooks<R, O, F, REFRESH> {
+impl<R, O, F, const REFRESH: bool, K> Hooks<R, O, F, REFRESH, K> {
     /// How a [`Rejected`] becomes the site's error. Without it, the runtime makes no rejection:
     /// breakers, timeouts, deadlines and limits are not applied, and [`execute`] logs an ERROR
     /// once per site whose policy names one of them.
     #[inline(always)]
-    pub fn with_from_rejected<C>(self, c: C) -> Hooks<Hook<C>, O, F, REFRESH> {
+    pub fn with_from_rejected<C>(self, c: C) -> Hooks<Hook<C>, O, F, REFRESH, K> {
         Hooks {
             rejected: Hook(c),
             over: self.over,
             fallback: self.fallback,
+            retry_ok: self.retry_ok,
         }
     }
     /// The per-site override of the classification.
     #[inline(always)]
-    pub fn with_override<C>(self, c: C) -> Hooks<R, Hook<C>, F, REFRESH> {
+    pub fn with_override<C>(self, c: C) -> Hooks<R, Hook<C>, F, REFRESH, K> {
         Hooks {
             rejected: self.rejected,
             over: Hook(c),
             fallback: self.fallback,
+            retry_ok: self.retry_ok,
         }
     }
     /// Called with the last error; its result is the call's.
     #[inline(always)]
-    pub fn with_fallback<C>(self, c: C) -> Hooks<R, O, Hook<C>, REFRESH> {
+    pub fn with_fallback<C>(self, c: C) -> Hooks<R, O, Hook<C>, REFRESH, K> {
         Hooks {
             rejected: self.rejected,
             over: self.over,
             fallback: Hook(c),
+            retry_ok: self.retry_ok,
         }
     }
-    /// The caller refreshes credentials on an `auth` error ([`Execution::refresh`] sets it).
+    /// A fallback that the caller runs itself on the errors `takes` accepts: the engine counts
+    /// each in the site's `fallbacks` and passes the error on, and the caller calls its fallback
+    /// with it. What `#[resilient(fallback = .., fallback_on = [..])]` sets, since its fallback
+    /// gets the receiver and the arguments (and may be async), which only the caller has.
+    ///
+    /// ```
+    /// use resilience_runtime::engine::{execute, Hooks, Policy, Site};
+    /// use resilience_runtime::{Classify, ErrorClass};
+    ///
+    /// #[derive(Debug)]
+    /// enum DbError { Down, Missing }
+    /// impl Classify for DbError {
+    ///     fn class(&self) -> ErrorClass { ErrorClass::Permanent }
+    /// }
+    /// static SITE: Site = Site::new(&Policy::new("lookup", module_path!()));
+    ///
+    /// async fn from_replica(key: &str, _: DbError) -> Result<String, DbError> {
+    ///     Ok(format!("replica:{key}"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let key = "user-7";
+    /// let takes = |e: &DbError| matches!(e, DbError::Down);
+    /// let r = match execute(&SITE, Hooks::new().with_fallback_on(takes), || async {
+    ///     Err::<String, _>(DbError::Down)
+    /// })
+    /// .await
+    /// {
+    ///     Err(e) if takes(&e) => from_replica(key, e).await,
+    ///     r => r,
+    /// };
+    /// assert_eq!(r.unwrap(), "replica:user-7");
+    /// # let _ = DbError::Missing;
+    /// # }
+    /// ```
     #[inline(always)]
-    pub fn with_refresh(self) -> Hooks<R, O, F, true> {
+    pub fn with_fallback_on<C>(self, takes: C) -> Hooks<R, O, Hook<FallbackOn<C>>, REFRESH, K> {
+        Hooks {
+            rejected: self.rejected,
+            over: self.over,
+            fallback: Hook(FallbackOn(takes)),
+            retry_ok: self.retry_ok,
+        }
+    }
+    /// Judges each attempt's `Ok`: [`RetryOk::Retry`] or [`RetryOk::RetryAfter`] makes another
+    /// attempt under the same retries, budget and deadline, which the policy must allow (the
+    /// site must be safe to repeat); when they run out, the last `Ok` is the call's result.
+    /// What `#[resilient(retry_if_ok = ..)]` sets.
+    ///
+    /// ```
+    /// use resilience_runtime::engine::{execute, Hooks, Policy, Site};
+    /// use resilience_runtime::{Classify, ErrorClass, RetryOk};
+    ///
+    /// #[derive(Debug)]
+    /// struct Down;
+    /// impl Classify for Down {
+    ///     fn class(&self) -> ErrorClass { ErrorClass::Transient }
+    /// }
+    /// static SITE: Site = Site::new(&Policy::new("report", module_path!()).with_retries(3).idempotent());
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut polls = 0;
+    /// let hooks = Hooks::new().with_retry_if_ok(|status: &u16| {
+    ///     if *status == 202 { RetryOk::Retry } else { RetryOk::Accept }
+    /// });
+    /// let r: Result<u16, Down> = execute(&SITE, hooks, || {
+    ///     polls += 1;
+    ///     let status = if polls < 3 { 202 } else { 200 };
+    ///     async move { Ok(status) }
+    /// })
+    /// .await;
+    /// assert_eq!(r.unwrap(), 200);
+    /// # }
+    /// ```
+    #[inline(always)]
+    pub fn with_retry_if_ok<C>(self, c: C) -> Hooks<R, O, F, REFRESH, Hook<C>> {
         Hooks {
             rejected: self.rejected,
             over: self.over,
             fallback: self.fallback,
+            retry_ok: Hook(c),
+        }
+    }
+    /// The caller refreshes credentials on an `auth` error ([`Execution::refresh`] sets it).
+    #[inline(always)]
+    pub fn with_refresh(self) -> Hooks<R, O, F, true, K> {
+        Hooks {
+            rejected: self.rejected,
+            over: self.over,
+            fallback: self.fallback,
+            retry_ok: self.retry_ok,
         }
     }
 
     /// No refresh: an `auth` error ends the call ([`execute`] sets it).
     #[inline(always)]
-    pub fn without_refresh(self) -> Hooks<R, O, F, false> {
+    pub fn without_refresh(self) -> Hooks<R, O, F, false, K> {
         Hooks {
             rejected: self.rejected,
             over: self.over,
             fallback: self.fallback,
+            retry_ok: self.retry_ok,
         }
     }
 }
@@ -766,6 +875,29 @@ pub trait FallbackHook<T, E>: Copy {
     const PRESENT: bool;
     /// Its result for `e` (`Err(e)` without one).
     fn call(&self, e: E) -> Result<T, E>;
+    /// Whether it takes `e`.
+    #[inline(always)]
+    fn takes(&self, e: &E) -> bool {
+        let _ = e;
+        Self::PRESENT
+    }
+}
+
+/// A fallback the caller runs (see [`Hooks::with_fallback_on`]): the errors it takes.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct FallbackOn<C>(C);
+
+impl<T, E, C: Fn(&E) -> bool + Copy> FallbackHook<T, E> for Hook<FallbackOn<C>> {
+    const PRESENT: bool = true;
+    #[inline(always)]
+    fn call(&self, e: E) -> Result<T, E> {
+        Err(e)
+    }
+    #[inline(always)]
+    fn takes(&self, e: &E) -> bool {
+        (self.0.0)(e)
+    }
 }
 
 impl<T, E> FallbackHook<T, E> for NoHook {
@@ -784,11 +916,12 @@ impl<T, E, C: Fn(E) -> Result<T, E> + Copy> FallbackHook<T, E> for Hook<C> {
     }
 }
 
-impl<T, E, R, O, F, const REFRESH: bool> HookSet<T, E> for Hooks<R, O, F, REFRESH>
+impl<T, E, R, O, F, const REFRESH: bool, K> HookSet<T, E> for Hooks<R, O, F, REFRESH, K>
 where
     R: RejectedHook<E>,
     O: OverrideHook<E>,
     F: FallbackHook<T, E>,
+    K: OkHook<T>,
 {
     #[inline(always)]
     fn rejects(&self) -> bool {
@@ -813,6 +946,14 @@ where
     #[inline(always)]
     fn refresh(&self) -> bool {
         REFRESH
+    }
+    #[inline(always)]
+    fn fallback_takes(&self, e: &E) -> bool {
+        self.fallback.takes(e)
+    }
+    #[inline(always)]
+    fn ok_verdict(&self, v: &T) -> RetryOk {
+        self.retry_ok.call(v)
     }
 }
 
@@ -1432,19 +1573,33 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         }
         match result {
             Ok(v) => {
-                let admitted = self
-                    .ticket
-                    .take()
-                    .and_then(|t| self.breaker().map(|b| (b, t)));
-                slot::succeeded_with(&self.state, self.budget(), admitted, self.retries > 0);
-                self.flags |= ENDED;
-                if self.clock & CLOCK_LATENCY != 0 {
-                    self.record_latency();
-                }
-                Step::Ok(v)
+                // `RetryOk::Accept`, inline, for hooks without `retry_if_ok`.
+                let verdict = self.hooks.ok_verdict(&v);
+                self.decide_ok(v, verdict)
             }
             Err(e) => self.decide_err(e),
         }
+    }
+
+    /// The decision after an `Ok` judged `verdict`; see [`Call::decide_ok_retry`].
+    #[inline(always)]
+    fn decide_ok(&mut self, v: T, verdict: RetryOk) -> Step<T, E> {
+        // Compiled out for hooks without `retry_if_ok`.
+        if !matches!(verdict, RetryOk::Accept)
+            && let Some(wait) = self.decide_ok_retry(verdict)
+        {
+            return Step::Wait(wait);
+        }
+        let admitted = self
+            .ticket
+            .take()
+            .and_then(|t| self.breaker().map(|b| (b, t)));
+        slot::succeeded_with(&self.state, self.budget(), admitted, self.retries > 0);
+        self.flags |= ENDED;
+        if self.clock & CLOCK_LATENCY != 0 {
+            self.record_latency();
+        }
+        Step::Ok(v)
     }
 
     #[cold]
@@ -1683,7 +1838,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         if self.clock & CLOCK_LATENCY != 0 {
             self.record_latency();
         }
-        if self.hooks.has_fallback() {
+        if self.hooks.has_fallback() && self.hooks.fallback_takes(&e) {
             self.state.counters.fallback();
         }
         self.hooks.fallback(e)
@@ -2398,6 +2553,14 @@ impl<T, E, H: HookSet<T, E>, const ON: bool> HookSet<T, E> for Refreshing<H, ON>
     #[inline(always)]
     fn refresh(&self) -> bool {
         ON
+    }
+    #[inline(always)]
+    fn fallback_takes(&self, e: &E) -> bool {
+        self.0.fallback_takes(e)
+    }
+    #[inline(always)]
+    fn ok_verdict(&self, v: &T) -> RetryOk {
+        self.0.ok_verdict(v)
     }
 }
 

@@ -147,6 +147,7 @@ pub use classify::{
     find_in_chain, find_terminal_reason, register_terminal_lookup,
 };
 pub use context::{CallContext, CorrelationId, attempt, idempotency_key};
+pub use engine::RetryOk;
 pub use registry::{PolicyOverride, Registry, with_policy};
 
 #[doc(inline)]

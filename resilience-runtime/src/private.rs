@@ -4,9 +4,12 @@ pub use core::clone::Clone;
 pub use core::convert::AsRef;
 pub use core::env;
 pub use core::future::Future;
+pub use core::marker::PhantomData;
 pub use core::matches;
 pub use core::module_path;
+pub use core::ops::FnOnce;
 pub use core::option::Option::{self, None, Some};
+pub use core::primitive::bool;
 pub use core::result::Result::{self, Err, Ok};
 pub use core::time::Duration;
 pub use std::string::{String, ToString};
@@ -15,8 +18,8 @@ pub use crate::backoff::{Backoff, Jitter, RetryAfter};
 pub use crate::breaker::Outcome;
 pub use crate::classify::{CarriesRejected, Classify, ErrorClass, Rejected, TerminalReason};
 pub use crate::engine::{
-    BreakerKey, HookSet, Hooks, KeySlot, NoHook, NoKey, Override, Policy, Site, SiteDef, SiteRef,
-    Slot, Step, Typed,
+    BreakerKey, HookSet, Hooks, KeySlot, NoHook, NoKey, Override, Policy, RetryOk, Site, SiteDef,
+    SiteRef, Slot, Step, Typed,
 };
 pub use crate::redact::Redacted;
 
@@ -243,6 +246,33 @@ impl<T: Clone> CloneArg for T {
     }
 }
 
+/// Clones an owned argument for the only attempt of a site with a fallback, which gets the
+/// argument after the attempt.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is kept for the fallback while the attempt gets its own, but it is not `Clone`: take `&{Self}` instead, or implement `Clone`",
+    label = "this owned argument is cloned for the attempt, because the fallback gets it by reference after the attempt",
+    note = "borrow it instead (take `&{Self}`), or implement `Clone` for it"
+)]
+pub trait CloneForFallback: Sized {
+    /// A copy for the attempt.
+    fn clone_for_fallback(&self) -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Clone> CloneForFallback for T {
+    #[inline]
+    fn clone_for_fallback(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// A copy of an owned argument for the attempt of a site that runs its body once but keeps its
+/// arguments for a fallback; see [`CloneForFallback`].
+#[inline]
+pub fn clone_for_fallback<T: CloneForFallback>(arg: &T) -> T {
+    arg.clone_for_fallback()
+}
+
 /// The engine, reached through the site's error type: [`Slot`] and its methods when
 /// `E: Classify`.
 ///
@@ -373,11 +403,85 @@ where
     <R::Err as Engine<R::Ok>>::start::<S, H>(hooks)
 }
 
-/// A site's fallback, checked where it is named: a fn from the error to the call's result. (A
-/// fn pointer: a fallback of the wrong shape is then one error, at its name.)
-#[inline(always)]
-pub const fn fallback<T, E>(f: fn(E) -> Result<T, E>) -> fn(E) -> Result<T, E> {
-    f
+/// A `retry_if_ok` hook: a fn from a reference to the call's `Ok` value to a [`RetryOk`]. The
+/// marker `M` is `()`; the impl for [`Unreachable`] never applies, and is there so that a hook
+/// of the wrong shape is reported as this trait not implemented, with its message, rather than
+/// as a mismatch of its `Fn` bound.
+#[diagnostic::on_unimplemented(
+    message = "`retry_if_ok` needs a fn that takes `&{T}` and returns `RetryOk`",
+    label = "this is not a `fn(&{T}) -> RetryOk`",
+    note = "write it as `fn still_working(value: &{T}) -> resilience_runtime::RetryOk`, returning `RetryOk::Accept` for a value to keep"
+)]
+pub trait RetryIfOk<T, M>: Copy {
+    /// The hook's verdict on `v`.
+    fn verdict(&self, v: &T) -> RetryOk;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T, C: Fn(&T) -> RetryOk + Copy> RetryIfOk<T, ()> for C {
+    #[inline(always)]
+    fn verdict(&self, v: &T) -> RetryOk {
+        self(v)
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<T, C: NeverApplies + Copy> RetryIfOk<T, Unreachable> for C {
+    #[inline(always)]
+    fn verdict(&self, _: &T) -> RetryOk {
+        RetryOk::Accept
+    }
+}
+
+/// The marker of an impl that never applies.
+#[derive(Debug)]
+pub enum Unreachable {}
+
+/// What a fallback returned, for an async site: the `Result` of a plain fn ([`Now`]) or the
+/// future of an async fn ([`Later`]). The marker is inferred: only one of the two applies.
+pub trait FallbackOutput<T, E, M> {
+    /// The future the site awaits.
+    type Fut: Future<Output = Result<T, E>>;
+    /// The fallback's result as a future.
+    fn into_fallback(self) -> Self::Fut;
+}
+
+/// A fallback that is a plain fn: its result is ready.
+#[derive(Debug)]
+pub struct Now;
+
+/// A fallback that is an async fn: its result is a future.
+#[derive(Debug)]
+pub struct Later;
+
+/// A fallback that takes the site's receiver and arguments, then the error.
+#[derive(Debug)]
+pub struct AllArgs;
+
+/// A fallback that takes the error alone.
+#[derive(Debug)]
+pub struct ErrorOnly;
+
+/// A bound no type meets: an impl that must exist but never apply.
+pub trait NeverApplies {
+    /// A value of any type, from a type that has no value.
+    fn never<T>() -> T;
+}
+
+impl<T, E> FallbackOutput<T, E, Now> for Result<T, E> {
+    type Fut = core::future::Ready<Result<T, E>>;
+    #[inline(always)]
+    fn into_fallback(self) -> Self::Fut {
+        core::future::ready(self)
+    }
+}
+
+impl<T, E, F: Future<Output = Result<T, E>>> FallbackOutput<T, E, Later> for F {
+    type Fut = F;
+    #[inline(always)]
+    fn into_fallback(self) -> F {
+        self
+    }
 }
 
 /// The hooks of a site; see [`Hooks`].

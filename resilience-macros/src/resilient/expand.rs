@@ -36,7 +36,7 @@ use quote::{ToTokens, quote, quote_spanned};
 use resilience_policy::Jitter;
 use syn::spanned::Spanned;
 
-use super::validate::{Config, Rebind, Receiver};
+use super::validate::{Config, Fallback, Rebind, Receiver};
 use crate::diag::respan;
 use crate::duration;
 
@@ -85,7 +85,14 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
     let keys = keys(config, &private, &engine, &call);
     let rebinds = rebinds(config, &private);
     let attempt = attempt(config, block, &rebinds, &moves(config, &private));
-    let refresh = refresh(config, &private, &call);
+    // How the loop ends the call: a return, or, when a fallback follows, a break out of it.
+    let done = syn::Lifetime::new("'__resilient_done", Span::mixed_site());
+    let exit = if config.fallback.is_some() {
+        quote!(break #done)
+    } else {
+        quote!(return)
+    };
+    let refresh = refresh(config, &private, &call, &exit);
     // The whole type at one span: an error about it is then the same error as the engine's
     // calls report, and is reported once.
     let ret_at_ret = respan(ret.to_token_stream(), ret.span());
@@ -113,8 +120,8 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
         quote! {
             loop {
                 match #step {
-                    #private::Step::Ok(#r) => return #private::Ok(#r),
-                    #private::Step::Err(#r) => return #private::Err(#r),
+                    #private::Step::Ok(#r) => #exit #private::Ok(#r),
+                    #private::Step::Err(#r) => #exit #private::Err(#r),
                     #private::Step::Refresh => { #refresh }
                     #private::Step::Retry | #private::Step::Wait(_) => {}
                 }
@@ -124,6 +131,31 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
         quote_spanned! {ret.span()=>
             #engine::once(#step)
         }
+    };
+    // With a fallback, the call's result goes through it: the errors it takes (`fallback_on`)
+    // are passed to it with the receiver and the arguments.
+    let (fallback_items, drive) = match &config.fallback {
+        Some(fallback) => {
+            let out = local("__resilient_out");
+            let e = local("__resilient_e");
+            let takes = local("__resilient_fallback_on");
+            let run = fallback_call(config, fallback, &private, &e);
+            // Only the loop breaks out: a site that runs once has no label to leave.
+            let drive = if config.repeats() {
+                quote!(#done: { #drive })
+            } else {
+                drive
+            };
+            let drive = quote! {
+                let #out: #ret = #drive;
+                match #out {
+                    #private::Err(#e) if #takes(&#e) => #run,
+                    #r => #r,
+                }
+            };
+            (fallback_traits(config, fallback, &private), drive)
+        }
+        None => (TokenStream::new(), drive),
     };
 
     quote! {
@@ -141,6 +173,7 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
                 &__RESILIENT_SITE
             }
         }
+        #fallback_items
         #hooks_init
         let mut #call = #make_call;
         #keys
@@ -278,11 +311,42 @@ fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStr
         });
         init.extend(quote_spanned!(ret.span()=> .with_override(#over)));
     }
-    if let Some(path) = &config.fallback {
-        // Checked at the path: a fallback of the wrong shape is reported on its name.
-        let at_path = respan(private.clone(), path.span());
-        let fallback = quote_spanned!(path.span()=> #at_path::fallback::<#ok, #err>(#path));
-        init.extend(quote_spanned!(ret.span()=> .with_fallback(#fallback)));
+    if let Some(fallback) = &config.fallback {
+        // The errors the fallback takes, for the engine (which counts them) and for the call to
+        // it after the loop (see `fallback_call`).
+        let e = local("__resilient_e");
+        let takes = local("__resilient_fallback_on");
+        let test = if fallback.on.is_empty() {
+            quote!(true)
+        } else {
+            let patterns = fallback
+                .on
+                .iter()
+                .map(|p| quote_spanned!(p.span()=> #p { .. }));
+            quote!(#private::matches!(#e, #(#patterns)|*))
+        };
+        pre.extend(quote! {
+            #[allow(unreachable_patterns, unused_variables)]
+            let #takes = |#e: &#err| -> #private::bool { #test };
+        });
+        init.extend(quote_spanned!(ret.span()=> .with_fallback_on(#takes)));
+    }
+    if let Some(path) = &config.retry_if_ok {
+        // A closure of the right type whatever the hook is, whose call checks the hook at its
+        // path: a hook of the wrong shape is one error, on its name.
+        let span = path
+            .segments
+            .last()
+            .map_or_else(|| path.span(), |s| s.ident.span());
+        let at_path = respan(private.clone(), span);
+        let v = local("__resilient_v");
+        let hook = local("__resilient_retry_if_ok");
+        let verdict =
+            quote_spanned!(span=> <_ as #at_path::RetryIfOk<#ok, _>>::verdict(&#path, #v));
+        pre.extend(quote! {
+            let #hook = |#v: &#ok| -> #private::RetryOk { #verdict };
+        });
+        init.extend(quote_spanned!(ret.span()=> .with_retry_if_ok(#hook)));
     }
     if config.refresh.is_some() {
         init.extend(quote_spanned!(ret.span()=> .with_refresh()));
@@ -329,6 +393,12 @@ fn rebinds(config: &Config, private: &TokenStream) -> TokenStream {
         .map(|rebind| {
             let (ident, mutability) = rebind.binding();
             let value = match rebind {
+                // A site that runs its body once clones only for its fallback: the error for an
+                // argument that is not `Clone` says so.
+                Rebind::Clone { span, .. } if !config.repeats() => {
+                    let private = respan(private.clone(), *span);
+                    quote_spanned!(*span=> #private::clone_for_fallback(&#ident))
+                }
                 Rebind::Clone { span, .. } => {
                     let private = respan(private.clone(), *span);
                     quote_spanned!(*span=> #private::clone_arg(&#ident))
@@ -463,7 +533,12 @@ fn attempt(
 
 /// What `Step::Refresh` does: refresh the credentials once, or fail the call with the refresh's
 /// error.
-fn refresh(config: &Config, private: &TokenStream, call: &Ident) -> TokenStream {
+fn refresh(
+    config: &Config,
+    private: &TokenStream,
+    call: &Ident,
+    exit: &TokenStream,
+) -> TokenStream {
     let Some(path) = &config.refresh else {
         return TokenStream::new();
     };
@@ -492,9 +567,215 @@ fn refresh(config: &Config, private: &TokenStream, call: &Ident) -> TokenStream 
     quote! {
         // The deadline bounds the refresh too.
         if let #private::Err(#r) = #end {
-            return #r;
+            #exit #r;
         }
     }
+}
+
+/// The call to the fallback with the last error `e`: the receiver and the arguments by
+/// reference, then the error (or the error alone, for a fn of the error), through the site's
+/// own trait, whose message shows the signature expected (see `fallback_traits`). Awaited when
+/// the fallback is async; a blocking fn's fallback must be a plain fn.
+fn fallback_call(
+    config: &Config,
+    fallback: &Fallback,
+    private: &TokenStream,
+    e: &Ident,
+) -> TokenStream {
+    let path = &fallback.path;
+    // At the fallback's name (`cached` of `Self::cached`): a fallback of the wrong shape is
+    // reported there.
+    let span = path
+        .segments
+        .last()
+        .map_or_else(|| path.span(), |s| s.ident.span());
+    let at_path = respan(private.clone(), span);
+    let ret = &config.ret;
+    let at_ret = respan(private.clone(), ret.span());
+    let ok = quote_spanned!(ret.span()=> <#ret as #at_ret::ReturnType>::Ok);
+    let err = quote_spanned!(ret.span()=> <#ret as #at_ret::ReturnType>::Err);
+    let mut passed = match config.receiver {
+        Receiver::None | Receiver::Value => Vec::new(),
+        Receiver::Shared => vec![quote!(self)],
+        Receiver::Unique => vec![quote!(&mut *self)],
+        Receiver::Typed => vec![quote!(&*self)],
+    };
+    passed.extend(fallback.args.iter().map(|a| {
+        let ident = &a.ident;
+        if a.is_ref {
+            quote!(&*#ident)
+        } else {
+            quote!(&#ident)
+        }
+    }));
+    passed.push(quote!(#e));
+    let out = local("__resilient_fallback_out");
+    let kind = local("__resilient_fallback_kind");
+    let args = local("__resilient_fallback_args");
+    // The values come first: their types are settled before the fallback's, so a fallback of
+    // the wrong shape is the site's trait not implemented, not a mismatch in the values.
+    let called = quote_spanned! {span=>
+        let #args = (#(#passed,)*);
+        let (#out, #kind) =
+            <_ as __ResilientFallback<_, #ok, #err, _>>::__resilient_fallback(#args, #path);
+    };
+    if config.is_async {
+        quote_spanned! {span=>
+            {
+                #called
+                let _ = #kind;
+                <_ as #at_path::FallbackOutput<#ok, #err, _>>::into_fallback(#out).await
+            }
+        }
+    } else {
+        quote_spanned! {span=>
+            {
+                #called
+                <_ as __ResilientBlockingFallback<_, #ok, #err>>::__resilient_result(#kind, #out)
+            }
+        }
+    }
+}
+
+/// The site's own fallback trait, implemented for every fn of the right shape (and, for a site
+/// with a receiver or arguments, for a fn of the error alone): a fallback of the wrong shape is
+/// one error, at its path, that shows the signature expected for this fn. A blocking site has a
+/// second one, which refuses an async fallback.
+fn fallback_traits(config: &Config, fallback: &Fallback, private: &TokenStream) -> TokenStream {
+    let name = fallback
+        .path
+        .segments
+        .last()
+        .map_or_else(String::new, |s| s.ident.to_string());
+    let operation = &config.operation;
+    let expected = &fallback.expected;
+    let mut message = if config.is_async {
+        format!(
+            "`{name}` cannot be the fallback of `{operation}`: expected `async {expected}` or the same without `async`"
+        )
+    } else {
+        format!("`{name}` cannot be the fallback of `{operation}`: expected `{expected}`")
+    };
+    if fallback.error_type.is_none() {
+        message.push_str(", where `E` is the error type");
+    }
+    let message = escape_braces(&message);
+    let note = "a fallback gets the receiver, then each argument by reference (one that is a reference already, as a shared one), then the error; a fn of the error alone works too";
+    // One type parameter per value passed: the receiver, the arguments, the error.
+    let receiver = usize::from(!matches!(config.receiver, Receiver::None | Receiver::Value));
+    let n = receiver + fallback.args.len() + 1;
+    let params: Vec<Ident> = (0..n)
+        .map(|i| Ident::new(&format!("__A{i}"), Span::mixed_site()))
+        .collect();
+    let values: Vec<Ident> = (0..n)
+        .map(|i| Ident::new(&format!("__a{i}"), Span::mixed_site()))
+        .collect();
+    let last_param = &params[n - 1];
+    let last_value = &values[n - 1];
+    // A fn of the error alone, when that is another shape than the full one. Without a receiver
+    // or arguments it is the same shape: the impl is there all the same, never to apply, so that
+    // a fallback of the wrong shape matches none of two impls and is reported as the site's
+    // trait not implemented (with one impl, rustc reports the mismatch of its `FnOnce` bound).
+    let never = if n > 1 {
+        TokenStream::new()
+    } else {
+        quote!(__F: #private::NeverApplies,)
+    };
+    let error_only = {
+        quote! {
+            #[diagnostic::do_not_recommend]
+            impl<__F, __R, #(#params,)* __T, __E, __M>
+                __ResilientFallback<(#(#params,)*), __T, __E, (__M, #private::ErrorOnly)> for __F
+            where
+                __F: #private::FnOnce(#last_param) -> __R,
+                __R: #private::FallbackOutput<__T, __E, __M>,
+                #never
+            {
+                type Out = __R;
+                #[inline(always)]
+                #[allow(unused_variables)]
+                fn __resilient_fallback(
+                    (#(#values,)*): (#(#params,)*),
+                    f: Self,
+                ) -> (__R, #private::PhantomData<(__M, #private::ErrorOnly)>) {
+                    (f(#last_value), #private::PhantomData)
+                }
+            }
+        }
+    };
+    let blocking = if config.is_async {
+        TokenStream::new()
+    } else {
+        let message = escape_braces(&format!(
+            "`{operation}` is a blocking fn, so its fallback cannot be async: make `{name}` a plain fn, `{expected}`"
+        ));
+        quote! {
+            #[diagnostic::on_unimplemented(
+                message = #message,
+                label = "an async fn, which a blocking fn cannot await",
+                note = "or make the site's fn async"
+            )]
+            trait __ResilientBlockingFallback<__R, __T, __E> {
+                fn __resilient_result(self, r: __R) -> #private::Result<__T, __E>;
+            }
+            #[diagnostic::do_not_recommend]
+            impl<__W, __T, __E> __ResilientBlockingFallback<#private::Result<__T, __E>, __T, __E>
+                for #private::PhantomData<(#private::Now, __W)>
+            {
+                #[inline(always)]
+                fn __resilient_result(self, r: #private::Result<__T, __E>) -> #private::Result<__T, __E> {
+                    r
+                }
+            }
+            // Never applies: with two impls, an async fallback is reported with the message
+            // above, without rustc's comparison of `Later` with `Now`.
+            #[diagnostic::do_not_recommend]
+            impl<__W, __R, __T, __E> __ResilientBlockingFallback<__R, __T, __E>
+                for #private::PhantomData<(#private::Later, __W)>
+            where
+                __W: #private::NeverApplies,
+            {
+                #[inline(always)]
+                fn __resilient_result(self, _: __R) -> #private::Result<__T, __E> {
+                    <__W as #private::NeverApplies>::never()
+                }
+            }
+        }
+    };
+    quote! {
+        #[diagnostic::on_unimplemented(
+            message = #message,
+            label = "not a fallback of this fn's shape",
+            note = #note
+        )]
+        trait __ResilientFallback<__Args, __T, __E, __M> {
+            type Out;
+            fn __resilient_fallback(args: __Args, f: Self) -> (Self::Out, #private::PhantomData<__M>);
+        }
+        #[diagnostic::do_not_recommend]
+        impl<__F, __R, #(#params,)* __T, __E, __M>
+            __ResilientFallback<(#(#params,)*), __T, __E, (__M, #private::AllArgs)> for __F
+        where
+            __F: #private::FnOnce(#(#params),*) -> __R,
+            __R: #private::FallbackOutput<__T, __E, __M>,
+        {
+            type Out = __R;
+            #[inline(always)]
+            fn __resilient_fallback(
+                (#(#values,)*): (#(#params,)*),
+                f: Self,
+            ) -> (__R, #private::PhantomData<(__M, #private::AllArgs)>) {
+                (f(#(#values),*), #private::PhantomData)
+            }
+        }
+        #error_only
+        #blocking
+    }
+}
+
+/// A message for `#[diagnostic::on_unimplemented]`, whose braces are placeholders.
+fn escape_braces(message: &str) -> String {
+    message.replace('{', "{{").replace('}', "}}")
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ pub(crate) struct Args {
     pub(crate) retry_on: Option<syn::ExprArray>,
     pub(crate) abort_on: Option<syn::ExprArray>,
     pub(crate) fallback: Option<syn::Path>,
+    pub(crate) fallback_on: Option<Keyed<syn::ExprArray>>,
+    pub(crate) retry_if_ok: Option<Keyed<syn::Path>>,
     pub(crate) refresh: Option<syn::Path>,
     pub(crate) rate_limit: Option<syn::LitStr>,
     pub(crate) bulkhead: Option<syn::LitStr>,
@@ -43,6 +45,17 @@ pub(crate) struct Args {
     pub(crate) max_attempts: Option<syn::Meta>,
     /// Not a key: accepted only to explain that `retries` counts the extra attempts.
     pub(crate) attempts: Option<syn::Meta>,
+    /// Every key as written, with its span: for an error about a key itself (a key that needs an
+    /// async fn), which belongs on the key rather than its value.
+    #[darling(skip)]
+    pub(crate) keys: Vec<(String, Span)>,
+}
+
+impl Args {
+    /// Where `key` was written, if it was.
+    pub(crate) fn key_span(&self, key: &str) -> Option<Span> {
+        self.keys.iter().find(|(k, _)| k == key).map(|(_, s)| *s)
+    }
 }
 
 /// An expression taken as written. (darling's `syn::Expr` would parse a string literal's
@@ -53,6 +66,23 @@ pub(crate) struct Verbatim(pub(crate) syn::Expr);
 impl FromMeta for Verbatim {
     fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
         Ok(Verbatim(expr.clone()))
+    }
+}
+
+/// A value with the span of its key, for an error about the key itself (a key that needs
+/// another).
+#[derive(Debug, Clone)]
+pub(crate) struct Keyed<T> {
+    pub(crate) key: Span,
+    pub(crate) value: T,
+}
+
+impl<T: FromMeta> FromMeta for Keyed<T> {
+    fn from_meta(meta: &syn::Meta) -> darling::Result<Self> {
+        Ok(Keyed {
+            key: meta.path().span(),
+            value: T::from_meta(meta)?,
+        })
     }
 }
 
@@ -132,7 +162,18 @@ pub(crate) enum Item {
 /// duplicates and wrongly typed values.
 pub(crate) fn args(tokens: TokenStream) -> darling::Result<Args> {
     let items = NestedMeta::parse_meta_list(tokens)?;
-    Args::from_list(&items)
+    let mut args = Args::from_list(&items)?;
+    args.keys = items
+        .iter()
+        .filter_map(|item| match item {
+            NestedMeta::Meta(m) => {
+                let path = m.path();
+                path.get_ident().map(|i| (i.to_string(), path.span()))
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(args)
 }
 
 /// Parses the annotated item.
@@ -200,6 +241,8 @@ mod tests {
             retry_on = [E::A, E::B],
             abort_on = [E::C],
             fallback = cached,
+            fallback_on = [E::A],
+            retry_if_ok = still_running,
             refresh = Self::refresh,
             rate_limit = "graph",
             bulkhead = "graph",

@@ -36,7 +36,9 @@ pub(crate) struct Config {
     pub(crate) deadline: Option<Duration>,
     pub(crate) retry_on: Vec<syn::Path>,
     pub(crate) abort_on: Vec<syn::Path>,
-    pub(crate) fallback: Option<syn::Path>,
+    pub(crate) fallback: Option<Fallback>,
+    /// `retry_if_ok = path`: the verdict on an attempt's `Ok`.
+    pub(crate) retry_if_ok: Option<syn::Path>,
     pub(crate) refresh: Option<syn::Path>,
     pub(crate) rate_limit: Option<String>,
     pub(crate) bulkhead: Option<String>,
@@ -65,11 +67,18 @@ impl Config {
         self.idempotent || self.idempotency_key.is_some()
     }
 
-    /// Whether an attempt may capture by move (`async move`): always when the body runs once;
-    /// when it repeats, if the fn has no `self` or takes `&self` (a `Copy` reference), since
-    /// `&mut self` and `self: Arc<Self>` must stay with the loop.
+    /// Whether the arguments outlive the attempts: when the body may run again, and when a
+    /// fallback gets them after the last attempt.
+    pub(crate) fn keeps_args(&self) -> bool {
+        self.repeats() || self.fallback.is_some()
+    }
+
+    /// Whether an attempt may capture by move (`async move`): always when the body runs once
+    /// and nothing needs the arguments after it; otherwise if the fn has no `self` or takes
+    /// `&self` (a `Copy` reference), since `&mut self` and `self: Arc<Self>` must stay with the
+    /// loop (and the fallback).
     pub(crate) fn move_attempt(&self) -> bool {
-        !self.repeats() || matches!(self.receiver, Receiver::None | Receiver::Shared)
+        !self.keeps_args() || matches!(self.receiver, Receiver::None | Receiver::Shared)
     }
 
     /// Whether the runtime may reject a call (and so the error type must carry `Rejected`).
@@ -95,6 +104,27 @@ pub(crate) enum Receiver {
     Typed,
     /// `self` by value: only legal when the body runs once.
     Value,
+}
+
+/// `fallback = path`: what the expansion passes it, and the signature it must have.
+pub(crate) struct Fallback {
+    pub(crate) path: syn::Path,
+    /// `fallback_on`: the variants it takes; empty for every error.
+    pub(crate) on: Vec<syn::Path>,
+    /// The arguments it gets after the receiver, in order.
+    pub(crate) args: Vec<FallbackArg>,
+    /// The signature it must have, as written (`fn cached(&self, id: &u64, error: E) -> ..`),
+    /// without `async`.
+    pub(crate) expected: String,
+    /// The error type's name in `expected`, when the return type spells it.
+    pub(crate) error_type: Option<String>,
+}
+
+/// An argument as the fallback gets it: a shared reference.
+pub(crate) struct FallbackArg {
+    pub(crate) ident: syn::Ident,
+    /// The argument is a reference already (`&T` or `&mut T`): passed as `&T`, not `&&T`.
+    pub(crate) is_ref: bool,
 }
 
 /// A per-attempt rebinding of an argument, so that every attempt gets a fresh value that it
@@ -142,8 +172,8 @@ pub(crate) fn validate(
     let idempotent = args.idempotent.is_present();
     let retries = check_retries(&args, &mut errors);
     let backoff = check_backoff(&args, &mut errors);
-    let timeout = check_async_only(&args.timeout, "timeout", sig, &mut errors);
-    let deadline = check_async_only(&args.deadline, "deadline", sig, &mut errors);
+    let timeout = check_async_only(&args, &args.timeout, "timeout", sig, &mut errors);
+    let deadline = check_async_only(&args, &args.deadline, "deadline", sig, &mut errors);
     check_timeout_within_deadline(&args, timeout, deadline, &mut errors);
     check_deadline_fits(&args, retries, &backoff, timeout, deadline, &mut errors);
     let breaker = check_name(&args.breaker, "breaker", &mut errors);
@@ -163,7 +193,14 @@ pub(crate) fn validate(
         || args.idempotent.is_present()
         || args.idempotency_key.is_some();
     let receiver = check_receiver(sig, &args, retries, repeats, &mut errors);
-    let rebinds = if repeats { rebinds(item) } else { Vec::new() };
+    let fallback = check_fallback(&args, sig, receiver, &mut errors);
+    check_retry_if_ok(&args, &mut errors);
+    // The fallback gets the arguments after the attempt: an attempt gets its own copies.
+    let rebinds = if repeats || fallback.is_some() {
+        rebinds(item)
+    } else {
+        Vec::new()
+    };
 
     let krate = match &args.krate {
         Some(path) => path.to_token_stream(),
@@ -187,7 +224,8 @@ pub(crate) fn validate(
             deadline,
             retry_on,
             abort_on,
-            fallback: args.fallback,
+            fallback,
+            retry_if_ok: args.retry_if_ok.map(|k| k.value),
             refresh: args.refresh,
             rate_limit,
             bulkhead,
@@ -403,7 +441,10 @@ fn check_jitter(args: &Args, raw: Option<&BackoffArgs>, errors: &mut Errors) -> 
     }
 }
 
+/// A key that needs an async fn (`timeout`, `deadline`: a blocking call cannot be interrupted)
+/// is an error on a plain fn, at the key.
 fn check_async_only(
+    args: &Args,
     lit: &Option<syn::LitStr>,
     key: &str,
     sig: &syn::Signature,
@@ -412,7 +453,7 @@ fn check_async_only(
     let lit = lit.as_ref()?;
     let operation = sig.ident.to_string();
     if let Err(v) = policy::check_needs_async(key, &operation, sig.asyncness.is_some()) {
-        errors.error(lit.span(), v);
+        errors.error(args.key_span(key).unwrap_or_else(|| lit.span()), v);
         // Still check the literal itself, so every mistake shows in one build.
         let _ = errors.handle(duration::parse(key, lit));
         return None;
@@ -633,6 +674,154 @@ fn check_receiver(
         );
     }
     kind
+}
+
+/// `fallback = path` and `fallback_on = [..]`: the fallback's arguments (each needs a name to
+/// be passed by), the variants it takes, and the signature it must have.
+fn check_fallback(
+    args: &Args,
+    sig: &syn::Signature,
+    receiver: Receiver,
+    errors: &mut Errors,
+) -> Option<Fallback> {
+    let on = args
+        .fallback_on
+        .as_ref()
+        .map(|k| check_variant_list(&Some(k.value.clone()), "fallback_on", errors))
+        .unwrap_or_default();
+    let Some(path) = &args.fallback else {
+        if let Some(k) = &args.fallback_on {
+            errors.error(
+                k.key,
+                "`fallback_on` picks the errors that reach the fallback, and this site has none; add `fallback = path` or remove `fallback_on`",
+            );
+        }
+        return None;
+    };
+    let name = path
+        .segments
+        .last()
+        .map_or_else(|| "fallback".to_owned(), |s| s.ident.to_string());
+    let mut params = Vec::new();
+    match (receiver, sig.receiver()) {
+        (Receiver::Value, Some(r)) => errors.error(
+            r.self_token.span,
+            format!(
+                "`{}` takes `self` by value, which its body consumes, but `fallback = {name}` gets `&self` after the last attempt; take `&self`, `&mut self` or `self: Arc<Self>`",
+                sig.ident
+            ),
+        ),
+        (Receiver::Unique, _) => params.push("&mut self".to_owned()),
+        (Receiver::Shared | Receiver::Typed, _) => params.push("&self".to_owned()),
+        _ => {}
+    }
+    let mut passed = Vec::new();
+    for arg in &sig.inputs {
+        let syn::FnArg::Typed(pat_type) = arg else {
+            continue;
+        };
+        let (is_ref, shown) = match &*pat_type.ty {
+            syn::Type::Reference(r) => {
+                let lifetime = r
+                    .lifetime
+                    .as_ref()
+                    .map(|l| format!("{l} "))
+                    .unwrap_or_default();
+                (true, format!("&{lifetime}{}", render(&r.elem)))
+            }
+            ty => (false, format!("&{}", render(ty))),
+        };
+        match &*pat_type.pat {
+            syn::Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                let ident = p.ident.clone();
+                params.push(format!(
+                    "{}: {shown}",
+                    ident.to_string().trim_start_matches("r#")
+                ));
+                passed.push(FallbackArg { ident, is_ref });
+            }
+            other => errors.spanned(
+                other,
+                format!(
+                    "`fallback = {name}` gets every argument by reference, so each needs a name: write `name: {}` and take it apart in the body",
+                    render(&pat_type.ty)
+                ),
+            ),
+        }
+    }
+    let (ret, error_type) = result_types(sig);
+    params.push(format!("error: {}", error_type.as_deref().unwrap_or("E")));
+    let expected = format!("fn {name}({}) -> {ret}", params.join(", "));
+    Some(Fallback {
+        path: path.clone(),
+        on,
+        args: passed,
+        expected,
+        error_type,
+    })
+}
+
+/// The declared return type as written, and its error type when it spells `Result<T, E>`.
+fn result_types(sig: &syn::Signature) -> (String, Option<String>) {
+    let syn::ReturnType::Type(_, ty) = &sig.output else {
+        return ("()".to_owned(), None);
+    };
+    let err = match &**ty {
+        syn::Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .and_then(|last| match &last.arguments {
+                syn::PathArguments::AngleBracketed(a) if last.ident == "Result" => {
+                    let mut types = a.args.iter().filter_map(|g| match g {
+                        syn::GenericArgument::Type(t) => Some(t),
+                        _ => None,
+                    });
+                    match (types.next(), types.next(), types.next()) {
+                        (Some(_), Some(e), None) => Some(render(e)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }),
+        _ => None,
+    };
+    (render(ty), err)
+}
+
+/// A type as a user writes it (`Vec<String>`, `&'a str`), not as tokens print (`Vec < String >`).
+fn render(ty: &impl ToTokens) -> String {
+    let mut out = ty.to_token_stream().to_string();
+    for (from, to) in [
+        (" < ", "<"),
+        ("< ", "<"),
+        (" <", "<"),
+        (" >", ">"),
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" ,", ","),
+        ("& ", "&"),
+        ("( ", "("),
+        (" )", ")"),
+        ("[ ", "["),
+        (" ]", "]"),
+        (" ;", ";"),
+    ] {
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// `retry_if_ok` makes another attempt after an `Ok`: a retry, which needs the operation to be
+/// safe to repeat, as `retries` does.
+fn check_retry_if_ok(args: &Args, errors: &mut Errors) {
+    let Some(k) = &args.retry_if_ok else { return };
+    if !args.idempotent.is_present() && args.idempotency_key.is_none() {
+        errors.error(
+            k.key,
+            "`retry_if_ok` makes another attempt after an `Ok`, which runs the operation again, so it must be safe to repeat; add `idempotent`, or `idempotency_key = <expr>` for a create",
+        );
+    }
 }
 
 fn is_self_type(ty: &syn::Type) -> bool {
@@ -1096,6 +1285,63 @@ mod tests {
             errs.iter().any(|e| e.contains("write `retries = 3`")),
             "{errs:#?}"
         );
+    }
+
+    #[test]
+    fn the_fallback_signature_is_the_fns_own() {
+        let config = run(
+            quote!(
+                fallback = Self::cached,
+                fallback_on = [GraphError::Unavailable]
+            ),
+            quote!(
+                async fn device(
+                    &self,
+                    id: u64,
+                    tenant: &'a str,
+                    out: &mut Vec<Device>,
+                ) -> Result<Option<Device>, GraphError> {
+                    Ok(None)
+                }
+            ),
+        );
+        let fallback = config.ok().and_then(|c| c.fallback);
+        assert_eq!(
+            fallback.as_ref().map(|f| f.expected.as_str()),
+            Some(
+                "fn cached(&self, id: &u64, tenant: &'a str, out: &Vec<Device>, error: GraphError) -> Result<Option<Device>, GraphError>"
+            )
+        );
+        assert_eq!(fallback.map(|f| f.on.len()), Some(1));
+        // Through an alias, the error type is `E`.
+        let config = run(
+            quote!(fallback = cached),
+            quote!(
+                fn read(&mut self) -> ApiResult<u32> {
+                    Ok(1)
+                }
+            ),
+        );
+        let fallback = config.ok().and_then(|c| c.fallback);
+        assert_eq!(
+            fallback.as_ref().map(|f| f.expected.as_str()),
+            Some("fn cached(&mut self, error: E) -> ApiResult<u32>")
+        );
+        assert!(fallback.is_some_and(|f| f.error_type.is_none()));
+    }
+
+    #[test]
+    fn retry_if_ok_is_a_retry() {
+        let item = quote!(
+            async fn f() -> Result<u16, E> {
+                Ok(202)
+            }
+        );
+        let errs = errors(quote!(retry_if_ok = accepted), item.clone());
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].contains("add `idempotent`"), "{errs:#?}");
+        assert!(run(quote!(idempotent, retry_if_ok = accepted), item.clone()).is_ok());
+        assert!(run(quote!(idempotency_key = "k", retry_if_ok = accepted), item).is_ok());
     }
 
     /// The rebinds of `item` at a retrying site, as `clone x` or `reborrow x`.

@@ -37,7 +37,7 @@ use crate::clock::Instant;
 use crate::context::{self, CorrelationId};
 use crate::registry::SiteState;
 
-use super::{Call, HookSet, Policy, Site, Step, TimeoutKind};
+use super::{Call, HookSet, Policy, RetryOk, Site, Step, TimeoutKind};
 
 /// [`Attempt::phase`]: the gate has not passed yet.
 const BEFORE: u8 = 0;
@@ -313,6 +313,14 @@ impl<T, E: Classify, S: SiteRef, H: HookSet<T, E>, K: KeySlot> Slot<T, E, S, H, 
             let correlation = guard.finish();
             return match r {
                 Ok(v) => {
+                    // `RetryOk::Accept`, inline, for hooks without `retry_if_ok`.
+                    let verdict = self.hooks.ok_verdict(&v);
+                    if !matches!(verdict, RetryOk::Accept) {
+                        let ticket = admitted.map(|(_, t)| t);
+                        let call = self.store(state, ticket, correlation);
+                        let step = call.decide_ok(v, verdict);
+                        return settle_blocking(call, step);
+                    }
                     succeeded(state, admitted, false);
                     Step::Ok(v)
                 }
@@ -655,6 +663,14 @@ where
                 let correlation = guard.finish();
                 return match poll {
                     Poll::Ready(Ok(v)) => {
+                        // `RetryOk::Accept`, inline, for hooks without `retry_if_ok`.
+                        let verdict = this.slot.hooks.ok_verdict(&v);
+                        if !matches!(verdict, RetryOk::Accept) {
+                            let ticket = admitted.map(|(_, t)| t);
+                            let call = this.slot.store(state, ticket, correlation);
+                            let step = call.decide_ok(v, verdict);
+                            return settle(call, this.phase, this.fut, step, cx);
+                        }
                         succeeded(state, admitted, false);
                         Poll::Ready(Step::Ok(v))
                     }

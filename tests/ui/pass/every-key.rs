@@ -42,7 +42,9 @@ impl Client {
         deadline = "1m",
         retry_on = [ApiError::Conflict],
         abort_on = [ApiError::Busy],
-        fallback = give_up,
+        fallback = Self::give_up,
+        fallback_on = [ApiError::Busy, ApiError::Rejected],
+        retry_if_ok = keep,
         refresh = Self::refresh,
         rate_limit = "api",
         bulkhead = "api",
@@ -54,8 +56,15 @@ impl Client {
     }
 }
 
-fn give_up(e: ApiError) -> Result<u64, ApiError> {
-    Err(e)
+impl Client {
+    async fn give_up(&self, id: &u64, e: ApiError) -> Result<u64, ApiError> {
+        let _ = (&self.tenant, id);
+        Err(e)
+    }
+}
+
+fn keep(_: &u64) -> rt::RetryOk {
+    rt::RetryOk::Accept
 }
 
 fn main() {}

@@ -1,5 +1,6 @@
 //! The expansion names nothing from the user's scope: user types named `Result`, `Ok`, `Err`,
-//! `Option`, `Some`, `None`, `Clone` and `Duration`, or a macro `env`, do not break it.
+//! `Option`, `Some`, `None`, `Clone`, `Duration`, `FnOnce`, `PhantomData` and `bool`, or a macro
+//! `env`, do not break it.
 #![deny(warnings)]
 #![allow(non_camel_case_types, dead_code)]
 
@@ -13,6 +14,9 @@ struct Err;
 struct Clone;
 struct Duration;
 struct Future;
+struct FnOnce;
+struct PhantomData;
+struct bool;
 trait ToString {}
 trait AsRef {}
 // Nor a user macro named `env` (the default `connector` label is the crate's name).
