@@ -97,7 +97,7 @@ pub(crate) enum Receiver {
 /// A per-attempt rebinding of an argument, so that every attempt gets a fresh value that it
 /// owns (moved into the attempt).
 pub(crate) enum Rebind {
-    /// A clone (`CloneArg::clone_arg(&x)`), spanned on the argument.
+    /// A clone (`CloneArg::clone_arg(&x)`), spanned on the argument's type.
     Clone {
         ident: syn::Ident,
         mutability: Option<syn::Token![mut]>,
@@ -153,6 +153,9 @@ pub(crate) fn validate(
     let retry_on = check_variant_list(&args.retry_on, "retry_on", &mut errors);
     let abort_on = check_variant_list(&args.abort_on, "abort_on", &mut errors);
     check_overrides_disjoint(&retry_on, &abort_on, &mut errors);
+    check_lists_say_something(&args, &mut errors);
+    check_used_by_retries(&args, retries, &mut errors);
+    check_keys_vary(&args, &mut errors);
     // A site safe to repeat loops even with `retries = 0`: a configuration may give it retries.
     let repeats = retries > 0
         || args.refresh.is_some()
@@ -565,6 +568,101 @@ fn check_overrides_disjoint(retry_on: &[syn::Path], abort_on: &[syn::Path], erro
     }
 }
 
+/// `retry_on = []` says nothing, and a variant listed twice in one list is a slip (the second was
+/// likely meant to be another variant).
+fn check_lists_say_something(args: &Args, errors: &mut Errors) {
+    for (key, list) in [("retry_on", &args.retry_on), ("abort_on", &args.abort_on)] {
+        let Some(list) = list else { continue };
+        if list.elems.is_empty() {
+            errors.spanned(
+                list,
+                format!("`{key} = []` lists no variant; remove it, or name the variants, e.g. `{key} = [GraphError::Conflict]`"),
+            );
+            continue;
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for elem in &list.elems {
+            let text = elem.to_token_stream().to_string().replace(' ', "");
+            if seen.contains(&text) {
+                errors.spanned(
+                    elem,
+                    format!("`{text}` is listed twice in `{key}`; remove the repeated one"),
+                );
+            } else {
+                seen.push(text);
+            }
+        }
+    }
+}
+
+/// `backoff`, `jitter`, `budget` and `retry_on` shape retries: at a site that never retries
+/// (and that a configuration cannot give retries) they do nothing. `backoff` also spaces the
+/// waits for a `bulkhead` slot.
+fn check_used_by_retries(args: &Args, retries: u32, errors: &mut Errors) {
+    let safe = args.idempotent.is_present() || args.idempotency_key.is_some();
+    let backoff_span = args.backoff.as_ref().map(|b| {
+        [&b.base, &b.max, &b.jitter]
+            .into_iter()
+            .flatten()
+            .map(syn::LitStr::span)
+            .chain(b.factor.as_ref().map(syn::Lit::span))
+            .next()
+    });
+    let keys = [
+        ("backoff", backoff_span.map(|s| s.unwrap_or_else(Span::call_site)), args.bulkhead.is_none()),
+        ("jitter", args.jitter.as_ref().map(syn::LitStr::span), args.bulkhead.is_none()),
+        // Only a budget that names one: another value has an error of its own.
+        (
+            "budget",
+            match args.budget.as_ref().map(|b| &b.0) {
+                Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(lit),
+                    ..
+                })) => Some(lit.span()),
+                _ => None,
+            },
+            true,
+        ),
+        ("retry_on", args.retry_on.as_ref().map(|l| l.span()), true),
+    ];
+    for (key, span, applies) in keys {
+        let Some(span) = span else { continue };
+        if !applies {
+            continue;
+        }
+        if let Err(v) = policy::check_used_by_retries(key, retries, safe) {
+            let v = if retries == 0 && args.retries.is_some() {
+                v.with_fix(format!("remove `{key}`, or mark the site `idempotent` and raise `retries`"))
+            } else {
+                v
+            };
+            errors.error(span, v);
+        }
+    }
+}
+
+/// A `breaker_key` or `idempotency_key` written as a literal is the same for every call: one
+/// breaker for every tenant, or one idempotency key that makes a server answer every create
+/// with the first one's result.
+fn check_keys_vary(args: &Args, errors: &mut Errors) {
+    let literal = |v: &Option<Verbatim>| match v.as_ref().map(|v| &v.0) {
+        Some(syn::Expr::Lit(lit)) => Some(lit.clone()),
+        _ => None,
+    };
+    if let Some(lit) = literal(&args.breaker_key) {
+        errors.spanned(
+            &lit,
+            "`breaker_key` is a literal, so every call gets the same breaker; key by what varies per call, e.g. `breaker_key = self.tenant.as_str()`, or remove it and keep `breaker = \"...\"` alone",
+        );
+    }
+    if let Some(lit) = literal(&args.idempotency_key) {
+        errors.spanned(
+            &lit,
+            "`idempotency_key` is a literal, so every call sends the same key and the server answers each with the first call's result; key by the request, e.g. `idempotency_key = request.id`",
+        );
+    }
+}
+
 fn check_receiver(
     sig: &syn::Signature,
     args: &Args,
@@ -635,7 +733,7 @@ fn rebinds(item: &syn::ItemFn) -> Vec<Rebind> {
                         out.push(Rebind::Clone {
                             ident,
                             mutability,
-                            span: pat_type.span(),
+                            span: pat_type.ty.span(),
                         });
                     }
                 }

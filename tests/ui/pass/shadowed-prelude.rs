@@ -20,6 +20,8 @@ trait AsRef {}
 enum ApiError {
     #[connector(transient)]
     Busy,
+    #[connector(permanent)]
+    Conflict,
     #[connector(rejected)]
     Rejected(resilience_runtime::Rejected),
 }
@@ -32,11 +34,11 @@ fn fallback(e: ApiError) -> Result<u32> {
 
 #[resilient(
     retries = 2,
-    idempotency_key = "k",
+    idempotency_key = name.len(),
     breaker = "b",
-    breaker_key = "tenant",
+    breaker_key = name.as_str(),
     timeout = "1s",
-    retry_on = [ApiError::Busy],
+    retry_on = [ApiError::Conflict],
     fallback = fallback
 )]
 async fn fetch(name: String) -> Result<u32> {
