@@ -270,7 +270,13 @@ fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStr
     if let Some(path) = &config.fallback {
         // Checked at the path: a fallback of the wrong shape is reported on its name.
         let at_path = respan(private.clone(), path.span());
-        let fallback = quote_spanned!(path.span()=> #at_path::fallback::<#ok, #err>(#path));
+        // A typed binding rather than a call: a mismatch is reported at the path alone, with no
+        // note pointing into the runtime.
+        let f = Ident::new("__resilient_fallback", path.span());
+        let fallback = quote_spanned!(path.span()=> {
+            let #f: fn(#err) -> #at_path::Result<#ok, #err> = #path;
+            #f
+        });
         init.extend(quote_spanned!(ret.span()=> .with_fallback(#fallback)));
     }
     if config.refresh.is_some() {
@@ -662,7 +668,7 @@ mod tests {
     #[test]
     fn the_name_the_budget_and_blocking_reach_the_policy() {
         let out = expand_str(
-            quote!(name = "graph::users::list", budget = "graph-reads"),
+            quote!(name = "graph::users::list", idempotent, budget = "graph-reads"),
             quote!(
                 fn f() -> Result<(), E> {
                     Ok(())

@@ -993,7 +993,7 @@ mod tests {
     #[test]
     fn the_same_variant_cannot_be_retried_and_aborted() {
         let errs = errors(
-            quote!(retry_on = [E::A, E::B], abort_on = [E::B]),
+            quote!(retries = 1, idempotent, retry_on = [E::A, E::B], abort_on = [E::B]),
             quote!(
                 fn f() -> Result<(), E> {
                     Ok(())
@@ -1049,7 +1049,7 @@ mod tests {
             errs[0].contains("write `name = \"graph::list\"`"),
             "{errs:#?}"
         );
-        let config = run(quote!(name = "graph::list", budget = "reads"), item);
+        let config = run(quote!(name = "graph::list", idempotent, budget = "reads"), item);
         let config = config.ok();
         assert_eq!(
             config.as_ref().and_then(|c| c.name.as_deref()),
@@ -1077,7 +1077,7 @@ mod tests {
     #[test]
     fn a_budget_needs_a_name() {
         let errs = errors(
-            quote!(budget = ""),
+            quote!(idempotent, budget = ""),
             quote!(
                 async fn f() -> Result<(), E> {
                     Ok(())
