@@ -87,7 +87,11 @@ pub fn check_retries_are_safe(
 ///     "`budget` has no effect: this site never retries (`retries = 0`, and it is not marked safe to repeat); remove `budget`, or mark the site `idempotent` and give it `retries`"
 /// );
 /// ```
-pub fn check_used_by_retries(key: &str, retries: u32, safe_to_repeat: bool) -> Result<(), Violation> {
+pub fn check_used_by_retries(
+    key: &str,
+    retries: u32,
+    safe_to_repeat: bool,
+) -> Result<(), Violation> {
     if retries == 0 && !safe_to_repeat {
         return Err(Violation::new(
             key,

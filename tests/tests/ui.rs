@@ -36,13 +36,16 @@ fn diagnostics_point_at_the_users_code() {
             if line.starts_with("error") || line.starts_with("warning") {
                 section = line.to_owned();
                 if line.contains("__private") {
-                    offenders.push(format!("{name}:{}: primary line names `__private`: {line}", i + 1));
+                    offenders.push(format!(
+                        "{name}:{}: primary line names `__private`: {line}",
+                        i + 1
+                    ));
                 }
             } else if trimmed.starts_with("help:") || trimmed.starts_with("note:") {
                 section = trimmed.to_owned();
             } else if let Some(location) = trimmed.strip_prefix("--> ") {
-                let internal = location.contains("resilience-runtime/src")
-                    || location.contains("__private");
+                let internal =
+                    location.contains("resilience-runtime/src") || location.contains("__private");
                 let allowed = section.starts_with("note: required by a bound in");
                 if internal && !allowed {
                     offenders.push(format!(

@@ -80,7 +80,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             (Some((member, span)), _) => {
                 let at = respan(private.clone(), *span);
                 let arg = located(&f, *span);
-                let hint = quote_spanned!(*span=> <_ as #at::RetryAfterField>::retry_after_hint(#arg));
+                let hint =
+                    quote_spanned!(*span=> <_ as #at::RetryAfterField>::retry_after_hint(#arg));
                 (Some((member.clone(), arg)), hint)
             }
             (None, Class::Delegate(member, _) | Class::Rejected(member, _)) => (

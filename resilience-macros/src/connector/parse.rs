@@ -121,9 +121,11 @@ impl FromMeta for Code {
                 lit: syn::Lit::Int(i),
                 ..
             }) => i.base10_digits().to_owned(),
-            syn::Expr::Path(p) if p.qself.is_none() && p.path.get_ident().is_some() => {
-                p.path.get_ident().map(ToString::to_string).unwrap_or_default()
-            }
+            syn::Expr::Path(p) if p.qself.is_none() && p.path.get_ident().is_some() => p
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             _ => "429".to_owned(),
         };
         Err(darling::Error::custom(format!(

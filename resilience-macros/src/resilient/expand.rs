@@ -294,7 +294,8 @@ fn keys(config: &Config, private: &TokenStream, engine: &TokenStream, call: &Ide
     if let Some(expr) = &config.idempotency_key {
         // Spanned on the expression: a key that cannot be one is reported there.
         let at = respan(private.clone(), expr.span());
-        let key = quote_spanned!(expr.span()=> <_ as #at::IdempotencyKey>::idempotency_key(&(#expr)));
+        let key =
+            quote_spanned!(expr.span()=> <_ as #at::IdempotencyKey>::idempotency_key(&(#expr)));
         out.extend(quote!(#engine::set_idempotency_key(&mut #call, #key);));
     }
     if let Some(expr) = &config.breaker_key {
@@ -541,7 +542,11 @@ fn class_checks(config: &Config, private: &TokenStream) -> TokenStream {
             last_span(path),
             variant_key_of(path),
             "kind",
-            &["RetryOnNotPolicy", "RetryOnNotTerminal", "RetryOnNotRetried"],
+            &[
+                "RetryOnNotPolicy",
+                "RetryOnNotTerminal",
+                "RetryOnNotRetried",
+            ],
         ));
     }
     for path in &config.abort_on {
@@ -560,7 +565,9 @@ fn class_checks(config: &Config, private: &TokenStream) -> TokenStream {
 
 /// The span of a path's last segment: the variant's name.
 fn last_span(path: &syn::Path) -> Span {
-    path.segments.last().map_or_else(|| path.span(), |s| s.ident.span())
+    path.segments
+        .last()
+        .map_or_else(|| path.span(), |s| s.ident.span())
 }
 
 /// The key of the variant a `retry_on` or `abort_on` path names: its last segment's.
@@ -668,7 +675,11 @@ mod tests {
     #[test]
     fn the_name_the_budget_and_blocking_reach_the_policy() {
         let out = expand_str(
-            quote!(name = "graph::users::list", idempotent, budget = "graph-reads"),
+            quote!(
+                name = "graph::users::list",
+                idempotent,
+                budget = "graph-reads"
+            ),
             quote!(
                 fn f() -> Result<(), E> {
                     Ok(())

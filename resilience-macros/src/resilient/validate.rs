@@ -609,8 +609,16 @@ fn check_used_by_retries(args: &Args, retries: u32, errors: &mut Errors) {
             .next()
     });
     let keys = [
-        ("backoff", backoff_span.map(|s| s.unwrap_or_else(Span::call_site)), args.bulkhead.is_none()),
-        ("jitter", args.jitter.as_ref().map(syn::LitStr::span), args.bulkhead.is_none()),
+        (
+            "backoff",
+            backoff_span.map(|s| s.unwrap_or_else(Span::call_site)),
+            args.bulkhead.is_none(),
+        ),
+        (
+            "jitter",
+            args.jitter.as_ref().map(syn::LitStr::span),
+            args.bulkhead.is_none(),
+        ),
         // Only a budget that names one: another value has an error of its own.
         (
             "budget",
@@ -632,7 +640,9 @@ fn check_used_by_retries(args: &Args, retries: u32, errors: &mut Errors) {
         }
         if let Err(v) = policy::check_used_by_retries(key, retries, safe) {
             let v = if retries == 0 && args.retries.is_some() {
-                v.with_fix(format!("remove `{key}`, or mark the site `idempotent` and raise `retries`"))
+                v.with_fix(format!(
+                    "remove `{key}`, or mark the site `idempotent` and raise `retries`"
+                ))
             } else {
                 v
             };
@@ -993,7 +1003,12 @@ mod tests {
     #[test]
     fn the_same_variant_cannot_be_retried_and_aborted() {
         let errs = errors(
-            quote!(retries = 1, idempotent, retry_on = [E::A, E::B], abort_on = [E::B]),
+            quote!(
+                retries = 1,
+                idempotent,
+                retry_on = [E::A, E::B],
+                abort_on = [E::B]
+            ),
             quote!(
                 fn f() -> Result<(), E> {
                     Ok(())
@@ -1049,7 +1064,10 @@ mod tests {
             errs[0].contains("write `name = \"graph::list\"`"),
             "{errs:#?}"
         );
-        let config = run(quote!(name = "graph::list", idempotent, budget = "reads"), item);
+        let config = run(
+            quote!(name = "graph::list", idempotent, budget = "reads"),
+            item,
+        );
         let config = config.ok();
         assert_eq!(
             config.as_ref().and_then(|c| c.name.as_deref()),

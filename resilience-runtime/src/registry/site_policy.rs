@@ -538,7 +538,10 @@ mod tests {
             ..Layer::EMPTY
         };
         let (merged, ..) = merge(&plain, Some(&budget), None);
-        assert_eq!(judge(&plain, &budget, &merged).unwrap_err().field(), "budget");
+        assert_eq!(
+            judge(&plain, &budget, &merged).unwrap_err().field(),
+            "budget"
+        );
         let (merged, ..) = merge(&untimed, Some(&budget), None);
         assert!(judge(&untimed, &budget, &merged).is_ok());
 
