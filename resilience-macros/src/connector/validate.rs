@@ -555,6 +555,36 @@ fn check_one_rejected(models: &[VariantModel], errors: &mut Errors) {
     }
 }
 
+/// `code = "..."` names the error in logs, metrics and events: an empty one names nothing.
+fn check_code(args: &ClassArgs, errors: &mut Errors) -> Option<syn::LitStr> {
+    let code = &args.code.as_ref()?.0;
+    if code.value().trim().is_empty() {
+        errors.error(
+            code.span(),
+            "`code` is empty; write the code logs, metrics and events show, e.g. `code = \"429\"`, or remove it for the default",
+        );
+        return None;
+    }
+    Some(code.clone())
+}
+
+/// A wait hint is read only before a retry: on a variant its class never retries, it is
+/// never read.
+fn check_retry_after_is_read(class: &Class, field: &Field, errors: &mut Errors) {
+    let what = match class {
+        Class::Fixed("Permanent") => "`permanent`",
+        Class::Fixed("PolicyViolation") => "`policy`",
+        Class::Terminal(..) => "`terminal`",
+        _ => return,
+    };
+    errors.error(
+        field.retry_after.span(),
+        format!(
+            "`retry_after` is read only before a retry, and this variant is {what}, which is never retried; remove `#[connector(retry_after)]`, or classify the variant `throttled` (a 429 or 503 with `Retry-After`)"
+        ),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,34 +748,4 @@ mod tests {
                 .any(|e| e.contains("only one variant can be `rejected`"))
         );
     }
-}
-
-/// `code = "..."` names the error in logs, metrics and events: an empty one names nothing.
-fn check_code(args: &ClassArgs, errors: &mut Errors) -> Option<syn::LitStr> {
-    let code = &args.code.as_ref()?.0;
-    if code.value().trim().is_empty() {
-        errors.error(
-            code.span(),
-            "`code` is empty; write the code logs, metrics and events show, e.g. `code = \"429\"`, or remove it for the default",
-        );
-        return None;
-    }
-    Some(code.clone())
-}
-
-/// A wait hint is read only before a retry: on a variant its class never retries, it is
-/// never read.
-fn check_retry_after_is_read(class: &Class, field: &Field, errors: &mut Errors) {
-    let what = match class {
-        Class::Fixed("Permanent") => "`permanent`",
-        Class::Fixed("PolicyViolation") => "`policy`",
-        Class::Terminal(..) => "`terminal`",
-        _ => return,
-    };
-    errors.error(
-        field.retry_after.span(),
-        format!(
-            "`retry_after` is read only before a retry, and this variant is {what}, which is never retried; remove `#[connector(retry_after)]`, or classify the variant `throttled` (a 429 or 503 with `Retry-After`)"
-        ),
-    );
 }

@@ -274,6 +274,7 @@ fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStr
         // note pointing into the runtime.
         let f = Ident::new("__resilient_fallback", path.span());
         let fallback = quote_spanned!(path.span()=> {
+            #[allow(clippy::type_complexity)]
             let #f: fn(#err) -> #at_path::Result<#ok, #err> = #path;
             #f
         });
