@@ -83,6 +83,31 @@ pub fn from_rejected<E: CarriesRejected>(r: Rejected) -> E {
     E::from_rejected(r)
 }
 
+/// The field of the variant marked `#[connector(rejected)]`: the runtime's [`Rejected`].
+#[diagnostic::on_unimplemented(
+    message = "`#[connector(rejected)]` is on a field of type `{Self}`, which is not the runtime's `Rejected`",
+    label = "the `rejected` variant carries a `resilience_runtime::Rejected`",
+    note = "write the variant as `Rejected(#[from] resilience_runtime::Rejected)`, and keep other errors in variants of their own"
+)]
+pub trait RejectedField: Sized {
+    /// The field, from a rejection.
+    fn from_rejected(rejected: Rejected) -> Self;
+    /// The rejection in the field.
+    fn as_rejected(&self) -> &Rejected;
+}
+
+#[diagnostic::do_not_recommend]
+impl RejectedField for Rejected {
+    #[inline(always)]
+    fn from_rejected(rejected: Rejected) -> Self {
+        rejected
+    }
+    #[inline(always)]
+    fn as_rejected(&self) -> &Rejected {
+        self
+    }
+}
+
 /// The HTTP status in a field named by `#[connector(status = field)]`.
 #[diagnostic::on_unimplemented(
     message = "`#[connector(status = ...)]` names a field of type `{Self}`, which is not an HTTP status",

@@ -61,11 +61,18 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 quote!(#private::ErrorClass::from_http_status(#status)),
             )
         }
-        Class::Delegate(member, _) | Class::Rejected(member, _) => {
+        Class::Delegate(member, _) => {
             let f = local("__resilient_field");
             (
                 Some((member.clone(), f.clone())),
                 quote!(#private::Classify::class(#f)),
+            )
+        }
+        Class::Rejected(member, ty) => {
+            let (arg, r) = rejected_field(private, ty.span());
+            (
+                Some((member.clone(), arg)),
+                quote!(#private::Classify::class(#r)),
             )
         }
         Class::Verdict(member, span) => {
@@ -84,10 +91,17 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                     quote_spanned!(*span=> <_ as #at::RetryAfterField>::retry_after_hint(#arg));
                 (Some((member.clone(), arg)), hint)
             }
-            (None, Class::Delegate(member, _) | Class::Rejected(member, _)) => (
+            (None, Class::Delegate(member, _)) => (
                 Some((member.clone(), f.clone())),
                 quote!(#private::Classify::retry_after(#f)),
             ),
+            (None, Class::Rejected(member, ty)) => {
+                let (arg, r) = rejected_field(private, ty.span());
+                (
+                    Some((member.clone(), arg)),
+                    quote!(#private::Classify::retry_after(#r)),
+                )
+            }
             (None, Class::Verdict(member, span)) => {
                 let (arg, value) = verdict(private, *span, "verdict_retry_after");
                 (Some((member.clone(), arg)), value)
@@ -110,10 +124,17 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 )
             }
             (None, Class::Terminal(_, name)) => (None, quote!(#private::Some(#name))),
-            (None, Class::Delegate(member, _) | Class::Rejected(member, _)) => (
+            (None, Class::Delegate(member, _)) => (
                 Some((member.clone(), f.clone())),
                 quote!(#private::Classify::code(#f)),
             ),
+            (None, Class::Rejected(member, ty)) => {
+                let (arg, r) = rejected_field(private, ty.span());
+                (
+                    Some((member.clone(), arg)),
+                    quote!(#private::Classify::code(#r)),
+                )
+            }
             (None, Class::Verdict(member, span)) => {
                 let (arg, value) = verdict(private, *span, "verdict_code");
                 (Some((member.clone(), arg)), value)
@@ -184,13 +205,16 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let carries = model.rejected().map(|(rejected, member, ty)| {
         let r = local("__resilient_rejected");
         let build_path = path(model, rejected);
-        let build = quote_spanned!(ty.span()=> #build_path { #member: #r });
+        // Through `RejectedField`, spanned on the field's type: a field that is not the
+        // runtime's `Rejected` is one error, there.
+        let at = respan(private.clone(), ty.span());
+        let build = quote_spanned!(ty.span()=>
+            #build_path { #member: <_ as #at::RejectedField>::from_rejected(#r) }
+        );
         let matched = arms(model, &private, |v, private| {
             if std::ptr::eq(v, rejected) {
-                (
-                    Some((member.clone(), r.clone())),
-                    quote!(#private::Some(#r)),
-                )
+                let (arg, r) = rejected_field(private, ty.span());
+                (Some((member.clone(), arg)), quote!(#private::Some(#r)))
             } else {
                 (None, quote!(#private::None))
             }
@@ -266,6 +290,17 @@ fn verdict(private: &TokenStream, span: Span, method: &str) -> (Ident, TokenStre
     (
         arg.clone(),
         quote_spanned!(span=> <_ as #at::VerdictField>::#method(#arg)),
+    )
+}
+
+/// The binding of a `rejected` variant's field and the runtime's `Rejected` in it, through
+/// `RejectedField`, spanned on the field's type (`span`).
+fn rejected_field(private: &TokenStream, span: Span) -> (Ident, TokenStream) {
+    let at = respan(private.clone(), span);
+    let arg = located(&local("__resilient_field"), span);
+    (
+        arg.clone(),
+        quote_spanned!(span=> <_ as #at::RejectedField>::as_rejected(#arg)),
     )
 }
 

@@ -241,6 +241,10 @@ fn check_attempts_keys(args: &Args, errors: &mut Errors) {
 
 fn check_return_type(sig: &syn::Signature, errors: &mut Errors) -> Option<syn::Type> {
     match &sig.output {
+        syn::ReturnType::Type(_, ty) if returns_future(ty) => {
+            check_future_return(sig, ty, errors);
+            None
+        }
         syn::ReturnType::Type(_, ty) => {
             if let Some(what) = surely_not_result(ty) {
                 errors.spanned(
@@ -265,6 +269,55 @@ fn check_return_type(sig: &syn::Signature, errors: &mut Errors) -> Option<syn::T
             None
         }
     }
+}
+
+/// `impl Future<Output = ...>`: an async fn written by hand.
+fn returns_future(ty: &syn::Type) -> bool {
+    let syn::Type::ImplTrait(t) = ty else {
+        return false;
+    };
+    t.bounds.iter().any(|b| {
+        matches!(b, syn::TypeParamBound::Trait(t)
+            if t.path.segments.last().is_some_and(|s| s.ident == "Future"))
+    })
+}
+
+/// A fn that returns `impl Future` is an async fn written by hand: the attribute drives the
+/// body's `Result` itself, so the fn is written `async` with the future's output as its return
+/// type.
+fn check_future_return(sig: &syn::Signature, ty: &syn::Type, errors: &mut Errors) {
+    let output = match ty {
+        syn::Type::ImplTrait(t) => t.bounds.iter().find_map(|b| match b {
+            syn::TypeParamBound::Trait(t) => match &t.path.segments.last()?.arguments {
+                syn::PathArguments::AngleBracketed(a) => a.args.iter().find_map(|arg| match arg {
+                    syn::GenericArgument::AssocType(at) if at.ident == "Output" => {
+                        Some(
+                            at.ty
+                                .to_token_stream()
+                                .to_string()
+                                .replace(" <", "<")
+                                .replace("< ", "<")
+                                .replace(" >", ">")
+                                .replace(" ,", ",")
+                                .replace(" :: ", "::"),
+                        )
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            },
+            _ => None,
+        }),
+        _ => None,
+    };
+    let output = output.unwrap_or_else(|| "Result<T, E>".to_owned());
+    errors.spanned(
+        ty,
+        format!(
+            "`{}` returns a future it builds by hand; `#[resilient]` makes each attempt's future itself: write `async fn {}(..) -> {output}` with the body as one attempt",
+            sig.ident, sig.ident
+        ),
+    );
 }
 
 /// Return types that cannot be a `Result` whatever the aliases in scope. Anything else goes to
