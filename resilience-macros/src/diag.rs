@@ -39,7 +39,9 @@ impl Errors {
         for single in error.flatten() {
             // The key the error is about: darling's location path, the last part of its text.
             let full = single.to_string();
-            let key = full.rsplit_once(" at ").map(|(_, at)| at.rsplit('/').next().unwrap_or(at).to_owned());
+            let key = full
+                .rsplit_once(" at ")
+                .map(|(_, at)| at.rsplit('/').next().unwrap_or(at).to_owned());
             // `syn::Error::from` drops darling's location path when the error has a span, the
             // same way `write_errors` does.
             let converted = syn::Error::from(single);
@@ -149,9 +151,14 @@ fn what_to_write(key: &str, message: &str) -> Option<String> {
             "{}; its size is configured, e.g. `[bulkheads.graph] max_concurrent = 8`",
             named("takes the bulkhead's name as a string", "\"graph\"")
         ),
-        "retry_on" | "abort_on" => named("takes a list of error variants", "[GraphError::Conflict]"),
+        "retry_on" | "abort_on" => {
+            named("takes a list of error variants", "[GraphError::Conflict]")
+        }
         "fallback" => named("takes the path of a fn, not a string", "cached_devices"),
-        "refresh" => named("takes the path of the hook, not a string", "Self::refresh_token"),
+        "refresh" => named(
+            "takes the path of the hook, not a string",
+            "Self::refresh_token",
+        ),
         "breaker_key" => named("takes the expression of the key", "self.tenant.as_str()"),
         "idempotency_key" => named("takes the expression of the key", "request.id"),
         "terminal" => named("takes the reason as a string", "\"license_exhausted\""),
@@ -279,10 +286,15 @@ mod tests {
         );
         assert_eq!(
             what_to_write("idempotent", "unexpected value of type `bool`").as_deref(),
-            Some("`idempotent` is a flag and takes no value: write `idempotent` alone, or remove it")
+            Some(
+                "`idempotent` is a flag and takes no value: write `idempotent` alone, or remove it"
+            )
         );
         assert_eq!(what_to_write("retries", "unknown key `x`"), None);
-        assert_eq!(what_to_write("unheard_of", "unexpected value of type `int`"), None);
+        assert_eq!(
+            what_to_write("unheard_of", "unexpected value of type `int`"),
+            None
+        );
     }
 
     #[test]

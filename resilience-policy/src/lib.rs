@@ -56,7 +56,7 @@
 //! | `timeout` and `deadline` | `timeout <= deadline` | [`check_timeout_within_deadline`] |
 //! | `timeout` and `deadline` | an async fn only | [`check_needs_async`] |
 //! | names: `breaker`, `budget`, `rate_limit`, `bulkhead` | not empty | [`check_name`] |
-//! | `backoff`, `jitter`, `budget`, `retry_on` | a site that retries or is safe to repeat | [`check_used_by_retries`] |
+//! | `backoff`, `jitter`, `budget`, `retry_on`, `abort_on` | a site that retries or is safe to repeat | [`check_used_by_retries`] |
 //! | `deadline` and the schedule | the deadline holds the worst-case schedule | [`check_deadline_fits`] |
 //!
 //! The 255 of probes and successes is the breaker's state word, which counts each in 8 bits; the

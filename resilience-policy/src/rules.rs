@@ -68,7 +68,7 @@ pub fn check_retries_are_safe(
     Ok(())
 }
 
-/// A setting that only shapes retries (`backoff`, `jitter`, `budget`, `retry_on`) is given to a
+/// A setting that only shapes retries (`backoff`, `jitter`, `budget`, `retry_on`, `abort_on`) is given to a
 /// site that retries, or that a configuration may give retries: `retries > 0`, or a site marked
 /// safe to repeat (`idempotent` or `idempotency_key`). Elsewhere it has no effect, and says
 /// something the site does not do.

@@ -20,4 +20,10 @@ async fn update() -> Result<u32, ApiError> {
     Ok(1)
 }
 
+// Nothing to abort: no retries, no credential refresh.
+#[resilient(abort_on = [ApiError::Busy])]
+async fn delete() -> Result<u32, ApiError> {
+    Ok(1)
+}
+
 fn main() {}

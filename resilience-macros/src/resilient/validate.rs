@@ -290,18 +290,16 @@ fn check_future_return(sig: &syn::Signature, ty: &syn::Type, errors: &mut Errors
         syn::Type::ImplTrait(t) => t.bounds.iter().find_map(|b| match b {
             syn::TypeParamBound::Trait(t) => match &t.path.segments.last()?.arguments {
                 syn::PathArguments::AngleBracketed(a) => a.args.iter().find_map(|arg| match arg {
-                    syn::GenericArgument::AssocType(at) if at.ident == "Output" => {
-                        Some(
-                            at.ty
-                                .to_token_stream()
-                                .to_string()
-                                .replace(" <", "<")
-                                .replace("< ", "<")
-                                .replace(" >", ">")
-                                .replace(" ,", ",")
-                                .replace(" :: ", "::"),
-                        )
-                    }
+                    syn::GenericArgument::AssocType(at) if at.ident == "Output" => Some(
+                        at.ty
+                            .to_token_stream()
+                            .to_string()
+                            .replace(" <", "<")
+                            .replace("< ", "<")
+                            .replace(" >", ">")
+                            .replace(" ,", ",")
+                            .replace(" :: ", "::"),
+                    ),
                     _ => None,
                 }),
                 _ => None,
@@ -648,9 +646,9 @@ fn check_lists_say_something(args: &Args, errors: &mut Errors) {
     }
 }
 
-/// `backoff`, `jitter`, `budget` and `retry_on` shape retries: at a site that never retries
-/// (and that a configuration cannot give retries) they do nothing. `backoff` also spaces the
-/// waits for a `bulkhead` slot.
+/// `backoff`, `jitter`, `budget`, `retry_on` and `abort_on` shape retries: at a site that never
+/// retries (and that a configuration cannot give retries) they do nothing. `backoff` also spaces
+/// the waits for a `bulkhead` slot, and `abort_on` also stops a `refresh`.
 fn check_used_by_retries(args: &Args, retries: u32, errors: &mut Errors) {
     let safe = args.idempotent.is_present() || args.idempotency_key.is_some();
     let backoff_span = args.backoff.as_ref().map(|b| {
@@ -685,6 +683,12 @@ fn check_used_by_retries(args: &Args, retries: u32, errors: &mut Errors) {
             true,
         ),
         ("retry_on", args.retry_on.as_ref().map(|l| l.span()), true),
+        // `abort_on` also stops a credential refresh.
+        (
+            "abort_on",
+            args.abort_on.as_ref().map(|l| l.span()),
+            args.refresh.is_none(),
+        ),
     ];
     for (key, span, applies) in keys {
         let Some(span) = span else { continue };
