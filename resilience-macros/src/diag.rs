@@ -37,10 +37,18 @@ impl Errors {
     /// "field", the fix after a semicolon).
     pub(crate) fn darling(&mut self, error: darling::Error) {
         for single in error.flatten() {
+            // The key the error is about: darling's location path, the last part of its text.
+            let full = single.to_string();
+            let key = full
+                .rsplit_once(" at ")
+                .map(|(_, at)| at.rsplit('/').next().unwrap_or(at).to_owned());
             // `syn::Error::from` drops darling's location path when the error has a span, the
             // same way `write_errors` does.
             let converted = syn::Error::from(single);
-            let message = polish(&converted.to_string());
+            let polished = polish(&converted.to_string());
+            let message = key
+                .and_then(|key| what_to_write(&key, &polished))
+                .unwrap_or(polished);
             self.errors.push(syn::Error::new(converted.span(), message));
         }
     }
@@ -108,6 +116,64 @@ pub(crate) fn polish(message: &str) -> String {
         out.push_str("; each key may appear once, remove the repeated one");
     }
     out
+}
+
+/// darling's message about a value of the wrong kind (`unexpected value of type `int``, a flag
+/// given a value, a key without one) rewritten to say what to write for the key, when the key is
+/// known; `None` leaves the message as it is.
+fn what_to_write(key: &str, message: &str) -> Option<String> {
+    const GENERIC: [&str; 5] = [
+        "unexpected value of type",
+        "unexpected literal of type",
+        "this key is a flag and takes no value",
+        "this key needs a value",
+        "this key does not take",
+    ];
+    if !GENERIC.iter().any(|g| message.starts_with(g)) {
+        return None;
+    }
+    let named = |what: &str, example: &str| format!("`{key}` {what}: write `{key} = {example}`");
+    let text = match key {
+        "retries" => named("is a whole number from 0 to 20", "3"),
+        "jitter" => named(
+            "takes the jitter's kind as a string (`none`, `full`, `equal`, `decorrelated`, `proportional`)",
+            "\"full\"",
+        ),
+        "breaker" => format!(
+            "{}; sites with the same name share one breaker",
+            named("takes the breaker's name as a string", "\"graph\"")
+        ),
+        "rate_limit" => format!(
+            "{}; its rate is configured, e.g. `[rate_limits.graph] rate = 100`",
+            named("takes the limiter's name as a string", "\"graph\"")
+        ),
+        "bulkhead" => format!(
+            "{}; its size is configured, e.g. `[bulkheads.graph] max_concurrent = 8`",
+            named("takes the bulkhead's name as a string", "\"graph\"")
+        ),
+        "retry_on" | "abort_on" => {
+            named("takes a list of error variants", "[GraphError::Conflict]")
+        }
+        "fallback" => named("takes the path of a fn, not a string", "cached_devices"),
+        "refresh" => named(
+            "takes the path of the hook, not a string",
+            "Self::refresh_token",
+        ),
+        "breaker_key" => named("takes the expression of the key", "self.tenant.as_str()"),
+        "idempotency_key" => named("takes the expression of the key", "request.id"),
+        "terminal" => named("takes the reason as a string", "\"license_exhausted\""),
+        "status" => named("names the field holding the HTTP status", "status"),
+        "default" => named("takes the class of unmarked variants", "\"permanent\""),
+        "idempotent" | "sensitive_key" => {
+            format!("`{key}` is a flag and takes no value: write `{key}` alone, or remove it")
+        }
+        "transient" | "throttled" | "permanent" | "policy" | "auth" | "delegate" | "rejected"
+        | "retry_after" | "verdict" | "secret" => {
+            format!("`{key}` is a flag and takes no value: write `#[connector({key})]`")
+        }
+        _ => return None,
+    };
+    Some(text)
 }
 
 fn lowercase_first(s: &str) -> String {
@@ -207,6 +273,27 @@ mod tests {
         assert_eq!(
             polish("Duplicate field `timeout`"),
             "duplicate key `timeout`; each key may appear once, remove the repeated one"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_says_what_to_write_for_its_key() {
+        assert_eq!(
+            what_to_write("bulkhead", "unexpected value of type `int`").as_deref(),
+            Some(
+                "`bulkhead` takes the bulkhead's name as a string: write `bulkhead = \"graph\"`; its size is configured, e.g. `[bulkheads.graph] max_concurrent = 8`"
+            )
+        );
+        assert_eq!(
+            what_to_write("idempotent", "unexpected value of type `bool`").as_deref(),
+            Some(
+                "`idempotent` is a flag and takes no value: write `idempotent` alone, or remove it"
+            )
+        );
+        assert_eq!(what_to_write("retries", "unknown key `x`"), None);
+        assert_eq!(
+            what_to_write("unheard_of", "unexpected value of type `int`"),
+            None
         );
     }
 

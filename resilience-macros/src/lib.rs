@@ -32,3 +32,12 @@ pub fn resilient(args: TokenStream, item: TokenStream) -> TokenStream {
 pub fn derive_connector_error(input: TokenStream) -> TokenStream {
     connector::derive(input.into()).into()
 }
+
+/// The key of a variant's name by which the derive declares the variant's kind
+/// (`__private::VariantKind<KEY>`) and `#[resilient]` asks for it (`retry_on`, `abort_on`):
+/// FNV-1a over the name as written.
+pub(crate) fn variant_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

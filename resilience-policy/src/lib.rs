@@ -56,6 +56,7 @@
 //! | `timeout` and `deadline` | `timeout <= deadline` | [`check_timeout_within_deadline`] |
 //! | `timeout` and `deadline` | an async fn only | [`check_needs_async`] |
 //! | names: `breaker`, `budget`, `rate_limit`, `bulkhead` | not empty | [`check_name`] |
+//! | `backoff`, `jitter`, `budget`, `retry_on`, `abort_on` | a site that retries or is safe to repeat | [`check_used_by_retries`] |
 //! | `deadline` and the schedule | the deadline holds the worst-case schedule | [`check_deadline_fits`] |
 //!
 //! The 255 of probes and successes is the breaker's state word, which counts each in 8 bits; the
@@ -91,7 +92,7 @@ pub use rules::{
     check_duration, check_failure_ratio, check_failure_threshold, check_half_open_probes,
     check_jitter_fraction, check_max_concurrent, check_max_keys, check_name, check_needs_async,
     check_rate, check_refund, check_retries, check_retries_are_safe, check_retry_cost,
-    check_success_threshold, check_timeout_within_deadline, check_window,
+    check_success_threshold, check_timeout_within_deadline, check_used_by_retries, check_window,
 };
 pub use schedule::Schedule;
 pub use violation::Violation;

@@ -68,6 +68,43 @@ pub fn check_retries_are_safe(
     Ok(())
 }
 
+/// A setting that only shapes retries (`backoff`, `jitter`, `budget`, `retry_on`, `abort_on`) is given to a
+/// site that retries, or that a configuration may give retries: `retries > 0`, or a site marked
+/// safe to repeat (`idempotent` or `idempotency_key`). Elsewhere it has no effect, and says
+/// something the site does not do.
+///
+/// # Errors
+///
+/// `retries` is 0 and the site is not safe to repeat; the violation is keyed `key`.
+///
+/// ```
+/// use resilience_policy::check_used_by_retries;
+///
+/// assert!(check_used_by_retries("backoff", 3, true).is_ok());
+/// assert!(check_used_by_retries("backoff", 0, true).is_ok());
+/// assert_eq!(
+///     check_used_by_retries("budget", 0, false).unwrap_err().to_string(),
+///     "`budget` has no effect: this site never retries (`retries = 0`, and it is not marked safe to repeat); remove `budget`, or mark the site `idempotent` and give it `retries`"
+/// );
+/// ```
+pub fn check_used_by_retries(
+    key: &str,
+    retries: u32,
+    safe_to_repeat: bool,
+) -> Result<(), Violation> {
+    if retries == 0 && !safe_to_repeat {
+        return Err(Violation::new(
+            key,
+            "",
+            format!(
+                "`{key}` has no effect: this site never retries (`retries = 0`, and it is not marked safe to repeat)"
+            ),
+            format!("remove `{key}`, or mark the site `idempotent` and give it `retries`"),
+        ));
+    }
+    Ok(())
+}
+
 /// A named instance (`breaker`, `budget`, `rate_limit`, `bulkhead`) has a name: sites that give
 /// the same name share the instance, so an empty one is a mistake.
 ///

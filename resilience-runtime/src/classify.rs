@@ -755,6 +755,7 @@ pub trait CarriesRejected: Sized {
     fn rejected(&self) -> Option<&Rejected>;
 }
 
+#[diagnostic::do_not_recommend]
 impl CarriesRejected for Rejected {
     fn from_rejected(rejected: Rejected) -> Self {
         rejected

@@ -84,8 +84,7 @@ pub use self::retry_ok::OkHook;
 pub use self::retry_ok::RetryOk;
 #[doc(hidden)]
 pub use self::slot::{
-    Attempt, AttemptTimer, BreakerKey, KeySlot, NoKey, NoTimer, SiteDef, SiteRef, Slot, Timer,
-    Typed,
+    Attempt, AttemptTimer, HeldKey, KeySlot, NoKey, NoTimer, SiteDef, SiteRef, Slot, Timer, Typed,
 };
 
 /// A call site's policy: what `#[resilient(...)]` says, as a `const`.

@@ -18,7 +18,7 @@ pub use crate::backoff::{Backoff, Jitter, RetryAfter};
 pub use crate::breaker::Outcome;
 pub use crate::classify::{CarriesRejected, Classify, ErrorClass, Rejected, TerminalReason};
 pub use crate::engine::{
-    BreakerKey, HookSet, Hooks, KeySlot, NoHook, NoKey, Override, Policy, RetryOk, Site, SiteDef,
+    HeldKey, HookSet, Hooks, KeySlot, NoHook, NoKey, Override, Policy, RetryOk, Site, SiteDef,
     SiteRef, Slot, Step, Typed,
 };
 pub use crate::redact::Redacted;
@@ -95,6 +95,31 @@ pub fn from_rejected<E: CarriesRejected>(r: Rejected) -> E {
     E::from_rejected(r)
 }
 
+/// The field of the variant marked `#[connector(rejected)]`: the runtime's [`Rejected`].
+#[diagnostic::on_unimplemented(
+    message = "`#[connector(rejected)]` is on a field of type `{Self}`, which is not the runtime's `Rejected`",
+    label = "the `rejected` variant carries a `resilience_runtime::Rejected`",
+    note = "write the variant as `Rejected(#[from] resilience_runtime::Rejected)`, and keep other errors in variants of their own"
+)]
+pub trait RejectedField: Sized {
+    /// The field, from a rejection.
+    fn from_rejected(rejected: Rejected) -> Self;
+    /// The rejection in the field.
+    fn as_rejected(&self) -> &Rejected;
+}
+
+#[diagnostic::do_not_recommend]
+impl RejectedField for Rejected {
+    #[inline(always)]
+    fn from_rejected(rejected: Rejected) -> Self {
+        rejected
+    }
+    #[inline(always)]
+    fn as_rejected(&self) -> &Rejected {
+        self
+    }
+}
+
 /// The HTTP status in a field named by `#[connector(status = field)]`.
 #[diagnostic::on_unimplemented(
     message = "`#[connector(status = ...)]` names a field of type `{Self}`, which is not an HTTP status",
@@ -106,6 +131,7 @@ pub trait HttpStatus {
     fn http_status(&self) -> u16;
 }
 
+#[diagnostic::do_not_recommend]
 impl HttpStatus for u16 {
     #[inline]
     fn http_status(&self) -> u16 {
@@ -113,6 +139,7 @@ impl HttpStatus for u16 {
     }
 }
 
+#[diagnostic::do_not_recommend]
 #[cfg(feature = "http")]
 impl HttpStatus for ::http::StatusCode {
     #[inline]
@@ -121,6 +148,7 @@ impl HttpStatus for ::http::StatusCode {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: HttpStatus + ?Sized> HttpStatus for &T {
     #[inline]
     fn http_status(&self) -> u16 {
@@ -139,6 +167,7 @@ pub trait RetryAfterField {
     fn retry_after_hint(&self) -> Option<Duration>;
 }
 
+#[diagnostic::do_not_recommend]
 impl RetryAfterField for Duration {
     #[inline]
     fn retry_after_hint(&self) -> Option<Duration> {
@@ -146,6 +175,7 @@ impl RetryAfterField for Duration {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl RetryAfterField for Option<Duration> {
     #[inline]
     fn retry_after_hint(&self) -> Option<Duration> {
@@ -153,6 +183,7 @@ impl RetryAfterField for Option<Duration> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: RetryAfterField + ?Sized> RetryAfterField for &T {
     #[inline]
     fn retry_after_hint(&self) -> Option<Duration> {
@@ -176,6 +207,7 @@ pub trait VerdictField {
     fn verdict_code(&self) -> Option<&'static str>;
 }
 
+#[diagnostic::do_not_recommend]
 #[cfg(feature = "http")]
 impl VerdictField for crate::http::Verdict {
     #[inline]
@@ -192,6 +224,7 @@ impl VerdictField for crate::http::Verdict {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: VerdictField + ?Sized> VerdictField for &T {
     #[inline]
     fn verdict_class(&self) -> ErrorClass {
@@ -541,3 +574,248 @@ macro_rules! __resilience_register_site {
 }
 
 pub use crate::__resilience_register_site as register_site;
+
+/// The value of `breaker_key = <expr>`: text that picks one breaker of a named breaker.
+/// Generated code calls `BreakerKey::breaker_key(&key)`, spanned on the expression, so that a
+/// key of the wrong type is reported there, with this message.
+#[diagnostic::on_unimplemented(
+    message = "`breaker_key` is a `{Self}`, which cannot key a breaker",
+    label = "a breaker key is text: this expression must give a `&str`, a `String` or another `AsRef<str>`",
+    note = "key by the tenant's text, e.g. `breaker_key = self.tenant.as_str()`, or format a number: `breaker_key = tenant_id.to_string()`"
+)]
+pub trait BreakerKey {
+    /// The key's text.
+    fn breaker_key(&self) -> &str;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: AsRef<str> + ?Sized> BreakerKey for T {
+    #[inline(always)]
+    fn breaker_key(&self) -> &str {
+        self.as_ref()
+    }
+}
+
+/// The value of `idempotency_key = <expr>`: anything that formats as the key. Called as
+/// `IdempotencyKey::idempotency_key(&key)`, spanned on the expression.
+#[diagnostic::on_unimplemented(
+    message = "`idempotency_key` is a `{Self}`, which does not format as a key",
+    label = "the key is sent as text: this expression must be `Display` (a string, a number, a UUID)",
+    note = "give the request's own id, e.g. `idempotency_key = request.id`, or build one: `idempotency_key = format!(\"create-{{}}\", intent.id)`"
+)]
+pub trait IdempotencyKey {
+    /// The key's text.
+    fn idempotency_key(&self) -> String;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: core::fmt::Display + ?Sized> IdempotencyKey for T {
+    #[inline]
+    fn idempotency_key(&self) -> String {
+        ToString::to_string(self)
+    }
+}
+
+/// The result of a blocking site's `refresh` hook. Called as
+/// `RefreshResult::<E>::into_refresh_result(hook(..))`, spanned on the hook's path.
+#[diagnostic::on_unimplemented(
+    message = "the `refresh` hook of a blocking fn returns `{Self}`, not `Result<(), {E}>`",
+    label = "this hook must be a plain fn returning `Result<(), {E}>`",
+    note = "write the hook as `fn refresh(&self) -> Result<(), {E}>`, with the site's error type (an async hook needs an async site)"
+)]
+pub trait RefreshResult<E> {
+    /// The result, as the engine reads it.
+    fn into_refresh_result(self) -> Result<(), E>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E, T: Into<Result<(), E>>> RefreshResult<E> for T {
+    #[inline(always)]
+    fn into_refresh_result(self) -> Result<(), E> {
+        self.into()
+    }
+}
+
+/// What `#[resilient]` can know of a variant of a derived error type at compile time: how its
+/// class treats it. `#[derive(ConnectorError)]` implements [`VariantKind`] once per variant,
+/// keyed by a hash of its name (FNV-1a, as both macros compute it); a type that classifies by hand has none, and its
+/// variants are [`kind::Unknown`].
+pub mod kind {
+    /// `transient` or `throttled`: retried by its class.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Retried;
+    /// `permanent`: never retried.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Permanent;
+    /// `policy`: never retried, escalated.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Policy;
+    /// `terminal = "..."`: never retried, cannot succeed without a change at the target.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Terminal;
+    /// `auth`: refreshed, then tried again.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Auth;
+    /// `rejected`: the runtime's own rejections.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Rejected;
+    /// Decided at run time (`status`, `delegate`, `verdict`), or not known (a hand-written
+    /// `Classify`).
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Unknown;
+    /// The error type has a variant that may be `auth` (for `refresh`).
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct MayAuth;
+    /// The error type has no variant that may be `auth`.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct NeverAuth;
+}
+
+/// The kind of the variant whose name has the key `K`; implemented by the derive.
+pub trait VariantKind<const K: u64> {
+    /// One of the types of [`kind`].
+    type Kind: Default;
+}
+
+/// Whether the error type has a variant that may be `auth`; implemented by the derive.
+pub trait AuthKind {
+    /// [`kind::MayAuth`] or [`kind::NeverAuth`].
+    type Kind: Default;
+}
+
+/// A probe of what the derive says of a type (or of one of its variants, keyed `K`): the kind
+/// when the derive says it ([`KnownKind`]), else [`kind::Unknown`] ([`UnknownKind`]), chosen
+/// by method resolution (`(&Probe::of(e)).kind()`), so that a hand-written `Classify` passes.
+#[derive(Debug)]
+pub struct Probe<E, const K: u64>(core::marker::PhantomData<fn(&E)>);
+
+impl<E, const K: u64> Probe<E, K> {
+    /// The probe of `E`, named from a value of it.
+    #[inline(always)]
+    pub fn of(_: &E) -> Self {
+        Probe(core::marker::PhantomData)
+    }
+}
+
+/// See [`Probe`]: the derive's answer.
+pub trait KnownKind {
+    /// The kind.
+    type Kind;
+    /// The kind.
+    fn kind(&self) -> Self::Kind;
+}
+
+impl<E: VariantKind<K>, const K: u64> KnownKind for Probe<E, K> {
+    type Kind = E::Kind;
+    #[inline(always)]
+    fn kind(&self) -> E::Kind {
+        Default::default()
+    }
+}
+
+/// See [`Probe`]: the derive's answer for the whole type.
+pub trait KnownAuthKind {
+    /// The kind.
+    type Kind;
+    /// The kind.
+    fn auth_kind(&self) -> Self::Kind;
+}
+
+impl<E: AuthKind> KnownAuthKind for Probe<E, 0> {
+    type Kind = E::Kind;
+    #[inline(always)]
+    fn auth_kind(&self) -> E::Kind {
+        Default::default()
+    }
+}
+
+/// See [`Probe`]: nothing known.
+pub trait UnknownKind {
+    /// [`kind::Unknown`].
+    #[inline(always)]
+    fn kind(&self) -> kind::Unknown {
+        kind::Unknown
+    }
+    /// [`kind::Unknown`].
+    #[inline(always)]
+    fn auth_kind(&self) -> kind::Unknown {
+        kind::Unknown
+    }
+}
+
+impl<E, const K: u64> UnknownKind for &Probe<E, K> {}
+
+/// `retry_on` names a variant that is not `policy`.
+#[diagnostic::on_unimplemented(
+    message = "`retry_on` names a `policy` variant of `{Self}`: a policy violation is never retried",
+    label = "a policy forbids this operation: retrying it breaks the policy again; remove it from `retry_on`",
+    note = "if the operation can succeed when tried again, the variant is not a policy violation: classify it `#[connector(transient)]` or `#[connector(permanent)]`"
+)]
+pub trait RetryOnNotPolicy<K> {
+    /// Passes.
+    #[inline(always)]
+    fn check(&self, _: K) {}
+}
+
+/// `retry_on` names a variant that is not `terminal`.
+#[diagnostic::on_unimplemented(
+    message = "`retry_on` names a `terminal` variant of `{Self}`: it cannot succeed until the target changes",
+    label = "a terminal reason says no retry can succeed; remove it from `retry_on`",
+    note = "if it can succeed when tried again, it is not terminal: classify it `#[connector(transient)]`"
+)]
+pub trait RetryOnNotTerminal<K> {
+    /// Passes.
+    #[inline(always)]
+    fn check(&self, _: K) {}
+}
+
+/// `retry_on` names a variant that its class does not retry already.
+#[diagnostic::on_unimplemented(
+    message = "`retry_on` names a variant of `{Self}` that its class retries already (`transient` or `throttled`)",
+    label = "this has no effect: remove it from `retry_on`",
+    note = "`retry_on` is for variants whose class is not retried, e.g. a `permanent` `Conflict` that a retry resolves"
+)]
+pub trait RetryOnNotRetried<K> {
+    /// Passes.
+    #[inline(always)]
+    fn check(&self, _: K) {}
+}
+
+/// `abort_on` names a variant that could be retried.
+#[diagnostic::on_unimplemented(
+    message = "`abort_on` names a variant of `{Self}` that its class never retries (`permanent`, `policy` or `terminal`)",
+    label = "this has no effect: remove it from `abort_on`",
+    note = "`abort_on` is for variants whose class is retried (`transient`, `throttled`) or refreshed (`auth`)"
+)]
+pub trait AbortOnRetried<K> {
+    /// Passes.
+    #[inline(always)]
+    fn check(&self, _: K) {}
+}
+
+/// `refresh` at a site whose error type may be `auth`.
+#[diagnostic::on_unimplemented(
+    message = "`refresh` runs after an `auth` error, and `{Self}` has no `auth` variant",
+    label = "this hook would never be called",
+    note = "mark the variant for refused credentials `#[connector(auth)]` (a 401), or remove `refresh`"
+)]
+pub trait RefreshNeedsAuth<K> {
+    /// Passes.
+    #[inline(always)]
+    fn check(&self, _: K) {}
+}
+
+macro_rules! passes {
+    ($rule:ident: $($kind:ident),*) => {
+        $(
+            #[diagnostic::do_not_recommend]
+            impl<E: ?Sized> $rule<kind::$kind> for E {}
+        )*
+    };
+}
+
+passes!(RetryOnNotPolicy: Retried, Permanent, Terminal, Auth, Rejected, Unknown);
+passes!(RetryOnNotTerminal: Retried, Permanent, Policy, Auth, Rejected, Unknown);
+passes!(RetryOnNotRetried: Permanent, Policy, Terminal, Auth, Rejected, Unknown);
+passes!(AbortOnRetried: Retried, Auth, Rejected, Unknown);
+passes!(RefreshNeedsAuth: MayAuth, Unknown);

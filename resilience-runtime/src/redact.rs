@@ -212,7 +212,9 @@ impl fmt::Debug for RedactedHeaders<'_> {
 )]
 pub trait Redacted {}
 
+#[diagnostic::do_not_recommend]
 impl<T> Redacted for Secret<T> {}
+#[diagnostic::do_not_recommend]
 impl<T: Redacted> Redacted for Option<T> {}
 
 #[cfg(test)]

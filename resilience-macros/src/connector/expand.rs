@@ -55,17 +55,24 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             let f = local("__resilient_field");
             let at = respan(private.clone(), *span);
             let arg = located(&f, *span);
-            let status = quote_spanned!(*span=> #at::HttpStatus::http_status(#arg));
+            let status = quote_spanned!(*span=> <_ as #at::HttpStatus>::http_status(#arg));
             (
                 Some((member.clone(), arg)),
                 quote!(#private::ErrorClass::from_http_status(#status)),
             )
         }
-        Class::Delegate(member, _) | Class::Rejected(member, _) => {
+        Class::Delegate(member, _) => {
             let f = local("__resilient_field");
             (
                 Some((member.clone(), f.clone())),
                 quote!(#private::Classify::class(#f)),
+            )
+        }
+        Class::Rejected(member, ty) => {
+            let (arg, r) = rejected_field(private, ty.span());
+            (
+                Some((member.clone(), arg)),
+                quote!(#private::Classify::class(#r)),
             )
         }
         Class::Verdict(member, span) => {
@@ -80,13 +87,21 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             (Some((member, span)), _) => {
                 let at = respan(private.clone(), *span);
                 let arg = located(&f, *span);
-                let hint = quote_spanned!(*span=> #at::RetryAfterField::retry_after_hint(#arg));
+                let hint =
+                    quote_spanned!(*span=> <_ as #at::RetryAfterField>::retry_after_hint(#arg));
                 (Some((member.clone(), arg)), hint)
             }
-            (None, Class::Delegate(member, _) | Class::Rejected(member, _)) => (
+            (None, Class::Delegate(member, _)) => (
                 Some((member.clone(), f.clone())),
                 quote!(#private::Classify::retry_after(#f)),
             ),
+            (None, Class::Rejected(member, ty)) => {
+                let (arg, r) = rejected_field(private, ty.span());
+                (
+                    Some((member.clone(), arg)),
+                    quote!(#private::Classify::retry_after(#r)),
+                )
+            }
             (None, Class::Verdict(member, span)) => {
                 let (arg, value) = verdict(private, *span, "verdict_retry_after");
                 (Some((member.clone(), arg)), value)
@@ -102,17 +117,24 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             (None, Class::Status(member, span)) => {
                 let at = respan(private.clone(), *span);
                 let arg = located(&f, *span);
-                let status = quote_spanned!(*span=> #at::HttpStatus::http_status(#arg));
+                let status = quote_spanned!(*span=> <_ as #at::HttpStatus>::http_status(#arg));
                 (
                     Some((member.clone(), arg)),
                     quote!(#private::status_code_str(#status)),
                 )
             }
             (None, Class::Terminal(_, name)) => (None, quote!(#private::Some(#name))),
-            (None, Class::Delegate(member, _) | Class::Rejected(member, _)) => (
+            (None, Class::Delegate(member, _)) => (
                 Some((member.clone(), f.clone())),
                 quote!(#private::Classify::code(#f)),
             ),
+            (None, Class::Rejected(member, ty)) => {
+                let (arg, r) = rejected_field(private, ty.span());
+                (
+                    Some((member.clone(), arg)),
+                    quote!(#private::Classify::code(#r)),
+                )
+            }
             (None, Class::Verdict(member, span)) => {
                 let (arg, value) = verdict(private, *span, "verdict_code");
                 (Some((member.clone(), arg)), value)
@@ -156,7 +178,11 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
 
     let classify = quote! {
         #[automatically_derived]
-        #[allow(unused_variables, clippy::match_single_binding, clippy::match_same_arms)]
+        #[allow(
+            unused_variables,
+            clippy::match_single_binding,
+            clippy::match_same_arms
+        )]
         impl #impl_generics #private::Classify for #ident #ty_generics where #(#predicates,)* {
             fn class(&self) -> #private::ErrorClass {
                 #class
@@ -179,13 +205,16 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let carries = model.rejected().map(|(rejected, member, ty)| {
         let r = local("__resilient_rejected");
         let build_path = path(model, rejected);
-        let build = quote_spanned!(ty.span()=> #build_path { #member: #r });
+        // Through `RejectedField`, spanned on the field's type: a field that is not the
+        // runtime's `Rejected` is one error, there.
+        let at = respan(private.clone(), ty.span());
+        let build = quote_spanned!(ty.span()=>
+            #build_path { #member: <_ as #at::RejectedField>::from_rejected(#r) }
+        );
         let matched = arms(model, &private, |v, private| {
             if std::ptr::eq(v, rejected) {
-                (
-                    Some((member.clone(), r.clone())),
-                    quote!(#private::Some(#r)),
-                )
+                let (arg, r) = rejected_field(private, ty.span());
+                (Some((member.clone(), arg)), quote!(#private::Some(#r)))
             } else {
                 (None, quote!(#private::None))
             }
@@ -204,7 +233,52 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         }
     });
 
-    quote!(#classify #carries)
+    let kinds = kinds(model, &private);
+    quote!(#classify #carries #kinds)
+}
+
+/// What `#[resilient]` may know of the type's classes at compile time: each variant's kind
+/// (`VariantKind<KEY>`, keyed by its name), and whether any variant may be `auth` (`AuthKind`).
+/// A class decided at run time (`status`, `delegate`, `verdict`) is `Unknown`: it passes every
+/// check.
+fn kinds(model: &Model, private: &TokenStream) -> TokenStream {
+    let ident = &model.ident;
+    let (impl_generics, ty_generics, where_clause) = model.generics.split_for_impl();
+    let kind_of = |class: &Class| match class {
+        Class::Fixed("Transient" | "Throttled") => "Retried",
+        Class::Fixed("Permanent") => "Permanent",
+        Class::Fixed("PolicyViolation") => "Policy",
+        Class::Fixed("Auth") => "Auth",
+        Class::Terminal(..) => "Terminal",
+        Class::Rejected(..) => "Rejected",
+        _ => "Unknown",
+    };
+    let variants = model.variants.iter().filter_map(|v| {
+        let name = v.ident.as_ref().filter(|_| model.is_enum)?;
+        let key = crate::variant_key(&name.to_string());
+        let kind = Ident::new(kind_of(&v.class), Span::call_site());
+        Some(quote! {
+            #[automatically_derived]
+            impl #impl_generics #private::VariantKind<#key> for #ident #ty_generics #where_clause {
+                type Kind = #private::kind::#kind;
+            }
+        })
+    });
+    let may_auth = model
+        .variants
+        .iter()
+        .any(|v| matches!(kind_of(&v.class), "Auth" | "Unknown"));
+    let auth = Ident::new(
+        if may_auth { "MayAuth" } else { "NeverAuth" },
+        Span::call_site(),
+    );
+    quote! {
+        #(#variants)*
+        #[automatically_derived]
+        impl #impl_generics #private::AuthKind for #ident #ty_generics #where_clause {
+            type Kind = #private::kind::#auth;
+        }
+    }
 }
 
 /// A call of `VerdictField::method` on a variant's verdict field, reported at the field's type
@@ -215,7 +289,18 @@ fn verdict(private: &TokenStream, span: Span, method: &str) -> (Ident, TokenStre
     let method = Ident::new(method, span);
     (
         arg.clone(),
-        quote_spanned!(span=> #at::VerdictField::#method(#arg)),
+        quote_spanned!(span=> <_ as #at::VerdictField>::#method(#arg)),
+    )
+}
+
+/// The binding of a `rejected` variant's field and the runtime's `Rejected` in it, through
+/// `RejectedField`, spanned on the field's type (`span`).
+fn rejected_field(private: &TokenStream, span: Span) -> (Ident, TokenStream) {
+    let at = respan(private.clone(), span);
+    let arg = located(&local("__resilient_field"), span);
+    (
+        arg.clone(),
+        quote_spanned!(span=> <_ as #at::RejectedField>::as_rejected(#arg)),
     )
 }
 

@@ -17,6 +17,13 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
         Err(e) => return e.into_compile_error(),
     };
     let mut errors = Errors::new();
+    if let syn::Data::Union(u) = &derive.data {
+        errors.error(
+            u.union_token.span,
+            "`#[derive(ConnectorError)]` applies to an enum or a struct, not to a union; classify an error enum's variants, e.g. `#[connector(transient)]`, or give a struct its class",
+        );
+        return errors.into_compile_errors();
+    }
     let validated = match parse::input(&derive) {
         Ok(parsed) => validate::validate(parsed, errors),
         Err(e) => {

@@ -46,7 +46,7 @@ pub(crate) struct ClassArgs {
     pub(crate) status: Option<FieldRef>,
     pub(crate) delegate: Flag,
     pub(crate) rejected: Flag,
-    pub(crate) code: Option<syn::LitStr>,
+    pub(crate) code: Option<Code>,
     /// How the circuit breaker counts the variant: `"failure"`, `"success"` or `"ignored"`.
     pub(crate) breaker: Option<OutcomeWord>,
 }
@@ -102,6 +102,36 @@ impl FromMeta for FieldRef {
             )
             .with_span(expr)),
         }
+    }
+}
+
+/// `code = "429"`: a string. A number or a bare word is refused with what to write, spanned on
+/// the value (darling's own message names only the literal's type).
+pub(crate) struct Code(pub(crate) syn::LitStr);
+
+impl FromMeta for Code {
+    fn from_expr(expr: &syn::Expr) -> darling::Result<Self> {
+        let text = match expr {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => return Ok(Code(s.clone())),
+            syn::Expr::Group(g) => return Self::from_expr(&g.expr),
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(i),
+                ..
+            }) => i.base10_digits().to_owned(),
+            syn::Expr::Path(p) if p.qself.is_none() && p.path.get_ident().is_some() => p
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            _ => "429".to_owned(),
+        };
+        Err(darling::Error::custom(format!(
+            "`code` is text for logs, metrics and events: write `code = \"{text}\"`"
+        ))
+        .with_span(expr))
     }
 }
 

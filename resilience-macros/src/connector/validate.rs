@@ -110,7 +110,7 @@ pub(crate) fn validate(input: Input, mut errors: Errors) -> Result<Model, Errors
                             &v.fields.fields,
                             &mut errors,
                         )),
-                        None => unclassified.push(name),
+                        None => unclassified.push(v.ident.clone()),
                     },
                     Checked::Invalid => {}
                 }
@@ -173,7 +173,7 @@ fn check_enum_level_class(class: &ClassArgs, name: &str, errors: &mut Errors) {
     }
     if let Some(code) = &class.code {
         errors.error(
-            code.span(),
+            code.0.span(),
             "`code` on an enum has no effect; put it on a variant",
         );
     }
@@ -473,6 +473,7 @@ fn model(
             );
             continue;
         }
+        check_retry_after_is_read(&class, field, errors);
         retry_after = Some((member_of(field, i), field.ty.span()));
     }
     let secrets = fields
@@ -484,7 +485,7 @@ fn model(
     VariantModel {
         ident,
         class,
-        code: args.code.clone(),
+        code: check_code(args, errors),
         retry_after,
         secrets,
         breaker,
@@ -519,20 +520,16 @@ fn check_breaker(args: &ClassArgs, class: &Class, errors: &mut Errors) -> Option
     }
 }
 
-fn check_all_classified(ident: &syn::Ident, unclassified: &[String], errors: &mut Errors) {
-    if unclassified.is_empty() {
-        return;
+/// One error per unclassified variant, at its name: the token to mark.
+fn check_all_classified(ident: &syn::Ident, unclassified: &[syn::Ident], errors: &mut Errors) {
+    for variant in unclassified {
+        errors.error(
+            variant.span(),
+            format!(
+                "`{ident}::{variant}` has no class; mark it above the variant, e.g. `#[connector(permanent)]` (or `transient`, `throttled`, `policy`, `auth`, `terminal = \"...\"`, `status = field`, `delegate`, or an `http::Verdict` field `#[connector(verdict)]`), or give the enum `#[connector(default = \"permanent\")]`"
+            ),
+        );
     }
-    let (noun, list) = match unclassified {
-        [one] => ("variant", format!("`{one}`")),
-        _ => ("variants", backticked(unclassified)),
-    };
-    errors.error(
-        ident.span(),
-        format!(
-            "`{ident}` has unclassified {noun} {list}; mark each with `#[connector(transient)]`, `#[connector(throttled)]`, `#[connector(permanent)]`, `#[connector(policy)]`, `#[connector(auth)]`, `#[connector(terminal = \"...\")]`, `#[connector(status = field)]` or `#[connector(delegate)]` (or an `http::Verdict` field with `#[connector(verdict)]`), or give the enum `#[connector(default = \"permanent\")]`"
-        ),
-    );
 }
 
 fn check_one_rejected(models: &[VariantModel], errors: &mut Errors) {
@@ -556,6 +553,36 @@ fn check_one_rejected(models: &[VariantModel], errors: &mut Errors) {
             ),
         }
     }
+}
+
+/// `code = "..."` names the error in logs, metrics and events: an empty one names nothing.
+fn check_code(args: &ClassArgs, errors: &mut Errors) -> Option<syn::LitStr> {
+    let code = &args.code.as_ref()?.0;
+    if code.value().trim().is_empty() {
+        errors.error(
+            code.span(),
+            "`code` is empty; write the code logs, metrics and events show, e.g. `code = \"429\"`, or remove it for the default",
+        );
+        return None;
+    }
+    Some(code.clone())
+}
+
+/// A wait hint is read only before a retry: on a variant its class never retries, it is
+/// never read.
+fn check_retry_after_is_read(class: &Class, field: &Field, errors: &mut Errors) {
+    let what = match class {
+        Class::Fixed("Permanent") => "`permanent`",
+        Class::Fixed("PolicyViolation") => "`policy`",
+        Class::Terminal(..) => "`terminal`",
+        _ => return,
+    };
+    errors.error(
+        field.retry_after.span(),
+        format!(
+            "`retry_after` is read only before a retry, and this variant is {what}, which is never retried; remove `#[connector(retry_after)]`, or classify the variant `throttled` (a 429 or 503 with `Retry-After`)"
+        ),
+    );
 }
 
 #[cfg(test)]
@@ -663,7 +690,7 @@ mod tests {
     }
 
     #[test]
-    fn lists_every_unclassified_variant() {
+    fn reports_each_unclassified_variant() {
         let errs = errors(quote!(
             enum E {
                 A,
@@ -672,8 +699,9 @@ mod tests {
                 C,
             }
         ));
-        assert_eq!(errs.len(), 1);
-        assert!(errs.iter().any(|e| e.contains("`A`, `C`")), "{errs:#?}");
+        assert_eq!(errs.len(), 2);
+        assert!(errs[0].starts_with("`E::A` has no class"), "{errs:#?}");
+        assert!(errs[1].starts_with("`E::C` has no class"), "{errs:#?}");
         assert!(
             errors(quote!(
                 #[connector(default = "permanent")]

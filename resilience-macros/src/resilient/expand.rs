@@ -77,7 +77,7 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
     let policy = policy(config, &private);
     // Where a call holds its key's breaker until it starts: nothing at a site without a key.
     let key_slot = if config.breaker_key.is_some() {
-        quote!(#private::BreakerKey)
+        quote!(#private::HeldKey)
     } else {
         quote!(#private::NoKey)
     };
@@ -93,6 +93,7 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
         quote!(return)
     };
     let refresh = refresh(config, &private, &call, &exit);
+    let class_checks = class_checks(config, &private);
     // The whole type at one span: an error about it is then the same error as the engine's
     // calls report, and is reported once.
     let ret_at_ret = respan(ret.to_token_stream(), ret.span());
@@ -175,6 +176,7 @@ fn body(config: &Config, block: &syn::Block) -> TokenStream {
         }
         #fallback_items
         #hooks_init
+        #class_checks
         let mut #call = #make_call;
         #keys
         #drive
@@ -361,12 +363,18 @@ fn hooks_init(config: &Config, private: &TokenStream, hooks: &Ident) -> TokenStr
 fn keys(config: &Config, private: &TokenStream, engine: &TokenStream, call: &Ident) -> TokenStream {
     let mut out = TokenStream::new();
     if let Some(expr) = &config.idempotency_key {
-        let key = quote_spanned!(expr.span()=> #private::ToString::to_string(&(#expr)));
+        // Spanned on the expression: a key that cannot be one is reported there.
+        let at = respan(private.clone(), expr.span());
+        let key =
+            quote_spanned!(expr.span()=> <_ as #at::IdempotencyKey>::idempotency_key(&(#expr)));
         out.extend(quote!(#engine::set_idempotency_key(&mut #call, #key);));
     }
     if let Some(expr) = &config.breaker_key {
         let k = local("__resilient_key");
-        let key = quote_spanned!(expr.span()=> #private::AsRef::<str>::as_ref(&#k));
+        let at = respan(private.clone(), expr.span());
+        // The key's type is named by `_` at the expression: an error is reported there (a
+        // generated local's own span would be the attribute's).
+        let key = quote_spanned!(expr.span()=> <_ as #at::BreakerKey>::breaker_key(&#k));
         out.extend(quote! {
             {
                 let #k = #expr;
@@ -401,7 +409,9 @@ fn rebinds(config: &Config, private: &TokenStream) -> TokenStream {
                 }
                 Rebind::Clone { span, .. } => {
                     let private = respan(private.clone(), *span);
-                    quote_spanned!(*span=> #private::clone_arg(&#ident))
+                    // Spanned on the argument's type: rustc's "consider borrowing" then
+                    // suggests `&Type`, the fix.
+                    quote_spanned!(*span=> <_ as #private::CloneArg>::clone_arg(&#ident))
                 }
                 Rebind::Reborrow { .. } => quote!(&mut *#ident),
             };
@@ -562,7 +572,12 @@ fn refresh(
             .await
         )
     } else {
-        quote_spanned!(path.span()=> #at_path::refreshed(&mut #call, #path(#arg)))
+        quote_spanned!(path.span()=>
+            #at_path::refreshed(
+                &mut #call,
+                <_ as #at_path::RefreshResult<#err>>::into_refresh_result(#path(#arg)),
+            )
+        )
     };
     quote! {
         // The deadline bounds the refresh too.
@@ -778,6 +793,78 @@ fn escape_braces(message: &str) -> String {
     message.replace('{', "{{").replace('}', "}}")
 }
 
+/// The checks of `retry_on`, `abort_on` and `refresh` against the classes the error type's
+/// derive declares, in a closure that is type-checked and never called: each variant's kind
+/// (`__private::kind`) is found by method resolution, [`Unknown`](kind) for a hand-written
+/// `Classify`, and must pass the key's rule trait, spanned on the variant's path (or the hook's).
+fn class_checks(config: &Config, private: &TokenStream) -> TokenStream {
+    if config.retry_on.is_empty() && config.abort_on.is_empty() && config.refresh.is_none() {
+        return TokenStream::new();
+    }
+    let ret = &config.ret;
+    let at_ret = respan(private.clone(), ret.span());
+    let err = quote_spanned!(ret.span()=> <#ret as #at_ret::ReturnType>::Err);
+    // Every token of a check is spanned on the variant's name (or the hook's path), the
+    // locals too: a generated local's own span would be reported at the attribute.
+    let check = |span: Span, key: u64, method: &str, rules: &[&str]| {
+        let at = respan(private.clone(), span);
+        let e = Ident::new("__resilient_e", span);
+        let k = Ident::new("__resilient_kind", span);
+        let method = Ident::new(method, span);
+        let rules = rules.iter().map(|rule| {
+            let rule = Ident::new(rule, span);
+            quote_spanned!(span=> <_ as #at::#rule<_>>::check(#e, #k);)
+        });
+        quote_spanned! {span=>
+            #[allow(unused_imports, unused_variables, clippy::let_underscore_untyped)]
+            let _ = |#e: &#err| {
+                use #at::{KnownAuthKind as _, KnownKind as _, UnknownKind as _};
+                let #k = (&#at::Probe::<_, #key>::of(#e)).#method();
+                #(#rules)*
+            };
+        }
+    };
+    let mut checks = TokenStream::new();
+    for path in &config.retry_on {
+        checks.extend(check(
+            last_span(path),
+            variant_key_of(path),
+            "kind",
+            &[
+                "RetryOnNotPolicy",
+                "RetryOnNotTerminal",
+                "RetryOnNotRetried",
+            ],
+        ));
+    }
+    for path in &config.abort_on {
+        checks.extend(check(
+            last_span(path),
+            variant_key_of(path),
+            "kind",
+            &["AbortOnRetried"],
+        ));
+    }
+    if let Some(path) = &config.refresh {
+        checks.extend(check(path.span(), 0, "auth_kind", &["RefreshNeedsAuth"]));
+    }
+    checks
+}
+
+/// The span of a path's last segment: the variant's name.
+fn last_span(path: &syn::Path) -> Span {
+    path.segments
+        .last()
+        .map_or_else(|| path.span(), |s| s.ident.span())
+}
+
+/// The key of the variant a `retry_on` or `abort_on` path names: its last segment's.
+fn variant_key_of(path: &syn::Path) -> u64 {
+    path.segments
+        .last()
+        .map_or(0, |s| crate::variant_key(&s.ident.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -876,7 +963,11 @@ mod tests {
     #[test]
     fn the_name_the_budget_and_blocking_reach_the_policy() {
         let out = expand_str(
-            quote!(name = "graph::users::list", budget = "graph-reads"),
+            quote!(
+                name = "graph::users::list",
+                idempotent,
+                budget = "graph-reads"
+            ),
             quote!(
                 fn f() -> Result<(), E> {
                     Ok(())

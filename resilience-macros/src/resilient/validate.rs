@@ -130,7 +130,7 @@ pub(crate) struct FallbackArg {
 /// A per-attempt rebinding of an argument, so that every attempt gets a fresh value that it
 /// owns (moved into the attempt).
 pub(crate) enum Rebind {
-    /// A clone (`CloneArg::clone_arg(&x)`), spanned on the argument.
+    /// A clone (`CloneArg::clone_arg(&x)`), spanned on the argument's type.
     Clone {
         ident: syn::Ident,
         mutability: Option<syn::Token![mut]>,
@@ -187,6 +187,9 @@ pub(crate) fn validate(
     let retry_on = check_variant_list(&args.retry_on, "retry_on", &mut errors);
     let abort_on = check_variant_list(&args.abort_on, "abort_on", &mut errors);
     check_overrides_disjoint(&retry_on, &abort_on, &mut errors);
+    check_lists_say_something(&args, &mut errors);
+    check_used_by_retries(&args, retries, &mut errors);
+    check_keys_vary(&args, &mut errors);
     // A site safe to repeat loops even with `retries = 0`: a configuration may give it retries.
     let repeats = retries > 0
         || args.refresh.is_some()
@@ -281,6 +284,10 @@ fn check_attempts_keys(args: &Args, errors: &mut Errors) {
 
 fn check_return_type(sig: &syn::Signature, errors: &mut Errors) -> Option<syn::Type> {
     match &sig.output {
+        syn::ReturnType::Type(_, ty) if returns_future(ty) => {
+            check_future_return(sig, ty, errors);
+            None
+        }
         syn::ReturnType::Type(_, ty) => {
             if let Some(what) = surely_not_result(ty) {
                 errors.spanned(
@@ -305,6 +312,53 @@ fn check_return_type(sig: &syn::Signature, errors: &mut Errors) -> Option<syn::T
             None
         }
     }
+}
+
+/// `impl Future<Output = ...>`: an async fn written by hand.
+fn returns_future(ty: &syn::Type) -> bool {
+    let syn::Type::ImplTrait(t) = ty else {
+        return false;
+    };
+    t.bounds.iter().any(|b| {
+        matches!(b, syn::TypeParamBound::Trait(t)
+            if t.path.segments.last().is_some_and(|s| s.ident == "Future"))
+    })
+}
+
+/// A fn that returns `impl Future` is an async fn written by hand: the attribute drives the
+/// body's `Result` itself, so the fn is written `async` with the future's output as its return
+/// type.
+fn check_future_return(sig: &syn::Signature, ty: &syn::Type, errors: &mut Errors) {
+    let output = match ty {
+        syn::Type::ImplTrait(t) => t.bounds.iter().find_map(|b| match b {
+            syn::TypeParamBound::Trait(t) => match &t.path.segments.last()?.arguments {
+                syn::PathArguments::AngleBracketed(a) => a.args.iter().find_map(|arg| match arg {
+                    syn::GenericArgument::AssocType(at) if at.ident == "Output" => Some(
+                        at.ty
+                            .to_token_stream()
+                            .to_string()
+                            .replace(" <", "<")
+                            .replace("< ", "<")
+                            .replace(" >", ">")
+                            .replace(" ,", ",")
+                            .replace(" :: ", "::"),
+                    ),
+                    _ => None,
+                }),
+                _ => None,
+            },
+            _ => None,
+        }),
+        _ => None,
+    };
+    let output = output.unwrap_or_else(|| "Result<T, E>".to_owned());
+    errors.spanned(
+        ty,
+        format!(
+            "`{}` returns a future it builds by hand; `#[resilient]` makes each attempt's future itself: write `async fn {}(..) -> {output}` with the body as one attempt",
+            sig.ident, sig.ident
+        ),
+    );
 }
 
 /// Return types that cannot be a `Result` whatever the aliases in scope. Anything else goes to
@@ -636,6 +690,117 @@ fn check_overrides_disjoint(retry_on: &[syn::Path], abort_on: &[syn::Path], erro
     }
 }
 
+/// `retry_on = []` says nothing, and a variant listed twice in one list is a slip (the second was
+/// likely meant to be another variant).
+fn check_lists_say_something(args: &Args, errors: &mut Errors) {
+    for (key, list) in [("retry_on", &args.retry_on), ("abort_on", &args.abort_on)] {
+        let Some(list) = list else { continue };
+        if list.elems.is_empty() {
+            errors.spanned(
+                list,
+                format!("`{key} = []` lists no variant; remove it, or name the variants, e.g. `{key} = [GraphError::Conflict]`"),
+            );
+            continue;
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for elem in &list.elems {
+            let text = elem.to_token_stream().to_string().replace(' ', "");
+            if seen.contains(&text) {
+                errors.spanned(
+                    elem,
+                    format!("`{text}` is listed twice in `{key}`; remove the repeated one"),
+                );
+            } else {
+                seen.push(text);
+            }
+        }
+    }
+}
+
+/// `backoff`, `jitter`, `budget`, `retry_on` and `abort_on` shape retries: at a site that never
+/// retries (and that a configuration cannot give retries) they do nothing. `backoff` also spaces
+/// the waits for a `bulkhead` slot, and `abort_on` also stops a `refresh`.
+fn check_used_by_retries(args: &Args, retries: u32, errors: &mut Errors) {
+    let safe = args.idempotent.is_present() || args.idempotency_key.is_some();
+    let backoff_span = args.backoff.as_ref().map(|b| {
+        [&b.base, &b.max, &b.jitter]
+            .into_iter()
+            .flatten()
+            .map(syn::LitStr::span)
+            .chain(b.factor.as_ref().map(syn::Lit::span))
+            .next()
+    });
+    let keys = [
+        (
+            "backoff",
+            backoff_span.map(|s| s.unwrap_or_else(Span::call_site)),
+            args.bulkhead.is_none(),
+        ),
+        (
+            "jitter",
+            args.jitter.as_ref().map(syn::LitStr::span),
+            args.bulkhead.is_none(),
+        ),
+        // Only a budget that names one: another value has an error of its own.
+        (
+            "budget",
+            match args.budget.as_ref().map(|b| &b.0) {
+                Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(lit),
+                    ..
+                })) => Some(lit.span()),
+                _ => None,
+            },
+            true,
+        ),
+        ("retry_on", args.retry_on.as_ref().map(|l| l.span()), true),
+        // `abort_on` also stops a credential refresh.
+        (
+            "abort_on",
+            args.abort_on.as_ref().map(|l| l.span()),
+            args.refresh.is_none(),
+        ),
+    ];
+    for (key, span, applies) in keys {
+        let Some(span) = span else { continue };
+        if !applies {
+            continue;
+        }
+        if let Err(v) = policy::check_used_by_retries(key, retries, safe) {
+            let v = if retries == 0 && args.retries.is_some() {
+                v.with_fix(format!(
+                    "remove `{key}`, or mark the site `idempotent` and raise `retries`"
+                ))
+            } else {
+                v
+            };
+            errors.error(span, v);
+        }
+    }
+}
+
+/// A `breaker_key` or `idempotency_key` written as a literal is the same for every call: one
+/// breaker for every tenant, or one idempotency key that makes a server answer every create
+/// with the first one's result.
+fn check_keys_vary(args: &Args, errors: &mut Errors) {
+    let literal = |v: &Option<Verbatim>| match v.as_ref().map(|v| &v.0) {
+        Some(syn::Expr::Lit(lit)) => Some(lit.clone()),
+        _ => None,
+    };
+    if let Some(lit) = literal(&args.breaker_key) {
+        errors.spanned(
+            &lit,
+            "`breaker_key` is a literal, so every call gets the same breaker; key by what varies per call, e.g. `breaker_key = self.tenant.as_str()`, or remove it and keep `breaker = \"...\"` alone",
+        );
+    }
+    if let Some(lit) = literal(&args.idempotency_key) {
+        errors.spanned(
+            &lit,
+            "`idempotency_key` is a literal, so every call sends the same key and the server answers each with the first call's result; key by the request, e.g. `idempotency_key = request.id`",
+        );
+    }
+}
+
 fn check_receiver(
     sig: &syn::Signature,
     args: &Args,
@@ -854,7 +1019,7 @@ fn rebinds(item: &syn::ItemFn) -> Vec<Rebind> {
                         out.push(Rebind::Clone {
                             ident,
                             mutability,
-                            span: pat_type.span(),
+                            span: pat_type.ty.span(),
                         });
                     }
                 }
@@ -1143,7 +1308,12 @@ mod tests {
     #[test]
     fn the_same_variant_cannot_be_retried_and_aborted() {
         let errs = errors(
-            quote!(retry_on = [E::A, E::B], abort_on = [E::B]),
+            quote!(
+                retries = 1,
+                idempotent,
+                retry_on = [E::A, E::B],
+                abort_on = [E::B]
+            ),
             quote!(
                 fn f() -> Result<(), E> {
                     Ok(())
@@ -1199,7 +1369,10 @@ mod tests {
             errs[0].contains("write `name = \"graph::list\"`"),
             "{errs:#?}"
         );
-        let config = run(quote!(name = "graph::list", budget = "reads"), item);
+        let config = run(
+            quote!(name = "graph::list", idempotent, budget = "reads"),
+            item,
+        );
         let config = config.ok();
         assert_eq!(
             config.as_ref().and_then(|c| c.name.as_deref()),
@@ -1227,7 +1400,7 @@ mod tests {
     #[test]
     fn a_budget_needs_a_name() {
         let errs = errors(
-            quote!(budget = ""),
+            quote!(idempotent, budget = ""),
             quote!(
                 async fn f() -> Result<(), E> {
                     Ok(())

@@ -52,7 +52,7 @@ const BACKOFF: u8 = 2;
 pub trait SiteDef: 'static {
     /// The site's policy.
     const POLICY: &'static Policy;
-    /// Where a call holds its key's breaker before it starts: [`BreakerKey`] for a site with a
+    /// Where a call holds its key's breaker before it starts: [`HeldKey`] for a site with a
     /// `breaker_key`, else [`NoKey`], which takes no room.
     type Key: KeySlot;
     /// The site.
@@ -159,9 +159,9 @@ impl KeySlot for NoKey {
 /// A per-key breaker, once chosen: a site with `breaker_key`.
 #[doc(hidden)]
 #[derive(Debug, Default)]
-pub struct BreakerKey(Option<Arc<Breaker>>);
+pub struct HeldKey(Option<Arc<Breaker>>);
 
-impl KeySlot for BreakerKey {
+impl KeySlot for HeldKey {
     #[inline(always)]
     fn breaker(&self) -> Option<&Breaker> {
         self.0.as_deref()
@@ -181,7 +181,7 @@ impl KeySlot for BreakerKey {
 /// by the first attempt that needs it. The site and the hooks are known by type (`S`, and `H`
 /// when it is [`StaticHooks`](super::StaticHooks)): the caller's future holds the call alone.
 #[doc(hidden)]
-pub struct Slot<T, E, S, H, K = BreakerKey> {
+pub struct Slot<T, E, S, H, K = HeldKey> {
     hooks: H,
     /// Dropped by `Slot`'s own `Drop`, out of line: dropping a slot whose call never started
     /// (every call the fast path ended) is then one compare, small enough to inline into the
@@ -612,7 +612,7 @@ pin_project_lite::pin_project! {
     /// One attempt of a [`Slot`]'s call: resolves to what comes next.
     #[doc(hidden)]
     #[must_use = "futures do nothing unless polled"]
-    pub struct Attempt<'a, T, E, S, H, F, L, K = BreakerKey> {
+    pub struct Attempt<'a, T, E, S, H, F, L, K = HeldKey> {
         slot: &'a mut Slot<T, E, S, H, K>,
         // `BEFORE`, `RUNNING` or `BACKOFF`.
         phase: u8,

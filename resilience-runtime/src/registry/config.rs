@@ -666,6 +666,51 @@ mod tests {
                 "[budgets.graph]\nretry_cost = 0",
                 "budgets.graph.retry_cost",
             ),
+            // The breaker, bulkhead and budget values a definition can get wrong, each refused
+            // at load with its field (the bounds of `resilience_policy`).
+            (
+                "[breakers.graph]\nhalf_open_probes = 0",
+                "breakers.graph.half_open_probes",
+            ),
+            (
+                "[breakers.graph]\nwindow = 20\nfailure_ratio = 0.5\nhalf_open_probes = 30",
+                "breakers.graph.half_open_probes",
+            ),
+            (
+                "[breakers.graph]\nsuccess_threshold = 0",
+                "breakers.graph.success_threshold",
+            ),
+            (
+                "[breakers.graph]\nsuccess_threshold = 300",
+                "breakers.graph.success_threshold",
+            ),
+            (
+                "[breakers.graph]\nwindow = 0\nfailure_ratio = 0.5",
+                "breakers.graph.window",
+            ),
+            (
+                "[breakers.graph]\nwindow = 20\nfailure_ratio = 0.0",
+                "breakers.graph.failure_ratio",
+            ),
+            (
+                "[breakers.graph]\ncooldown = \"0s\"",
+                "breakers.graph.cooldown",
+            ),
+            (
+                "[breakers.graph]\nidle_ttl = \"0s\"",
+                "breakers.graph.idle_ttl",
+            ),
+            ("[breakers.graph]\nmax_keys = 0", "breakers.graph.max_keys"),
+            ("[budgets.graph]\ncapacity = 0", "budgets.graph.capacity"),
+            (
+                "[budgets.graph]\ncapacity = 10\nretry_cost = 20",
+                "budgets.graph.retry_cost",
+            ),
+            ("[budgets.graph]\nrefund = -1.0", "budgets.graph.refund"),
+            (
+                "[rate_limits.graph]\nrate = 5\nper = \"0s\"",
+                "rate_limits.graph.per",
+            ),
             ("[rate_limits.graph]\nrate = 0", "rate_limits.graph.rate"),
             (
                 "[bulkheads.graph]\nmax_concurrent = 0",

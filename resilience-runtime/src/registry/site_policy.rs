@@ -406,6 +406,23 @@ pub(crate) fn judge(attr: &Policy, layer: &Layer, merged: &Policy) -> Result<(),
             )
         })?;
     }
+    // Retry settings for a site that never retries (and that no layer may give retries) do
+    // nothing; `backoff` also spaces a bulkhead's waits.
+    for (key, set) in [
+        ("backoff", layer.sets_backoff() && attr.bulkhead.is_none()),
+        ("budget", layer.budget.is_some()),
+    ] {
+        if set {
+            rules::check_used_by_retries(key, merged.retries, attr.safe_to_repeat()).map_err(
+                |v| {
+                    v.with_fix(format!(
+                        "remove `{key}`: a configuration cannot make an operation safe to repeat, \
+                         so this site never retries; mark it `idempotent` in code first"
+                    ))
+                },
+            )?;
+        }
+    }
     for (key, set) in [
         ("timeout", layer.timeout.is_some()),
         ("deadline", layer.deadline.is_some()),
@@ -506,6 +523,27 @@ mod tests {
             err.reason(),
             "`timeout` needs an async fn: a blocking call cannot be interrupted; remove `timeout`: the site is a blocking fn"
         );
+
+        // Retry settings for a site that never retries are refused, by the attribute's rule.
+        let backoff = Layer {
+            base: Some(S),
+            ..Layer::EMPTY
+        };
+        let (merged, ..) = merge(&plain, Some(&backoff), None);
+        let err = judge(&plain, &backoff, &merged).unwrap_err();
+        assert_eq!(err.field(), "backoff");
+        assert!(err.reason().starts_with("`backoff` has no effect"), "{err}");
+        let budget = Layer {
+            budget: Some("reads".into()),
+            ..Layer::EMPTY
+        };
+        let (merged, ..) = merge(&plain, Some(&budget), None);
+        assert_eq!(
+            judge(&plain, &budget, &merged).unwrap_err().field(),
+            "budget"
+        );
+        let (merged, ..) = merge(&untimed, Some(&budget), None);
+        assert!(judge(&untimed, &budget, &merged).is_ok());
 
         // Cross-key rules see the merged policy: the file's timeout over the attribute's deadline.
         let timed = Policy::new("list", "m").with_deadline(10 * S);

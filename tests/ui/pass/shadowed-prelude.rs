@@ -31,6 +31,8 @@ macro_rules! env {
 enum ApiError {
     #[connector(transient)]
     Busy,
+    #[connector(permanent)]
+    Conflict,
     #[connector(rejected)]
     Rejected(resilience_runtime::Rejected),
 }
@@ -43,11 +45,11 @@ fn fallback(e: ApiError) -> Result<u32> {
 
 #[resilient(
     retries = 2,
-    idempotency_key = "k",
+    idempotency_key = name.len(),
     breaker = "b",
-    breaker_key = "tenant",
+    breaker_key = name.as_str(),
     timeout = "1s",
-    retry_on = [ApiError::Busy],
+    retry_on = [ApiError::Conflict],
     fallback = fallback
 )]
 async fn fetch(name: String) -> Result<u32> {
