@@ -623,8 +623,8 @@ impl GraphClient {
             return Err(GraphError::Throttled { retry_after });
         }
         if status == StatusCode::UNAUTHORIZED {
+            // The `refresh` hook replaces this generation once, however many calls met it.
             self.refused.fetch_max(generation, Ordering::AcqRel);
-            self.token.invalidate(generation);
             return Err(GraphError::Unauthorized);
         }
         let url = resp.url().path().to_owned();

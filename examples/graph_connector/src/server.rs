@@ -41,6 +41,7 @@
 //! that client that arrives inside the window, later than [`THROTTLE_GRACE`] after the `429` was
 //! sent (requests already on their way are not the client's fault), is a violation: it is
 //! recorded in [`RequestRecord::throttle_violation`] and answered `429` with the time left.
+//! ([`ServerConfig::throttle_grace`] changes the grace, for tests.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -189,6 +190,8 @@ pub struct ServerConfig {
     pub fault_weights: BTreeMap<FaultKind, u32>,
     /// At most this many random faults in a row for one operation; `None`: no cap.
     pub max_faults_per_operation: Option<u32>,
+    /// Only requests of these methods (`"POST"`, ...) draw random faults; empty: every method.
+    pub fault_methods: BTreeSet<String>,
     /// Apps whose assignment a policy forbids: creates get `403`.
     pub policy_app_ids: BTreeSet<String>,
     /// Devices out of scope of the tenant's assignment policy: a create for any app gets `403`.
@@ -204,6 +207,9 @@ pub struct ServerConfig {
     pub consistency_delay: Duration,
     /// A window, from the server's start, during which every `/v1.0` request gets `503`.
     pub outage: Option<Range<Duration>>,
+    /// How long after a `429` a request of the same client may arrive without violating its
+    /// throttle window ([`THROTTLE_GRACE`] by default).
+    pub throttle_grace: Duration,
 }
 
 impl ServerConfig {
@@ -217,6 +223,7 @@ impl ServerConfig {
             seed: 0,
             fault_weights: FaultKind::RANDOM.into_iter().map(|k| (k, 1)).collect(),
             max_faults_per_operation: None,
+            fault_methods: BTreeSet::new(),
             policy_app_ids: BTreeSet::new(),
             out_of_scope_devices: BTreeSet::new(),
             token_expiry: TokenExpiry::new(),
@@ -224,6 +231,7 @@ impl ServerConfig {
             slow_response: Duration::from_secs(3),
             consistency_delay: Duration::from_millis(200),
             outage: None,
+            throttle_grace: THROTTLE_GRACE,
         }
     }
 
@@ -262,6 +270,12 @@ impl ServerConfig {
         self
     }
 
+    /// Draws random faults for requests of `method` only (call again to add methods).
+    pub fn with_faults_on_method(mut self, method: &str) -> Self {
+        self.fault_methods.insert(method.to_ascii_uppercase());
+        self
+    }
+
     /// Forbids assignments of an app by policy.
     pub fn with_policy_app(mut self, app_id: impl Into<String>) -> Self {
         self.policy_app_ids.insert(app_id.into());
@@ -295,6 +309,12 @@ impl ServerConfig {
     /// Sets how long a new assignment stays invisible to reads.
     pub fn with_consistency_delay(mut self, d: Duration) -> Self {
         self.consistency_delay = d;
+        self
+    }
+
+    /// Sets the grace of throttle windows (see [`THROTTLE_GRACE`]).
+    pub fn with_throttle_grace(mut self, grace: Duration) -> Self {
+        self.throttle_grace = grace;
         self
     }
 
@@ -899,7 +919,7 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
         let throttle_violation = inner
             .throttle_windows
             .get(&client_id)
-            .filter(|(sent, _)| at >= *sent + THROTTLE_GRACE)
+            .filter(|(sent, _)| at >= *sent + shared.config.throttle_grace)
             .and_then(|(_, until)| until.duration_since(at).ok())
             .filter(|d| !d.is_zero() && auth_ok && is_api);
         if throttle_violation.is_some() {
@@ -930,7 +950,9 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
             let capped = shared
                 .config
                 .max_faults_per_operation
-                .is_some_and(|m| in_a_row >= m);
+                .is_some_and(|m| in_a_row >= m)
+                || (!shared.config.fault_methods.is_empty()
+                    && !shared.config.fault_methods.contains(method.as_str()));
             match shared.draw(&operation, attempt).filter(|_| !capped) {
                 Some(f) => {
                     inner
