@@ -148,13 +148,19 @@ fn a_rate_limit_with_retry_info_is_throttled_with_its_hint_across_the_wire_and_w
     // Found again in a wrap chain, as a caller's error type holds it.
     let wrapped = Wrap("grant", Box::new(Wrap("rpc", Box::new(status))));
     let found = find_status(&wrapped).expect("the status in the chain");
-    assert_eq!((found.class(), found.retry_after()), (ErrorClass::Throttled, Some(hint)));
+    assert_eq!(
+        (found.class(), found.retry_after()),
+        (ErrorClass::Throttled, Some(hint))
+    );
     assert!(find_status(&Wrap("plain", Box::new(std::fmt::Error))).is_none());
 
     // Without RetryInfo a RESOURCE_EXHAUSTED stays transient, with no hint; a RetryInfo on
     // another code is a hint, not a class.
     let bare = Status::new(Code::ResourceExhausted, "quota");
-    assert_eq!((bare.class(), bare.retry_after()), (ErrorClass::Transient, None));
+    assert_eq!(
+        (bare.class(), bare.retry_after()),
+        (ErrorClass::Transient, None)
+    );
     let unavailable = Status::with_error_details(
         Code::Unavailable,
         "draining",

@@ -840,9 +840,7 @@ impl GraphClient {
         let url = format!("{}/v1.0/assignments/{id}", self.wire.base_url);
         match self.get(&url).await {
             Ok(resp) => resp.json().await.map_err(GraphError::network),
-            Err(GraphError::NotFound(path))
-                if since.elapsed() < self.consistency_window =>
-            {
+            Err(GraphError::NotFound(path)) if since.elapsed() < self.consistency_window => {
                 Err(GraphError::NotYetVisible(path))
             }
             Err(e) => Err(e),
@@ -990,7 +988,13 @@ enum Handled {
     CircuitOpen(DeviceOutcome, Duration),
 }
 
-fn outcome_of(client: &GraphClient, device_id: &str, key: &str, stage: &str, e: &GraphError) -> Handled {
+fn outcome_of(
+    client: &GraphClient,
+    device_id: &str,
+    key: &str,
+    stage: &str,
+    e: &GraphError,
+) -> Handled {
     let class = e.class();
     let message = error_chain(e);
     let code = e.code().map(str::to_owned);
@@ -1239,7 +1243,15 @@ async fn assign_all(
         .enumerate()
         .map(|(index, device)| Job { index, device })
         .collect();
-    let first = pool(registry, opts.concurrency, &progress, gate, client, jobs.clone()).await;
+    let first = pool(
+        registry,
+        opts.concurrency,
+        &progress,
+        gate,
+        client,
+        jobs.clone(),
+    )
+    .await;
     let mut outcomes: Vec<Option<DeviceOutcome>> = Vec::with_capacity(total);
     let mut again = Vec::new();
     for (job, handled) in jobs.into_iter().zip(first) {
@@ -1292,8 +1304,12 @@ async fn pool(
     ));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.clamp(1, n.max(1)) {
-        let (queue, progress, gate, client) =
-            (queue.clone(), progress.clone(), gate.clone(), client.clone());
+        let (queue, progress, gate, client) = (
+            queue.clone(),
+            progress.clone(),
+            gate.clone(),
+            client.clone(),
+        );
         workers.spawn(registry.scope(async move {
             let mut out = Vec::new();
             loop {

@@ -486,7 +486,11 @@ impl fmt::Display for Report {
             .map(DeviceOutcome::device_id)
             .collect();
         if !policy.is_empty() {
-            writeln!(f, "policy       refused by tenant policy: {}", policy.join(", "))?;
+            writeln!(
+                f,
+                "policy       refused by tenant policy: {}",
+                policy.join(", ")
+            )?;
         }
         writeln!(
             f,
@@ -621,7 +625,10 @@ mod tests {
     fn the_table_shows_operations_devices_and_the_result() {
         let t = sample().to_string();
         assert!(t.contains("fault rate 30%, seed 7"), "{t}");
-        assert!(t.contains("limit        3: 3 of the 3 devices listed handled"), "{t}");
+        assert!(
+            t.contains("limit        3: 3 of the 3 devices listed handled"),
+            "{t}"
+        );
         assert!(t.contains("create_assignment"), "{t}");
         assert!(
             t.contains(
@@ -629,7 +636,10 @@ mod tests {
             ),
             "{t}"
         );
-        assert!(t.contains("dev-0003: create failed, transient [503]"), "{t}");
+        assert!(
+            t.contains("dev-0003: create failed, transient [503]"),
+            "{t}"
+        );
         assert!(t.contains("refused by tenant policy: dev-0002"), "{t}");
         let last = t.lines().last().unwrap();
         assert_eq!(

@@ -942,8 +942,10 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
                 "TooManyRequests",
                 "The application is throttled; retry after the time given.",
             );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(ceil_secs(left).max(1)));
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ceil_secs(left).max(1)),
+            );
             Verdict::Refuse(resp)
         } else {
             let in_a_row = inner.faults_in_a_row.get(&operation).copied().unwrap_or(0);

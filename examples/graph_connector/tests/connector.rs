@@ -257,7 +257,11 @@ async fn a_429_holds_back_every_call_of_the_client_until_its_hint_has_passed() {
     let inside = rec.throttle_violations();
     assert!(inside.is_empty(), "{inside:#?}");
     assert!(rec.early_requests().is_empty());
-    for r in rec.requests.iter().filter(|r| r.path == "/v1.0/assignments") {
+    for r in rec
+        .requests
+        .iter()
+        .filter(|r| r.path == "/v1.0/assignments")
+    {
         assert!(
             r.at >= window_end - graph_connector::server::THROTTLE_GRACE,
             "a create arrived inside the first window: {r:#?}"
@@ -268,11 +272,10 @@ async fn a_429_holds_back_every_call_of_the_client_until_its_hint_has_passed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_after_create_404_is_retried_from_a_budget_of_its_own() {
-    let server = GraphServer::start(
-        ServerConfig::new().with_consistency_delay(Duration::from_millis(600)),
-    )
-    .await
-    .unwrap();
+    let server =
+        GraphServer::start(ServerConfig::new().with_consistency_delay(Duration::from_millis(600)))
+            .await
+            .unwrap();
     let client = GraphClient::new(server.base_url(), "lag").unwrap();
     let registry = graph_connector::connector::registry();
     // The service's budget has no retry to give: the lag must not need it.
@@ -302,7 +305,10 @@ async fn a_read_after_create_404_is_retried_from_a_budget_of_its_own() {
         .iter()
         .filter(|r| r.note == Some("not_yet_visible"))
         .count();
-    assert!(lagged >= 2, "the read met the lag and was retried: {lagged}");
+    assert!(
+        lagged >= 2,
+        "the read met the lag and was retried: {lagged}"
+    );
     let m = registry.metrics();
     let site = &m.site("read_after_create").unwrap().metrics;
     assert_eq!((site.ok, site.retries as usize), (1, lagged));
@@ -356,11 +362,13 @@ async fn a_create_whose_answers_were_all_lost_is_resolved_by_a_replay_at_the_end
     assert_eq!(report.retried_at_end, 1);
     assert_eq!(rec.creates.len(), 1, "created once");
     assert!(rec.duplicates().is_empty());
-    let [DeviceOutcome::Assigned {
-        assignment_id,
-        resolved_conflict,
-        ..
-    }] = &report.device_outcomes[..]
+    let [
+        DeviceOutcome::Assigned {
+            assignment_id,
+            resolved_conflict,
+            ..
+        },
+    ] = &report.device_outcomes[..]
     else {
         panic!("{:?}", report.device_outcomes);
     };
@@ -373,9 +381,11 @@ async fn a_create_whose_answers_were_all_lost_is_resolved_by_a_replay_at_the_end
 async fn a_create_still_lost_after_the_replay_is_reported_unknown_not_failed() {
     let (report, rec) = run_with_lost_creates(12).await;
     assert_eq!(rec.creates.len(), 1, "the server holds it");
-    let [DeviceOutcome::Unknown {
-        idempotency_key, ..
-    }] = &report.device_outcomes[..]
+    let [
+        DeviceOutcome::Unknown {
+            idempotency_key, ..
+        },
+    ] = &report.device_outcomes[..]
     else {
         panic!("{:?}", report.device_outcomes);
     };

@@ -90,12 +90,20 @@ async fn thirty_percent_faults_lag_and_short_tokens_every_in_scope_device_assign
         }
     }
     let in_scope_count = (0..DEVICES).filter(|i| in_scope(*i)).count();
-    assert_eq!(report.devices_by_outcome.get("assigned"), Some(&in_scope_count));
+    assert_eq!(
+        report.devices_by_outcome.get("assigned"),
+        Some(&in_scope_count)
+    );
     assert_eq!(
         report.devices_by_outcome.get("policy_violation"),
         Some(&(DEVICES - in_scope_count))
     );
-    assert_eq!(report.failures().count(), 0, "{:#?}", report.failures().collect::<Vec<_>>());
+    assert_eq!(
+        report.failures().count(),
+        0,
+        "{:#?}",
+        report.failures().collect::<Vec<_>>()
+    );
     assert!(report.failures_by_class.get("auth").is_none());
     // The counts match the server's records.
     assert_eq!(rec.creates.len(), in_scope_count);
@@ -116,7 +124,10 @@ async fn thirty_percent_faults_lag_and_short_tokens_every_in_scope_device_assign
     assert!(inside.is_empty(), "inside a throttle window: {inside:#?}");
     let early = rec.early_requests();
     assert!(early.is_empty(), "before Retry-After passed: {early:#?}");
-    assert!(report.waits.retry_after > 0, "Retry-After waits are counted");
+    assert!(
+        report.waits.retry_after > 0,
+        "Retry-After waits are counted"
+    );
 
     // Tokens lasted 3 s in a run of several: refreshed ahead of expiry, so no request was sent
     // with an expired token, and no refresh was needless.
@@ -128,7 +139,10 @@ async fn thirty_percent_faults_lag_and_short_tokens_every_in_scope_device_assign
         rec.expired_tokens
     );
     let needless = rec.needless_token_issues();
-    assert!(needless.is_empty(), "refreshed a fresh token: {needless:#?}");
+    assert!(
+        needless.is_empty(),
+        "refreshed a fresh token: {needless:#?}"
+    );
     assert_eq!(report.token_refreshes as usize, rec.refreshes());
 
     // Reads met the 1 s lag and waited it out on their own site.
@@ -257,7 +271,10 @@ async fn devices_with_a_base_url_is_a_configuration_error() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     let last = last_line(&out.stderr);
-    assert!(last.starts_with("result       RUN FAILED (exit 1): --devices sizes the embedded server"), "{last}");
+    assert!(
+        last.starts_with("result       RUN FAILED (exit 1): --devices sizes the embedded server"),
+        "{last}"
+    );
     let out = run_binary(["--fault-rate", "2"].map(str::to_owned).to_vec()).await;
     assert_eq!(out.status.code(), Some(1));
 }
@@ -283,7 +300,10 @@ async fn limit_caps_the_run_and_the_report_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["listed"].as_u64(), v["limit"].as_u64()), (Some(14), Some(6)));
+    assert_eq!(
+        (v["listed"].as_u64(), v["limit"].as_u64()),
+        (Some(14), Some(6))
+    );
     assert_eq!(v["devices"], 6);
     assert_eq!(v["device_outcomes"].as_array().unwrap().len(), 6);
     // dev-0006 is out of scope of the embedded server's policy.
@@ -293,12 +313,24 @@ async fn limit_caps_the_run_and_the_report_says_so() {
     assert!(last_line(&out.stderr).starts_with("result       ok (exit 0)"));
     // The table has a line for it.
     let out = run_binary(
-        ["--devices", "3", "--limit", "2", "--fault-rate", "0", "--consistency-lag", "0"]
-            .map(str::to_owned)
-            .to_vec(),
+        [
+            "--devices",
+            "3",
+            "--limit",
+            "2",
+            "--fault-rate",
+            "0",
+            "--consistency-lag",
+            "0",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     )
     .await;
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("limit        2: 2 of the 3 devices listed handled"), "{table}");
+    assert!(
+        table.contains("limit        2: 2 of the 3 devices listed handled"),
+        "{table}"
+    );
     assert!(last_line(&out.stdout).starts_with("result       ok (exit 0)"));
 }

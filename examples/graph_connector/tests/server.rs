@@ -462,12 +462,20 @@ async fn a_429_throttles_every_operation_of_its_client_and_no_other_client() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // Another operation of the same client: refused, and recorded as a violation.
-    let r = create(&http, base, &c1, "dev-0001", Some("k1")).await.unwrap();
+    let r = create(&http, base, &c1, "dev-0001", Some("k1"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let left: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let left: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&left), "{left}");
     // Another client is not in c1's window: its request meets the server's fault draw.
-    let r = create(&http, base, &c2, "dev-0002", Some("k2")).await.unwrap();
+    let r = create(&http, base, &c2, "dev-0002", Some("k2"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 
     let rec = server.records();
@@ -502,10 +510,15 @@ async fn devices_out_of_scope_are_refused_whatever_the_app() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{app}");
     }
-    let r = create(&http, base, &tok, "dev-0004", Some("k")).await.unwrap();
+    let r = create(&http, base, &tok, "dev-0004", Some("k"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let rec = server.records();
-    let refused = rec.requests.iter().filter(|r| r.note == Some("out_of_scope"));
+    let refused = rec
+        .requests
+        .iter()
+        .filter(|r| r.note == Some("out_of_scope"));
     assert_eq!(refused.count(), 2);
     assert_eq!(rec.creates.len(), 1);
 }

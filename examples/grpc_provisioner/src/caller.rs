@@ -179,7 +179,13 @@ impl Caller {
         }
     }
 
-    fn failed(&self, method: &'static str, user: &str, resource: &str, s: tonic::Status) -> ProvisionError {
+    fn failed(
+        &self,
+        method: &'static str,
+        user: &str,
+        resource: &str,
+        s: tonic::Status,
+    ) -> ProvisionError {
         if let Some(wait) = resilience_runtime::tonic::retry_delay(&s) {
             let until = tokio::time::Instant::now() + wait;
             let mut t = self
@@ -506,8 +512,15 @@ impl Report {
 
     /// The last line: the verdict and why.
     pub fn result_line(&self) -> String {
-        let head = if self.exit_code == 0 { "ok" } else { "OPERATIONS FAILED" };
-        format!("result       {head} (exit {}): {}", self.exit_code, self.result)
+        let head = if self.exit_code == 0 {
+            "ok"
+        } else {
+            "OPERATIONS FAILED"
+        };
+        format!(
+            "result       {head} (exit {}): {}",
+            self.exit_code, self.result
+        )
     }
 }
 
@@ -523,7 +536,11 @@ impl fmt::Display for Report {
         } else {
             format!("server {}", self.addr)
         };
-        writeln!(f, "grpc_provisioner: {} operations, {server}", self.operations)?;
+        writeln!(
+            f,
+            "grpc_provisioner: {} operations, {server}",
+            self.operations
+        )?;
         writeln!(f)?;
         let n = |k: &str| self.by_outcome.get(k).copied().unwrap_or(0);
         writeln!(
@@ -535,7 +552,11 @@ impl fmt::Display for Report {
             n("failed")
         )?;
         for (reason, row) in &self.terminal {
-            writeln!(f, "terminal     {reason} ({}): {}, not retried", row.code, row.count)?;
+            writeln!(
+                f,
+                "terminal     {reason} ({}): {}, not retried",
+                row.code, row.count
+            )?;
         }
         for o in &self.outcomes {
             if let Outcome::Failed {
@@ -545,7 +566,10 @@ impl fmt::Display for Report {
                 message,
             } = o
             {
-                let code = code.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
+                let code = code
+                    .as_deref()
+                    .map(|c| format!(" [{c}]"))
+                    .unwrap_or_default();
                 writeln!(f, "  {request_id}: failed, {class}{code}: {message}")?;
             }
         }
@@ -556,7 +580,12 @@ impl fmt::Display for Report {
         )?;
         if let Some(s) = &self.server {
             let codes: Vec<String> = s.by_code.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            writeln!(f, "server       {} requests ({})", s.requests, codes.join(", "))?;
+            writeln!(
+                f,
+                "server       {} requests ({})",
+                s.requests,
+                codes.join(", ")
+            )?;
             writeln!(
                 f,
                 "             {} grants, {} duplicates, {} retries of a terminal answer, {} rate limits, {} requests inside a rate-limit window",
@@ -580,7 +609,9 @@ pub async fn run(
     let sink: Arc<dyn EventSink> = observer.clone();
     events::add_sink(sink.clone());
     let queue = Arc::new(Mutex::new(
-        ops.into_iter().enumerate().collect::<std::collections::VecDeque<_>>(),
+        ops.into_iter()
+            .enumerate()
+            .collect::<std::collections::VecDeque<_>>(),
     ));
     let total = queue.lock().unwrap_or_else(|p| p.into_inner()).len();
     let mut workers = tokio::task::JoinSet::new();

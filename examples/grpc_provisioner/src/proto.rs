@@ -219,9 +219,9 @@ where
                 let mut grpc = tonic::server::Grpc::new(codec);
                 Ok(grpc.unary(RevokeSvc(inner), req).await)
             }),
-            _ => Box::pin(async move {
-                Ok(tonic::Status::unimplemented("no such method").into_http())
-            }),
+            _ => Box::pin(
+                async move { Ok(tonic::Status::unimplemented("no such method").into_http()) },
+            ),
         }
     }
 }

@@ -324,10 +324,7 @@ impl Service {
         if fault == Some(Fault::RateLimited) {
             let until = at + self.config.retry_hint;
             retry_until = Some(until);
-            let w = s
-                .windows
-                .entry(client_id.to_owned())
-                .or_insert((at, until));
+            let w = s.windows.entry(client_id.to_owned()).or_insert((at, until));
             if w.1 <= at {
                 *w = (at, until);
             } else {
@@ -405,9 +402,8 @@ impl Service {
 
     fn revoke_now(&self, req: &RevokeRequest) -> Result<RevokeResponse, UpstreamError> {
         if number(&req.user_id, "user-").is_none() {
-            return Service::check(&req.user_id, &req.resource_id).map(|()| RevokeResponse {
-                was_granted: false,
-            });
+            return Service::check(&req.user_id, &req.resource_id)
+                .map(|()| RevokeResponse { was_granted: false });
         }
         let mut s = self.lock();
         let pair = (req.user_id.clone(), req.resource_id.clone());
@@ -465,7 +461,10 @@ impl Service {
 }
 
 impl Provisioner for Service {
-    async fn grant(&self, request: Request<GrantRequest>) -> Result<Response<GrantResponse>, Status> {
+    async fn grant(
+        &self,
+        request: Request<GrantRequest>,
+    ) -> Result<Response<GrantResponse>, Status> {
         let req = request.get_ref().clone();
         if req.request_id.is_empty() {
             return Err(Status::invalid_argument("request_id is required"));
@@ -481,7 +480,9 @@ impl Provisioner for Service {
         if req.request_id.is_empty() {
             return Err(Status::invalid_argument("request_id is required"));
         }
-        self.serve("Revoke", &request, &req.request_id, || self.revoke_now(&req))
+        self.serve("Revoke", &request, &req.request_id, || {
+            self.revoke_now(&req)
+        })
     }
 }
 

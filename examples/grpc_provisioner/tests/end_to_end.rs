@@ -38,8 +38,16 @@ async fn thirty_percent_faults_terminal_reasons_reported_never_retried_hints_hon
 
     // The service met transient faults and rate limits, and the caller retried them.
     let codes = rec.by_code();
-    for code in ["UNAVAILABLE", "ABORTED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"] {
-        assert!(codes.get(code).copied().unwrap_or(0) > 0, "no {code}: {codes:?}");
+    for code in [
+        "UNAVAILABLE",
+        "ABORTED",
+        "DEADLINE_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+    ] {
+        assert!(
+            codes.get(code).copied().unwrap_or(0) > 0,
+            "no {code}: {codes:?}"
+        );
     }
     assert!(report.retries > 0);
 
@@ -71,9 +79,9 @@ async fn thirty_percent_faults_terminal_reasons_reported_never_retried_hints_hon
             Outcome::Granted { grant_id, .. } => {
                 let Op::Grant(g) = op else { panic!() };
                 assert!(
-                    rec.grants
-                        .iter()
-                        .any(|(u, res, id)| u == &g.user_id && res == &g.resource_id && id == grant_id),
+                    rec.grants.iter().any(|(u, res, id)| u == &g.user_id
+                        && res == &g.resource_id
+                        && id == grant_id),
                     "granted per the service: {g:?}"
                 );
             }
@@ -81,7 +89,10 @@ async fn thirty_percent_faults_terminal_reasons_reported_never_retried_hints_hon
             Outcome::Failed { .. } => panic!("{outcome:?}"),
         }
     }
-    assert_eq!(seen, TerminalReason::ALL.into_iter().collect::<BTreeSet<_>>());
+    assert_eq!(
+        seen,
+        TerminalReason::ALL.into_iter().collect::<BTreeSet<_>>()
+    );
     let again = rec.retries_of_terminal();
     assert!(again.is_empty(), "terminal failures retried: {again:#?}");
     assert_eq!(
@@ -151,7 +162,9 @@ fn the_caller_classifies_from_the_status_found_in_its_wrap_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_grant_is_answered_once_and_never_retried() {
-    let server = ServiceHandle::start(ServiceConfig::default()).await.unwrap();
+    let server = ServiceHandle::start(ServiceConfig::default())
+        .await
+        .unwrap();
     let caller = Caller::connect(&server.url(), "one").await.unwrap();
     let registry = caller::registry();
     let suspended = GrantRequest {
@@ -160,7 +173,10 @@ async fn a_terminal_grant_is_answered_once_and_never_retried() {
         resource_id: "group-0001".into(),
     };
     let e = registry.scope(caller.grant(&suspended)).await.unwrap_err();
-    assert_eq!(e.terminal_reason(), Some(TerminalReason::UserNotProvisionable));
+    assert_eq!(
+        e.terminal_reason(),
+        Some(TerminalReason::UserNotProvisionable)
+    );
     assert_eq!(e.code(), Some("FAILED_PRECONDITION"));
     let rec = server.service().records();
     assert_eq!(rec.requests.len(), 1);
@@ -177,7 +193,15 @@ fn binary(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_binary_reports_as_json_and_exits_by_its_outcomes() {
-    let out = binary(&["--requests", "20", "--fault-rate", "0.3", "--seed", "3", "--json"]);
+    let out = binary(&[
+        "--requests",
+        "20",
+        "--fault-rate",
+        "0.3",
+        "--seed",
+        "3",
+        "--json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -186,9 +210,16 @@ fn the_binary_reports_as_json_and_exits_by_its_outcomes() {
     assert_eq!(v["server"]["window_violations"], 0);
     let terminal: BTreeMap<String, serde_json::Value> =
         serde_json::from_value(v["terminal"].clone()).unwrap();
-    assert_eq!(terminal["operation_not_permitted"]["code"], "PERMISSION_DENIED");
+    assert_eq!(
+        terminal["operation_not_permitted"]["code"],
+        "PERMISSION_DENIED"
+    );
     assert!(
-        stderr.lines().last().unwrap().starts_with("result       ok (exit 0)"),
+        stderr
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("result       ok (exit 0)"),
         "{stderr}"
     );
 
@@ -197,7 +228,11 @@ fn the_binary_reports_as_json_and_exits_by_its_outcomes() {
     assert_eq!(out.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.lines().last().unwrap().starts_with("result       OPERATIONS FAILED (exit 2): 3 of 3 operations failed"),
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("result       OPERATIONS FAILED (exit 2): 3 of 3 operations failed"),
         "{stdout}"
     );
 
