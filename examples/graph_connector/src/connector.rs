@@ -311,6 +311,11 @@ struct Token {
     refresh_at: tokio::time::Instant,
 }
 
+/// A token request in flight, owned by the task that runs it.
+type TokenFetch = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Token, TokenError>> + Send + 'static>,
+>;
+
 /// How long before a token's announced expiry the client replaces it: a quarter of its life, at
 /// most a minute.
 fn refresh_margin(lifetime: Duration) -> Duration {
@@ -522,18 +527,14 @@ impl GraphClient {
             .contains(idempotency_key)
     }
 
-    /// The refresh future: owns what it needs, so it runs to its end in a task of its own even
-    /// if every caller waiting on it is cancelled; in the registry the caller runs in.
-    fn fetcher(
-        &self,
-    ) -> impl FnOnce() -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Token, TokenError>> + Send + 'static>,
-    > + use<> {
-        let wire = self.wire.clone();
-        let refreshes = self.refreshes.clone();
-        let replacing = self.token.generation() > 0;
+    /// The refresh: called by [`SingleFlight`] only when a refresh starts, in the caller's poll
+    /// (so the caller's registry is in force); the future it returns owns what it needs, so it
+    /// runs to its end in a task of its own even if every caller waiting on it is cancelled.
+    fn fetcher(&self) -> impl FnOnce() -> TokenFetch + '_ {
         move || {
-            // Called by the refresh in the caller's poll, so the caller's registry is in force.
+            let wire = self.wire.clone();
+            let refreshes = self.refreshes.clone();
+            let replacing = self.token.generation() > 0;
             let registry = Registry::current();
             Box::pin(async move {
                 let r = registry.scope(wire.fetch_token()).await;
