@@ -396,3 +396,75 @@ async fn a_create_still_lost_after_the_replay_is_reported_unknown_not_failed() {
     assert_eq!(report.exit_code(), 2);
     assert_eq!(report.result.status, "devices_failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_that_opens_the_breaker_pauses_the_batch_instead_of_failing_it() {
+    const DEVICES: usize = 12;
+    let server = Arc::new(
+        GraphServer::start(
+            ServerConfig::new()
+                .with_devices(DEVICES)
+                .with_consistency_delay(Duration::ZERO),
+        )
+        .await
+        .unwrap(),
+    );
+    let client = Arc::new(GraphClient::new(server.base_url(), "outage").unwrap());
+    let run = tokio::spawn(async move {
+        let registry = graph_connector::connector::registry();
+        graph_connector::connector::run(
+            client,
+            &registry,
+            &graph_connector::connector::RunOptions {
+                concurrency: 4,
+                ..Default::default()
+            },
+        )
+        .await
+    });
+    // Once the devices are listed the service goes down, long enough for ten 503s in a row to
+    // open the breaker, then comes back.
+    server
+        .wait_until(|rec| {
+            rec.requests
+                .iter()
+                .any(|r| r.path.starts_with("/v1.0/devices") && r.status == Some(200))
+        })
+        .await;
+    server.set_outage(true);
+    server
+        .wait_until(|rec| {
+            rec.requests
+                .iter()
+                .filter(|r| r.status == Some(503))
+                .count()
+                >= 10
+        })
+        .await;
+    server.set_outage(false);
+    let report = run.await.unwrap();
+    let rec = server.records();
+
+    assert!(
+        report
+            .breaker_transitions
+            .iter()
+            .any(|t| t.breaker == "graph" && t.to == "open"),
+        "{:?}",
+        report.breaker_transitions
+    );
+    assert_eq!(
+        report.failures().count(),
+        0,
+        "{:#?}",
+        report.device_outcomes
+    );
+    assert_eq!(
+        report.devices_by_outcome.get("assigned"),
+        Some(&DEVICES),
+        "every device assigned after the outage"
+    );
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(rec.creates.len(), DEVICES);
+    assert!(rec.duplicates().is_empty());
+}
