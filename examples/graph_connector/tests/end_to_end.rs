@@ -133,6 +133,16 @@ async fn thirty_percent_faults_lag_and_short_tokens_every_in_scope_device_assign
     // with an expired token, and no refresh was needless.
     assert!(report.duration_seconds > 3.0, "{}", report.duration_seconds);
     assert!(rec.refreshes() >= 1, "tokens were replaced during the run");
+    let ahead = rec
+        .token_issues
+        .iter()
+        .filter(|t| t.previous.is_some() && !t.previous_expired)
+        .count();
+    assert!(
+        ahead >= 1,
+        "replaced ahead of expiry: {:#?}",
+        rec.token_issues
+    );
     assert!(
         rec.expired_tokens.is_empty(),
         "sent with an expired token: {:?}",
