@@ -7,6 +7,12 @@
 //! [`DOMAIN`]) in the status details. On the other side, [`find_terminal`] finds the reason again
 //! in a status, or anywhere in an error's `source()` chain.
 //!
+//! A rate limit travels as `RESOURCE_EXHAUSTED` with a [`RetryInfo`](tonic_types::RetryInfo)
+//! detail ([`rate_limited`]); such a status classifies as
+//! [`Throttled`](crate::ErrorClass::Throttled) with the `RetryInfo`'s delay as its wait hint, so a
+//! site waits for it and its `rate_limit` pauses for it. [`find_status`] finds the status in an
+//! error's `source()` chain, for an error type that wraps one.
+//!
 //! ```
 //! use resilience_runtime::tonic::{find_terminal, to_status};
 //! use resilience_runtime::{TerminalError, TerminalReason};
@@ -24,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::time::Duration;
 
 use ::tonic::{Code, Status};
 use ::tonic_types::{ErrorDetails, StatusExt};
@@ -93,6 +100,59 @@ pub fn find_terminal(err: &(dyn Error + 'static)) -> Option<TerminalError> {
     crate::find_terminal_reason(err).map(|r| TerminalError::new(r, err.to_string()))
 }
 
+/// A rate limit: `RESOURCE_EXHAUSTED` with a `RetryInfo` asking the caller to wait
+/// `retry_after`. It classifies as [`Throttled`](ErrorClass::Throttled), with that wait as its
+/// hint ([`retry_delay`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_runtime::tonic::{rate_limited, retry_delay};
+/// use resilience_runtime::{Classify, ErrorClass};
+///
+/// let status = rate_limited("too many grants", Duration::from_millis(250));
+/// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+/// let back = tonic::Status::from_header_map(status.into_http::<()>().headers()).unwrap();
+/// assert_eq!(retry_delay(&back), Some(Duration::from_millis(250)));
+/// assert_eq!((back.class(), back.retry_after()), (ErrorClass::Throttled, Some(Duration::from_millis(250))));
+/// ```
+pub fn rate_limited(message: impl Into<String>, retry_after: Duration) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
+/// The wait a status's `RetryInfo` detail asks for, if it has one.
+pub fn retry_delay(status: &Status) -> Option<Duration> {
+    status.get_details_retry_info()?.retry_delay
+}
+
+/// The first [`tonic::Status`] in an error's `source()` chain, the error itself included: how an
+/// error type that wraps a status (with the call's context) classifies by it.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience_runtime::tonic::{find_status, rate_limited};
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("grant failed")]
+/// struct GrantError(#[source] tonic::Status);
+///
+/// let e = GrantError(rate_limited("slow down", Duration::from_secs(1)));
+/// assert_eq!(find_status(&e).map(|s| s.code()), Some(tonic::Code::ResourceExhausted));
+/// ```
+pub fn find_status<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Status> {
+    let mut cur: Option<&'a (dyn Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(s) = e.downcast_ref::<Status>() {
+            return Some(s);
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// The class of a gRPC code: `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED` and
 /// `ABORTED` are transient, `UNAUTHENTICATED` is auth, `PERMISSION_DENIED` a policy violation,
 /// and everything else permanent.
@@ -130,14 +190,21 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// A status classified: a terminal reason in its details decides (never retried), else its code
-/// ([`class_of`]).
+/// A status classified: a terminal reason in its details decides (never retried); else a
+/// `RESOURCE_EXHAUSTED` with a `RetryInfo` is [`Throttled`](ErrorClass::Throttled); else its code
+/// decides ([`class_of`]). A `RetryInfo`'s delay is the wait hint, whatever the code.
 impl Classify for Status {
     fn class(&self) -> ErrorClass {
         match from_status(self) {
             Some(t) => t.reason().class(),
+            None if self.code() == Code::ResourceExhausted && retry_delay(self).is_some() => {
+                ErrorClass::Throttled
+            }
             None => class_of(self.code()),
         }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        retry_delay(self)
     }
     fn code(&self) -> Option<&str> {
         Some(code_name(Status::code(self)))

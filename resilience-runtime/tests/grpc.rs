@@ -5,7 +5,10 @@
 use std::error::Error;
 use std::fmt;
 
-use resilience_runtime::tonic::{DOMAIN, find_terminal, from_status, to_status, to_status_in};
+use resilience_runtime::tonic::{
+    DOMAIN, find_status, find_terminal, from_status, rate_limited, retry_delay, to_status,
+    to_status_in,
+};
 use resilience_runtime::{
     Classify, ErrorClass, TerminalError, TerminalReason, find_terminal_reason,
 };
@@ -130,4 +133,41 @@ fn a_service_can_name_its_own_domain() {
         "okta.connector.example"
     );
     assert_eq!(find_terminal(&status), Some(err));
+}
+
+#[test]
+fn a_rate_limit_with_retry_info_is_throttled_with_its_hint_across_the_wire_and_wraps() {
+    let hint = std::time::Duration::from_millis(1500);
+    let status = over_the_wire(rate_limited("grants per minute exceeded", hint));
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(retry_delay(&status), Some(hint));
+    assert_eq!(status.class(), ErrorClass::Throttled);
+    assert_eq!(status.retry_after(), Some(hint));
+    assert_eq!(status.terminal_reason(), None);
+
+    // Found again in a wrap chain, as a caller's error type holds it.
+    let wrapped = Wrap("grant", Box::new(Wrap("rpc", Box::new(status))));
+    let found = find_status(&wrapped).expect("the status in the chain");
+    assert_eq!(
+        (found.class(), found.retry_after()),
+        (ErrorClass::Throttled, Some(hint))
+    );
+    assert!(find_status(&Wrap("plain", Box::new(std::fmt::Error))).is_none());
+
+    // Without RetryInfo a RESOURCE_EXHAUSTED stays transient, with no hint; a RetryInfo on
+    // another code is a hint, not a class.
+    let bare = Status::new(Code::ResourceExhausted, "quota");
+    assert_eq!(
+        (bare.class(), bare.retry_after()),
+        (ErrorClass::Transient, None)
+    );
+    let unavailable = Status::with_error_details(
+        Code::Unavailable,
+        "draining",
+        ErrorDetails::with_retry_info(Some(hint)),
+    );
+    assert_eq!(
+        (unavailable.class(), unavailable.retry_after()),
+        (ErrorClass::Transient, Some(hint))
+    );
 }

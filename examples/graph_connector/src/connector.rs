@@ -3,32 +3,46 @@
 //!
 //! What the annotations buy, with no retry loop in this file:
 //!
-//! - 429, 5xx, timeouts and dropped connections are retried with backoff, and a `Retry-After`
-//!   (seconds or HTTP date) is honoured: no request goes out before it has passed;
-//! - a create carries `Idempotency-Key: {intent_id}-create-assignment`, the same on every attempt,
-//!   so a retried create whose first answer was lost meets `409` and resolves to the existing
-//!   assignment through `Location`: no duplicate;
-//! - a `401` refreshes the token and retries once, and the refresh is single-flight: many calls
-//!   that meet the same expired token cause one refresh;
-//! - a `403` is a policy violation: never retried, reported with its class;
-//! - every call goes through the `graph` breaker, which stops calling while it is open;
-//! - every call has a `deadline`, retries and waits included: the worst-case schedule of its
-//!   backoff and timeouts, rounded up, so only long `Retry-After` waits can meet it;
+//! - 5xx, timeouts and dropped connections are retried with backoff;
+//! - a `429` is `throttled`: the call waits for its `Retry-After` (seconds or HTTP date), and the
+//!   hint pauses the `graph_client` rate limiter that every call of the client goes through, so no
+//!   sibling call is sent before it has passed either (Graph throttles the app, not the
+//!   operation);
+//! - a create carries `Idempotency-Key: {intent_id}-create-assignment`, the same on every attempt
+//!   and in the end-of-run replay, so a retried create whose first answer was lost meets `409` and
+//!   resolves to the existing assignment through `Location`: no duplicate;
+//! - tokens are refreshed ahead of their expiry (from `expires_in`) and again on any `401`, in
+//!   both cases single-flight (`resilience_runtime::refresh::SingleFlight`): many calls that need a
+//!   new token cause one request; a `401` refreshes and retries without spending a retry;
+//! - a `403` is a policy violation: never retried, reported as such;
+//! - a read just after a create may meet `404` while the write propagates: within
+//!   [`GraphClient::consistency_window`] of the create it is retried on a schedule of its own and
+//!   from a retry budget of its own (`graph-consistency`), neither a permanent error nor a draw on
+//!   the `graph` budget that protects the service against overload;
+//! - every call goes through the `graph` breaker, which stops calling while it is open; the batch
+//!   ([`run`]) pauses while it is, instead of failing its queue;
+//! - every call has a `deadline`, retries and waits included;
 //! - every request carries a `client-request-id` (as Graph's SDKs send), which the server records.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::{StatusCode, header};
+use resilience_runtime::breaker::{Breaker, BreakerState};
 use resilience_runtime::events::{self, EventSink, RuntimeEvent};
+use resilience_runtime::refresh::SingleFlight;
 use resilience_runtime::registry::RegistryConfig;
-use resilience_runtime::{CallContext, Classify, ConnectorError, Registry, Rejected, resilient};
+use resilience_runtime::{
+    CallContext, Classify, ConnectorError, ErrorClass, Registry, Rejected, resilient,
+};
 use serde::Deserialize;
 
-use crate::report::{DeviceOutcome, OperationRow, Report, ServerView, Transition, Waits};
+use crate::report::{
+    BreakerPauses, DeviceOutcome, OperationRow, Report, RunResult, ServerView, Transition, Waits,
+};
 use crate::server::{AssignmentRequest, CLIENT_REQUEST_ID, Device, Records};
 
 /// The app assigned to most devices.
@@ -41,6 +55,15 @@ pub const BLOCKED_APP: &str = "app-unapproved-vpn";
 pub const CALL_DEADLINE: Duration = Duration::from_secs(16);
 /// The `deadline` of [`GraphClient::read_assignment`], as its annotation declares it.
 pub const READ_DEADLINE: Duration = Duration::from_secs(15);
+/// The `deadline` of [`GraphClient::read_after_create`], as its annotation declares it.
+pub const READ_AFTER_CREATE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The breaker every call goes through.
+pub const BREAKER: &str = "graph";
+/// The rate limiter every call of a client goes through; a `429`'s hint pauses it whole.
+pub const RATE_LIMIT: &str = "graph_client";
+/// The retry budget of reads that wait for a create to become visible.
+pub const CONSISTENCY_BUDGET: &str = "graph-consistency";
 
 /// The breakers, budgets and limits of the example, as a deployment would ship them: short
 /// cooldowns so a demo run sees its breaker close again.
@@ -49,9 +72,9 @@ pub const RESILIENCE_TOML: &str = include_str!("../resilience.toml");
 /// Everything a Graph call can fail with, and what each failure means for the next attempt.
 #[derive(Debug, thiserror::Error, ConnectorError)]
 pub enum GraphError {
-    /// `429`: the server asks the client to slow down, and says for how long.
+    /// `429`: the server throttles the client (the app), and says for how long.
     #[error("throttled by the server")]
-    #[connector(transient, code = "429")]
+    #[connector(throttled, code = "429")]
     Throttled {
         /// From the `Retry-After` header, in either form.
         #[connector(retry_after)]
@@ -65,10 +88,19 @@ pub enum GraphError {
     #[error("forbidden by policy: {0}")]
     #[connector(policy, code = "403")]
     Forbidden(String),
-    /// `404`: the resource does not exist (or is not visible yet: eventual consistency).
+    /// `404`: the resource does not exist.
     #[error("not found: {0}")]
     #[connector(permanent, code = "404")]
     NotFound(String),
+    /// `404` for an assignment created moments ago: the write has not propagated to the replica
+    /// that answered (eventual consistency). Retried; no sign of ill health for the breaker.
+    #[error("not visible yet: {0}")]
+    #[connector(transient, breaker = "ignored", code = "404")]
+    NotYetVisible(String),
+    /// No token could be had from the token endpoint.
+    #[error(transparent)]
+    #[connector(delegate)]
+    Token(TokenError),
     /// Any other status: the class comes from the status table (5xx transient, 4xx permanent).
     #[error("http {status}: {code}")]
     #[connector(status = status)]
@@ -90,6 +122,36 @@ pub enum GraphError {
     #[error(transparent)]
     #[connector(rejected)]
     Rejected(#[from] Rejected),
+}
+
+/// Why the token endpoint gave no token, as every call that waited on the refresh sees it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot get an access token: {message}")]
+pub struct TokenError {
+    class: ErrorClass,
+    code: Option<String>,
+    message: String,
+}
+
+impl TokenError {
+    fn of(e: &GraphError) -> TokenError {
+        TokenError {
+            class: e.class(),
+            code: e.code().map(str::to_owned),
+            message: error_chain(e),
+        }
+    }
+}
+
+impl Classify for TokenError {
+    fn class(&self) -> ErrorClass {
+        // A token endpoint that refuses the client's credentials is not cured by asking again
+        // at once: the call ends with the refresh's error.
+        self.class
+    }
+    fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
 }
 
 impl GraphError {
@@ -152,6 +214,9 @@ pub struct Assignment {
     /// the `Location` of the existing assignment.
     #[serde(skip)]
     pub resolved_conflict: bool,
+    /// When the client saw the create succeed (`None` when it was resolved through a `409`).
+    #[serde(skip)]
+    pub created: Option<Instant>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +234,9 @@ struct GraphErrorDetail {
 #[derive(Debug, Deserialize)]
 struct TokenResponse {
     access_token: String,
+    /// Seconds the token lasts; absent: an hour.
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
 
 /// One request a [`GraphClient`] sent, as its [`SendLog`] saw it.
@@ -233,68 +301,42 @@ impl Drop for SentGuard {
     }
 }
 
-/// A bearer token and its generation (1 for the first token, 2 after the first refresh, ...).
+/// A bearer token, and when the client should stop using it.
 #[derive(Debug, Clone)]
 struct Token {
     value: Arc<str>,
-    generation: u64,
+    /// When the client replaces it: its expiry as `expires_in` announced it (counted from when
+    /// the answer came, so a little late), less a margin, so that a request is never sent with a
+    /// token about to expire.
+    refresh_at: tokio::time::Instant,
 }
 
-/// A Graph client.
+/// A token request in flight, owned by the task that runs it.
+type TokenFetch = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Token, TokenError>> + Send + 'static>,
+>;
+
+/// How long before a token's announced expiry the client replaces it: a quarter of its life, at
+/// most a minute.
+fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 4).min(Duration::from_secs(60))
+}
+
+/// What every request of a client shares: the connection pool, where to send, who is asking,
+/// the request numbering and the optional log. Owned by an `Arc`, so that a token refresh can
+/// run in a task of its own.
 #[derive(Debug)]
-pub struct GraphClient {
+struct Wire {
     http: reqwest::Client,
     base_url: String,
     client_id: String,
-    /// The token in use: read by every attempt, replaced by a refresh.
-    token: Mutex<Option<Token>>,
-    /// Held while a token is fetched, so concurrent refreshes queue behind one request.
-    refreshing: tokio::sync::Mutex<()>,
-    /// The newest token generation the server refused.
-    refused: AtomicU64,
-    refreshes: AtomicU64,
     /// Numbers the requests sent, for their `client-request-id`.
     requests: AtomicU64,
     /// Where sent requests are logged, if a test asked for it.
     send_log: Option<Arc<SendLog>>,
 }
 
-impl GraphClient {
-    /// A client for the server at `base_url` (`http://127.0.0.1:PORT`), identified as `client_id`
-    /// when it asks for tokens.
-    ///
-    /// # Errors
-    ///
-    /// When the HTTP client cannot be built.
-    pub fn new(
-        base_url: impl Into<String>,
-        client_id: impl Into<String>,
-    ) -> Result<Self, GraphError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(GraphError::network)?;
-        Ok(GraphClient {
-            http,
-            base_url: base_url.into().trim_end_matches('/').to_owned(),
-            client_id: client_id.into(),
-            token: Mutex::new(None),
-            refreshing: tokio::sync::Mutex::new(()),
-            refused: AtomicU64::new(0),
-            refreshes: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            send_log: None,
-        })
-    }
-
-    /// Logs every request this client sends into `log` (see [`SendLog`]).
-    #[must_use]
-    pub fn with_send_log(mut self, log: Arc<SendLog>) -> Self {
-        self.send_log = Some(log);
-        self
-    }
-
+impl Wire {
     /// Names a request with a fresh `client-request-id` (as Graph's SDKs do) and logs it when a
     /// [`SendLog`] is set. Keep the guard until the attempt ends: dropping it stamps the end.
     fn stamp(&self, req: reqwest::RequestBuilder) -> (reqwest::RequestBuilder, SentGuard) {
@@ -313,61 +355,6 @@ impl GraphClient {
             (log.clone(), index)
         }));
         (req.header(CLIENT_REQUEST_ID, id), guard)
-    }
-
-    /// The server's base URL.
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
-    /// Tokens fetched to replace a refused one.
-    pub fn refreshes(&self) -> u64 {
-        self.refreshes.load(Ordering::Relaxed)
-    }
-
-    fn current(&self) -> Option<Token> {
-        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The token to send: the current one, or a first one.
-    async fn bearer(&self) -> Result<Token, GraphError> {
-        if let Some(t) = self.current() {
-            return Ok(t);
-        }
-        self.refresh_token().await?;
-        self.current().ok_or(GraphError::Unauthorized)
-    }
-
-    /// Replaces a refused token, once per refusal however many calls ask.
-    ///
-    /// This is the `refresh` hook of every call: the engine runs it when an attempt fails with an
-    /// `auth` error, then retries once. Calls that met the same expired token queue on the lock;
-    /// the first fetches a new token, the others find a generation newer than the refused one and
-    /// return at once.
-    ///
-    /// # Errors
-    ///
-    /// When no token can be had.
-    pub async fn refresh_token(&self) -> Result<(), GraphError> {
-        let _single_flight = self.refreshing.lock().await;
-        let refused = self.refused.load(Ordering::Acquire);
-        let previous = self.current();
-        if let Some(t) = &previous
-            && t.generation > refused
-        {
-            return Ok(());
-        }
-        let fresh = self.fetch_token().await?;
-        let generation = previous.as_ref().map_or(1, |t| t.generation + 1);
-        if previous.is_some() {
-            self.refreshes.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(generation, "access token refreshed");
-        }
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(Token {
-            value: fresh.access_token.into(),
-            generation,
-        });
-        Ok(())
     }
 
     /// `POST /oauth2/token` (client credentials).
@@ -389,15 +376,233 @@ impl GraphClient {
                 )),
         );
         let resp = req.send().await.map_err(GraphError::network)?;
-        let resp = self.check(resp, None).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(GraphError::Http {
+                status: status.as_u16(),
+                code: status.canonical_reason().unwrap_or("Unknown").to_owned(),
+            });
+        }
         resp.json().await.map_err(GraphError::network)
+    }
+}
+
+/// Records that a create's outcome is unknown (a request that may have been applied got no
+/// answer that says so) unless the attempt learns otherwise and disarms it.
+struct Uncertain<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    key: &'a str,
+    armed: bool,
+}
+
+impl Uncertain<'_> {
+    fn settle(&mut self) {
+        self.armed = false;
+    }
+
+    fn known_applied(&mut self) {
+        self.armed = false;
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.key);
+    }
+}
+
+impl Drop for Uncertain<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.set
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.key.to_owned());
+        }
+    }
+}
+
+/// A Graph client: one OAuth client (its `client_id`), its token, and its throttle state.
+///
+/// Graph throttles per app: every call of one client goes through the [`RATE_LIMIT`] limiter of
+/// the registry it runs in, which a `429`'s hint pauses. Run one client per registry (as [`run`]
+/// does) so that the limiter is this client's.
+#[derive(Debug)]
+pub struct GraphClient {
+    wire: Arc<Wire>,
+    /// The token in use and its generation: read by every attempt, replaced by one refresh at a
+    /// time however many calls ask.
+    token: SingleFlight<Token, TokenError>,
+    /// The newest token generation the server refused.
+    refused: AtomicU64,
+    /// Tokens fetched to replace one (ahead of its expiry or after a `401`).
+    refreshes: Arc<AtomicU64>,
+    /// Until when the server throttles this client (the latest `429` hint), for requests an
+    /// attempt sends after the limiter admitted it (a second request in one attempt, a request
+    /// held up by a token refresh).
+    throttled_until: Mutex<Option<tokio::time::Instant>>,
+    /// Idempotency keys of creates that may have been applied without the client knowing.
+    uncertain: Mutex<HashSet<String>>,
+    consistency_window: Duration,
+}
+
+impl GraphClient {
+    /// A client for the server at `base_url` (`http://127.0.0.1:PORT`), identified as `client_id`
+    /// when it asks for tokens.
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be built.
+    pub fn new(
+        base_url: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> Result<Self, GraphError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(GraphError::network)?;
+        Ok(GraphClient {
+            wire: Arc::new(Wire {
+                http,
+                base_url: base_url.into().trim_end_matches('/').to_owned(),
+                client_id: client_id.into(),
+                requests: AtomicU64::new(0),
+                send_log: None,
+            }),
+            token: SingleFlight::new(),
+            refused: AtomicU64::new(0),
+            refreshes: Arc::new(AtomicU64::new(0)),
+            throttled_until: Mutex::new(None),
+            uncertain: Mutex::new(HashSet::new()),
+            consistency_window: Duration::from_secs(30),
+        })
+    }
+
+    /// Logs every request this client sends into `log` (see [`SendLog`]).
+    ///
+    /// # Panics
+    ///
+    /// When called after the client has been shared (it is meant for building).
+    #[must_use]
+    pub fn with_send_log(mut self, log: Arc<SendLog>) -> Self {
+        Arc::get_mut(&mut self.wire)
+            .expect("with_send_log is called while building the client")
+            .send_log = Some(log);
+        self
+    }
+
+    /// Sets how long after a create a `404` on reading it is taken for replication lag
+    /// ([`GraphError::NotYetVisible`], retried) rather than absence ([`GraphError::NotFound`]).
+    /// Default: 30 s.
+    #[must_use]
+    pub fn with_consistency_window(mut self, window: Duration) -> Self {
+        self.consistency_window = window;
+        self
+    }
+
+    /// See [`GraphClient::with_consistency_window`].
+    pub fn consistency_window(&self) -> Duration {
+        self.consistency_window
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.wire.base_url
+    }
+
+    /// The OAuth client this client asks tokens for.
+    pub fn client_id(&self) -> &str {
+        &self.wire.client_id
+    }
+
+    /// Tokens fetched to replace an earlier one, ahead of its expiry or after a `401`.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Whether a create with this idempotency key may have been applied without the client
+    /// knowing (its answer was lost, or cut by a timeout, and no later answer said).
+    pub fn outcome_unknown(&self, idempotency_key: &str) -> bool {
+        self.uncertain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(idempotency_key)
+    }
+
+    /// The refresh: called by [`SingleFlight`] only when a refresh starts, in the caller's poll
+    /// (so the caller's registry is in force); the future it returns owns what it needs, so it
+    /// runs to its end in a task of its own even if every caller waiting on it is cancelled.
+    fn fetcher(&self) -> impl FnOnce() -> TokenFetch + '_ {
+        move || {
+            let wire = self.wire.clone();
+            let refreshes = self.refreshes.clone();
+            let replacing = self.token.generation() > 0;
+            let registry = Registry::current();
+            Box::pin(async move {
+                let r = registry.scope(wire.fetch_token()).await;
+                let t = r.map_err(|e| TokenError::of(&e))?;
+                let lifetime = Duration::from_secs(t.expires_in.unwrap_or(3600).max(1));
+                if replacing {
+                    refreshes.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("access token refreshed");
+                }
+                Ok(Token {
+                    value: t.access_token.into(),
+                    refresh_at: tokio::time::Instant::now() + lifetime - refresh_margin(lifetime),
+                })
+            })
+        }
+    }
+
+    /// The token to send, and its generation: the current one while it is good for a while yet,
+    /// else a new one (single-flight).
+    async fn bearer(&self) -> Result<(Arc<str>, u64), GraphError> {
+        let now = tokio::time::Instant::now();
+        let t = self
+            .token
+            .get_or_refresh(|t| now < t.refresh_at, self.fetcher())
+            .await
+            .map_err(GraphError::Token)?;
+        Ok((t.value.value, t.generation))
+    }
+
+    /// Replaces a refused token, once per refusal however many calls ask.
+    ///
+    /// This is the `refresh` hook of every call: the engine runs it when an attempt fails with an
+    /// `auth` error, then tries again. Calls that met the same refused token share one refresh;
+    /// a call whose token has already been replaced returns at once.
+    ///
+    /// # Errors
+    ///
+    /// When no token can be had.
+    pub async fn refresh_token(&self) -> Result<(), GraphError> {
+        let refused = self.refused.load(Ordering::Acquire);
+        self.token
+            .refresh(refused, self.fetcher())
+            .await
+            .map(|_| ())
+            .map_err(GraphError::Token)
+    }
+
+    /// Waits while the server throttles this client. The `graph_client` limiter holds back new
+    /// attempts; this holds back a request an attempt sends after it was admitted.
+    async fn hold_while_throttled(&self) {
+        loop {
+            let until = *self
+                .throttled_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(u) if u > tokio::time::Instant::now() => tokio::time::sleep_until(u).await,
+                _ => return,
+            }
+        }
     }
 
     /// Turns a non-success answer into its error.
     async fn check(
         &self,
         resp: reqwest::Response,
-        token: Option<&Token>,
+        generation: u64,
     ) -> Result<reqwest::Response, GraphError> {
         let status = resp.status();
         if status.is_success() {
@@ -409,12 +614,19 @@ impl GraphClient {
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            if let Some(wait) = retry_after {
+                let until = tokio::time::Instant::now() + wait;
+                let mut t = self
+                    .throttled_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                *t = Some(t.map_or(until, |u| u.max(until)));
+            }
             return Err(GraphError::Throttled { retry_after });
         }
         if status == StatusCode::UNAUTHORIZED {
-            if let Some(t) = token {
-                self.refused.fetch_max(t.generation, Ordering::AcqRel);
-            }
+            // The `refresh` hook replaces this generation once, however many calls met it.
+            self.refused.fetch_max(generation, Ordering::AcqRel);
             return Err(GraphError::Unauthorized);
         }
         let url = resp.url().path().to_owned();
@@ -436,22 +648,31 @@ impl GraphClient {
         })
     }
 
+    /// One authenticated `GET`, after any throttle window has passed.
+    async fn get(&self, url: &str) -> Result<reqwest::Response, GraphError> {
+        self.hold_while_throttled().await;
+        let (token, generation) = self.bearer().await?;
+        let (req, _sent) = self
+            .wire
+            .stamp(self.wire.http.get(url).bearer_auth(&*token));
+        let resp = req.send().await.map_err(GraphError::network)?;
+        self.check(resp, generation).await
+    }
+
     /// `GET` one page of devices (`url` is the first page's or a `nextLink`).
     #[resilient(
         connector = "graph",
         retries = 5,
         backoff(base = "100ms", max = "2s"),
         breaker = "graph",
+        rate_limit = "graph_client",
         idempotent,
         timeout = "2s",
         deadline = "16s",
         refresh = Self::refresh_token
     )]
     pub async fn list_page(&self, url: &str) -> Result<Page, GraphError> {
-        let token = self.bearer().await?;
-        let (req, _sent) = self.stamp(self.http.get(url).bearer_auth(&token.value));
-        let resp = req.send().await.map_err(GraphError::network)?;
-        let resp = self.check(resp, Some(&token)).await?;
+        let resp = self.get(url).await?;
         resp.json().await.map_err(GraphError::network)
     }
 
@@ -461,7 +682,10 @@ impl GraphClient {
     ///
     /// The first page that fails for good.
     pub async fn list_devices(&self, page_size: usize) -> Result<Vec<Device>, GraphError> {
-        let mut url = Some(format!("{}/v1.0/devices?$top={page_size}", self.base_url));
+        let mut url = Some(format!(
+            "{}/v1.0/devices?$top={page_size}",
+            self.wire.base_url
+        ));
         let mut devices = Vec::new();
         while let Some(u) = url {
             let page = self.list_page(&u).await?;
@@ -473,14 +697,16 @@ impl GraphClient {
 
     /// `POST /v1.0/assignments`, once per intent.
     ///
-    /// The idempotency key is the same on every attempt of a call. When an earlier attempt was
-    /// applied but its answer lost, this attempt meets `409` and resolves to the existing
-    /// assignment through `Location`.
+    /// The idempotency key is the same on every attempt of a call, and in any later call for the
+    /// same intent. When an earlier attempt was applied but its answer lost, this attempt meets
+    /// `409` and resolves to the existing assignment through `Location`. When the call fails and
+    /// an attempt may have been applied unseen, [`GraphClient::outcome_unknown`] says so.
     #[resilient(
         connector = "graph",
         retries = 5,
         backoff(base = "100ms", max = "2s"),
         breaker = "graph",
+        rate_limit = "graph_client",
         idempotency_key = format!("{}-create-assignment", intent_id),
         timeout = "2s",
         deadline = "16s",
@@ -495,11 +721,13 @@ impl GraphClient {
         let key = CallContext::current()
             .and_then(|c| c.idempotency_key().map(str::to_owned))
             .ok_or_else(|| GraphError::Decode("no idempotency key in the call context".into()))?;
-        let token = self.bearer().await?;
-        let (req, _sent) = self.stamp(
-            self.http
-                .post(format!("{}/v1.0/assignments", self.base_url))
-                .bearer_auth(&token.value)
+        self.hold_while_throttled().await;
+        let (token, generation) = self.bearer().await?;
+        let (req, _sent) = self.wire.stamp(
+            self.wire
+                .http
+                .post(format!("{}/v1.0/assignments", self.wire.base_url))
+                .bearer_auth(&*token)
                 .header("Idempotency-Key", &key)
                 .json(&AssignmentRequest {
                     intent_id: intent_id.to_owned(),
@@ -507,18 +735,45 @@ impl GraphClient {
                     app_id: app_id.to_owned(),
                 }),
         );
-        let resp = req.send().await.map_err(GraphError::network)?;
-        if resp.status() == StatusCode::CONFLICT {
+        // From here until an answer says otherwise, the create may have been applied.
+        let mut uncertain = Uncertain {
+            set: &self.uncertain,
+            key: &key,
+            armed: true,
+        };
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                if e.is_connect() {
+                    // Never reached the server.
+                    uncertain.settle();
+                }
+                return Err(GraphError::network(e));
+            }
+        };
+        let status = resp.status();
+        let created = Instant::now();
+        if status == StatusCode::CONFLICT {
             let location = resp
                 .headers()
                 .get(header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
                 .ok_or_else(|| GraphError::Decode("409 without a Location".into()))?;
-            return self.existing(&location, &token, device_id, app_id).await;
+            let a = self.existing(&location, device_id, app_id).await?;
+            uncertain.known_applied();
+            return Ok(a);
         }
-        let resp = self.check(resp, Some(&token)).await?;
-        resp.json().await.map_err(GraphError::network)
+        // A refusal (4xx, or 503: not processed) applied nothing. 500, 502 and 504 say nothing
+        // about whether the create was applied.
+        if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE {
+            uncertain.settle();
+        }
+        let resp = self.check(resp, generation).await?;
+        let mut a: Assignment = resp.json().await.map_err(GraphError::network)?;
+        a.created = Some(created);
+        uncertain.known_applied();
+        Ok(a)
     }
 
     /// The assignment a `409` points at. It may not be readable yet (eventual consistency): its
@@ -526,13 +781,10 @@ impl GraphClient {
     async fn existing(
         &self,
         location: &str,
-        token: &Token,
         device_id: &str,
         app_id: &str,
     ) -> Result<Assignment, GraphError> {
-        let (req, _sent) = self.stamp(self.http.get(location).bearer_auth(&token.value));
-        let resp = req.send().await.map_err(GraphError::network)?;
-        let mut a = match self.check(resp, Some(token)).await {
+        let mut a = match self.get(location).await {
             Ok(resp) => resp
                 .json::<Assignment>()
                 .await
@@ -542,6 +794,7 @@ impl GraphClient {
                 device_id: device_id.to_owned(),
                 app_id: app_id.to_owned(),
                 resolved_conflict: true,
+                created: None,
             },
             Err(e) => return Err(e),
         };
@@ -549,29 +802,54 @@ impl GraphClient {
         Ok(a)
     }
 
-    /// `GET /v1.0/assignments/{id}`. A new assignment is `404` for a short while (eventual
-    /// consistency, seed 000): here, and only here, `404` is retried.
+    /// `GET /v1.0/assignments/{id}`: a `404` means there is no such assignment.
     #[resilient(
         connector = "graph",
         retries = 5,
         backoff(base = "100ms", max = "1s"),
         breaker = "graph",
+        rate_limit = "graph_client",
         idempotent,
         timeout = "2s",
         deadline = "15s",
-        refresh = Self::refresh_token,
-        retry_on = [GraphError::NotFound]
+        refresh = Self::refresh_token
     )]
     pub async fn read_assignment(&self, id: &str) -> Result<Assignment, GraphError> {
-        let token = self.bearer().await?;
-        let (req, _sent) = self.stamp(
-            self.http
-                .get(format!("{}/v1.0/assignments/{id}", self.base_url))
-                .bearer_auth(&token.value),
-        );
-        let resp = req.send().await.map_err(GraphError::network)?;
-        let resp = self.check(resp, Some(&token)).await?;
+        let resp = self
+            .get(&format!("{}/v1.0/assignments/{id}", self.wire.base_url))
+            .await?;
         resp.json().await.map_err(GraphError::network)
+    }
+
+    /// Reads an assignment back after creating it. A new assignment is `404` for a while
+    /// (eventual consistency, seed 000): within [`GraphClient::consistency_window`] of `since`
+    /// (when the create was seen) that `404` is
+    /// [`GraphError::NotYetVisible`], retried on this site's own schedule and from its own budget
+    /// ([`CONSISTENCY_BUDGET`]), never counted against the breaker.
+    #[resilient(
+        retries = 12,
+        backoff(base = "100ms", max = "1s"),
+        breaker = "graph",
+        budget = "graph-consistency",
+        rate_limit = "graph_client",
+        idempotent,
+        timeout = "2s",
+        deadline = "60s",
+        refresh = Self::refresh_token
+    )]
+    pub async fn read_after_create(
+        &self,
+        id: &str,
+        since: Instant,
+    ) -> Result<Assignment, GraphError> {
+        let url = format!("{}/v1.0/assignments/{id}", self.wire.base_url);
+        match self.get(&url).await {
+            Ok(resp) => resp.json().await.map_err(GraphError::network),
+            Err(GraphError::NotFound(path)) if since.elapsed() < self.consistency_window => {
+                Err(GraphError::NotYetVisible(path))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -599,6 +877,11 @@ pub fn intent_for(device_id: &str, app_id: &str) -> String {
     format!("intent-{device_id}-{app_id}")
 }
 
+/// The idempotency key every create for an intent carries.
+pub fn idempotency_key_for(intent_id: &str) -> String {
+    format!("{intent_id}-create-assignment")
+}
+
 /// How a run goes.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -606,8 +889,11 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Page size asked for when listing.
     pub page_size: usize,
-    /// Assign at most this many of the listed devices.
-    pub max_devices: Option<usize>,
+    /// Handle at most this many of the listed devices (the first ones); `None`: all of them.
+    pub limit: Option<usize>,
+    /// How long the batch waits, in all, for an open breaker to admit a probe before it stops
+    /// waiting and reports the devices left as failed.
+    pub breaker_patience: Duration,
     /// Show progress on stderr (when it is a terminal).
     pub progress: bool,
 }
@@ -617,7 +903,8 @@ impl Default for RunOptions {
         RunOptions {
             concurrency: 8,
             page_size: 20,
-            max_devices: None,
+            limit: None,
+            breaker_patience: Duration::from_secs(60),
             progress: false,
         }
     }
@@ -675,16 +962,6 @@ impl EventSink for Observer {
     }
 }
 
-fn failed(device_id: &str, stage: &str, e: &GraphError) -> DeviceOutcome {
-    DeviceOutcome::Failed {
-        device_id: device_id.to_owned(),
-        stage: stage.to_owned(),
-        class: e.class().as_str().to_owned(),
-        code: e.code().map(str::to_owned),
-        message: error_chain(e),
-    }
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -696,34 +973,166 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Creates one device's assignment.
-async fn create(
-    client: &GraphClient,
+/// One device to handle.
+#[derive(Debug, Clone)]
+struct Job {
     index: usize,
-    device: &Device,
-) -> Result<Assignment, DeviceOutcome> {
-    let app = app_for(index);
-    let intent = intent_for(&device.id, app);
-    client
-        .create_assignment(&intent, &device.id, app)
-        .await
-        .map_err(|e| failed(&device.id, "create", &e))
+    device: Device,
 }
 
-/// Reads one assignment back.
-async fn read(client: &GraphClient, created: Assignment) -> DeviceOutcome {
-    match client.read_assignment(&created.id).await {
-        Ok(read) => DeviceOutcome::Assigned {
-            device_id: created.device_id,
-            assignment_id: read.id,
-            resolved_conflict: created.resolved_conflict,
-        },
-        Err(e) => failed(&created.device_id, "read", &e),
+/// How handling a device ended, before the end-of-run pass.
+#[derive(Debug)]
+enum Handled {
+    /// For good: assigned, refused by policy, or failed for a reason another try cannot cure.
+    Done(DeviceOutcome),
+    /// Failed transiently, or with an unknown outcome: tried again at the end of the run, with
+    /// the same idempotency key.
+    Again(DeviceOutcome),
+    /// Refused by an open breaker before anything was sent: back in the queue, after the time
+    /// the breaker asked for.
+    CircuitOpen(DeviceOutcome, Duration),
+}
+
+fn outcome_of(
+    client: &GraphClient,
+    device_id: &str,
+    key: &str,
+    stage: &str,
+    e: &GraphError,
+) -> Handled {
+    let class = e.class();
+    let message = error_chain(e);
+    let code = e.code().map(str::to_owned);
+    if class == ErrorClass::PolicyViolation {
+        return Handled::Done(DeviceOutcome::PolicyViolation {
+            device_id: device_id.to_owned(),
+            stage: stage.to_owned(),
+            code,
+            message,
+        });
+    }
+    if stage == "create" && client.outcome_unknown(key) {
+        return Handled::Again(DeviceOutcome::Unknown {
+            device_id: device_id.to_owned(),
+            idempotency_key: key.to_owned(),
+            message,
+        });
+    }
+    let outcome = DeviceOutcome::Failed {
+        device_id: device_id.to_owned(),
+        stage: stage.to_owned(),
+        class: class.as_str().to_owned(),
+        code,
+        message,
+    };
+    if let GraphError::Rejected(Rejected::CircuitOpen { retry_in, .. }) = e {
+        Handled::CircuitOpen(outcome, *retry_in)
+    } else if class.is_retryable() || matches!(e, GraphError::Rejected(_)) {
+        Handled::Again(outcome)
+    } else {
+        Handled::Done(outcome)
     }
 }
 
-/// Lists every device, assigns each its app (at most `concurrency` at once), reads each
-/// assignment back, and reports. Every call runs in `registry`.
+/// Creates one device's assignment (or finds the one an earlier try created, through the same
+/// idempotency key) and reads it back.
+async fn handle(client: &GraphClient, job: &Job) -> Handled {
+    let app = app_for(job.index);
+    let intent = intent_for(&job.device.id, app);
+    let key = idempotency_key_for(&intent);
+    let created = match client.create_assignment(&intent, &job.device.id, app).await {
+        Ok(a) => a,
+        Err(e) => return outcome_of(client, &job.device.id, &key, "create", &e),
+    };
+    let since = created.created.unwrap_or_else(Instant::now);
+    match client.read_after_create(&created.id, since).await {
+        Ok(read) => Handled::Done(DeviceOutcome::Assigned {
+            device_id: job.device.id.clone(),
+            assignment_id: read.id,
+            resolved_conflict: created.resolved_conflict,
+        }),
+        Err(e) => outcome_of(client, &job.device.id, &key, "read", &e),
+    }
+}
+
+/// Holds the batch while the breaker is open, for at most the run's patience in all.
+#[derive(Debug)]
+struct BreakerGate {
+    breaker: Arc<Breaker>,
+    patience: Duration,
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Time waited so far, by the whole batch (overlapping waits of workers counted once).
+    waited: Duration,
+    /// Until when the batch waits now, if it does.
+    until: Option<tokio::time::Instant>,
+    pauses: u64,
+}
+
+impl BreakerGate {
+    /// Whether the batch may still wait for the breaker.
+    fn patient(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).waited < self.patience
+    }
+
+    /// Waits until the breaker would admit a probe (its cooldown has passed) if it is open.
+    /// Returns at once when it is not, or when the batch's patience is spent.
+    async fn wait(&self) {
+        loop {
+            if self.breaker.state() != BreakerState::Open {
+                return;
+            }
+            let left = self
+                .breaker
+                .config()
+                .cooldown
+                .saturating_sub(self.breaker.time_in_state());
+            if left.is_zero() {
+                return;
+            }
+            let until = {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let now = tokio::time::Instant::now();
+                match s.until {
+                    // Another worker already waits for this cooldown: wait with it.
+                    Some(u) if u > now => u,
+                    _ => {
+                        if s.waited >= self.patience {
+                            return;
+                        }
+                        let wait = left.min(self.patience - s.waited);
+                        s.waited += wait;
+                        s.pauses += 1;
+                        s.until = Some(now + wait);
+                        now + wait
+                    }
+                }
+            };
+            tracing::info!(
+                wait_ms = until
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .as_millis() as u64,
+                "the graph breaker is open: the batch waits for it to admit a probe"
+            );
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    fn pauses(&self) -> BreakerPauses {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        BreakerPauses {
+            pauses: s.pauses,
+            seconds: s.waited.as_secs_f64(),
+        }
+    }
+}
+
+/// Lists every device, handles the first `limit` of them (all by default: create, then read
+/// back, at most `concurrency` at once), tries the ones that failed transiently again at the end
+/// with the same idempotency keys, and reports. Every call runs in `registry`.
 pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOptions) -> Report {
     let started = Instant::now();
     let observer = Arc::new(Observer {
@@ -733,10 +1142,16 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
     });
     let sink: Arc<dyn EventSink> = observer.clone();
     events::add_sink(sink.clone());
+    let gate = Arc::new(BreakerGate {
+        breaker: registry.breaker(BREAKER),
+        patience: opts.breaker_patience,
+        state: Mutex::new(GateState::default()),
+    });
 
     let mut report = Report {
         base_url: client.base_url().to_owned(),
         concurrency: opts.concurrency.max(1),
+        limit: opts.limit,
         ..Report::default()
     };
     match registry
@@ -744,11 +1159,15 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
         .await
     {
         Ok(mut devices) => {
-            if let Some(n) = opts.max_devices {
+            report.listed = devices.len();
+            if let Some(n) = opts.limit {
                 devices.truncate(n);
             }
             report.devices = devices.len();
-            report.device_outcomes = assign_all(&client, registry, devices, opts, &observer).await;
+            let (outcomes, again) =
+                assign_all(&client, registry, devices, opts, &observer, &gate).await;
+            report.device_outcomes = outcomes;
+            report.retried_at_end = again;
             report.completed = true;
         }
         Err(e) => {
@@ -763,16 +1182,19 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
 
     report.duration_seconds = started.elapsed().as_secs_f64();
     for d in &report.device_outcomes {
-        let k = match d {
-            DeviceOutcome::Assigned { .. } => "assigned",
-            DeviceOutcome::Failed { class, .. } => class.as_str(),
-        };
-        *report.devices_by_outcome.entry(k.to_owned()).or_insert(0) += 1;
+        *report
+            .devices_by_outcome
+            .entry(d.outcome().to_owned())
+            .or_insert(0) += 1;
+        if let DeviceOutcome::Failed { class, .. } = d {
+            *report.failures_by_class.entry(class.clone()).or_insert(0) += 1;
+        }
     }
     let metrics = registry.metrics();
     for op in [
         "list_page",
         "create_assignment",
+        "read_after_create",
         "read_assignment",
         "fetch_token",
     ] {
@@ -782,7 +1204,7 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
                 operation: op.to_owned(),
                 calls: m.calls(),
                 ok: m.ok,
-                errors: resilience_runtime::ErrorClass::ALL
+                errors: ErrorClass::ALL
                     .into_iter()
                     .map(|c| (c.as_str().to_owned(), m.errors.get(c)))
                     .filter(|(_, n)| *n > 0)
@@ -799,61 +1221,67 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
     report.waits = s.waits.clone();
     report.breaker_transitions = s.transitions.clone();
     report.gave_up = s.gave_up.clone();
+    report.breaker_pauses = gate.pauses();
     report.token_refreshes = client.refreshes();
+    report.result = RunResult::of(&report);
     report
 }
 
-/// Creates every device's assignment, then reads each back: by then most are visible, and the
-/// few that are not yet are retried (`retry_on = [GraphError::NotFound]`).
+/// Handles every device, then tries again, once, those that failed transiently or whose create's
+/// outcome is unknown. Returns every device's outcome, in the listing's order, and how many
+/// were tried again.
 async fn assign_all(
     client: &Arc<GraphClient>,
     registry: &Registry,
     devices: Vec<Device>,
     opts: &RunOptions,
     observer: &Arc<Observer>,
-) -> Vec<DeviceOutcome> {
+    gate: &Arc<BreakerGate>,
+) -> (Vec<DeviceOutcome>, usize) {
     let total = devices.len();
     let progress = Arc::new(Progress::default());
     let ticker = (opts.progress && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(progress.clone().show(total, observer.clone())));
 
-    let created = pool(
+    let jobs: Vec<Job> = devices
+        .into_iter()
+        .enumerate()
+        .map(|(index, device)| Job { index, device })
+        .collect();
+    let first = pool(
         registry,
         opts.concurrency,
         &progress,
-        devices.into_iter().enumerate().collect(),
-        {
-            let client = client.clone();
-            move |(i, device): (usize, Device)| {
-                let client = client.clone();
-                async move { create(&client, i, &device).await }
-            }
-        },
+        gate,
+        client,
+        jobs.clone(),
     )
     .await;
-    progress.next_phase();
     let mut outcomes: Vec<Option<DeviceOutcome>> = Vec::with_capacity(total);
-    let mut to_read = Vec::new();
-    for (i, c) in created.into_iter().enumerate() {
-        match c {
-            Ok(a) => {
-                outcomes.push(None);
-                to_read.push((i, a));
+    let mut again = Vec::new();
+    for (job, handled) in jobs.into_iter().zip(first) {
+        match handled {
+            Handled::Done(o) => outcomes.push(Some(o)),
+            Handled::Again(o) | Handled::CircuitOpen(o, _) => {
+                outcomes.push(Some(o));
+                again.push(job);
             }
-            Err(failed) => outcomes.push(Some(failed)),
         }
     }
-    let read_back = pool(registry, opts.concurrency, &progress, to_read, {
-        let client = client.clone();
-        move |(i, a): (usize, Assignment)| {
-            let client = client.clone();
-            async move { (i, read(&client, a).await) }
-        }
-    })
-    .await;
-    for (i, outcome) in read_back {
-        if let Some(slot) = outcomes.get_mut(i) {
-            *slot = Some(outcome);
+    let retried = again.len();
+    if !again.is_empty() {
+        progress.next_phase();
+        tracing::info!(
+            devices = retried,
+            "trying again the devices that failed transiently"
+        );
+        let indexes: Vec<usize> = again.iter().map(|j| j.index).collect();
+        let second = pool(registry, opts.concurrency, &progress, gate, client, again).await;
+        for (i, handled) in indexes.into_iter().zip(second) {
+            let (Handled::Done(o) | Handled::Again(o) | Handled::CircuitOpen(o, _)) = handled;
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = Some(o);
+            }
         }
     }
     if let Some(t) = ticker {
@@ -861,37 +1289,57 @@ async fn assign_all(
         // Clear the progress line, if one was drawn.
         eprint!("\r{}\r", " ".repeat(80));
     }
-    outcomes.into_iter().flatten().collect()
+    (outcomes.into_iter().flatten().collect(), retried)
 }
 
-/// Runs `f` on every item, at most `concurrency` at once, each task in `registry`; results in
-/// the items' order.
-async fn pool<T, R, F, Fut>(
+/// Handles `jobs`, at most `concurrency` at once, each task in `registry`; results in the jobs'
+/// order. While the breaker is open no job starts, and a job the open breaker refused goes back
+/// to the queue, for as long as the batch's patience lasts.
+async fn pool(
     registry: &Registry,
     concurrency: usize,
     progress: &Arc<Progress>,
-    items: Vec<T>,
-    f: F,
-) -> Vec<R>
-where
-    T: Send + 'static,
-    R: Send + 'static,
-    F: Fn(T) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = R> + Send,
-{
-    let n = items.len();
+    gate: &Arc<BreakerGate>,
+    client: &Arc<GraphClient>,
+    jobs: Vec<Job>,
+) -> Vec<Handled> {
+    let n = jobs.len();
     let queue = Arc::new(Mutex::new(
-        items.into_iter().enumerate().collect::<VecDeque<_>>(),
+        jobs.into_iter().enumerate().collect::<VecDeque<_>>(),
     ));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.clamp(1, n.max(1)) {
-        let (queue, progress, f) = (queue.clone(), progress.clone(), f.clone());
+        let (queue, progress, gate, client) = (
+            queue.clone(),
+            progress.clone(),
+            gate.clone(),
+            client.clone(),
+        );
         workers.spawn(registry.scope(async move {
             let mut out = Vec::new();
             loop {
+                gate.wait().await;
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                let Some((i, item)) = next else { break };
-                out.push((i, f(item).await));
+                let Some((i, job)) = next else { break };
+                let handled = handle(&client, &job).await;
+                if let Handled::CircuitOpen(_, retry_in) = &handled
+                    && gate.patient()
+                {
+                    let retry_in = *retry_in;
+                    queue
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_front((i, job));
+                    // An open breaker: wait out its cooldown with the batch; a half-open one
+                    // whose probes are all taken: wait the time it asked for.
+                    if gate.breaker.state() == BreakerState::Open {
+                        gate.wait().await;
+                    } else {
+                        tokio::time::sleep(retry_in.max(Duration::from_millis(10))).await;
+                    }
+                    continue;
+                }
+                out.push((i, handled));
                 progress.done.fetch_add(1, Ordering::Relaxed);
             }
             out
@@ -911,13 +1359,13 @@ where
 /// Progress of a run, drawn on stderr after the first second when it is a terminal.
 #[derive(Debug, Default)]
 struct Progress {
-    reading: std::sync::atomic::AtomicBool,
+    again: std::sync::atomic::AtomicBool,
     done: AtomicUsize,
 }
 
 impl Progress {
     fn next_phase(&self) {
-        self.reading.store(true, Ordering::Relaxed);
+        self.again.store(true, Ordering::Relaxed);
         self.done.store(0, Ordering::Relaxed);
     }
 
@@ -931,10 +1379,10 @@ impl Progress {
             }
             let n = self.done.load(Ordering::Relaxed).min(total);
             let filled = (n * width).checked_div(total).unwrap_or(width);
-            let phase = if self.reading.load(Ordering::Relaxed) {
-                "reading back"
+            let phase = if self.again.load(Ordering::Relaxed) {
+                "trying again"
             } else {
-                "creating"
+                "assigning"
             };
             eprint!(
                 "\r[{}{}] {phase} {n}/{total}, {} retries, {:.0}s ",
@@ -959,6 +1407,7 @@ pub fn server_view(records: &Records) -> ServerView {
         creates: records.creates.len(),
         duplicates: records.duplicates().len(),
         early_requests: records.early_requests().len(),
+        throttle_violations: records.throttle_violations().len(),
         tokens_issued: records.token_issues.len(),
         tokens_expired: records.expired_tokens.len(),
         needless_refreshes: records.needless_token_issues().len(),

@@ -57,7 +57,8 @@ pub struct Transition {
     pub to: String,
 }
 
-/// What happened to one device.
+/// What happened to one device: `outcome` in the JSON is `assigned`, `policy_violation`,
+/// `failed` (with its class) or `unknown`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum DeviceOutcome {
@@ -69,6 +70,18 @@ pub enum DeviceOutcome {
         assignment_id: String,
         /// Whether a retried create met `409` and was resolved through `Location`.
         resolved_conflict: bool,
+    },
+    /// The tenant's policy refuses the assignment (`403`): not retried; nothing to do but ask
+    /// an administrator.
+    PolicyViolation {
+        /// The device.
+        device_id: String,
+        /// `create` or `read`.
+        stage: String,
+        /// The error's code.
+        code: Option<String>,
+        /// The server's message.
+        message: String,
     },
     /// The device was not assigned; the error's class says why.
     Failed {
@@ -83,16 +96,140 @@ pub enum DeviceOutcome {
         /// The error's message.
         message: String,
     },
+    /// A create whose result the client cannot know: an attempt may have been applied, but its
+    /// answer was lost or cut short, and the replay with the same key at the end of the run did
+    /// not settle it either. The server may hold the assignment.
+    Unknown {
+        /// The device.
+        device_id: String,
+        /// The key a later replay must carry to never duplicate it.
+        idempotency_key: String,
+        /// The last error.
+        message: String,
+    },
 }
 
 impl DeviceOutcome {
     /// The device.
     pub fn device_id(&self) -> &str {
         match self {
-            DeviceOutcome::Assigned { device_id, .. } | DeviceOutcome::Failed { device_id, .. } => {
-                device_id
-            }
+            DeviceOutcome::Assigned { device_id, .. }
+            | DeviceOutcome::PolicyViolation { device_id, .. }
+            | DeviceOutcome::Failed { device_id, .. }
+            | DeviceOutcome::Unknown { device_id, .. } => device_id,
         }
+    }
+
+    /// The outcome's name, as the JSON's `outcome` says it.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            DeviceOutcome::Assigned { .. } => "assigned",
+            DeviceOutcome::PolicyViolation { .. } => "policy_violation",
+            DeviceOutcome::Failed { .. } => "failed",
+            DeviceOutcome::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// Whether the device ended as it should: assigned, or refused by policy.
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self,
+            DeviceOutcome::Assigned { .. } | DeviceOutcome::PolicyViolation { .. }
+        )
+    }
+}
+
+/// How long the batch waited for an open breaker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BreakerPauses {
+    /// Times the batch stopped to wait for the breaker to admit a probe.
+    pub pauses: u64,
+    /// Seconds waited in all.
+    pub seconds: f64,
+}
+
+/// The run's verdict, and its exit status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunResult {
+    /// `ok`, `devices_failed` or `run_failed`.
+    pub status: String,
+    /// 0 (`ok`), 2 (`devices_failed`) or 1 (`run_failed`).
+    pub exit_code: u8,
+    /// Why, in one sentence.
+    pub reason: String,
+}
+
+impl RunResult {
+    /// Every device `assigned` or `policy_violation`: exit status 0.
+    pub const OK: u8 = 0;
+    /// The run itself failed (listing, configuration): exit status 1.
+    pub const RUN_FAILED: u8 = 1;
+    /// A device ended `failed` or `unknown`: exit status 2.
+    pub const DEVICES_FAILED: u8 = 2;
+
+    /// The run failed before it could handle devices.
+    pub fn run_failed(reason: impl Into<String>) -> RunResult {
+        RunResult {
+            status: "run_failed".into(),
+            exit_code: RunResult::RUN_FAILED,
+            reason: reason.into(),
+        }
+    }
+
+    /// The verdict on a report's outcomes.
+    pub fn of(report: &Report) -> RunResult {
+        if let Some(e) = &report.run_error {
+            return RunResult::run_failed(e.clone());
+        }
+        let count = |k: &str| report.devices_by_outcome.get(k).copied().unwrap_or(0);
+        let (assigned, policy) = (count("assigned"), count("policy_violation"));
+        let (failed, unknown) = (count("failed"), count("unknown"));
+        if failed + unknown == 0 {
+            return RunResult {
+                status: "ok".into(),
+                exit_code: RunResult::OK,
+                reason: format!(
+                    "every device assigned ({assigned}) or refused by policy ({policy})"
+                ),
+            };
+        }
+        let mut why = Vec::new();
+        if failed > 0 {
+            let classes: Vec<String> = report
+                .failures_by_class
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            why.push(format!("{failed} failed ({})", classes.join(", ")));
+        }
+        if unknown > 0 {
+            why.push(format!(
+                "{unknown} unknown (a create may have been applied unseen)"
+            ));
+        }
+        RunResult {
+            status: "devices_failed".into(),
+            exit_code: RunResult::DEVICES_FAILED,
+            reason: format!(
+                "{} of {} devices not settled: {}",
+                failed + unknown,
+                report.devices,
+                why.join(", ")
+            ),
+        }
+    }
+
+    /// The report's last line: `result       ok: ...`.
+    pub fn line(&self) -> String {
+        let head = match self.status.as_str() {
+            "ok" => "ok",
+            "devices_failed" => "DEVICES FAILED",
+            _ => "RUN FAILED",
+        };
+        format!(
+            "result       {head} (exit {}): {}",
+            self.exit_code, self.reason
+        )
     }
 }
 
@@ -109,6 +246,8 @@ pub struct ServerView {
     pub duplicates: usize,
     /// Requests sent before a `Retry-After` had passed.
     pub early_requests: usize,
+    /// Requests that arrived inside their client's throttle window (past the grace).
+    pub throttle_violations: usize,
     /// Tokens issued.
     pub tokens_issued: usize,
     /// Tokens that expired and were refused.
@@ -124,7 +263,11 @@ pub struct Report {
     pub base_url: String,
     /// Whether the server was the embedded one.
     pub embedded_server: bool,
-    /// Devices asked for (embedded server) or listed.
+    /// Devices the server listed.
+    pub listed: usize,
+    /// The cap on devices handled (`--limit`), if one was set.
+    pub limit: Option<usize>,
+    /// Devices handled: every listed device, or the first `limit`.
     pub devices: usize,
     /// Fault rate of the embedded server.
     pub fault_rate: f64,
@@ -134,16 +277,23 @@ pub struct Report {
     pub concurrency: usize,
     /// Seconds the run took.
     pub duration_seconds: f64,
-    /// Whether every device ended assigned or with a classified error, and the listing worked.
+    /// Whether the listing worked and every device handled has an outcome.
     pub completed: bool,
     /// Why the run failed, if it did (the listing failed, say).
     pub run_error: Option<String>,
     /// Calls per operation.
     pub operations: Vec<OperationRow>,
-    /// Devices by outcome: `assigned`, then the error classes.
+    /// Devices by outcome: `assigned`, `policy_violation`, `failed`, `unknown`.
     pub devices_by_outcome: BTreeMap<String, usize>,
-    /// Every device's outcome.
+    /// Devices that ended `failed`, by the class of their error.
+    pub failures_by_class: BTreeMap<String, usize>,
+    /// Every device's outcome, in the listing's order.
     pub device_outcomes: Vec<DeviceOutcome>,
+    /// Devices tried again at the end of the run (failed transiently, or unknown), with the same
+    /// idempotency keys.
+    pub retried_at_end: usize,
+    /// Waits of the batch for an open breaker.
+    pub breaker_pauses: BreakerPauses,
     /// Retries made.
     pub retries: u64,
     /// Waits made.
@@ -157,6 +307,8 @@ pub struct Report {
     pub breaker_transitions: Vec<Transition>,
     /// The embedded server's records, summarised.
     pub server: Option<ServerView>,
+    /// The verdict and exit status.
+    pub result: RunResult,
 }
 
 impl Report {
@@ -181,11 +333,14 @@ impl Report {
             .count()
     }
 
-    /// Devices that were not assigned.
+    /// Devices that ended neither assigned nor refused by policy.
     pub fn failures(&self) -> impl Iterator<Item = &DeviceOutcome> {
-        self.device_outcomes
-            .iter()
-            .filter(|d| matches!(d, DeviceOutcome::Failed { .. }))
+        self.device_outcomes.iter().filter(|d| !d.is_settled())
+    }
+
+    /// The process's exit status: see [`RunResult`].
+    pub fn exit_code(&self) -> u8 {
+        self.result.exit_code
     }
 }
 
@@ -224,6 +379,18 @@ impl fmt::Display for Report {
             "graph_connector: {} devices, concurrency {}, {server}",
             self.devices, self.concurrency
         )?;
+        match self.limit {
+            Some(n) => writeln!(
+                f,
+                "limit        {n}: {} of the {} devices listed handled",
+                self.devices, self.listed
+            )?,
+            None => writeln!(
+                f,
+                "limit        none: every device listed handled ({})",
+                self.listed
+            )?,
+        }
         writeln!(f)?;
 
         // Operations by outcome and class.
@@ -268,37 +435,68 @@ impl fmt::Display for Report {
         writeln!(f)?;
 
         // Devices by outcome.
-        let assigned = self
-            .devices_by_outcome
-            .get("assigned")
-            .copied()
-            .unwrap_or(0);
+        let count = |k: &str| self.devices_by_outcome.get(k).copied().unwrap_or(0);
         let via_409 = self.resolved_conflicts();
-        let mut parts = vec![format!(
-            "assigned {assigned} ({via_409} through 409 + Location)"
-        )];
-        for (k, v) in &self.devices_by_outcome {
-            if k != "assigned" {
-                parts.push(format!("{k} {v}"));
+        let mut failed = format!("failed {}", count("failed"));
+        if !self.failures_by_class.is_empty() {
+            let classes: Vec<String> = self
+                .failures_by_class
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = write!(failed, " ({})", classes.join(", "));
+        }
+        writeln!(
+            f,
+            "devices      assigned {} ({via_409} through 409 + Location), policy_violation {}, {failed}, unknown {}",
+            count("assigned"),
+            count("policy_violation"),
+            count("unknown"),
+        )?;
+        for d in &self.device_outcomes {
+            match d {
+                DeviceOutcome::Failed {
+                    device_id,
+                    stage,
+                    class,
+                    code,
+                    message,
+                } => {
+                    let code = code
+                        .as_deref()
+                        .map(|c| format!(" [{c}]"))
+                        .unwrap_or_default();
+                    writeln!(f, "  {device_id}: {stage} failed, {class}{code}: {message}")?;
+                }
+                DeviceOutcome::Unknown {
+                    device_id,
+                    idempotency_key,
+                    message,
+                } => writeln!(
+                    f,
+                    "  {device_id}: create outcome unknown (replay with Idempotency-Key {idempotency_key}): {message}"
+                )?,
+                _ => {}
             }
         }
-        writeln!(f, "devices      {}", parts.join(", "))?;
-        for d in self.failures() {
-            if let DeviceOutcome::Failed {
-                device_id,
-                stage,
-                class,
-                code,
-                message,
-            } = d
-            {
-                let code = code
-                    .as_deref()
-                    .map(|c| format!(" [{c}]"))
-                    .unwrap_or_default();
-                writeln!(f, "  {device_id}: {stage} failed, {class}{code}: {message}")?;
-            }
+        let policy: Vec<&str> = self
+            .device_outcomes
+            .iter()
+            .filter(|d| matches!(d, DeviceOutcome::PolicyViolation { .. }))
+            .map(DeviceOutcome::device_id)
+            .collect();
+        if !policy.is_empty() {
+            writeln!(
+                f,
+                "policy       refused by tenant policy: {}",
+                policy.join(", ")
+            )?;
         }
+        writeln!(
+            f,
+            "again        {} devices tried again at the end with the same idempotency key",
+            self.retried_at_end
+        )?;
         writeln!(
             f,
             "retries      {} ({:.1} s waited in all)",
@@ -320,6 +518,11 @@ impl fmt::Display for Report {
             writeln!(f, "gave up      {}", g.join(", "))?;
         }
         writeln!(f, "tokens       {} refreshed", self.token_refreshes)?;
+        writeln!(
+            f,
+            "paused       {} times for an open breaker ({:.1} s)",
+            self.breaker_pauses.pauses, self.breaker_pauses.seconds
+        )?;
         if self.breaker_transitions.is_empty() {
             writeln!(f, "breakers     no transitions")?;
         } else {
@@ -345,24 +548,17 @@ impl fmt::Display for Report {
             )?;
             writeln!(
                 f,
-                "             {} creates, {} duplicates, {} requests before a Retry-After passed, {} tokens issued ({} expired, {} needless)",
-                s.creates,
-                s.duplicates,
-                s.early_requests,
-                s.tokens_issued,
-                s.tokens_expired,
-                s.needless_refreshes
+                "             {} creates, {} duplicates, {} requests before a Retry-After passed, {} inside a throttle window",
+                s.creates, s.duplicates, s.early_requests, s.throttle_violations
+            )?;
+            writeln!(
+                f,
+                "             {} tokens issued ({} expired and refused, {} needless)",
+                s.tokens_issued, s.tokens_expired, s.needless_refreshes
             )?;
         }
         writeln!(f, "duration     {:.2} s", self.duration_seconds)?;
-        match &self.run_error {
-            Some(e) => write!(f, "result       FAILED: {e}"),
-            None if self.completed => write!(
-                f,
-                "result       ok: every device assigned or reported with its class"
-            ),
-            None => write!(f, "result       incomplete"),
-        }
+        write!(f, "{}", self.result.line())
     }
 }
 
@@ -371,10 +567,12 @@ mod tests {
     use super::*;
 
     fn sample() -> Report {
-        Report {
+        let mut r = Report {
             base_url: "http://127.0.0.1:1".into(),
             embedded_server: true,
-            devices: 2,
+            listed: 3,
+            limit: Some(3),
+            devices: 3,
             fault_rate: 0.3,
             seed: 7,
             concurrency: 4,
@@ -382,7 +580,7 @@ mod tests {
             completed: true,
             operations: vec![OperationRow {
                 operation: "create_assignment".into(),
-                calls: 2,
+                calls: 3,
                 ok: 1,
                 errors: [("policy_violation".to_owned(), 1)].into(),
                 retries: 3,
@@ -391,42 +589,80 @@ mod tests {
             devices_by_outcome: [
                 ("assigned".to_owned(), 1),
                 ("policy_violation".to_owned(), 1),
+                ("failed".to_owned(), 1),
             ]
             .into(),
+            failures_by_class: [("transient".to_owned(), 1)].into(),
             device_outcomes: vec![
                 DeviceOutcome::Assigned {
                     device_id: "dev-0001".into(),
                     assignment_id: "asg-000001".into(),
                     resolved_conflict: true,
                 },
-                DeviceOutcome::Failed {
+                DeviceOutcome::PolicyViolation {
                     device_id: "dev-0002".into(),
                     stage: "create".into(),
-                    class: "policy_violation".into(),
                     code: Some("403".into()),
                     message: "forbidden by policy".into(),
+                },
+                DeviceOutcome::Failed {
+                    device_id: "dev-0003".into(),
+                    stage: "create".into(),
+                    class: "transient".into(),
+                    code: Some("503".into()),
+                    message: "http 503".into(),
                 },
             ],
             retries: 3,
             server: Some(ServerView::default()),
             ..Report::default()
-        }
+        };
+        r.result = RunResult::of(&r);
+        r
     }
 
     #[test]
     fn the_table_shows_operations_devices_and_the_result() {
         let t = sample().to_string();
         assert!(t.contains("fault rate 30%, seed 7"), "{t}");
+        assert!(
+            t.contains("limit        3: 3 of the 3 devices listed handled"),
+            "{t}"
+        );
         assert!(t.contains("create_assignment"), "{t}");
         assert!(
-            t.contains("assigned 1 (1 through 409 + Location), policy_violation 1"),
+            t.contains(
+                "assigned 1 (1 through 409 + Location), policy_violation 1, failed 1 (transient 1), unknown 0"
+            ),
             "{t}"
         );
         assert!(
-            t.contains("dev-0002: create failed, policy_violation [403]"),
+            t.contains("dev-0003: create failed, transient [503]"),
             "{t}"
         );
-        assert!(t.ends_with("result       ok: every device assigned or reported with its class"));
+        assert!(t.contains("refused by tenant policy: dev-0002"), "{t}");
+        let last = t.lines().last().unwrap();
+        assert_eq!(
+            last,
+            "result       DEVICES FAILED (exit 2): 1 of 3 devices not settled: 1 failed (transient 1)"
+        );
+    }
+
+    #[test]
+    fn the_verdict_follows_the_outcomes() {
+        let mut r = sample();
+        assert_eq!(r.exit_code(), 2);
+        r.devices_by_outcome.remove("failed");
+        r.failures_by_class.clear();
+        r.result = RunResult::of(&r);
+        assert_eq!((r.result.status.as_str(), r.exit_code()), ("ok", 0));
+        r.devices_by_outcome.insert("unknown".into(), 1);
+        r.result = RunResult::of(&r);
+        assert_eq!(r.exit_code(), 2);
+        assert!(r.result.reason.contains("1 unknown"), "{:?}", r.result);
+        r.run_error = Some("listing devices failed".into());
+        r.result = RunResult::of(&r);
+        assert_eq!((r.result.status.as_str(), r.exit_code()), ("run_failed", 1));
     }
 
     #[test]
@@ -435,15 +671,25 @@ mod tests {
         for k in [
             "operations",
             "devices_by_outcome",
+            "failures_by_class",
+            "limit",
+            "listed",
             "retries",
             "waits",
             "breaker_transitions",
+            "breaker_pauses",
             "duration_seconds",
             "server",
+            "result",
         ] {
             assert!(v.get(k).is_some(), "{k} missing");
         }
-        assert_eq!(v["device_outcomes"][1]["outcome"], "failed");
+        assert_eq!(v["limit"], 3);
+        assert_eq!(v["device_outcomes"][0]["outcome"], "assigned");
+        assert_eq!(v["device_outcomes"][1]["outcome"], "policy_violation");
+        assert_eq!(v["device_outcomes"][2]["outcome"], "failed");
+        assert_eq!(v["device_outcomes"][2]["class"], "transient");
+        assert_eq!(v["result"]["exit_code"], 2);
         assert_eq!(v["operations"][0]["errors"]["policy_violation"], 1);
     }
 }

@@ -11,7 +11,9 @@
 //!
 //! Every `/v1.0` request needs `Authorization: Bearer <token>`; an unknown or expired token gets
 //! `401 {"error": {"code": "InvalidAuthenticationToken"}}`. A create for an app in
-//! [`ServerConfig::policy_app_ids`] gets `403 {"error": {"code": "Forbidden"}}`.
+//! [`ServerConfig::policy_app_ids`], or for a device in [`ServerConfig::out_of_scope_devices`]
+//! (out of scope of the tenant's policy whichever app is asked for), gets
+//! `403 {"error": {"code": "Forbidden"}}`.
 //!
 //! # Faults
 //!
@@ -31,6 +33,15 @@
 //!
 //! A `Retry-After` binds the operation it answered: the same client must not send the same
 //! operation again before it has passed. That is what a per-call retry engine can honour.
+//!
+//! # Throttle windows
+//!
+//! Graph throttles an app (the OAuth client a token was issued to), not one operation: a `429`
+//! opens a throttle window for the whole client until its `Retry-After` has passed. A request of
+//! that client that arrives inside the window, later than [`THROTTLE_GRACE`] after the `429` was
+//! sent (requests already on their way are not the client's fault), is a violation: it is
+//! recorded in [`RequestRecord::throttle_violation`] and answered `429` with the time left.
+//! ([`ServerConfig::throttle_grace`] changes the grace, for tests.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -58,6 +69,10 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The optional header (Graph's) with which a client names each request it sends; recorded in
 /// [`RequestRecord::client_request_id`] so a test can join the server's view with the client's.
 pub const CLIENT_REQUEST_ID: &str = "client-request-id";
+
+/// How long after a `429` was sent a request of the same client may still arrive without
+/// violating the throttle window: it may have left before the `429` arrived.
+pub const THROTTLE_GRACE: Duration = Duration::from_millis(50);
 
 /// A fault the server can inject into a `/v1.0` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -175,8 +190,12 @@ pub struct ServerConfig {
     pub fault_weights: BTreeMap<FaultKind, u32>,
     /// At most this many random faults in a row for one operation; `None`: no cap.
     pub max_faults_per_operation: Option<u32>,
+    /// Only requests of these methods (`"POST"`, ...) draw random faults; empty: every method.
+    pub fault_methods: BTreeSet<String>,
     /// Apps whose assignment a policy forbids: creates get `403`.
     pub policy_app_ids: BTreeSet<String>,
+    /// Devices out of scope of the tenant's assignment policy: a create for any app gets `403`.
+    pub out_of_scope_devices: BTreeSet<String>,
     /// When tokens expire.
     pub token_expiry: TokenExpiry,
     /// The wait a `429` asks for (whole seconds are sent; an HTTP date is rounded up to the next
@@ -188,6 +207,9 @@ pub struct ServerConfig {
     pub consistency_delay: Duration,
     /// A window, from the server's start, during which every `/v1.0` request gets `503`.
     pub outage: Option<Range<Duration>>,
+    /// How long after a `429` a request of the same client may arrive without violating its
+    /// throttle window ([`THROTTLE_GRACE`] by default).
+    pub throttle_grace: Duration,
 }
 
 impl ServerConfig {
@@ -201,12 +223,15 @@ impl ServerConfig {
             seed: 0,
             fault_weights: FaultKind::RANDOM.into_iter().map(|k| (k, 1)).collect(),
             max_faults_per_operation: None,
+            fault_methods: BTreeSet::new(),
             policy_app_ids: BTreeSet::new(),
+            out_of_scope_devices: BTreeSet::new(),
             token_expiry: TokenExpiry::new(),
             retry_after: Duration::from_secs(1),
             slow_response: Duration::from_secs(3),
             consistency_delay: Duration::from_millis(200),
             outage: None,
+            throttle_grace: THROTTLE_GRACE,
         }
     }
 
@@ -245,9 +270,21 @@ impl ServerConfig {
         self
     }
 
+    /// Draws random faults for requests of `method` only (call again to add methods).
+    pub fn with_faults_on_method(mut self, method: &str) -> Self {
+        self.fault_methods.insert(method.to_ascii_uppercase());
+        self
+    }
+
     /// Forbids assignments of an app by policy.
     pub fn with_policy_app(mut self, app_id: impl Into<String>) -> Self {
         self.policy_app_ids.insert(app_id.into());
+        self
+    }
+
+    /// Puts a device out of scope of the tenant's policy: no app may be assigned to it.
+    pub fn with_out_of_scope_device(mut self, device_id: impl Into<String>) -> Self {
+        self.out_of_scope_devices.insert(device_id.into());
         self
     }
 
@@ -272,6 +309,12 @@ impl ServerConfig {
     /// Sets how long a new assignment stays invisible to reads.
     pub fn with_consistency_delay(mut self, d: Duration) -> Self {
         self.consistency_delay = d;
+        self
+    }
+
+    /// Sets the grace of throttle windows (see [`THROTTLE_GRACE`]).
+    pub fn with_throttle_grace(mut self, grace: Duration) -> Self {
+        self.throttle_grace = grace;
         self
     }
 
@@ -320,8 +363,12 @@ pub struct RequestRecord {
     /// Set when this request came before a `Retry-After` given for its operation had passed: by
     /// how much it was early.
     pub early_by: Option<Duration>,
+    /// Set when this request came inside its client's throttle window, later than
+    /// [`THROTTLE_GRACE`] after the `429` that opened it: how long the window had left.
+    pub throttle_violation: Option<Duration>,
     /// Why the request was refused, when the server (not a fault) refused it: `expired_token`,
-    /// `unknown_token`, `policy`, `conflict`, `not_yet_visible`, `not_found`, `bad_request`.
+    /// `unknown_token`, `policy`, `out_of_scope`, `throttle_window`, `conflict`,
+    /// `not_yet_visible`, `not_found`, `bad_request`.
     pub note: Option<&'static str>,
     /// The status sent; `None` when the connection was closed or the client left first.
     pub status: Option<u16>,
@@ -355,9 +402,25 @@ pub struct TokenIssue {
     pub token: String,
     /// The client's previous token, if it had one.
     pub previous: Option<String>,
-    /// Whether that previous token had expired when this one was issued. A refresh while the
-    /// latest token is still good is a needless refresh (one per concurrent caller, say).
+    /// Whether that previous token had expired when this one was issued.
     pub previous_expired: bool,
+    /// How old that previous token was when this one was issued.
+    pub previous_age: Option<Duration>,
+    /// The lifetime tokens had ([`TokenExpiry::after`]), if they expire with time.
+    pub lifetime: Option<Duration>,
+}
+
+impl TokenIssue {
+    /// A refresh while the client's latest token was good for more than half its life yet: not
+    /// one made ahead of expiry, but one per concurrent caller, say.
+    pub fn is_needless(&self) -> bool {
+        self.previous.is_some()
+            && !self.previous_expired
+            && match (self.previous_age, self.lifetime) {
+                (Some(age), Some(life)) => age < life / 2,
+                _ => true,
+            }
+    }
 }
 
 /// A snapshot of everything the server recorded.
@@ -413,11 +476,20 @@ impl Records {
             .collect()
     }
 
-    /// Token issues made while the client's latest token was still good.
+    /// Requests that came inside their client's throttle window, past the grace.
+    pub fn throttle_violations(&self) -> Vec<&RequestRecord> {
+        self.requests
+            .iter()
+            .filter(|r| r.throttle_violation.is_some())
+            .collect()
+    }
+
+    /// Token issues made while the client's latest token was good for more than half its life
+    /// yet (see [`TokenIssue::is_needless`]).
     pub fn needless_token_issues(&self) -> Vec<&TokenIssue> {
         self.token_issues
             .iter()
-            .filter(|t| t.previous.is_some() && !t.previous_expired)
+            .filter(|t| t.is_needless())
             .collect()
     }
 
@@ -513,6 +585,8 @@ struct Inner {
     attempts: HashMap<String, u32>,
     faults_in_a_row: HashMap<String, u32>,
     not_before: HashMap<String, SystemTime>,
+    /// Per client: when the `429` that opened its throttle window was sent, and when it ends.
+    throttle_windows: HashMap<String, (SystemTime, SystemTime)>,
     by_key: HashMap<String, String>,
     assignments: HashMap<String, Assignment>,
     next_assignment: u64,
@@ -842,6 +916,15 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
             .get(&operation)
             .and_then(|nb| nb.duration_since(at).ok())
             .filter(|d| !d.is_zero());
+        let throttle_violation = inner
+            .throttle_windows
+            .get(&client_id)
+            .filter(|(sent, _)| at >= *sent + shared.config.throttle_grace)
+            .and_then(|(_, until)| until.duration_since(at).ok())
+            .filter(|d| !d.is_zero() && auth_ok && is_api);
+        if throttle_violation.is_some() {
+            note = Some("throttle_window");
+        }
 
         let verdict = if !is_api {
             Verdict::Pass
@@ -853,12 +936,25 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
                 "InvalidAuthenticationToken",
                 "Access token has expired or is not yet valid.",
             ))
+        } else if let Some(left) = throttle_violation {
+            let mut resp = error_body(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "The application is throttled; retry after the time given.",
+            );
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ceil_secs(left).max(1)),
+            );
+            Verdict::Refuse(resp)
         } else {
             let in_a_row = inner.faults_in_a_row.get(&operation).copied().unwrap_or(0);
             let capped = shared
                 .config
                 .max_faults_per_operation
-                .is_some_and(|m| in_a_row >= m);
+                .is_some_and(|m| in_a_row >= m)
+                || (!shared.config.fault_methods.is_empty()
+                    && !shared.config.fault_methods.contains(method.as_str()));
             match shared.draw(&operation, attempt).filter(|_| !capped) {
                 Some(f) => {
                     inner
@@ -893,6 +989,7 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
             fault,
             retry_after: None,
             early_by,
+            throttle_violation,
             note,
             status: None,
         });
@@ -934,6 +1031,17 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
                     let op = g.records.requests.get(idx).map(|r| r.operation.clone());
                     if let Some(op) = op {
                         g.not_before.insert(op, not_before);
+                    }
+                    // The whole client is throttled until the hint passes; a window still open
+                    // is extended, never shortened.
+                    let w = g
+                        .throttle_windows
+                        .entry(client_id.clone())
+                        .or_insert((sent, not_before));
+                    if w.1 <= sent {
+                        *w = (sent, not_before);
+                    } else {
+                        w.1 = w.1.max(not_before);
                     }
                     if let Some(r) = g.records.requests.get_mut(idx) {
                         r.retry_after = Some((value.clone(), not_before));
@@ -1022,10 +1130,9 @@ async fn token(State(shared): State<Arc<Shared>>, body: String) -> Response {
     inner.token_count += 1;
     let token = format!("tok-{}-{:04}", client_id, inner.token_count);
     let previous = inner.latest_token.get(&client_id).cloned();
-    let previous_expired = previous
-        .as_deref()
-        .and_then(|p| inner.tokens.get(p))
-        .is_none_or(|t| shared.token_expired(t, now));
+    let previous_state = previous.as_deref().and_then(|p| inner.tokens.get(p));
+    let previous_expired = previous_state.is_none_or(|t| shared.token_expired(t, now));
+    let previous_age = previous_state.map(|t| now.duration_since(t.issued));
     inner.tokens.insert(
         token.clone(),
         TokenState {
@@ -1041,6 +1148,8 @@ async fn token(State(shared): State<Arc<Shared>>, body: String) -> Response {
         token: token.clone(),
         previous,
         previous_expired,
+        previous_age,
+        lifetime: shared.config.token_expiry.after,
     });
     let expires_in = shared
         .config
@@ -1127,6 +1236,17 @@ async fn create_assignment(
             "Expected {\"intent_id\", \"device_id\", \"app_id\"}.",
         );
     };
+    if shared.config.out_of_scope_devices.contains(&req.device_id) {
+        note(&shared, &ctx, "out_of_scope");
+        return error_body(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "Device {} is out of scope of the tenant's assignment policy.",
+                req.device_id
+            ),
+        );
+    }
     if shared.config.policy_app_ids.contains(&req.app_id) {
         note(&shared, &ctx, "policy");
         return error_body(

@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use graph_connector::connector::{GraphClient, GraphError};
+use graph_connector::report::DeviceOutcome;
 use graph_connector::server::{FaultKind, GraphServer, Records, ServerConfig, TokenExpiry};
 use resilience_runtime::breaker::{BreakerConfig, BreakerState};
+use resilience_runtime::budget::BudgetConfig;
 use resilience_runtime::{Classify, ErrorClass, Registry, Rejected};
 
 fn only(kind: FaultKind) -> ServerConfig {
@@ -209,4 +211,260 @@ async fn an_open_breaker_stops_calls_until_its_cooldown_has_passed() {
     registry.scope(client.list_page(&url)).await.unwrap();
     assert_eq!(to_server(), 4, "one probe, which closes the breaker");
     assert_eq!(registry.breaker("graph").state(), BreakerState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_holds_back_every_call_of_the_client_until_its_hint_has_passed() {
+    // Every operation's first request is throttled for 1 s; then it passes.
+    let server = GraphServer::start(
+        only(FaultKind::ThrottledSeconds).with_retry_after(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let client = Arc::new(GraphClient::new(server.base_url(), "app-1").unwrap());
+    let registry = graph_connector::connector::registry();
+    let url = format!("{}/v1.0/devices", server.base_url());
+    let first = tokio::spawn(registry.scope({
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.list_page(&url).await.map(|_| ()) }
+    }));
+    server
+        .wait_until(|rec| rec.requests.iter().any(|r| r.status == Some(429)))
+        .await;
+    // The 429 is on its way to the client: calls of other operations started now must not
+    // reach the server before the window closes.
+    let mut others = tokio::task::JoinSet::new();
+    for n in 0..4 {
+        let client = client.clone();
+        others.spawn(registry.scope(async move {
+            let device = format!("dev-{n:04}");
+            client
+                .create_assignment(&format!("intent-{n}"), &device, "app-1")
+                .await
+                .map(|_| ())
+        }));
+    }
+    first.await.unwrap().unwrap();
+    while let Some(r) = others.join_next().await {
+        r.unwrap().unwrap();
+    }
+
+    let rec = server.records();
+    let (_, window_end) = rec.requests[..]
+        .iter()
+        .find_map(|r| r.retry_after.clone())
+        .unwrap();
+    let inside = rec.throttle_violations();
+    assert!(inside.is_empty(), "{inside:#?}");
+    assert!(rec.early_requests().is_empty());
+    for r in rec
+        .requests
+        .iter()
+        .filter(|r| r.path == "/v1.0/assignments")
+    {
+        assert!(
+            r.at >= window_end - graph_connector::server::THROTTLE_GRACE,
+            "a create arrived inside the first window: {r:#?}"
+        );
+    }
+    assert_eq!(rec.creates.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_create_404_is_retried_from_a_budget_of_its_own() {
+    let server =
+        GraphServer::start(ServerConfig::new().with_consistency_delay(Duration::from_millis(600)))
+            .await
+            .unwrap();
+    let client = GraphClient::new(server.base_url(), "lag").unwrap();
+    let registry = graph_connector::connector::registry();
+    // The service's budget has no retry to give: the lag must not need it.
+    registry
+        .configure_budget(
+            "graph",
+            BudgetConfig::new().with_capacity(1).with_retry_cost(1),
+        )
+        .unwrap();
+    let (created, read) = registry
+        .scope(async {
+            let a = client
+                .create_assignment("intent-1", "dev-0001", "app-1")
+                .await
+                .unwrap();
+            let r = client
+                .read_after_create(&a.id, a.created.unwrap())
+                .await
+                .unwrap();
+            (a, r)
+        })
+        .await;
+    assert_eq!(created.id, read.id);
+    let rec = server.records();
+    let lagged = rec
+        .requests
+        .iter()
+        .filter(|r| r.note == Some("not_yet_visible"))
+        .count();
+    assert!(
+        lagged >= 2,
+        "the read met the lag and was retried: {lagged}"
+    );
+    let m = registry.metrics();
+    let site = &m.site("read_after_create").unwrap().metrics;
+    assert_eq!((site.ok, site.retries as usize), (1, lagged));
+    assert_eq!(site.errors.permanent, 0);
+    assert_eq!(registry.budget("graph").exhausted_total(), 0);
+    assert_eq!(
+        registry.breaker("graph").failures(),
+        0,
+        "a 404 of lag is no sign of ill health"
+    );
+
+    // Past the consistency window a 404 is what it says: permanent, not retried.
+    let late = GraphClient::new(server.base_url(), "lag")
+        .unwrap()
+        .with_consistency_window(Duration::ZERO);
+    let before = server.records().requests.len();
+    let err = registry
+        .scope(late.read_after_create("asg-999999", std::time::Instant::now()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GraphError::NotFound(_)), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    let reads = server.records().requests.len() - before;
+    assert_eq!(reads, 2, "a token and one read");
+}
+
+/// One device whose create's answers are all lost for `lost` requests in a row.
+async fn run_with_lost_creates(lost: u32) -> (graph_connector::report::Report, Records) {
+    let mut config = only(FaultKind::LostResponse)
+        .with_max_faults_per_operation(lost)
+        .with_faults_on_method("POST")
+        .with_devices(1)
+        .with_consistency_delay(Duration::ZERO);
+    config.fault_rate = 1.0;
+    let server = GraphServer::start(config).await.unwrap();
+    let client = Arc::new(GraphClient::new(server.base_url(), "lost").unwrap());
+    let report = graph_connector::connector::run(
+        client,
+        &graph_connector::connector::registry(),
+        &graph_connector::connector::RunOptions::default(),
+    )
+    .await;
+    (report, server.records())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answers_were_all_lost_is_resolved_by_a_replay_at_the_end() {
+    // The call's six attempts are all lost: its outcome is unknown, though the first applied.
+    // The end-of-run replay carries the same key, meets 409 and finds the assignment.
+    let (report, rec) = run_with_lost_creates(6).await;
+    assert_eq!(report.retried_at_end, 1);
+    assert_eq!(rec.creates.len(), 1, "created once");
+    assert!(rec.duplicates().is_empty());
+    let [
+        DeviceOutcome::Assigned {
+            assignment_id,
+            resolved_conflict,
+            ..
+        },
+    ] = &report.device_outcomes[..]
+    else {
+        panic!("{:?}", report.device_outcomes);
+    };
+    assert_eq!(assignment_id, &rec.creates[0].id);
+    assert!(resolved_conflict);
+    assert_eq!(report.exit_code(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_still_lost_after_the_replay_is_reported_unknown_not_failed() {
+    let (report, rec) = run_with_lost_creates(12).await;
+    assert_eq!(rec.creates.len(), 1, "the server holds it");
+    let [
+        DeviceOutcome::Unknown {
+            idempotency_key, ..
+        },
+    ] = &report.device_outcomes[..]
+    else {
+        panic!("{:?}", report.device_outcomes);
+    };
+    assert_eq!(
+        rec.creates[0].idempotency_key.as_deref(),
+        Some(idempotency_key.as_str())
+    );
+    assert_eq!(report.exit_code(), 2);
+    assert_eq!(report.result.status, "devices_failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_that_opens_the_breaker_pauses_the_batch_instead_of_failing_it() {
+    const DEVICES: usize = 12;
+    let server = Arc::new(
+        GraphServer::start(
+            ServerConfig::new()
+                .with_devices(DEVICES)
+                .with_consistency_delay(Duration::ZERO),
+        )
+        .await
+        .unwrap(),
+    );
+    let client = Arc::new(GraphClient::new(server.base_url(), "outage").unwrap());
+    let run = tokio::spawn(async move {
+        let registry = graph_connector::connector::registry();
+        graph_connector::connector::run(
+            client,
+            &registry,
+            &graph_connector::connector::RunOptions {
+                concurrency: 4,
+                ..Default::default()
+            },
+        )
+        .await
+    });
+    // Once the devices are listed the service goes down, long enough for ten 503s in a row to
+    // open the breaker, then comes back.
+    server
+        .wait_until(|rec| {
+            rec.requests
+                .iter()
+                .any(|r| r.path.starts_with("/v1.0/devices") && r.status == Some(200))
+        })
+        .await;
+    server.set_outage(true);
+    server
+        .wait_until(|rec| {
+            rec.requests
+                .iter()
+                .filter(|r| r.status == Some(503))
+                .count()
+                >= 10
+        })
+        .await;
+    server.set_outage(false);
+    let report = run.await.unwrap();
+    let rec = server.records();
+
+    assert!(
+        report
+            .breaker_transitions
+            .iter()
+            .any(|t| t.breaker == "graph" && t.to == "open"),
+        "{:?}",
+        report.breaker_transitions
+    );
+    assert_eq!(
+        report.failures().count(),
+        0,
+        "{:#?}",
+        report.device_outcomes
+    );
+    assert_eq!(
+        report.devices_by_outcome.get("assigned"),
+        Some(&DEVICES),
+        "every device assigned after the outage"
+    );
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(rec.creates.len(), DEVICES);
+    assert!(rec.duplicates().is_empty());
 }

@@ -231,11 +231,13 @@ async fn policy_apps_are_forbidden() {
 
 #[tokio::test]
 async fn throttling_in_seconds_records_requests_sent_too_early() {
-    // A minute's wait: the second request is early however slowly the machine runs.
+    // A minute's wait: the second request is early however slowly the machine runs. The
+    // throttle window's grace is as long, so the server still answers it.
     let server = GraphServer::start(
         only(FaultKind::ThrottledSeconds)
             .with_max_faults_per_operation(1)
-            .with_retry_after(Duration::from_secs(60)),
+            .with_retry_after(Duration::from_secs(60))
+            .with_throttle_grace(Duration::from_secs(60)),
     )
     .await
     .unwrap();
@@ -434,4 +436,89 @@ async fn an_outage_answers_503_until_it_closes() {
     let r = http.get(&url).bearer_auth(&tok).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(server.records().faults()[&FaultKind::Outage], 1);
+}
+
+#[tokio::test]
+async fn a_429_throttles_every_operation_of_its_client_and_no_other_client() {
+    // No grace: any request of the throttled client after the 429 is inside its window.
+    let server = GraphServer::start(
+        only(FaultKind::ThrottledSeconds)
+            .with_max_faults_per_operation(1)
+            .with_retry_after(Duration::from_secs(60))
+            .with_throttle_grace(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+    let c1 = token(&http, base, "c1").await;
+    let c2 = token(&http, base, "c2").await;
+    let r = http
+        .get(format!("{base}/v1.0/devices"))
+        .bearer_auth(&c1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another operation of the same client: refused, and recorded as a violation.
+    let r = create(&http, base, &c1, "dev-0001", Some("k1"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let left: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&left), "{left}");
+    // Another client is not in c1's window: its request meets the server's fault draw.
+    let r = create(&http, base, &c2, "dev-0002", Some("k2"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let rec = server.records();
+    let v = rec.throttle_violations();
+    assert_eq!(v.len(), 1, "{v:#?}");
+    assert_eq!(v[0].client_id, "c1");
+    assert_eq!(v[0].note, Some("throttle_window"));
+    assert_eq!(v[0].fault, None);
+    assert!(v[0].path.starts_with("/v1.0/assignments"));
+    let c2_create = rec.requests.iter().find(|r| r.client_id == "c2").unwrap();
+    assert_eq!(c2_create.fault, Some(FaultKind::ThrottledSeconds));
+    assert_eq!(c2_create.throttle_violation, None);
+    assert!(rec.creates.is_empty());
+}
+
+#[tokio::test]
+async fn devices_out_of_scope_are_refused_whatever_the_app() {
+    let server = GraphServer::start(ServerConfig::new().with_out_of_scope_device("dev-0003"))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+    let tok = token(&http, base, "c1").await;
+    for app in ["app-1", "app-2"] {
+        let r = http
+            .post(format!("{base}/v1.0/assignments"))
+            .bearer_auth(&tok)
+            .header("Idempotency-Key", app)
+            .json(&json!({"intent_id": app, "device_id": "dev-0003", "app_id": app}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{app}");
+    }
+    let r = create(&http, base, &tok, "dev-0004", Some("k"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let rec = server.records();
+    let refused = rec
+        .requests
+        .iter()
+        .filter(|r| r.note == Some("out_of_scope"));
+    assert_eq!(refused.count(), 2);
+    assert_eq!(rec.creates.len(), 1);
 }
