@@ -1514,7 +1514,13 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:#?}");
         assert!(errs[0].contains("add `idempotent`"), "{errs:#?}");
         assert!(run(quote!(idempotent, retry_if_ok = accepted), item.clone()).is_ok());
-        assert!(run(quote!(idempotency_key = request_id(), retry_if_ok = accepted), item).is_ok());
+        assert!(
+            run(
+                quote!(idempotency_key = request_id(), retry_if_ok = accepted),
+                item
+            )
+            .is_ok()
+        );
     }
 
     /// The rebinds of `item` at a retrying site, as `clone x` or `reborrow x`.
