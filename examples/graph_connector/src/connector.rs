@@ -41,7 +41,7 @@ use resilience_runtime::{
 use serde::Deserialize;
 
 use crate::report::{
-    BreakerPauses, DeviceOutcome, OperationRow, Report, RunResult, ServerView, Transition, Waits,
+    BackendView, BreakerPauses, DeviceOutcome, OperationRow, Report, RunResult, ServerView, Transition, Waits,
 };
 use crate::server::{AssignmentRequest, CLIENT_REQUEST_ID, Device, Records};
 
@@ -867,6 +867,65 @@ pub fn registry() -> Registry {
     r
 }
 
+/// The backend a fleet's replicas share their state on (`[backends.fleet]`).
+pub const FLEET_BACKEND: &str = "fleet";
+
+/// A replica's configuration: `base` (a `resilience.toml`, [`RESILIENCE_TOML`] by default) with
+/// a `[backends.fleet]` on the Redis server at `redis_url` added, and the [`BREAKER`] breaker,
+/// its budget and the [`RATE_LIMIT`] rate limit put on it, so every replica shares them. Keys go
+/// under `key_prefix` (one per fleet run, so that runs do not inherit each other's state).
+/// Settings the base already gives the backend win.
+///
+/// # Errors
+///
+/// The base is not valid TOML, or the result is not a valid configuration (a bad URL, say): the
+/// loader's message.
+///
+/// ```
+/// use graph_connector::connector::{RESILIENCE_TOML, fleet_config};
+/// let cfg = fleet_config(RESILIENCE_TOML, "redis://127.0.0.1:6379", "graph-connector:1:").unwrap();
+/// assert!(cfg.breaker_names().any(|n| n == "graph"));
+/// assert!(fleet_config(RESILIENCE_TOML, "http://nope", "p:").is_err());
+/// ```
+pub fn fleet_config(
+    base: &str,
+    redis_url: &str,
+    key_prefix: &str,
+) -> Result<RegistryConfig, String> {
+    use toml::{Table, Value};
+    let mut t: Table = base.parse().map_err(|e| format!("{e}"))?;
+    fn table<'a>(t: &'a mut Table, key: &str) -> Result<&'a mut Table, String> {
+        t.entry(key)
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` must be a table"))
+    }
+    let backend = table(table(&mut t, "backends")?, FLEET_BACKEND)?;
+    for (k, v) in [
+        ("kind", "redis"),
+        ("url", redis_url),
+        ("key_prefix", key_prefix),
+        // Loose enough for a loaded machine running every replica: a round trip over it puts
+        // the replica in fallback (local limits), which is what a fleet must not meet by chance.
+        ("round_trip_limit", "100ms"),
+        // An opening, a spent budget, reach the other replicas within this.
+        ("sync_interval", "100ms"),
+    ] {
+        backend
+            .entry(k)
+            .or_insert_with(|| Value::String(v.to_owned()));
+    }
+    for (section, name) in [
+        ("breakers", BREAKER),
+        ("budgets", BREAKER),
+        ("rate_limits", RATE_LIMIT),
+    ] {
+        let instance = table(table(&mut t, section)?, name)?;
+        instance.insert("backend".into(), Value::String(FLEET_BACKEND.into()));
+    }
+    RegistryConfig::from_toml_str(&t.to_string()).map_err(|e| e.to_string())
+}
+
 /// The app a device is assigned: every tenth asks for [`BLOCKED_APP`].
 pub fn app_for(index: usize) -> &'static str {
     if index % 10 == 9 { BLOCKED_APP } else { APP }
@@ -880,6 +939,25 @@ pub fn intent_for(device_id: &str, app_id: &str) -> String {
 /// The idempotency key every create for an intent carries.
 pub fn idempotency_key_for(intent_id: &str) -> String {
     format!("{intent_id}-create-assignment")
+}
+
+/// The replica, of `replicas`, that handles a device: the device id's FNV-1a hash, mod
+/// `replicas`. Stable across processes, builds and platforms, so every replica of a fleet agrees
+/// on who handles what without talking to the others.
+///
+/// ```
+/// use graph_connector::connector::shard_of;
+/// assert_eq!(shard_of("dev-0001", 1), 0);
+/// assert_eq!(shard_of("dev-0001", 4), shard_of("dev-0001", 4));
+/// assert!(shard_of("dev-0002", 4) < 4);
+/// ```
+pub fn shard_of(device_id: &str, replicas: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in device_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % replicas.max(1) as u64) as usize
 }
 
 /// How a run goes.
@@ -896,6 +974,9 @@ pub struct RunOptions {
     pub breaker_patience: Duration,
     /// Show progress on stderr (when it is a terminal).
     pub progress: bool,
+    /// One replica of a fleet: `Some((index, replicas))` handles only the devices (of the first
+    /// `limit` listed) whose id [`shard_of`] gives `index`; `None`: every device.
+    pub shard: Option<(usize, usize)>,
 }
 
 impl Default for RunOptions {
@@ -906,6 +987,7 @@ impl Default for RunOptions {
             limit: None,
             breaker_patience: Duration::from_secs(60),
             progress: false,
+            shard: None,
         }
     }
 }
@@ -1163,6 +1245,11 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
             if let Some(n) = opts.limit {
                 devices.truncate(n);
             }
+            // Each device keeps its index in the listing: the app it is assigned depends on it.
+            let mut devices: Vec<(usize, Device)> = devices.into_iter().enumerate().collect();
+            if let Some((index, replicas)) = opts.shard {
+                devices.retain(|(_, d)| shard_of(&d.id, replicas) == index);
+            }
             report.devices = devices.len();
             let (outcomes, again) =
                 assign_all(&client, registry, devices, opts, &observer, &gate).await;
@@ -1223,6 +1310,18 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
     report.gave_up = s.gave_up.clone();
     report.breaker_pauses = gate.pauses();
     report.token_refreshes = client.refreshes();
+    report.backends = registry
+        .health()
+        .backends
+        .into_iter()
+        .map(|b| BackendView {
+            replica: opts.shard.map(|(i, _)| i),
+            name: b.name,
+            state: b.state.as_str().to_owned(),
+            errors_total: b.backend_errors_total,
+            fallbacks_total: b.fallbacks_total,
+        })
+        .collect();
     report.result = RunResult::of(&report);
     report
 }
@@ -1233,7 +1332,7 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
 async fn assign_all(
     client: &Arc<GraphClient>,
     registry: &Registry,
-    devices: Vec<Device>,
+    devices: Vec<(usize, Device)>,
     opts: &RunOptions,
     observer: &Arc<Observer>,
     gate: &Arc<BreakerGate>,
@@ -1243,28 +1342,30 @@ async fn assign_all(
     let ticker = (opts.progress && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(progress.clone().show(total, observer.clone())));
 
-    let jobs: Vec<Job> = devices
+    // Each job with its position in `outcomes`, which follow the jobs' order.
+    let jobs: Vec<(usize, Job)> = devices
         .into_iter()
-        .enumerate()
         .map(|(index, device)| Job { index, device })
+        .enumerate()
         .collect();
+    let jobs_only: Vec<Job> = jobs.iter().map(|(_, j)| j.clone()).collect();
     let first = pool(
         registry,
         opts.concurrency,
         &progress,
         gate,
         client,
-        jobs.clone(),
+        jobs_only,
     )
     .await;
     let mut outcomes: Vec<Option<DeviceOutcome>> = Vec::with_capacity(total);
     let mut again = Vec::new();
-    for (job, handled) in jobs.into_iter().zip(first) {
+    for ((pos, job), handled) in jobs.into_iter().zip(first) {
         match handled {
             Handled::Done(o) => outcomes.push(Some(o)),
             Handled::Again(o) | Handled::CircuitOpen(o, _) => {
                 outcomes.push(Some(o));
-                again.push(job);
+                again.push((pos, job));
             }
         }
     }
@@ -1275,7 +1376,7 @@ async fn assign_all(
             devices = retried,
             "trying again the devices that failed transiently"
         );
-        let indexes: Vec<usize> = again.iter().map(|j| j.index).collect();
+        let (indexes, again): (Vec<usize>, Vec<Job>) = again.into_iter().unzip();
         let second = pool(registry, opts.concurrency, &progress, gate, client, again).await;
         for (i, handled) in indexes.into_iter().zip(second) {
             let (Handled::Done(o) | Handled::Again(o) | Handled::CircuitOpen(o, _)) = handled;
