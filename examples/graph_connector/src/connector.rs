@@ -439,6 +439,8 @@ pub struct GraphClient {
     /// attempt sends after the limiter admitted it (a second request in one attempt, a request
     /// held up by a token refresh).
     throttled_until: Mutex<Option<tokio::time::Instant>>,
+    /// One replica of a fleet (see [`GraphClient::in_fleet`]).
+    in_fleet: bool,
     /// Idempotency keys of creates that may have been applied without the client knowing.
     uncertain: Mutex<HashSet<String>>,
     consistency_window: Duration,
@@ -472,6 +474,7 @@ impl GraphClient {
             refused: AtomicU64::new(0),
             refreshes: Arc::new(AtomicU64::new(0)),
             throttled_until: Mutex::new(None),
+            in_fleet: false,
             uncertain: Mutex::new(HashSet::new()),
             consistency_window: Duration::from_secs(30),
         })
@@ -487,6 +490,17 @@ impl GraphClient {
         Arc::get_mut(&mut self.wire)
             .expect("with_send_log is called while building the client")
             .send_log = Some(log);
+        self
+    }
+
+    /// Makes this client one replica of a fleet whose `graph_client` rate limit is shared: an
+    /// attempt admitted while this replica's own throttle window is open is not held back and
+    /// then sent when the window ends (another replica's later `429` may have extended the
+    /// client's window meanwhile, which only the shared limiter knows); it fails at once as
+    /// throttled for the time left, and its retry draws a new permit from the shared limiter.
+    #[must_use]
+    pub fn in_fleet(mut self) -> Self {
+        self.in_fleet = true;
         self
     }
 
@@ -584,8 +598,22 @@ impl GraphClient {
     }
 
     /// Waits while the server throttles this client. The `graph_client` limiter holds back new
-    /// attempts; this holds back a request an attempt sends after it was admitted.
-    async fn hold_while_throttled(&self) {
+    /// attempts; this holds back a request an attempt sends after it was admitted. In a fleet
+    /// ([`GraphClient::in_fleet`]) the attempt fails instead, as throttled for the time left.
+    async fn hold_while_throttled(&self) -> Result<(), GraphError> {
+        if self.in_fleet {
+            let until = *self
+                .throttled_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            return match until {
+                Some(u) if u > now => Err(GraphError::Throttled {
+                    retry_after: Some(u - now),
+                }),
+                _ => Ok(()),
+            };
+        }
         loop {
             let until = *self
                 .throttled_until
@@ -593,7 +621,7 @@ impl GraphClient {
                 .unwrap_or_else(|p| p.into_inner());
             match until {
                 Some(u) if u > tokio::time::Instant::now() => tokio::time::sleep_until(u).await,
-                _ => return,
+                _ => return Ok(()),
             }
         }
     }
@@ -650,7 +678,7 @@ impl GraphClient {
 
     /// One authenticated `GET`, after any throttle window has passed.
     async fn get(&self, url: &str) -> Result<reqwest::Response, GraphError> {
-        self.hold_while_throttled().await;
+        self.hold_while_throttled().await?;
         let (token, generation) = self.bearer().await?;
         let (req, _sent) = self
             .wire
@@ -721,7 +749,7 @@ impl GraphClient {
         let key = CallContext::current()
             .and_then(|c| c.idempotency_key().map(str::to_owned))
             .ok_or_else(|| GraphError::Decode("no idempotency key in the call context".into()))?;
-        self.hold_while_throttled().await;
+        self.hold_while_throttled().await?;
         let (token, generation) = self.bearer().await?;
         let (req, _sent) = self.wire.stamp(
             self.wire
@@ -1162,7 +1190,11 @@ impl BreakerGate {
 
     /// Waits until the breaker would admit a probe (its cooldown has passed) if it is open.
     /// Returns at once when it is not, or when the batch's patience is spent.
-    async fn wait(&self) {
+    ///
+    /// An open breaker past its cooldown that still refused (on a fleet's backend the probe
+    /// slot is being fetched, or another replica holds it) is waited on for `refused_for`, the
+    /// time it asked for, once; with `refused_for` zero, not at all.
+    async fn wait(&self, refused_for: Duration) {
         loop {
             if self.breaker.state() != BreakerState::Open {
                 return;
@@ -1172,6 +1204,11 @@ impl BreakerGate {
                 .config()
                 .cooldown
                 .saturating_sub(self.breaker.time_in_state());
+            let (left, once) = if left.is_zero() {
+                (refused_for, true)
+            } else {
+                (left, false)
+            };
             if left.is_zero() {
                 return;
             }
@@ -1200,6 +1237,9 @@ impl BreakerGate {
                 "the graph breaker is open: the batch waits for it to admit a probe"
             );
             tokio::time::sleep_until(until).await;
+            if once {
+                return;
+            }
         }
     }
 
@@ -1419,7 +1459,7 @@ async fn pool(
         workers.spawn(registry.scope(async move {
             let mut out = Vec::new();
             loop {
-                gate.wait().await;
+                gate.wait(Duration::ZERO).await;
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 let Some((i, job)) = next else { break };
                 let handled = handle(&client, &job).await;
@@ -1434,7 +1474,7 @@ async fn pool(
                     // An open breaker: wait out its cooldown with the batch; a half-open one
                     // whose probes are all taken: wait the time it asked for.
                     if gate.breaker.state() == BreakerState::Open {
-                        gate.wait().await;
+                        gate.wait(retry_in.max(Duration::from_millis(10))).await;
                     } else {
                         tokio::time::sleep(retry_in.max(Duration::from_millis(10))).await;
                     }

@@ -297,6 +297,7 @@ async fn run_one(
     breaker_wait: Duration,
 ) -> (Report, Option<Result<String, String>>) {
     let client = match GraphClient::new(base_url.clone(), "graph-connector-example") {
+        Ok(c) if args.redis_url.is_some() => Arc::new(c.in_fleet()),
         Ok(c) => Arc::new(c),
         Err(e) => return (failed_report(base_url, e.to_string()), None),
     };
@@ -315,6 +316,18 @@ async fn run_one(
     }
     let registry = Registry::new();
     registry.apply(&config);
+    if let Some(fleet) = registry.redis_backend(connector::FLEET_BACKEND) {
+        // Until its first sync the backend answers from local state: a replica that started
+        // calling then would send at its own full rate. A Redis that does not answer in time
+        // leaves the replica on local state, as any outage of Redis does, and the run goes on.
+        fleet.start();
+        if tokio::time::timeout(Duration::from_secs(2), fleet.wait_for_syncs(1))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the fleet's Redis did not answer within 2 s: starting on local state");
+        }
+    }
     let report = connector::run(client, &registry, &opts).await;
     let metrics = args
         .metrics
