@@ -41,7 +41,8 @@ use resilience_runtime::{
 use serde::Deserialize;
 
 use crate::report::{
-    BackendView, BreakerPauses, DeviceOutcome, OperationRow, Report, RunResult, ServerView, Transition, Waits,
+    BackendView, BreakerPauses, DeviceOutcome, OperationRow, Report, RunResult, ServerView,
+    Transition, Waits,
 };
 use crate::server::{AssignmentRequest, CLIENT_REQUEST_ID, Device, Records};
 

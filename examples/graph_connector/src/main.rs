@@ -24,9 +24,9 @@ use std::time::Duration;
 use clap::Parser;
 use graph_connector::connector::{self, BLOCKED_APP, GraphClient, RunOptions};
 use graph_connector::report::{Report, RunResult};
+use graph_connector::server::{GraphServer, ServerConfig, TokenExpiry, device};
 use resilience_runtime::Registry;
 use resilience_runtime::registry::RegistryConfig;
-use graph_connector::server::{GraphServer, ServerConfig, TokenExpiry, device};
 use tracing_subscriber::EnvFilter;
 
 /// Assigns an app to every device of a Graph-style tenant, through 429s, 5xx, timeouts, lost
@@ -416,10 +416,7 @@ async fn run_fleet(args: &Args, replicas: usize, base_url: &str, breaker_wait: D
             Ok(Ok(out)) => match serde_json::from_slice::<Report>(&out.stdout) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    eprintln!(
-                        "error: replica {i} ({}) gave no report: {e}",
-                        out.status
-                    );
+                    eprintln!("error: replica {i} ({}) gave no report: {e}", out.status);
                     None
                 }
             },

@@ -405,7 +405,11 @@ impl Report {
                 errors.push(format!("replica {i}: {e}"));
             }
             for op in r.operations {
-                match all.operations.iter_mut().find(|o| o.operation == op.operation) {
+                match all
+                    .operations
+                    .iter_mut()
+                    .find(|o| o.operation == op.operation)
+                {
                     Some(o) => {
                         o.calls += op.calls;
                         o.ok += op.ok;
@@ -513,7 +517,10 @@ impl fmt::Display for Report {
                 .backends
                 .iter()
                 .map(|b| {
-                    let who = b.replica.map(|i| format!("replica {i} ")).unwrap_or_default();
+                    let who = b
+                        .replica
+                        .map(|i| format!("replica {i} "))
+                        .unwrap_or_default();
                     format!(
                         "{who}{} {} ({} errors, {} fallbacks)",
                         b.name, b.state, b.errors_total, b.fallbacks_total

@@ -21,7 +21,6 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use graph_connector::connector::RESILIENCE_TOML;
@@ -31,7 +30,7 @@ use graph_connector::server::{FaultKind, GraphServer, RequestRecord, ServerConfi
 const REPLICAS: usize = 4;
 
 /// One test at a time: rates are measured on the wall clock of a shared machine.
-static TURN: Mutex<()> = Mutex::new(());
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A `redis-server` on a free loopback port, killed (SIGKILL) and its directory removed on drop.
 struct Redis {
@@ -111,7 +110,10 @@ impl Drop for Redis {
 /// and `extra` tables after it.
 fn config(rate: u32, per: &str, extra: &str) -> String {
     let example = "rate = 500\nper = \"1s\"";
-    assert!(RESILIENCE_TOML.contains(example), "the example's rate limit moved");
+    assert!(
+        RESILIENCE_TOML.contains(example),
+        "the example's rate limit moved"
+    );
     let base = RESILIENCE_TOML.replace(example, &format!("rate = {rate}\nper = \"{per}\""));
     format!("{base}\n{extra}\n")
 }
@@ -230,7 +232,7 @@ const EMISSION: &str = "100ms";
 /// Short: the bound per period. 12 devices: 4 listings and 24 creates and reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_replicas_share_one_limit_of_r_per_period() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = TURN.lock().await;
     let Some(redis) = Redis::start("four_replicas_share_one_limit_of_r_per_period") else {
         return;
     };
@@ -260,7 +262,7 @@ async fn four_replicas_share_one_limit_of_r_per_period() {
 /// Long: on the wall clock, for at least 10 s, the fleet sends R per second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_replicas_soak_at_r_per_second() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = TURN.lock().await;
     let Some(redis) = Redis::start("four_replicas_soak_at_r_per_second") else {
         return;
     };
@@ -292,7 +294,7 @@ async fn four_replicas_soak_at_r_per_second() {
 /// A `429` tells the whole fleet: no replica sends inside the client's throttle window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_replica_sends_inside_a_throttle_window() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = TURN.lock().await;
     let Some(redis) = Redis::start("no_replica_sends_inside_a_throttle_window") else {
         return;
     };
@@ -338,7 +340,7 @@ async fn no_replica_sends_inside_a_throttle_window() {
 /// A full outage: one budget and one breaker for the fleet keep it under 1.1 requests per call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_costs_the_fleet_at_most_1_1_requests_per_call() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = TURN.lock().await;
     let Some(redis) = Redis::start("an_outage_costs_the_fleet_at_most_1_1_requests_per_call")
     else {
         return;
@@ -404,7 +406,7 @@ async fn an_outage_costs_the_fleet_at_most_1_1_requests_per_call() {
 /// Redis dies mid-run: the replicas go on from local state, finish, and report the fallback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_finishes_on_local_state_when_redis_dies() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = TURN.lock().await;
     let Some(mut redis) = Redis::start("the_fleet_finishes_on_local_state_when_redis_dies") else {
         return;
     };
@@ -424,7 +426,10 @@ async fn the_fleet_finishes_on_local_state_when_redis_dies() {
     println!("{}", report.result.line());
     println!("{:?}", report.backends);
     assert!(out.status.success(), "{}", report.result.line());
-    assert_eq!(report.devices_by_outcome.get("assigned").copied(), Some(DEVICES));
+    assert_eq!(
+        report.devices_by_outcome.get("assigned").copied(),
+        Some(DEVICES)
+    );
     assert!(
         server.records().creates.len() > creates_at_kill,
         "nothing was created after Redis died"
