@@ -907,14 +907,16 @@ pub const FLEET_BACKEND: &str = "fleet";
 ///
 /// # Errors
 ///
-/// The base is not valid TOML, or the result is not a valid configuration (a bad URL, say): the
-/// loader's message.
+/// The base is not valid TOML, sets no `[rate_limits.graph_client]`, or the result is not a
+/// valid configuration (a bad URL, say): the loader's message.
 ///
 /// ```
 /// use graph_connector::connector::{RESILIENCE_TOML, fleet_config};
 /// let cfg = fleet_config(RESILIENCE_TOML, "redis://127.0.0.1:6379", "graph-connector:1:").unwrap();
 /// assert!(cfg.breaker_names().any(|n| n == "graph"));
 /// assert!(fleet_config(RESILIENCE_TOML, "http://nope", "p:").is_err());
+/// let err = fleet_config("", "redis://127.0.0.1:6379", "p:").unwrap_err();
+/// assert!(err.contains("rate_limits.graph_client"), "{err}");
 /// ```
 pub fn fleet_config(
     base: &str,
@@ -943,6 +945,15 @@ pub fn fleet_config(
         backend
             .entry(k)
             .or_insert_with(|| Value::String(v.to_owned()));
+    }
+    if !t
+        .get("rate_limits")
+        .and_then(Value::as_table)
+        .is_some_and(|l| l.contains_key(RATE_LIMIT))
+    {
+        return Err(format!(
+            "a fleet shares `rate_limits.{RATE_LIMIT}`, which the configuration must set (`rate`, `per`)"
+        ));
     }
     for (section, name) in [
         ("breakers", BREAKER),

@@ -787,6 +787,48 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_report_sums_its_replicas_and_fails_without_one_of_them() {
+        let mut one = sample();
+        one.backends.push(BackendView {
+            replica: Some(0),
+            name: "fleet".into(),
+            state: "shared".into(),
+            ..BackendView::default()
+        });
+        let mut two = sample();
+        two.device_outcomes.truncate(2);
+        two.devices_by_outcome.remove("failed");
+        two.failures_by_class.clear();
+        two.result = RunResult::of(&two);
+        assert_eq!(two.exit_code(), 0);
+
+        let all = Report::merge(vec![Some(one.clone()), Some(two.clone())]);
+        assert_eq!((all.replicas, all.devices), (Some(2), 6));
+        assert_eq!(all.operations[0].calls, 6);
+        assert_eq!(all.devices_by_outcome["assigned"], 2);
+        assert_eq!(
+            all.exit_code(),
+            RunResult::DEVICES_FAILED,
+            "the worst replica's"
+        );
+        let ids: Vec<&str> = all.device_outcomes.iter().map(|d| d.device_id()).collect();
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+        let t = all.to_string();
+        assert!(t.contains("replicas     2 processes"), "{t}");
+        assert!(t.contains("shared       replica 0 fleet shared"), "{t}");
+        let v: serde_json::Value = serde_json::from_str(&all.to_json()).unwrap();
+        assert_eq!(v["replicas"], 2);
+
+        let lost = Report::merge(vec![Some(two), None]);
+        assert_eq!(lost.exit_code(), RunResult::RUN_FAILED);
+        assert_eq!(lost.run_error.as_deref(), Some("replica 1 gave no report"));
+
+        // A single run's JSON has neither field.
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert!(v.get("replicas").is_none() && v.get("backends").is_none());
+    }
+
+    #[test]
     fn the_verdict_follows_the_outcomes() {
         let mut r = sample();
         assert_eq!(r.exit_code(), 2);

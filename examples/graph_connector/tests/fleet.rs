@@ -440,3 +440,78 @@ async fn the_fleet_finishes_on_local_state_when_redis_dies() {
         assert!(b.fallbacks_total >= 1 && b.errors_total >= 1, "{b:?}");
     }
 }
+
+/// Flags a fleet cannot run with are refused before anything starts: exit status 1, with why.
+#[test]
+fn bad_fleet_flags_are_refused_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!(
+        "graph-connector-fleet-flags-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_config = dir.join("bad.toml");
+    assert!(RESILIENCE_TOML.contains("cooldown = \"1s\""));
+    std::fs::write(
+        &bad_config,
+        RESILIENCE_TOML.replace("cooldown = \"1s\"", "cooldown = \"soon\""),
+    )
+    .unwrap();
+    let no_limit = dir.join("no-limit.toml");
+    std::fs::write(&no_limit, "[breakers.graph]\n").unwrap();
+    let no_limit = no_limit.to_string_lossy().into_owned();
+    let bad_config = bad_config.to_string_lossy().into_owned();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--replicas", "0", "--redis-url", "redis://127.0.0.1:1"],
+            "--replicas must be at least 1",
+        ),
+        (&["--replicas", "2"], "--redis-url"),
+        (
+            &[
+                "--replicas",
+                "2",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--metrics",
+            ],
+            "with --replicas each replica has its own",
+        ),
+        (
+            &["--redis-url", "http://127.0.0.1:1"],
+            "the resilience configuration",
+        ),
+        (
+            &[
+                "--replicas",
+                "2",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--config",
+                &bad_config,
+            ],
+            "breakers.graph.cooldown",
+        ),
+        (
+            &[
+                "--replicas",
+                "2",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--config",
+                &no_limit,
+            ],
+            "a fleet shares `rate_limits.graph_client`",
+        ),
+    ];
+    for (args, why) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_graph_connector"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert!(err.lines().last().unwrap().contains("RUN FAILED"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
