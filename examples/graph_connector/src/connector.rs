@@ -41,7 +41,8 @@ use resilience_runtime::{
 use serde::Deserialize;
 
 use crate::report::{
-    BreakerPauses, DeviceOutcome, OperationRow, Report, RunResult, ServerView, Transition, Waits,
+    BackendView, BreakerPauses, DeviceOutcome, OperationRow, Report, RunResult, ServerView,
+    Transition, Waits,
 };
 use crate::server::{AssignmentRequest, CLIENT_REQUEST_ID, Device, Records};
 
@@ -439,6 +440,8 @@ pub struct GraphClient {
     /// attempt sends after the limiter admitted it (a second request in one attempt, a request
     /// held up by a token refresh).
     throttled_until: Mutex<Option<tokio::time::Instant>>,
+    /// One replica of a fleet (see [`GraphClient::in_fleet`]).
+    in_fleet: bool,
     /// Idempotency keys of creates that may have been applied without the client knowing.
     uncertain: Mutex<HashSet<String>>,
     consistency_window: Duration,
@@ -472,6 +475,7 @@ impl GraphClient {
             refused: AtomicU64::new(0),
             refreshes: Arc::new(AtomicU64::new(0)),
             throttled_until: Mutex::new(None),
+            in_fleet: false,
             uncertain: Mutex::new(HashSet::new()),
             consistency_window: Duration::from_secs(30),
         })
@@ -487,6 +491,17 @@ impl GraphClient {
         Arc::get_mut(&mut self.wire)
             .expect("with_send_log is called while building the client")
             .send_log = Some(log);
+        self
+    }
+
+    /// Makes this client one replica of a fleet whose `graph_client` rate limit is shared: an
+    /// attempt admitted while this replica's own throttle window is open is not held back and
+    /// then sent when the window ends (another replica's later `429` may have extended the
+    /// client's window meanwhile, which only the shared limiter knows); it fails at once as
+    /// throttled for the time left, and its retry draws a new permit from the shared limiter.
+    #[must_use]
+    pub fn in_fleet(mut self) -> Self {
+        self.in_fleet = true;
         self
     }
 
@@ -584,8 +599,22 @@ impl GraphClient {
     }
 
     /// Waits while the server throttles this client. The `graph_client` limiter holds back new
-    /// attempts; this holds back a request an attempt sends after it was admitted.
-    async fn hold_while_throttled(&self) {
+    /// attempts; this holds back a request an attempt sends after it was admitted. In a fleet
+    /// ([`GraphClient::in_fleet`]) the attempt fails instead, as throttled for the time left.
+    async fn hold_while_throttled(&self) -> Result<(), GraphError> {
+        if self.in_fleet {
+            let until = *self
+                .throttled_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            return match until {
+                Some(u) if u > now => Err(GraphError::Throttled {
+                    retry_after: Some(u - now),
+                }),
+                _ => Ok(()),
+            };
+        }
         loop {
             let until = *self
                 .throttled_until
@@ -593,7 +622,7 @@ impl GraphClient {
                 .unwrap_or_else(|p| p.into_inner());
             match until {
                 Some(u) if u > tokio::time::Instant::now() => tokio::time::sleep_until(u).await,
-                _ => return,
+                _ => return Ok(()),
             }
         }
     }
@@ -650,7 +679,7 @@ impl GraphClient {
 
     /// One authenticated `GET`, after any throttle window has passed.
     async fn get(&self, url: &str) -> Result<reqwest::Response, GraphError> {
-        self.hold_while_throttled().await;
+        self.hold_while_throttled().await?;
         let (token, generation) = self.bearer().await?;
         let (req, _sent) = self
             .wire
@@ -721,7 +750,7 @@ impl GraphClient {
         let key = CallContext::current()
             .and_then(|c| c.idempotency_key().map(str::to_owned))
             .ok_or_else(|| GraphError::Decode("no idempotency key in the call context".into()))?;
-        self.hold_while_throttled().await;
+        self.hold_while_throttled().await?;
         let (token, generation) = self.bearer().await?;
         let (req, _sent) = self.wire.stamp(
             self.wire
@@ -867,6 +896,76 @@ pub fn registry() -> Registry {
     r
 }
 
+/// The backend a fleet's replicas share their state on (`[backends.fleet]`).
+pub const FLEET_BACKEND: &str = "fleet";
+
+/// A replica's configuration: `base` (a `resilience.toml`, [`RESILIENCE_TOML`] by default) with
+/// a `[backends.fleet]` on the Redis server at `redis_url` added, and the [`BREAKER`] breaker,
+/// its budget and the [`RATE_LIMIT`] rate limit put on it, so every replica shares them. Keys go
+/// under `key_prefix` (one per fleet run, so that runs do not inherit each other's state).
+/// Settings the base already gives the backend win.
+///
+/// # Errors
+///
+/// The base is not valid TOML, sets no `[rate_limits.graph_client]`, or the result is not a
+/// valid configuration (a bad URL, say): the loader's message.
+///
+/// ```
+/// use graph_connector::connector::{RESILIENCE_TOML, fleet_config};
+/// let cfg = fleet_config(RESILIENCE_TOML, "redis://127.0.0.1:6379", "graph-connector:1:").unwrap();
+/// assert!(cfg.breaker_names().any(|n| n == "graph"));
+/// assert!(fleet_config(RESILIENCE_TOML, "http://nope", "p:").is_err());
+/// let err = fleet_config("", "redis://127.0.0.1:6379", "p:").unwrap_err();
+/// assert!(err.contains("rate_limits.graph_client"), "{err}");
+/// ```
+pub fn fleet_config(
+    base: &str,
+    redis_url: &str,
+    key_prefix: &str,
+) -> Result<RegistryConfig, String> {
+    use toml::{Table, Value};
+    let mut t: Table = base.parse().map_err(|e| format!("{e}"))?;
+    fn table<'a>(t: &'a mut Table, key: &str) -> Result<&'a mut Table, String> {
+        t.entry(key)
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` must be a table"))
+    }
+    let backend = table(table(&mut t, "backends")?, FLEET_BACKEND)?;
+    for (k, v) in [
+        ("kind", "redis"),
+        ("url", redis_url),
+        ("key_prefix", key_prefix),
+        // Loose enough for a loaded machine running every replica: a round trip over it puts
+        // the replica in fallback (local limits), which is what a fleet must not meet by chance.
+        ("round_trip_limit", "100ms"),
+        // An opening, a spent budget, reach the other replicas within this.
+        ("sync_interval", "100ms"),
+    ] {
+        backend
+            .entry(k)
+            .or_insert_with(|| Value::String(v.to_owned()));
+    }
+    if !t
+        .get("rate_limits")
+        .and_then(Value::as_table)
+        .is_some_and(|l| l.contains_key(RATE_LIMIT))
+    {
+        return Err(format!(
+            "a fleet shares `rate_limits.{RATE_LIMIT}`, which the configuration must set (`rate`, `per`)"
+        ));
+    }
+    for (section, name) in [
+        ("breakers", BREAKER),
+        ("budgets", BREAKER),
+        ("rate_limits", RATE_LIMIT),
+    ] {
+        let instance = table(table(&mut t, section)?, name)?;
+        instance.insert("backend".into(), Value::String(FLEET_BACKEND.into()));
+    }
+    RegistryConfig::from_toml_str(&t.to_string()).map_err(|e| e.to_string())
+}
+
 /// The app a device is assigned: every tenth asks for [`BLOCKED_APP`].
 pub fn app_for(index: usize) -> &'static str {
     if index % 10 == 9 { BLOCKED_APP } else { APP }
@@ -880,6 +979,25 @@ pub fn intent_for(device_id: &str, app_id: &str) -> String {
 /// The idempotency key every create for an intent carries.
 pub fn idempotency_key_for(intent_id: &str) -> String {
     format!("{intent_id}-create-assignment")
+}
+
+/// The replica, of `replicas`, that handles a device: the device id's FNV-1a hash, mod
+/// `replicas`. Stable across processes, builds and platforms, so every replica of a fleet agrees
+/// on who handles what without talking to the others.
+///
+/// ```
+/// use graph_connector::connector::shard_of;
+/// assert_eq!(shard_of("dev-0001", 1), 0);
+/// assert_eq!(shard_of("dev-0001", 4), shard_of("dev-0001", 4));
+/// assert!(shard_of("dev-0002", 4) < 4);
+/// ```
+pub fn shard_of(device_id: &str, replicas: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in device_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % replicas.max(1) as u64) as usize
 }
 
 /// How a run goes.
@@ -896,6 +1014,9 @@ pub struct RunOptions {
     pub breaker_patience: Duration,
     /// Show progress on stderr (when it is a terminal).
     pub progress: bool,
+    /// One replica of a fleet: `Some((index, replicas))` handles only the devices (of the first
+    /// `limit` listed) whose id [`shard_of`] gives `index`; `None`: every device.
+    pub shard: Option<(usize, usize)>,
 }
 
 impl Default for RunOptions {
@@ -906,6 +1027,7 @@ impl Default for RunOptions {
             limit: None,
             breaker_patience: Duration::from_secs(60),
             progress: false,
+            shard: None,
         }
     }
 }
@@ -1080,7 +1202,11 @@ impl BreakerGate {
 
     /// Waits until the breaker would admit a probe (its cooldown has passed) if it is open.
     /// Returns at once when it is not, or when the batch's patience is spent.
-    async fn wait(&self) {
+    ///
+    /// An open breaker past its cooldown that still refused (on a fleet's backend the probe
+    /// slot is being fetched, or another replica holds it) is waited on for `refused_for`, the
+    /// time it asked for, once; with `refused_for` zero, not at all.
+    async fn wait(&self, refused_for: Duration) {
         loop {
             if self.breaker.state() != BreakerState::Open {
                 return;
@@ -1090,6 +1216,11 @@ impl BreakerGate {
                 .config()
                 .cooldown
                 .saturating_sub(self.breaker.time_in_state());
+            let (left, once) = if left.is_zero() {
+                (refused_for, true)
+            } else {
+                (left, false)
+            };
             if left.is_zero() {
                 return;
             }
@@ -1118,6 +1249,9 @@ impl BreakerGate {
                 "the graph breaker is open: the batch waits for it to admit a probe"
             );
             tokio::time::sleep_until(until).await;
+            if once {
+                return;
+            }
         }
     }
 
@@ -1162,6 +1296,11 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
             report.listed = devices.len();
             if let Some(n) = opts.limit {
                 devices.truncate(n);
+            }
+            // Each device keeps its index in the listing: the app it is assigned depends on it.
+            let mut devices: Vec<(usize, Device)> = devices.into_iter().enumerate().collect();
+            if let Some((index, replicas)) = opts.shard {
+                devices.retain(|(_, d)| shard_of(&d.id, replicas) == index);
             }
             report.devices = devices.len();
             let (outcomes, again) =
@@ -1223,6 +1362,18 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
     report.gave_up = s.gave_up.clone();
     report.breaker_pauses = gate.pauses();
     report.token_refreshes = client.refreshes();
+    report.backends = registry
+        .health()
+        .backends
+        .into_iter()
+        .map(|b| BackendView {
+            replica: opts.shard.map(|(i, _)| i),
+            name: b.name,
+            state: b.state.as_str().to_owned(),
+            errors_total: b.backend_errors_total,
+            fallbacks_total: b.fallbacks_total,
+        })
+        .collect();
     report.result = RunResult::of(&report);
     report
 }
@@ -1233,7 +1384,7 @@ pub async fn run(client: Arc<GraphClient>, registry: &Registry, opts: &RunOption
 async fn assign_all(
     client: &Arc<GraphClient>,
     registry: &Registry,
-    devices: Vec<Device>,
+    devices: Vec<(usize, Device)>,
     opts: &RunOptions,
     observer: &Arc<Observer>,
     gate: &Arc<BreakerGate>,
@@ -1243,28 +1394,30 @@ async fn assign_all(
     let ticker = (opts.progress && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(progress.clone().show(total, observer.clone())));
 
-    let jobs: Vec<Job> = devices
+    // Each job with its position in `outcomes`, which follow the jobs' order.
+    let jobs: Vec<(usize, Job)> = devices
         .into_iter()
-        .enumerate()
         .map(|(index, device)| Job { index, device })
+        .enumerate()
         .collect();
+    let jobs_only: Vec<Job> = jobs.iter().map(|(_, j)| j.clone()).collect();
     let first = pool(
         registry,
         opts.concurrency,
         &progress,
         gate,
         client,
-        jobs.clone(),
+        jobs_only,
     )
     .await;
     let mut outcomes: Vec<Option<DeviceOutcome>> = Vec::with_capacity(total);
     let mut again = Vec::new();
-    for (job, handled) in jobs.into_iter().zip(first) {
+    for ((pos, job), handled) in jobs.into_iter().zip(first) {
         match handled {
             Handled::Done(o) => outcomes.push(Some(o)),
             Handled::Again(o) | Handled::CircuitOpen(o, _) => {
                 outcomes.push(Some(o));
-                again.push(job);
+                again.push((pos, job));
             }
         }
     }
@@ -1275,7 +1428,7 @@ async fn assign_all(
             devices = retried,
             "trying again the devices that failed transiently"
         );
-        let indexes: Vec<usize> = again.iter().map(|j| j.index).collect();
+        let (indexes, again): (Vec<usize>, Vec<Job>) = again.into_iter().unzip();
         let second = pool(registry, opts.concurrency, &progress, gate, client, again).await;
         for (i, handled) in indexes.into_iter().zip(second) {
             let (Handled::Done(o) | Handled::Again(o) | Handled::CircuitOpen(o, _)) = handled;
@@ -1318,7 +1471,7 @@ async fn pool(
         workers.spawn(registry.scope(async move {
             let mut out = Vec::new();
             loop {
-                gate.wait().await;
+                gate.wait(Duration::ZERO).await;
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 let Some((i, job)) = next else { break };
                 let handled = handle(&client, &job).await;
@@ -1333,7 +1486,7 @@ async fn pool(
                     // An open breaker: wait out its cooldown with the batch; a half-open one
                     // whose probes are all taken: wait the time it asked for.
                     if gate.breaker.state() == BreakerState::Open {
-                        gate.wait().await;
+                        gate.wait(retry_in.max(Duration::from_millis(10))).await;
                     } else {
                         tokio::time::sleep(retry_in.max(Duration::from_millis(10))).await;
                     }

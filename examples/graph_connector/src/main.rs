@@ -4,11 +4,17 @@
 //! ```text
 //! cargo run -p graph_connector -- --devices 50 --fault-rate 0.3 --seed 7
 //! cargo run -p graph_connector -- --devices 200 --limit 50 --concurrency 16 --json
+//! cargo run -p graph_connector -- --replicas 4 --redis-url redis://127.0.0.1:6379
 //! ```
+//!
+//! With `--replicas N` the program runs N replica processes (itself again, with the hidden
+//! `--replica-index I`) against the one server, each handling the devices whose id hashes to it
+//! and sharing the `graph` breaker, the `graph` retry budget and the `graph_client` rate limit on
+//! the Redis server at `--redis-url`; it merges their reports into one.
 //!
 //! Exit status: 0 when every device handled is assigned or refused by policy; 2 when any ends
 //! `failed` or `unknown`; 1 when the run itself fails (bad flags, no runtime, the listing). The
-//! last line says which and why.
+//! last line says which and why. With `--replicas`, the worst status of the replicas.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -17,8 +23,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use graph_connector::connector::{self, BLOCKED_APP, GraphClient, RunOptions};
-use graph_connector::report::RunResult;
+use graph_connector::report::{Report, RunResult};
 use graph_connector::server::{GraphServer, ServerConfig, TokenExpiry, device};
+use resilience_runtime::Registry;
+use resilience_runtime::registry::RegistryConfig;
 use tracing_subscriber::EnvFilter;
 
 /// Assigns an app to every device of a Graph-style tenant, through 429s, 5xx, timeouts, lost
@@ -66,6 +74,24 @@ struct Args {
     /// Show each retry (-v) or everything (-vv) on stderr; RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Read the breakers, budgets and rate limits from this file instead of the embedded
+    /// resilience.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Run as N replica processes against the one server, sharing the `graph` breaker and budget
+    /// and the `graph_client` rate limit on --redis-url, and merge their reports.
+    #[arg(long, value_name = "N", requires = "redis_url")]
+    replicas: Option<usize>,
+    /// The Redis server the replicas share state on (`redis://host:port`); alone, this one
+    /// process shares its state there.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Run as replica I of --replicas (the processes --replicas starts).
+    #[arg(long, value_name = "I", hide = true, requires_all = ["replicas", "base_url"])]
+    replica_index: Option<usize>,
+    /// The key prefix of the replicas' shared state (one per fleet run).
+    #[arg(long, value_name = "PREFIX", hide = true)]
+    fleet_prefix: Option<String>,
 }
 
 /// Devices the embedded server lists when `--devices` is not given.
@@ -100,6 +126,19 @@ fn main() -> ExitCode {
             "--fault-rate must be between 0 and 1, got {}",
             args.fault_rate
         ));
+    }
+    if args.replicas == Some(0) {
+        return fail("--replicas must be at least 1");
+    }
+    if let (Some(i), Some(n)) = (args.replica_index, args.replicas)
+        && i >= n
+    {
+        return fail(&format!("--replica-index {i} must be below --replicas {n}"));
+    }
+    if args.replicas.is_some() && args.metrics {
+        return fail(
+            "--metrics shows one process's metrics; with --replicas each replica has its own",
+        );
     }
     if args.base_url.is_some() && args.devices.is_some() {
         return fail(
@@ -139,11 +178,50 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    let code = rt.block_on(run(args, token_ttl, lag, breaker_wait));
+    let config = match resilience_config(&args) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let code = rt.block_on(run(args, config, token_ttl, lag, breaker_wait));
     ExitCode::from(code)
 }
 
-async fn run(args: Args, token_ttl: Duration, lag: Duration, breaker_wait: Duration) -> u8 {
+/// The run's configuration: `--config` or the embedded resilience.toml, with the fleet's backend
+/// when `--redis-url` is given.
+fn resilience_config(args: &Args) -> Result<RegistryConfig, String> {
+    let text = match &args.config {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?,
+        None => connector::RESILIENCE_TOML.to_owned(),
+    };
+    let config = match &args.redis_url {
+        Some(url) => {
+            let prefix = args.fleet_prefix.clone().unwrap_or_else(fleet_prefix);
+            connector::fleet_config(&text, url, &prefix)
+        }
+        None => RegistryConfig::from_toml_str(&text).map_err(|e| e.to_string()),
+    };
+    config.map_err(|e| match &args.config {
+        Some(path) => format!("--config {}: {e}", path.display()),
+        None => format!("the resilience configuration: {e}"),
+    })
+}
+
+/// A key prefix of its own for a fleet run: its replicas share state, and no other run's.
+fn fleet_prefix() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("graph-connector:{}-{ms}:", std::process::id())
+}
+
+async fn run(
+    args: Args,
+    config: RegistryConfig,
+    token_ttl: Duration,
+    lag: Duration,
+    breaker_wait: Duration,
+) -> u8 {
     let server = match &args.base_url {
         Some(_) => None,
         None => {
@@ -177,26 +255,10 @@ async fn run(args: Args, token_ttl: Duration, lag: Duration, breaker_wait: Durat
         .clone()
         .or_else(|| server.as_ref().map(|s| s.base_url().to_owned()))
         .unwrap_or_default();
-    let client = match GraphClient::new(base_url, "graph-connector-example") {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return RunResult::RUN_FAILED;
-        }
+    let (mut report, metrics) = match (args.replicas, args.replica_index) {
+        (Some(n), None) => (run_fleet(&args, n, &base_url, breaker_wait).await, None),
+        _ => run_one(&args, config, base_url, breaker_wait).await,
     };
-    let opts = RunOptions {
-        concurrency: args.concurrency.max(1),
-        page_size: 20,
-        limit: args.limit,
-        breaker_patience: breaker_wait,
-        progress: true,
-    };
-    if args.metrics {
-        // Latency costs two clock reads per call, so it is measured only when asked for.
-        resilience_runtime::metrics::set_latency_enabled(true);
-    }
-    let registry = connector::registry();
-    let mut report = connector::run(client, &registry, &opts).await;
     if let Some(s) = &server {
         report.embedded_server = true;
         report.fault_rate = s.config().fault_rate;
@@ -210,20 +272,173 @@ async fn run(args: Args, token_ttl: Duration, lag: Duration, breaker_wait: Durat
     } else {
         let _ = writeln!(out, "{report}");
     }
-    if args.metrics {
-        match resilience_runtime::prometheus::encode(&registry) {
+    if let Some(metrics) = metrics {
+        match metrics {
             Ok(text) => {
                 let _ = write!(out, "\n{text}");
             }
-            Err(e) => eprintln!("error: cannot encode the metrics: {e}"),
+            Err(e) => eprintln!("error: {e}"),
         }
         // The verdict stays the last line.
         let _ = writeln!(out, "\n{}", report.result.line());
     }
-    if args.json {
+    // A replica's verdict is its parent's to merge and say.
+    if args.json && args.replica_index.is_none() {
         eprintln!("{}", report.result.line());
     }
     report.exit_code()
+}
+
+/// This process handles the devices: all of them, or its share as a replica.
+async fn run_one(
+    args: &Args,
+    config: RegistryConfig,
+    base_url: String,
+    breaker_wait: Duration,
+) -> (Report, Option<Result<String, String>>) {
+    let client = match GraphClient::new(base_url.clone(), "graph-connector-example") {
+        Ok(c) if args.redis_url.is_some() => Arc::new(c.in_fleet()),
+        Ok(c) => Arc::new(c),
+        Err(e) => return (failed_report(base_url, e.to_string()), None),
+    };
+    let opts = RunOptions {
+        concurrency: args.concurrency.max(1),
+        page_size: 20,
+        limit: args.limit,
+        breaker_patience: breaker_wait,
+        // A replica's stderr is its parent's: one progress line, not N at once.
+        progress: args.replica_index.is_none(),
+        shard: args.replica_index.zip(args.replicas),
+    };
+    if args.metrics {
+        // Latency costs two clock reads per call, so it is measured only when asked for.
+        resilience_runtime::metrics::set_latency_enabled(true);
+    }
+    let registry = Registry::new();
+    registry.apply(&config);
+    if let Some(fleet) = registry.redis_backend(connector::FLEET_BACKEND) {
+        // Until its first sync the backend answers from local state: a replica that started
+        // calling then would send at its own full rate. A Redis that does not answer in time
+        // leaves the replica on local state, as any outage of Redis does, and the run goes on.
+        fleet.start();
+        if tokio::time::timeout(Duration::from_secs(2), fleet.wait_for_syncs(1))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the fleet's Redis did not answer within 2 s: starting on local state");
+        }
+    }
+    let report = connector::run(client, &registry, &opts).await;
+    let metrics = args
+        .metrics
+        .then(|| resilience_runtime::prometheus::encode(&registry))
+        .map(|m| m.map_err(|e| format!("cannot encode the metrics: {e}")));
+    (report, metrics)
+}
+
+/// A report of a run that failed before it could handle devices.
+fn failed_report(base_url: String, reason: String) -> Report {
+    let mut report = Report {
+        base_url,
+        run_error: Some(reason),
+        ..Report::default()
+    };
+    report.result = RunResult::of(&report);
+    report
+}
+
+/// Runs `replicas` processes of this program against `base_url`, each handling its share of the
+/// devices and sharing state on `--redis-url`, and merges their reports.
+async fn run_fleet(args: &Args, replicas: usize, base_url: &str, breaker_wait: Duration) -> Report {
+    let started = std::time::Instant::now();
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            return failed_report(
+                base_url.to_owned(),
+                format!("cannot find this program to start the replicas: {e}"),
+            );
+        }
+    };
+    let prefix = args.fleet_prefix.clone().unwrap_or_else(fleet_prefix);
+    let mut children = Vec::with_capacity(replicas);
+    for i in 0..replicas {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("--replicas")
+            .arg(replicas.to_string())
+            .arg("--replica-index")
+            .arg(i.to_string())
+            .arg("--redis-url")
+            .arg(args.redis_url.as_deref().unwrap_or_default())
+            .arg("--fleet-prefix")
+            .arg(&prefix)
+            .arg("--base-url")
+            .arg(base_url)
+            .arg("--concurrency")
+            .arg(args.concurrency.to_string())
+            .arg("--breaker-wait")
+            .arg(breaker_wait.as_secs_f64().to_string())
+            .arg("--json")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        if let Some(n) = args.limit {
+            cmd.arg("--limit").arg(n.to_string());
+        }
+        if let Some(c) = &args.config {
+            cmd.arg("--config").arg(c);
+        }
+        if args.verbose > 0 {
+            cmd.arg(format!("-{}", "v".repeat(usize::from(args.verbose))));
+        }
+        match cmd.spawn() {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                for mut c in children {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return failed_report(
+                    base_url.to_owned(),
+                    format!("cannot start replica {i}: {e}"),
+                );
+            }
+        }
+    }
+    // Each replica's report is its stdout, read to the end as the process exits.
+    let waits: Vec<_> = children
+        .into_iter()
+        .map(|c| tokio::task::spawn_blocking(move || c.wait_with_output()))
+        .collect();
+    let mut reports = Vec::with_capacity(replicas);
+    for (i, w) in waits.into_iter().enumerate() {
+        let report = match w.await {
+            Ok(Ok(out)) => match serde_json::from_slice::<Report>(&out.stdout) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("error: replica {i} ({}) gave no report: {e}", out.status);
+                    None
+                }
+            },
+            Ok(Err(e)) => {
+                eprintln!("error: cannot wait for replica {i}: {e}");
+                None
+            }
+            Err(e) => {
+                eprintln!("error: cannot wait for replica {i}: {e}");
+                None
+            }
+        };
+        reports.push(report);
+    }
+    let mut report = Report::merge(reports);
+    if report.base_url.is_empty() {
+        base_url.clone_into(&mut report.base_url);
+    }
+    report.limit = args.limit;
+    report.concurrency = args.concurrency.max(1);
+    report.duration_seconds = started.elapsed().as_secs_f64();
+    report
 }
 
 /// Devices of the embedded server out of scope of its policy: one in twelve.

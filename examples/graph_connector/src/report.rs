@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One operation's calls, by outcome and class.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationRow {
     /// The operation (the annotated fn's name).
     pub operation: String,
@@ -32,7 +32,7 @@ pub struct OperationRow {
 }
 
 /// The waits the engine made between attempts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Waits {
     /// Waits made (one per retry).
     pub total: u64,
@@ -45,7 +45,7 @@ pub struct Waits {
 }
 
 /// A breaker changing state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
     /// Seconds since the run started.
     pub at_seconds: f64,
@@ -59,7 +59,7 @@ pub struct Transition {
 
 /// What happened to one device: `outcome` in the JSON is `assigned`, `policy_violation`,
 /// `failed` (with its class) or `unknown`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum DeviceOutcome {
     /// The assignment exists and was read back.
@@ -140,7 +140,7 @@ impl DeviceOutcome {
 }
 
 /// How long the batch waited for an open breaker.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BreakerPauses {
     /// Times the batch stopped to wait for the breaker to admit a probe.
     pub pauses: u64,
@@ -149,7 +149,7 @@ pub struct BreakerPauses {
 }
 
 /// The run's verdict, and its exit status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunResult {
     /// `ok`, `devices_failed` or `run_failed`.
     pub status: String,
@@ -234,7 +234,7 @@ impl RunResult {
 }
 
 /// The embedded server's view, from its own records.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerView {
     /// Requests received.
     pub requests: usize,
@@ -257,7 +257,7 @@ pub struct ServerView {
 }
 
 /// The whole run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Where the connector ran against.
     pub base_url: String,
@@ -307,8 +307,30 @@ pub struct Report {
     pub breaker_transitions: Vec<Transition>,
     /// The embedded server's records, summarised.
     pub server: Option<ServerView>,
+    /// Replica processes whose reports this one merges (`--replicas N`); absent for one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<usize>,
+    /// The shared backends each process used (`--redis-url`), as its health showed them at the
+    /// end of its run; absent when nothing was shared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendView>,
     /// The verdict and exit status.
     pub result: RunResult,
+}
+
+/// A shared backend as one process saw it at the end of its run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendView {
+    /// The replica (`--replica-index`) whose backend this is.
+    pub replica: Option<usize>,
+    /// The backend's name (`fleet`).
+    pub name: String,
+    /// `connecting`, `shared` or `fallback`.
+    pub state: String,
+    /// Round trips that failed or took longer than their limit.
+    pub errors_total: u64,
+    /// Times the backend went from sharing to answering from local state.
+    pub fallbacks_total: u64,
 }
 
 impl Report {
@@ -341,6 +363,99 @@ impl Report {
     /// The process's exit status: see [`RunResult`].
     pub fn exit_code(&self) -> u8 {
         self.result.exit_code
+    }
+
+    /// One report for a fleet, from its replicas' reports (`None`: a replica that gave none,
+    /// which fails the run): counts summed, devices' outcomes together in device id order,
+    /// breaker transitions in time order, and the verdict taken again on the whole, so the exit
+    /// status is the worst of the replicas'. `duration_seconds`, `server` and the embedded
+    /// server's settings are the caller's to fill.
+    ///
+    /// ```
+    /// use graph_connector::report::{Report, RunResult};
+    ///
+    /// let mut a = Report { devices: 2, completed: true, ..Report::default() };
+    /// a.devices_by_outcome.insert("assigned".into(), 2);
+    /// let mut b = Report { devices: 1, completed: true, ..Report::default() };
+    /// b.devices_by_outcome.insert("unknown".into(), 1);
+    /// let all = Report::merge(vec![Some(a), Some(b)]);
+    /// assert_eq!((all.replicas, all.devices), (Some(2), 3));
+    /// assert_eq!(all.exit_code(), RunResult::DEVICES_FAILED);
+    /// ```
+    pub fn merge(reports: Vec<Option<Report>>) -> Report {
+        let mut all = Report {
+            replicas: Some(reports.len()),
+            completed: true,
+            ..Report::default()
+        };
+        let mut errors = Vec::new();
+        for (i, r) in reports.into_iter().enumerate() {
+            let Some(r) = r else {
+                all.completed = false;
+                errors.push(format!("replica {i} gave no report"));
+                continue;
+            };
+            all.base_url = r.base_url;
+            all.listed = all.listed.max(r.listed);
+            all.limit = r.limit;
+            all.devices += r.devices;
+            all.concurrency = r.concurrency;
+            all.completed &= r.completed;
+            if let Some(e) = r.run_error {
+                errors.push(format!("replica {i}: {e}"));
+            }
+            for op in r.operations {
+                match all
+                    .operations
+                    .iter_mut()
+                    .find(|o| o.operation == op.operation)
+                {
+                    Some(o) => {
+                        o.calls += op.calls;
+                        o.ok += op.ok;
+                        add_all(&mut o.errors, op.errors);
+                        o.rejected += op.rejected;
+                        o.retries += op.retries;
+                        o.retry_successes += op.retry_successes;
+                        o.refreshes += op.refreshes;
+                    }
+                    None => all.operations.push(op),
+                }
+            }
+            add_all(&mut all.devices_by_outcome, r.devices_by_outcome);
+            add_all(&mut all.failures_by_class, r.failures_by_class);
+            all.device_outcomes.extend(r.device_outcomes);
+            all.retried_at_end += r.retried_at_end;
+            all.breaker_pauses.pauses += r.breaker_pauses.pauses;
+            all.breaker_pauses.seconds += r.breaker_pauses.seconds;
+            all.retries += r.retries;
+            all.waits.total += r.waits.total;
+            all.waits.retry_after += r.waits.retry_after;
+            all.waits.seconds += r.waits.seconds;
+            all.waits.retry_after_seconds += r.waits.retry_after_seconds;
+            add_all(&mut all.gave_up, r.gave_up);
+            all.token_refreshes += r.token_refreshes;
+            all.breaker_transitions.extend(r.breaker_transitions);
+            all.backends.extend(r.backends);
+        }
+        if !errors.is_empty() {
+            all.run_error = Some(errors.join("; "));
+        }
+        all.device_outcomes
+            .sort_by(|a, b| a.device_id().cmp(b.device_id()));
+        all.breaker_transitions
+            .sort_by(|a, b| a.at_seconds.total_cmp(&b.at_seconds));
+        all.result = RunResult::of(&all);
+        all
+    }
+}
+
+fn add_all<K: Ord, V: std::ops::AddAssign + Default>(
+    into: &mut BTreeMap<K, V>,
+    from: BTreeMap<K, V>,
+) {
+    for (k, v) in from {
+        *into.entry(k).or_default() += v;
     }
 }
 
@@ -390,6 +505,29 @@ impl fmt::Display for Report {
                 "limit        none: every device listed handled ({})",
                 self.listed
             )?,
+        }
+        if let Some(n) = self.replicas {
+            writeln!(
+                f,
+                "replicas     {n} processes, each handling the devices whose id hashes to it"
+            )?;
+        }
+        if !self.backends.is_empty() {
+            let b: Vec<String> = self
+                .backends
+                .iter()
+                .map(|b| {
+                    let who = b
+                        .replica
+                        .map(|i| format!("replica {i} "))
+                        .unwrap_or_default();
+                    format!(
+                        "{who}{} {} ({} errors, {} fallbacks)",
+                        b.name, b.state, b.errors_total, b.fallbacks_total
+                    )
+                })
+                .collect();
+            writeln!(f, "shared       {}", b.join(", "))?;
         }
         writeln!(f)?;
 
@@ -646,6 +784,48 @@ mod tests {
             last,
             "result       DEVICES FAILED (exit 2): 1 of 3 devices not settled: 1 failed (transient 1)"
         );
+    }
+
+    #[test]
+    fn a_fleet_report_sums_its_replicas_and_fails_without_one_of_them() {
+        let mut one = sample();
+        one.backends.push(BackendView {
+            replica: Some(0),
+            name: "fleet".into(),
+            state: "shared".into(),
+            ..BackendView::default()
+        });
+        let mut two = sample();
+        two.device_outcomes.truncate(2);
+        two.devices_by_outcome.remove("failed");
+        two.failures_by_class.clear();
+        two.result = RunResult::of(&two);
+        assert_eq!(two.exit_code(), 0);
+
+        let all = Report::merge(vec![Some(one.clone()), Some(two.clone())]);
+        assert_eq!((all.replicas, all.devices), (Some(2), 6));
+        assert_eq!(all.operations[0].calls, 6);
+        assert_eq!(all.devices_by_outcome["assigned"], 2);
+        assert_eq!(
+            all.exit_code(),
+            RunResult::DEVICES_FAILED,
+            "the worst replica's"
+        );
+        let ids: Vec<&str> = all.device_outcomes.iter().map(|d| d.device_id()).collect();
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+        let t = all.to_string();
+        assert!(t.contains("replicas     2 processes"), "{t}");
+        assert!(t.contains("shared       replica 0 fleet shared"), "{t}");
+        let v: serde_json::Value = serde_json::from_str(&all.to_json()).unwrap();
+        assert_eq!(v["replicas"], 2);
+
+        let lost = Report::merge(vec![Some(two), None]);
+        assert_eq!(lost.exit_code(), RunResult::RUN_FAILED);
+        assert_eq!(lost.run_error.as_deref(), Some("replica 1 gave no report"));
+
+        // A single run's JSON has neither field.
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert!(v.get("replicas").is_none() && v.get("backends").is_none());
     }
 
     #[test]
