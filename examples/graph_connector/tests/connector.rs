@@ -406,33 +406,38 @@ async fn a_create_still_lost_after_the_replay_is_reported_unknown_not_failed() {
     assert_eq!(report.result.status, "devices_failed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_that_opens_the_breaker_pauses_the_batch_instead_of_failing_it() {
-    const DEVICES: usize = 12;
+const OUTAGE_DEVICES: usize = 12;
+
+/// A run of 12 devices, 4 at a time, with `patience` for an open breaker, through an outage:
+/// once the devices are listed the service goes down until the run's breaker has opened (ten
+/// failures in a row; cooldown 1 s), then comes back.
+async fn through_an_outage(patience: Duration) -> (graph_connector::report::Report, Records) {
     let server = Arc::new(
         GraphServer::start(
             ServerConfig::new()
-                .with_devices(DEVICES)
+                .with_devices(OUTAGE_DEVICES)
                 .with_consistency_delay(Duration::ZERO),
         )
         .await
         .unwrap(),
     );
     let client = Arc::new(GraphClient::new(server.base_url(), "outage").unwrap());
-    let run = tokio::spawn(async move {
-        let registry = graph_connector::connector::registry();
-        graph_connector::connector::run(
-            client,
-            &registry,
-            &graph_connector::connector::RunOptions {
-                concurrency: 4,
-                ..Default::default()
-            },
-        )
-        .await
+    let registry = graph_connector::connector::registry();
+    let mut run = tokio::spawn({
+        let registry = registry.clone();
+        async move {
+            graph_connector::connector::run(
+                client,
+                &registry,
+                &graph_connector::connector::RunOptions {
+                    concurrency: 4,
+                    breaker_patience: patience,
+                    ..Default::default()
+                },
+            )
+            .await
+        }
     });
-    // Once the devices are listed the service goes down, long enough for ten 503s in a row to
-    // open the breaker, then comes back.
     server
         .wait_until(|rec| {
             rec.requests
@@ -441,26 +446,33 @@ async fn an_outage_that_opens_the_breaker_pauses_the_batch_instead_of_failing_it
         })
         .await;
     server.set_outage(true);
-    server
-        .wait_until(|rec| {
-            rec.requests
-                .iter()
-                .filter(|r| r.status == Some(503))
-                .count()
-                >= 10
-        })
-        .await;
-    server.set_outage(false);
-    let report = run.await.unwrap();
-    let rec = server.records();
-
+    // The breaker opens on the client's tenth failure, after the server recorded it: look again
+    // at every request the server records (with patience, the probe after the cooldown is one),
+    // or stop looking when the run ends (without patience, the run may end with it open).
+    let breaker = registry.breaker("graph");
+    let opened = server.wait_until(|_| breaker.opened_total() >= 1);
+    let report = tokio::select! {
+        () = opened => {
+            server.set_outage(false);
+            run.await.unwrap()
+        }
+        report = &mut run => report.unwrap(),
+    };
     assert!(
-        report
-            .breaker_transitions
-            .iter()
-            .any(|t| t.breaker == "graph" && t.to == "open"),
+        breaker.opened_total() >= 1,
         "{:?}",
         report.breaker_transitions
+    );
+    (report, server.records())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_that_opens_the_breaker_pauses_the_batch_instead_of_failing_it() {
+    let (report, rec) = through_an_outage(Duration::from_secs(60)).await;
+    assert!(
+        report.breaker_pauses.pauses >= 1,
+        "{:?}",
+        report.breaker_pauses
     );
     assert_eq!(
         report.failures().count(),
@@ -470,10 +482,28 @@ async fn an_outage_that_opens_the_breaker_pauses_the_batch_instead_of_failing_it
     );
     assert_eq!(
         report.devices_by_outcome.get("assigned"),
-        Some(&DEVICES),
+        Some(&OUTAGE_DEVICES),
         "every device assigned after the outage"
     );
     assert_eq!(report.exit_code(), 0);
-    assert_eq!(rec.creates.len(), DEVICES);
+    assert_eq!(rec.creates.len(), OUTAGE_DEVICES);
+    assert!(rec.duplicates().is_empty());
+}
+
+/// The control: the same outage without patience. The batch does not wait for the breaker, so
+/// the devices it refuses fail (the end-of-run replay comes within the cooldown and is refused
+/// too), which is what the pause above prevents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_patience_an_open_breaker_fails_the_queue() {
+    let (report, rec) = through_an_outage(Duration::ZERO).await;
+    assert_eq!(report.breaker_pauses.pauses, 0);
+    let refused = report
+        .device_outcomes
+        .iter()
+        .filter(|d| format!("{d:?}").contains("circuit"))
+        .count();
+    assert!(refused >= 1, "{:#?}", report.device_outcomes);
+    assert!(report.failures().count() >= refused);
+    assert_ne!(report.exit_code(), 0);
     assert!(rec.duplicates().is_empty());
 }
