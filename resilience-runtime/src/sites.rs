@@ -5,6 +5,11 @@
 //! [`engine::Site`](crate::engine::Site) are listed once they have been called through a
 //! registry ([`report`] merges both).
 //!
+//! The list holds the sites linked into the running binary. A binary of its own that only
+//! checks a file (a test, a CI tool) must reference the connector's code (call one of its fns,
+//! for instance), or the linker may leave its sites out and the check reports the file's
+//! `[sites]` tables as naming no site.
+//!
 //! At startup (and before applying a reloaded file), check the configuration against the sites
 //! with [`SitesReport::check`]: a site that names a breaker the configuration does not define runs
 //! on the default breaker settings, which is rarely what was meant; a `[sites."<name>"]` table
@@ -183,6 +188,21 @@ impl SitesReport {
                     .map(|b| (format!("{}::{}", s.module, s.operation), b))
             })
             .collect();
+        // A `[breakers.<name>]` table no site names, near in spelling to a breaker a site names
+        // without a table, is most likely that breaker misspelt.
+        let unused: Vec<&str> = config
+            .breaker_names()
+            .filter(|n| !self.sites.iter().any(|s| s.breaker == Some(*n)))
+            .collect();
+        let mut breaker_suggestions: Vec<(&'static str, String)> = Vec::new();
+        for (_, b) in &unconfigured_breakers {
+            if breaker_suggestions.iter().any(|(n, _)| n == b) {
+                continue;
+            }
+            if let Some(near) = nearest(b, unused.iter().copied()) {
+                breaker_suggestions.push((b, near.to_owned()));
+            }
+        }
         let mut by_name: BTreeMap<&str, Vec<&SiteInfo>> = BTreeMap::new();
         for s in &self.sites {
             by_name.entry(&s.name).or_default().push(s);
@@ -217,6 +237,7 @@ impl SitesReport {
         }
         let err = SiteCheckError {
             unconfigured_breakers,
+            breaker_suggestions,
             duplicate_names,
             tables,
         };
@@ -233,17 +254,23 @@ impl SitesReport {
 
 /// Why the table of `name` names no site, with the nearest site name when one is near.
 fn unknown_site<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
-    let nearest = known
-        .map(|k| (edit_distance(name, k), k))
-        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
-        .min();
+    let nearest = nearest(name, known);
     let mut reason = "names no site of this program; a site is named `<module path>::<fn>`, or \
                       by its `#[resilient(name = \"...\")]` (`sites::report` lists them)"
         .to_owned();
-    if let Some((_, k)) = nearest {
+    if let Some(k) = nearest {
         reason.push_str(&format!("; did you mean `{k}`?"));
     }
     reason
+}
+
+/// The name of `known` nearest to `name` in spelling, if one is near enough to be a typo.
+fn nearest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min()
+        .map(|(_, k)| k)
 }
 
 /// Levenshtein's distance between `a` and `b`, in characters.
@@ -271,6 +298,9 @@ pub struct SiteCheckError {
     /// `(module::operation, breaker)` for each site that names a breaker the configuration does
     /// not define.
     pub unconfigured_breakers: Vec<(String, &'static str)>,
+    /// `(breaker, table)` for each breaker of `unconfigured_breakers` that a `[breakers.<table>]`
+    /// of a near spelling, which no site names, most likely meant.
+    pub breaker_suggestions: Vec<(&'static str, String)>,
     /// Each name that two or more sites share, with the sites (`module::operation`).
     pub duplicate_names: Vec<(String, Vec<String>)>,
     /// The `[sites]` tables that name no site, or that their site cannot take: each names the
@@ -298,6 +328,15 @@ impl fmt::Display for SiteCheckError {
                     f.write_str(", ")?;
                 }
                 write!(f, "`{site}` names `{breaker}`")?;
+                if let Some((_, table)) =
+                    self.breaker_suggestions.iter().find(|(b, _)| b == breaker)
+                {
+                    write!(
+                        f,
+                        " (`[breakers.{table}]` names no site's breaker: did you mean \
+                         `[breakers.{breaker}]`?)"
+                    )?;
+                }
             }
             f.write_str("; add a `[breakers.<name>]` table for each")?;
         }

@@ -188,6 +188,59 @@ fn a_file_of_the_wrong_shape_is_refused_with_its_field_named() {
 }
 
 #[test]
+fn a_duration_written_as_a_bare_number_is_refused_with_both_readings() {
+    for (text, field, number) in [
+        (
+            "[sites.\"graph::list\"]\ntimeout = 10",
+            "sites.\"graph::list\".timeout",
+            "10",
+        ),
+        (
+            "[breakers.graph]\ncooldown = 30",
+            "breakers.graph.cooldown",
+            "30",
+        ),
+        (
+            "[sites.\"graph::list\"]\nbackoff = { base = 2 }",
+            "sites.\"graph::list\".backoff.base",
+            "2",
+        ),
+        (
+            "[rate_limits.okta]\nrate = 5\nper = 1",
+            "rate_limits.okta.per",
+            "1",
+        ),
+    ] {
+        let err = RegistryConfig::from_toml_str(text).unwrap_err();
+        assert_eq!(err.field(), field, "{err}");
+        assert!(
+            err.reason().contains(&format!(
+                "`{number}` has no unit: write \"{number}s\" or \"{number}ms\""
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn both_trip_modes_at_once_are_refused_at_the_ratio_key_written() {
+    for (text, field) in [
+        (
+            "[breakers.graph]\nfailure_threshold = 5\nfailure_ratio = 0.5",
+            "breakers.graph.failure_ratio",
+        ),
+        (
+            "[breakers.graph]\nfailure_threshold = 5\nwindow = 20\nfailure_ratio = 0.5",
+            "breakers.graph.window",
+        ),
+    ] {
+        let err = RegistryConfig::from_toml_str(text).unwrap_err();
+        assert_eq!(err.field(), field, "{err}");
+        assert!(err.reason().contains("not both"), "{err}");
+    }
+}
+
+#[test]
 fn every_value_out_of_bounds_is_refused_with_its_field_named() {
     assert!(BAD.len() + SHAPES.len() >= 40);
     for (text, field) in BAD {

@@ -114,6 +114,31 @@ fn the_startup_check_names_sites_whose_breaker_the_file_does_not_configure() {
 }
 
 #[test]
+fn a_breaker_table_of_a_near_name_that_no_site_uses_is_suggested() {
+    let config = RegistryConfig::from_toml_str(
+        "[breakers.graph]\n[breakers.okta]\n[breakers.licencing]\nfailure_threshold = 2\n",
+    )
+    .unwrap();
+    let err = sites::report(&Registry::new()).check(&config).unwrap_err();
+    assert_eq!(
+        err.breaker_suggestions,
+        [("licensing", "licencing".to_owned())]
+    );
+    assert!(
+        err.to_string().contains(
+            "`sites::assign_license` names `licensing` (`[breakers.licencing]` names no site's breaker: did you mean `[breakers.licensing]`?)"
+        ),
+        "{err}"
+    );
+    // A table far from every unconfigured name is not offered.
+    let config =
+        RegistryConfig::from_toml_str("[breakers.graph]\n[breakers.okta]\n[breakers.billing]\n")
+            .unwrap();
+    let err = sites::report(&Registry::new()).check(&config).unwrap_err();
+    assert!(err.breaker_suggestions.is_empty(), "{err}");
+}
+
+#[test]
 fn broken_files_are_rejected_naming_the_file_the_instance_and_the_field() {
     let cases = [
         (

@@ -236,16 +236,16 @@ pub(super) struct RawConfig {
 struct RawSite {
     retries: Option<u32>,
     backoff: Option<RawBackoff>,
-    timeout: Option<String>,
-    deadline: Option<String>,
+    timeout: Option<DurationText>,
+    deadline: Option<DurationText>,
     budget: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBackoff {
-    base: Option<String>,
-    max: Option<String>,
+    base: Option<DurationText>,
+    max: Option<DurationText>,
     factor: Option<f64>,
     jitter: Option<String>,
 }
@@ -256,11 +256,11 @@ pub(super) struct RawBreaker {
     failure_threshold: Option<u32>,
     window: Option<u32>,
     failure_ratio: Option<f64>,
-    cooldown: Option<String>,
+    cooldown: Option<DurationText>,
     half_open_probes: Option<u32>,
     success_threshold: Option<u32>,
     max_keys: Option<usize>,
-    idle_ttl: Option<String>,
+    idle_ttl: Option<DurationText>,
     sensitive_keys: Option<bool>,
     /// Read by `fleet`.
     pub(super) backend: Option<String>,
@@ -282,7 +282,7 @@ pub(super) struct RawBudget {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRateLimit {
     rate: u32,
-    per: Option<String>,
+    per: Option<DurationText>,
     per_key: Option<bool>,
     max_keys: Option<usize>,
     /// Read by `fleet`.
@@ -329,6 +329,50 @@ impl RateLimitSpec {
 #[serde(deny_unknown_fields)]
 struct RawBulkhead {
     max_concurrent: usize,
+}
+
+/// A duration as written in a file: a string with its unit. A bare number is refused at once
+/// with the two ways it could have been meant, since `timeout = 10` says neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DurationText(String);
+
+impl std::ops::Deref for DurationText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration with its unit, e.g. \"250ms\", \"30s\", \"1m\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationText, E> {
+                Err(E::custom(format_args!(
+                    "`{v}` has no unit: write \"{v}s\" or \"{v}ms\" (a string with its unit)"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationText, E> {
+                Err(E::custom(format_args!(
+                    "`{v}` has no unit: write \"{v}s\" or \"{v}ms\" (a string with its unit)"
+                )))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationText, E> {
+                Err(E::custom(format_args!(
+                    "`{v}` has no unit: write \"{v}s\" or \"{}ms\" (a string with its unit)",
+                    v * 1000.0
+                )))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// The duration `text` of `key` in the table at `at`, within the policy's bounds.
@@ -442,9 +486,15 @@ impl RegistryConfig {
             let at = |f: &str| format!("{table}.{f}");
             let mut c = BreakerConfig::new();
             match (b.failure_threshold, b.window, b.failure_ratio) {
-                (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                (Some(_), window @ Some(_), _) | (Some(_), window @ None, Some(_)) => {
+                    // Named at the ratio-mode key that was written.
+                    let field = if window.is_some() {
+                        "window"
+                    } else {
+                        "failure_ratio"
+                    };
                     return Err(InvalidConfig::new(
-                        at("window"),
+                        at(field),
                         "give either `failure_threshold` (consecutive mode) or `window` and `failure_ratio` (ratio mode), not both",
                     ));
                 }

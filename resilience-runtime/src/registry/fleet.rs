@@ -37,8 +37,8 @@ pub(super) struct RawBackend {
     kind: Option<String>,
     url: Option<String>,
     key_prefix: Option<String>,
-    round_trip_limit: Option<String>,
-    sync_interval: Option<String>,
+    round_trip_limit: Option<super::config::DurationText>,
+    sync_interval: Option<super::config::DurationText>,
 }
 
 impl fmt::Debug for RawBackend {
