@@ -5,8 +5,9 @@
 //! The layers wrap each other in one fixed order, outermost first:
 //!
 //! ```text
-//! deadline                     the whole call, retries and waits included
-//!   fallback                   called with the last error
+//! fallback                     called with the last error (the deadline's rejection too);
+//!                              runs after the deadline, which does not bound it
+//!   deadline                   the whole call, retries and waits included
 //!     retries                  backoff, jitter, Retry-After, retry budget, auth refresh
 //!       circuit breaker        one per name (or per key); records every attempt
 //!         rate limit           a permit per attempt

@@ -33,7 +33,7 @@
 //!
 //! The body of the fn is one attempt; the signature does not change. Around it the runtime
 //! applies, in this order (outermost first; see [`engine`]):
-//! deadline, fallback, retries (backoff, jitter, Retry-After, retry budget, auth refresh),
+//! fallback, deadline, retries (backoff, jitter, Retry-After, retry budget, auth refresh),
 //! circuit breaker, rate limit, per-attempt timeout, bulkhead.
 //!
 //! # Modules

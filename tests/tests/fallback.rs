@@ -224,3 +224,35 @@ fn a_blocking_site_gets_its_plain_fallback() {
     assert_eq!(slept.lock().unwrap().len(), 1);
     assert_eq!(metrics(&registry, "read").fallbacks, 1);
 }
+
+#[derive(Debug, thiserror::Error, ConnectorError)]
+enum TimedError {
+    #[error("not found")]
+    #[connector(permanent)]
+    NotFound,
+    #[error(transparent)]
+    #[connector(rejected)]
+    Rejected(#[from] resilience_runtime::Rejected),
+}
+
+/// A slow cache: ten seconds to answer.
+async fn slow_cache(_error: TimedError) -> Result<u32, TimedError> {
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    Ok(77)
+}
+
+#[resilient(deadline = "2s", fallback = slow_cache)]
+async fn lookup() -> Result<u32, TimedError> {
+    Err(TimedError::NotFound)
+}
+
+/// The fallback is the outermost layer: it runs after the call has ended, outside the deadline,
+/// which bounds the attempts and their waits only (as MicroProfile Fault Tolerance's fallback
+/// wraps its timeout). A fallback that must be quick bounds itself.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_does_not_bound_the_fallback() {
+    let start = tokio::time::Instant::now();
+    let r = Registry::new().scope(lookup()).await;
+    assert_eq!(r.unwrap(), 77);
+    assert_eq!(start.elapsed(), std::time::Duration::from_secs(10));
+}
