@@ -646,6 +646,13 @@ impl Breaker {
         Ok(ticket)
     }
 
+    /// How long this open breaker still cools down, without asking it for anything: `None` when
+    /// it is not open or its cooldown is over. The engine ends a call at once, rather than wait
+    /// out a backoff shorter than this to be refused.
+    pub(crate) fn cooldown_left(&self) -> Option<Duration> {
+        self.machine.cooldown_left(clock::now_nanos)
+    }
+
     /// Serves this breaker's name from `store` as well as from its local state (see
     /// [`crate::store`]). Per-key breakers share their base's store: setting it on one sets it
     /// for every key of the name.

@@ -1721,6 +1721,11 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             return self.give_up(e, class, GiveUpReason::RetryAfterTooLong);
         };
         let wait = wait.max(floor);
+        // A breaker open for longer than the wait (this failure may have opened it) would refuse
+        // the retry at the gate: the call ends now, as it would then, with no retry spent.
+        if let Some(step) = self.open_for(wait) {
+            return step;
+        }
         if deadline_at != 0 && clock::now_nanos().saturating_add(clock::nanos(wait)) >= deadline_at
         {
             return self.give_up(e, class, GiveUpReason::Deadline);
@@ -1764,6 +1769,31 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             correlation_id,
         });
         Step::Wait(wait)
+    }
+
+    /// The end of a call whose next attempt, `wait` from now, the open breaker would refuse:
+    /// the rejection the gate would give, now, unless the site retries open circuits (then the
+    /// retry goes ahead, and the gate waits out the cooldown).
+    fn open_for(&mut self, wait: Duration) -> Option<Step<T, E>> {
+        let b = self.breaker()?;
+        let retry_in = b.cooldown_left().filter(|left| *left > wait)?;
+        let r = Rejected::CircuitOpen {
+            breaker: b.name().clone(),
+            retry_in,
+        };
+        let retried = self
+            .hooks
+            .rejected(r.clone())
+            .is_some_and(|e| self.hooks.override_class(&e) == Some(Override::Retry));
+        if retried {
+            return None;
+        }
+        // The error in hand is no attempt's timeout any more: the call ends with the rejection.
+        self.timed_out = None;
+        match self.reject(r) {
+            Gate::End(r) => Some(Step::ret(r)),
+            _ => None,
+        }
     }
 
     fn give_up(&mut self, e: E, class: ErrorClass, reason: GiveUpReason) -> Step<T, E> {

@@ -85,3 +85,47 @@ async fn each_attempt_gets_its_own_clone_and_an_open_breaker_runs_none() {
     );
     assert_eq!(UPLOADS.load(Ordering::SeqCst), 3);
 }
+
+static OPENING_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[resilient(retries = 5, idempotent, jitter = "none", breaker = "opens_mid_call")]
+async fn opens_mid_call() -> Result<(), ApiError> {
+    OPENING_RUNS.fetch_add(1, Ordering::SeqCst);
+    Err(ApiError::Unavailable)
+}
+
+/// A failure that opens the breaker ends its call at once with the rejection the next attempt's
+/// gate would give: no backoff waited out only to be refused, no retry counted or paid for that
+/// never reached the dependency.
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_failure_opens_the_breaker_ends_at_once_without_a_retry_spent() {
+    let registry = Registry::new();
+    registry
+        .configure_breaker(
+            "opens_mid_call",
+            BreakerConfig::new().with_failure_threshold(3),
+        )
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let r = registry.scope(opens_mid_call()).await;
+    assert!(
+        matches!(r, Err(ApiError::Rejected(Rejected::CircuitOpen { .. }))),
+        "{r:?}"
+    );
+    assert_eq!(OPENING_RUNS.load(Ordering::SeqCst), 3);
+    // The two backoffs before the second and third attempts (1 s, 2 s); not the third (4 s).
+    assert_eq!(start.elapsed(), std::time::Duration::from_secs(3));
+    let m = registry
+        .metrics()
+        .site("opens_mid_call")
+        .unwrap()
+        .metrics
+        .clone();
+    assert_eq!(m.retries, 2);
+    // Two retries of 5 tokens from the default 100.
+    assert_eq!(registry.budget("opens_mid_call").tokens_milli(), 90_000);
+    assert_eq!(
+        registry.breaker("opens_mid_call").state(),
+        BreakerState::Open
+    );
+}

@@ -320,7 +320,7 @@ thread_local! {
 
 #[resilient(retries = 2, idempotent, jitter = "none", breaker = "store_fleet")]
 async fn fleet_call(fail: bool) -> Result<u32, ApiError> {
-    FLEET_RUNS.set(RUNS.get() + 1);
+    FLEET_RUNS.set(FLEET_RUNS.get() + 1);
     if fail { Err(ApiError::Busy) } else { Ok(4) }
 }
 
@@ -448,18 +448,26 @@ impl BudgetStore for Broken {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_panicking_store_leaves_the_local_state_in_charge() {
     let r = Registry::new();
-    let config = BreakerConfig::default().with_failure_threshold(1);
+    let config = BreakerConfig::default().with_failure_threshold(2);
     r.configure_breaker("store_fleet", config).unwrap();
     r.breaker("store_fleet").set_store(Arc::new(Broken));
     r.budget("store_fleet").set_store(Arc::new(Broken));
-    // The failure trips the breaker (the store's panic at the transition changes nothing), and
-    // the budget's panicking store refuses the retry rather than let it through unbounded.
+    // The budget's panicking store refuses the retry rather than let it through unbounded.
     let runs = FLEET_RUNS.get();
     assert!(matches!(
         r.scope(fleet_call(true)).await,
         Err(ApiError::Busy)
     ));
     assert_eq!(FLEET_RUNS.get(), runs + 1);
+    assert_eq!(r.budget("store_fleet").exhausted_total(), 1);
+    assert_eq!(r.breaker("store_fleet").state(), BreakerState::Closed);
+    // The second failure trips the breaker (the store's panic at the transition changes
+    // nothing), which ends the call before its retry is asked of the budget.
+    assert!(matches!(
+        r.scope(fleet_call(true)).await,
+        Err(ApiError::Rejected(Rejected::CircuitOpen { .. }))
+    ));
+    assert_eq!(FLEET_RUNS.get(), runs + 2);
     assert_eq!(r.breaker("store_fleet").state(), BreakerState::Open);
     assert_eq!(r.budget("store_fleet").exhausted_total(), 1);
     // After the cooldown the local machine decides the probe, and closes on its success.

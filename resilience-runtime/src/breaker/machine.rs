@@ -427,6 +427,22 @@ impl<L: HasLimits> Machine<L> {
         self.acquire_slow(w, now())
     }
 
+    /// How long an open breaker still cools down at `now`, without touching it: `None` when it
+    /// is not open, or its cooldown is over (its next [`Machine::acquire`] may admit a probe).
+    pub(crate) fn cooldown_left(&self, now: impl FnOnce() -> u64) -> Option<Duration> {
+        let w = self.load();
+        if w.state() != OPEN {
+            return None;
+        }
+        let cooldown = self.limits.limits().cooldown();
+        // As in `acquire_slow`: an opening not yet published has only just happened.
+        if self.opened_gen.load(Ordering::Acquire) != u64::from(w.generation()) {
+            return Some(Duration::from_nanos(cooldown));
+        }
+        let elapsed = now().saturating_sub(self.opened_at.load(Ordering::Relaxed));
+        (elapsed < cooldown).then(|| Duration::from_nanos(cooldown - elapsed))
+    }
+
     /// A ticket when the breaker is closed, without touching it; `None` in any other state (the
     /// caller then goes through [`Machine::acquire`]).
     #[inline(always)]
