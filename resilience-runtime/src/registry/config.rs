@@ -301,24 +301,21 @@ pub(super) struct RateLimitSpec {
 }
 
 impl RateLimitSpec {
-    /// governor's GCRA when the `governor` feature is on, else the built-in one (same algorithm,
-    /// no dependency). A per-key limit needs governor (rejected at load time without it).
+    /// The built-in GCRA, whose pause (a `throttled` hint) lets the burst refill from empty
+    /// afterwards; a per-key limit on governor's GCRA (the `governor` feature; rejected at load
+    /// time without it).
     fn limiter(&self) -> Arc<dyn RateLimit> {
         #[cfg(feature = "governor")]
-        {
+        if self.per_key {
             use std::num::NonZeroU32;
             let burst = NonZeroU32::new(self.rate).unwrap_or(NonZeroU32::MIN);
             let period = (self.per / self.rate.max(1)).max(Duration::from_nanos(1));
             if let Some(quota) = ::governor::Quota::with_period(period) {
                 let quota = quota.allow_burst(burst);
-                return if self.per_key {
-                    Arc::new(crate::governor::KeyedGovernorLimit::<String>::new(
-                        quota,
-                        self.max_keys,
-                    ))
-                } else {
-                    Arc::new(crate::governor::GovernorLimit::new(quota))
-                };
+                return Arc::new(crate::governor::KeyedGovernorLimit::<String>::new(
+                    quota,
+                    self.max_keys,
+                ));
             }
         }
         Arc::new(Gcra::new(self.rate, self.per))
