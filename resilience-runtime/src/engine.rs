@@ -1386,11 +1386,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
     /// rejection in `retry_on`: then it is retried like a failure (a retry spent, the budget
     /// asked), after at least the breaker's remaining cooldown.
     fn circuit_open(&mut self, r: Rejected, retry_in: Duration) -> Gate<T, E> {
-        let retried = self
-            .hooks
-            .rejected(r.clone())
-            .filter(|e| self.hooks.override_class(e) == Some(Override::Retry));
-        let Some(e) = retried else {
+        let Some(e) = self.retried_rejection(&r) else {
             return self.reject(r);
         };
         // The error in hand is no attempt's timeout (see `Call::end_with`).
@@ -1771,6 +1767,13 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
         Step::Wait(wait)
     }
 
+    /// The site's error for `r`, if the site retries it (lists it in `retry_on`).
+    fn retried_rejection(&self, r: &Rejected) -> Option<E> {
+        self.hooks
+            .rejected(r.clone())
+            .filter(|e| self.hooks.override_class(e) == Some(Override::Retry))
+    }
+
     /// The end of a call whose next attempt, `wait` from now, the open breaker would refuse:
     /// the rejection the gate would give, now, unless the site retries open circuits (then the
     /// retry goes ahead, and the gate waits out the cooldown).
@@ -1781,11 +1784,7 @@ impl<T, E: Classify, H: HookSet<T, E>> Call<T, E, H> {
             breaker: b.name().clone(),
             retry_in,
         };
-        let retried = self
-            .hooks
-            .rejected(r.clone())
-            .is_some_and(|e| self.hooks.override_class(&e) == Some(Override::Retry));
-        if retried {
+        if self.retried_rejection(&r).is_some() {
             return None;
         }
         // The error in hand is no attempt's timeout any more: the call ends with the rejection.

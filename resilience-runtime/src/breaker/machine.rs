@@ -434,13 +434,20 @@ impl<L: HasLimits> Machine<L> {
         if w.state() != OPEN {
             return None;
         }
+        self.cooling(w, now).map(Duration::from_nanos)
+    }
+
+    /// The nanoseconds the opening of `w` (an open word) still cools down at `now`; `None` once
+    /// its cooldown is over.
+    fn cooling(&self, w: Word, now: impl FnOnce() -> u64) -> Option<u64> {
         let cooldown = self.limits.limits().cooldown();
-        // As in `acquire_slow`: an opening not yet published has only just happened.
+        // The opening time belongs to this epoch only if its opener published it; until then
+        // the breaker has only just opened.
         if self.opened_gen.load(Ordering::Acquire) != u64::from(w.generation()) {
-            return Some(Duration::from_nanos(cooldown));
+            return Some(cooldown);
         }
         let elapsed = now().saturating_sub(self.opened_at.load(Ordering::Relaxed));
-        (elapsed < cooldown).then(|| Duration::from_nanos(cooldown - elapsed))
+        (elapsed < cooldown).then(|| cooldown - elapsed)
     }
 
     /// A ticket when the breaker is closed, without touching it; `None` in any other state (the
@@ -470,16 +477,8 @@ impl<L: HasLimits> Machine<L> {
                     return Ok((t, None));
                 }
                 OPEN => {
-                    let cooldown = self.limits.limits().cooldown();
-                    // The opening time belongs to this epoch only if its opener published it;
-                    // until then the breaker has only just opened.
-                    if self.opened_gen.load(Ordering::Acquire) != u64::from(w.generation()) {
-                        return Err(Duration::from_nanos(cooldown));
-                    }
-                    let opened = self.opened_at.load(Ordering::Relaxed);
-                    let elapsed = now.saturating_sub(opened);
-                    if elapsed < cooldown {
-                        return Err(Duration::from_nanos(cooldown - elapsed));
+                    if let Some(left) = self.cooling(w, || now) {
+                        return Err(Duration::from_nanos(left));
                     }
                     // Probes of earlier periods still in flight hold their slots: with all of
                     // them taken, the breaker waits for one to come back, as a full half-open.

@@ -2,6 +2,7 @@
 //! (from TOML with the `config` feature, or from any serde format), and [`Registry::apply`].
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -345,28 +346,27 @@ impl<'de> serde::Deserialize<'de> for DurationText {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
             type Value = DurationText;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a duration with its unit, e.g. \"250ms\", \"30s\", \"1m\"")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationText, E> {
                 Ok(DurationText(v.to_owned()))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationText, E> {
-                Err(E::custom(format_args!(
-                    "`{v}` has no unit: write \"{v}s\" or \"{v}ms\" (a string with its unit)"
-                )))
+                Err(bare(v, v))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationText, E> {
-                Err(E::custom(format_args!(
-                    "`{v}` has no unit: write \"{v}s\" or \"{v}ms\" (a string with its unit)"
-                )))
+                Err(bare(v, v))
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationText, E> {
-                Err(E::custom(format_args!(
-                    "`{v}` has no unit: write \"{v}s\" or \"{}ms\" (a string with its unit)",
-                    v * 1000.0
-                )))
+                Err(bare(v, v * 1000.0))
             }
+        }
+        /// `v` written without a unit: read as seconds, or as `ms` milliseconds.
+        fn bare<E: serde::de::Error>(v: impl fmt::Display, ms: impl fmt::Display) -> E {
+            E::custom(format_args!(
+                "`{v}` has no unit: write \"{v}s\" or \"{ms}ms\" (a string with its unit)"
+            ))
         }
         d.deserialize_any(Visitor)
     }
